@@ -1,0 +1,40 @@
+"""Recognizers: aligned 112x112 face crops -> L2-normalised embeddings.
+
+MobileFaceNet (the default) and InsightFace-style ArcFace models share one convention: RGB input,
+(x - 127.5) / scale. Any ONNX recognizer with a 4-d image input and a flat output loads here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
+
+
+class Recognizer(OnnxModel):
+    def __init__(self, path, threads: int = 1, pixel_scale: float = 128.0, flip: bool = False) -> None:
+        super().__init__(path, threads)
+        self.pixel_scale = pixel_scale
+        self.flip = flip  # test-time flip fusion: embed the mirror image too and add
+        self.size = self.input_size[0] or 112
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def embed(self, crops: list[ImageArray] | np.ndarray, batch_size: int = 32) -> FloatArray:
+        """N aligned crops -> N x dim unit vectors (float32)."""
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        faces = (np.asarray(crops, dtype=np.float32) - 127.5) / self.pixel_scale
+        chunks = [self._forward(faces[i : i + batch_size]) for i in range(0, len(faces), batch_size)]
+        vectors = np.concatenate(chunks)
+        return normalise(vectors)
+
+    def _forward(self, faces: np.ndarray) -> np.ndarray:
+        vectors = self.run(faces)[0].reshape(len(faces), -1)
+        if self.flip:
+            vectors = normalise(vectors) + normalise(self.run(faces[:, :, ::-1])[0].reshape(len(faces), -1))
+        return vectors
+
+
+def normalise(vectors: np.ndarray) -> FloatArray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

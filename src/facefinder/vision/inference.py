@@ -1,0 +1,66 @@
+"""The one inference base every model goes through: an ONNX session plus tensor plumbing.
+
+Subclasses describe only what differs between models (pre-processing and decoding); the base
+hides NCHW vs NHWC layouts and models whose batch dimension is fixed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from facefinder.errors import ModelError
+
+FloatArray = npt.NDArray[np.float32]
+ImageArray = npt.NDArray[np.uint8]  # H x W x 3, RGB
+
+
+class OnnxModel:
+    """An ONNX model that takes a batch of H x W x C float images."""
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types
+            raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
+        self.path = path
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        shape = list(model_input.shape)
+        if len(shape) != 4:
+            raise ModelError(f"{path}: expected a 4-d image input, got shape {shape}")
+        self.channels_first = shape[1] in (1, 3)
+        height, width = (shape[2], shape[3]) if self.channels_first else (shape[1], shape[2])
+        self.input_size: tuple[int | None, int | None] = (
+            height if isinstance(height, int) else None,
+            width if isinstance(width, int) else None,
+        )
+        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, batch: FloatArray) -> list[np.ndarray]:
+        """Run N x H x W x C images; returns each output with N rows, whatever the model's batch."""
+        if self.channels_first:
+            batch = batch.transpose(0, 3, 1, 2)
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.fixed_batch is None or self.fixed_batch == len(batch):
+            return self.session.run(None, {self.input_name: batch})
+        pieces = [self._run_padded(batch[i : i + self.fixed_batch]) for i in range(0, len(batch), self.fixed_batch)]
+        return [np.concatenate([p[k] for p in pieces]) for k in range(len(self.output_names))]
+
+    def _run_padded(self, chunk: np.ndarray) -> list[np.ndarray]:
+        count = len(chunk)
+        if count < self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - count, *chunk.shape[1:]), dtype=chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        return [out[:count] for out in self.session.run(None, {self.input_name: chunk})]

@@ -1,0 +1,103 @@
+"""The vision pipeline: photo -> every face in it, aligned, quality-scored and embedded.
+
+Faces from many photos are landmarked and embedded in shared batches: per-face work dominates,
+and batching it is what makes ingest fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facefinder.vision.align import align_face
+from facefinder.vision.detect import BlazeFace, Detection, Scrfd
+from facefinder.vision.embed import Recognizer
+from facefinder.vision.inference import FloatArray, ImageArray
+from facefinder.vision.landmarks import FaceMesh
+from facefinder.vision.models import model_path, require_models
+from facefinder.vision.quality import Quality, face_quality
+
+DEFAULT_MIN_FACE = 20  # pixels of box height; smaller faces carry too little identity to search
+
+
+@dataclass
+class Face:
+    box: FloatArray  # x1, y1, x2, y2 in the upright photo
+    score: float  # detector confidence
+    landmarks: FloatArray  # 5 x 2: eye centres, nose tip, mouth corners
+    quality: Quality
+    embedding: FloatArray
+    aligned: ImageArray  # the 112x112 crop that was embedded; kept as the thumbnail
+
+
+@dataclass
+class PipelineTimings:
+    """Seconds spent per stage, summed over calls; the throughput benchmark reads these."""
+
+    detect: float = 0.0
+    align: float = 0.0
+    embed: float = 0.0
+    counts: dict[str, int] = field(default_factory=lambda: {"images": 0, "faces": 0})
+
+
+class FacePipeline:
+    def __init__(self, detector, recognizer: Recognizer, landmarker: FaceMesh | None = None,
+                 min_face: int = DEFAULT_MIN_FACE) -> None:
+        self.detector, self.recognizer, self.landmarker = detector, recognizer, landmarker
+        self.min_face = min_face
+        self.timings = PipelineTimings()
+        self.model_id = f"{Path(detector.path).stem}+{Path(recognizer.path).stem}"
+
+    @classmethod
+    def default(cls, models_dir: Path, threads: int = 1, detector: str | None = None,
+                recognizer: str | None = None, flip: bool = False) -> "FacePipeline":
+        """The shipped models, or user-supplied ONNX detector / recognizer files."""
+        if detector is None or recognizer is None:
+            require_models(models_dir)
+        if detector:
+            det = Scrfd(detector, threads)
+        else:
+            det = BlazeFace(model_path(models_dir, "blazeface_full_range"), threads)
+        rec = Recognizer(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
+        mesh = None if isinstance(det, Scrfd) else FaceMesh(model_path(models_dir, "facemesh"), threads)
+        return cls(det, rec, mesh)
+
+    def analyze(self, images: list[ImageArray]) -> list[list[Face]]:
+        """Every face of every image, in the images' order."""
+        import time
+
+        started = time.perf_counter()
+        detections = [self._detect(image) for image in images]
+        detected = time.perf_counter()
+        points = [self._five_points(image, dets) for image, dets in zip(images, detections)]
+        crops = [[align_face(image, p) for p in pts] for image, pts in zip(images, points)]
+        aligned = time.perf_counter()
+        flat = [crop for per_image in crops for crop in per_image]
+        vectors = self.recognizer.embed(flat)
+        embedded = time.perf_counter()
+        results, cursor = [], 0
+        for dets, pts, image_crops in zip(detections, points, crops):
+            faces = []
+            for det, five, crop in zip(dets, pts, image_crops):
+                faces.append(Face(det.box, det.score, five, face_quality(five, crop, det.score), vectors[cursor], crop))
+                cursor += 1
+            results.append(faces)
+        t = self.timings
+        t.detect += detected - started
+        t.align += aligned - detected
+        t.embed += embedded - aligned
+        t.counts["images"] += len(images)
+        t.counts["faces"] += cursor
+        return results
+
+    def _detect(self, image: ImageArray) -> list[Detection]:
+        return [d for d in self.detector.detect(image) if d.box[3] - d.box[1] >= self.min_face]
+
+    def _five_points(self, image: ImageArray, detections: list[Detection]) -> list[FloatArray]:
+        if all(d.five_points is not None for d in detections):
+            return [d.five_points for d in detections]
+        if self.landmarker is None:
+            raise ValueError(f"{self.detector.path} gives no five-point landmarks and no landmarker is set")
+        return self.landmarker.five_points(image, detections)

@@ -1,0 +1,42 @@
+"""A face quality score in [0, 1]: is this face worth searching with, or trusting as a match?
+
+Four cheap signals, each mapped to [0, 1] and combined by geometric mean so that any one very bad
+signal (a 10-pixel face, heavy blur, a profile, a doubtful detection) pulls the score down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from facefinder.vision.inference import FloatArray, ImageArray
+
+
+@dataclass
+class Quality:
+    size: float  # inter-ocular distance: 0 at <= 8 px, 1 at >= 40 px
+    sharpness: float  # variance of the Laplacian on the aligned crop
+    pose: float  # frontalness, from the nose's offset between the eyes
+    detection: float  # detector confidence
+    score: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in asdict(self).items()}
+
+
+def face_quality(five_points: FloatArray, aligned: ImageArray, detection_score: float) -> Quality:
+    left_eye, right_eye, nose = five_points[0], five_points[1], five_points[2]
+    eye_distance = float(np.linalg.norm(right_eye - left_eye))
+    size = float(np.clip((eye_distance - 8) / 32, 0, 1))
+    gray = cv2.cvtColor(aligned, cv2.COLOR_RGB2GRAY)
+    laplacian_var = float(cv2.Laplacian(gray, cv2.CV_64F).var())
+    sharpness = laplacian_var / (laplacian_var + 100.0)
+    eye_axis = (right_eye - left_eye) / max(eye_distance, 1e-6)
+    offset = float(np.dot(nose - (left_eye + right_eye) / 2, eye_axis)) / max(eye_distance, 1e-6)
+    pose = float(np.clip(1 - abs(offset) / 0.6, 0, 1))
+    detection = float(np.clip(detection_score, 0, 1))
+    parts = np.array([size, sharpness, pose, detection])
+    score = float(np.exp(np.log(np.maximum(parts, 1e-3)).mean()))
+    return Quality(size, sharpness, pose, detection, score)
