@@ -160,11 +160,17 @@ def _extract(archive: Path, spec: ModelSpec, dest: Path) -> Path:
 
 
 def _convert(tflite: Path, onnx_path: Path, dynamic_batch: bool) -> None:
+    import contextlib
+    import io
+    import logging
+
     import onnx
     import tflite2onnx
 
     tmp = onnx_path.with_suffix(".onnx.tmp")
-    tflite2onnx.convert(str(tflite), str(tmp))
+    logging.getLogger("tflite2onnx").setLevel(logging.ERROR)  # its float16 notes are expected and harmless
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        tflite2onnx.convert(str(tflite), str(tmp))
     if dynamic_batch:
         onnx.save(make_batch_dynamic(onnx.load(str(tmp))), str(tmp))
     tmp.replace(onnx_path)  # atomic: a crash never leaves a half-written model behind

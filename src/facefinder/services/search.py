@@ -1,0 +1,113 @@
+"""Search: probe photo -> every face in it -> ranked candidates with calibrated scores.
+
+Only candidates at or above the threshold are returned, so a stranger comes back as "no match"
+rather than as whoever happens to be nearest. Results are investigative leads, not identifications.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from facefinder.errors import CatalogError, ImageError
+from facefinder.services.calibration import Calibration, default_calibration
+from facefinder.services.sources import iter_sources
+from facefinder.storage.store import PROVENANCE_FIELDS, FaceStore
+from facefinder.vision.image import decode_image
+from facefinder.vision.pipeline import FacePipeline
+
+
+@dataclass
+class Candidate:
+    rank: int
+    face_id: int
+    score: float  # cosine similarity of the embeddings, -1..1
+    false_match_rate: float  # estimated share of different-person pairs scoring this high
+    band: str  # strong / possible / weak
+    collection: str
+    image_id: int
+    source: str  # the path or URI the photo was ingested from
+    box: list[float]
+    quality: float
+    provenance: dict[str, str | None]
+
+
+@dataclass
+class ProbeFace:
+    probe: str
+    face: int | None  # index of the face within the probe photo; None when none was found
+    box: list[float] | None
+    quality: float | None
+    candidates: list[Candidate] = field(default_factory=list)
+    error: str | None = None  # why this probe gave no face: "no-face", or an ImageError reason
+
+    @property
+    def match(self) -> bool:
+        return bool(self.candidates)
+
+    def to_dict(self) -> dict:
+        record = asdict(self)
+        record["match"] = self.match
+        return record
+
+
+class Searcher:
+    def __init__(self, store: FaceStore, pipeline: FacePipeline, calibration: Calibration | None = None) -> None:
+        self.store, self.pipeline = store, pipeline
+        self.calibration = calibration or default_calibration()
+
+    def search(self, probes: list[str | os.PathLike], collections: list[str] | None = None, top_k: int = 10,
+               threshold: float | None = None) -> Iterator[ProbeFace]:
+        """Search each probe (a photo, or a folder of photos); yields one record per probe face."""
+        threshold = self.calibration.threshold if threshold is None else threshold
+        collection_ids = self._collection_ids(collections)
+        for probe in probes:
+            for item in iter_sources(probe):
+                try:
+                    image = decode_image(item.read(), item.source)
+                except ImageError as exc:
+                    yield ProbeFace(item.source, None, None, None, error=exc.reason)
+                    continue
+                yield from self.search_image(image, item.source, collection_ids, top_k, threshold)
+
+    def search_image(self, image: np.ndarray, source: str, collection_ids: list[int], top_k: int,
+                     threshold: float) -> Iterator[ProbeFace]:
+        faces = self.pipeline.analyze([image])[0]
+        if not faces:
+            yield ProbeFace(source, None, None, None, error="no-face")
+            return
+        hits = self.store.search(collection_ids, np.stack([f.embedding for f in faces]), top_k)
+        rows = self.store.faces([fid for row in hits for fid, _ in row])
+        for number, (face, row) in enumerate(zip(faces, hits)):
+            candidates = []
+            for face_id, score in row:
+                if score < threshold or face_id not in rows:  # never serve a face the catalog lacks
+                    continue
+                record, image_row, collection = rows[face_id]
+                candidates.append(Candidate(
+                    rank=len(candidates) + 1, face_id=face_id, score=round(score, 4),
+                    false_match_rate=float(f"{self.calibration.false_match_rate(score):.2e}"),
+                    band=self.calibration.band(score), collection=collection, image_id=image_row.id,
+                    source=image_row.source, box=record.box, quality=record.quality,
+                    provenance={k: getattr(image_row, k) for k in PROVENANCE_FIELDS},
+                ))
+            yield ProbeFace(source, number, [round(float(v), 2) for v in face.box], round(face.quality.score, 4),
+                            candidates)
+
+    def _collection_ids(self, names: list[str] | None) -> list[int]:
+        infos = self.store.collections()
+        if names:
+            known = {c.name: c for c in infos}
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise CatalogError(f"collection {missing[0]!r} does not exist")
+            infos = [known[n] for n in names]
+        usable = [c for c in infos if c.model_id in (None, self.pipeline.model_id)]
+        if names and len(usable) < len(infos):
+            bad = next(c for c in infos if c not in usable)
+            raise CatalogError(f"collection {bad.name!r} was embedded with {bad.model_id}, "
+                               f"not {self.pipeline.model_id}: search it with the same models")
+        return [c.id for c in usable]

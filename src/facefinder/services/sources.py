@@ -1,0 +1,134 @@
+"""Where photos come from: folders (recursive), zip and tar archives, with their provenance.
+
+Provenance comes from a sidecar JSON next to a photo (``photo.jpg.json`` or ``photo.json``) or from
+a CSV manifest (``manifest.csv`` at the root, or one given explicitly) with a ``path`` column
+relative to the root. Recognised fields: source_url, captured_at, case_id, consent_id, notes.
+
+facefinder only reads sources the operator holds: no crawling, no bulk import of third-party URLs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facefinder.errors import FaceFinderError
+from facefinder.storage.store import PROVENANCE_FIELDS
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+SKIPPED_SUFFIXES = (".json", ".csv", ".txt", ".md")  # sidecars, manifests and notes are not photos
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+@dataclass
+class SourceItem:
+    source: str  # a path, or "archive.zip!inner/path.jpg" for an archive member
+    size: int
+    read: Callable[[], bytes]
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+class SourceError(FaceFinderError):
+    pass
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def iter_sources(path: str | os.PathLike, manifest: str | os.PathLike | None = None) -> Iterator[SourceItem]:
+    """Every candidate photo under ``path`` (a folder, an archive, or a single file), sorted."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise SourceError(f"{root}: no such file or folder")
+    if root.is_file() and not is_archive(root):
+        yield _file_item(root, _sidecar(root))
+        return
+    manifest_rows = _manifest(Path(manifest) if manifest else (root / "manifest.csv" if root.is_dir() else None))
+    if root.is_dir():
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            relative = file.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in file.relative_to(root).parts):
+                continue
+            if is_archive(file):
+                yield from _archive_items(file, manifest_rows)
+            elif not file.name.lower().endswith(SKIPPED_SUFFIXES):
+                yield _file_item(file, {**manifest_rows.get(relative, {}), **_sidecar(file)})
+    else:
+        yield from _archive_items(root, manifest_rows)
+
+
+def _file_item(file: Path, provenance: dict[str, str]) -> SourceItem:
+    return SourceItem(str(file), file.stat().st_size, file.read_bytes, provenance)
+
+
+def _sidecar(file: Path) -> dict[str, str]:
+    for candidate in (file.with_name(file.name + ".json"), file.with_suffix(".json")):
+        if candidate.is_file():
+            try:
+                data = json.loads(candidate.read_text())
+            except (ValueError, OSError) as exc:
+                raise SourceError(f"{candidate}: sidecar is not valid JSON ({exc})") from None
+            return {k: str(data[k]) for k in PROVENANCE_FIELDS if data.get(k) is not None}
+    return {}
+
+
+def _manifest(path: Path | None) -> dict[str, dict[str, str]]:
+    if path is None or not path.is_file():
+        return {}
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise SourceError(f"{path}: a manifest needs a 'path' column")
+        return {
+            row["path"].strip(): {k: row[k] for k in PROVENANCE_FIELDS if row.get(k)}
+            for row in reader
+        }
+
+
+def _archive_items(archive: Path, manifest_rows: dict[str, dict[str, str]]) -> Iterator[SourceItem]:
+    """Members in archive order, read while the archive is open (a .tar.gz cannot seek cheaply)."""
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    if not info.is_dir() and _wanted(info.filename):
+                        yield SourceItem(f"{archive}!{info.filename}", info.file_size,
+                                         _member_reader(f"{archive}!{info.filename}", info.file_size,
+                                                        lambda i=info: zf.read(i)),
+                                         manifest_rows.get(info.filename, {}))
+        else:
+            with tarfile.open(archive) as tf:
+                for member in tf:
+                    if member.isfile() and _wanted(member.name):
+                        yield SourceItem(f"{archive}!{member.name}", member.size,
+                                         _member_reader(f"{archive}!{member.name}", member.size,
+                                                        lambda m=member: tf.extractfile(m).read()),
+                                         manifest_rows.get(member.name, {}))
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
+        raise SourceError(f"{archive}: unreadable archive ({exc})") from None
+
+
+def _wanted(member: str) -> bool:
+    base = member.rsplit("/", 1)[-1]
+    return bool(base) and not base.startswith(".") and not base.lower().endswith(SKIPPED_SUFFIXES)
+
+
+def _member_reader(source: str, size: int, read: Callable[[], bytes]) -> Callable[[], bytes]:
+    def checked() -> bytes:
+        _check_size(source, size)
+        return read()
+    return checked
+
+
+def _check_size(source: str, size: int) -> None:
+    from facefinder.errors import ImageError
+
+    if size > MAX_FILE_BYTES:
+        raise ImageError(source, "too-large", f"{size:,} bytes exceeds the {MAX_FILE_BYTES:,}-byte cap")

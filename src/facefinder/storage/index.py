@@ -1,0 +1,74 @@
+"""The vector index: FAISS, one per collection, ids = catalog face ids.
+
+Inner product on L2-normalised vectors (= cosine). Exact (flat) search: at the sizes one laptop
+ingests it is fast enough and its scores are exact. An index file carries the journal sequence
+number it reflects, in the same atomically-renamed file, so a reader knows what to replay.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+MAGIC = b"FFIDX1\0\0"
+
+
+class VectorIndex:
+    def __init__(self, dim: int, index: faiss.Index | None = None, seq: int = 0) -> None:
+        self.dim = dim
+        self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.seq = seq  # the last journal entry this index reflects
+        self.dirty = False
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add (or replace) vectors; replaying an add that is already applied is harmless."""
+        if len(ids) == 0:
+            return
+        ids = np.asarray(ids, dtype=np.int64)
+        self.remove(ids)
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self.dirty = True
+
+    def remove(self, ids: np.ndarray) -> int:
+        if len(ids) == 0 or self.index.ntotal == 0:
+            return 0
+        removed = self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
+        self.dirty = self.dirty or removed > 0
+        return int(removed)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query; ids are -1 where the index holds fewer than k faces."""
+        k = max(1, min(k, self.index.ntotal))
+        if self.index.ntotal == 0:
+            empty = np.full((len(queries), 1), -1, dtype=np.int64)
+            return np.full((len(queries), 1), -np.inf, dtype=np.float32), empty
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a crash leaves either the old file or the new one, never half of one."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = faiss.serialize_index(self.index)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(MAGIC + struct.pack("<qq", self.seq, self.dim))
+            handle.write(payload.tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        self.dirty = False
+
+    @classmethod
+    def load(cls, path: Path) -> "VectorIndex":
+        data = path.read_bytes()
+        if not data.startswith(MAGIC):
+            raise ValueError(f"{path}: not a facefinder index file")
+        seq, dim = struct.unpack("<qq", data[len(MAGIC) : len(MAGIC) + 16])
+        index = faiss.deserialize_index(np.frombuffer(data[len(MAGIC) + 16 :], dtype=np.uint8))
+        return cls(dim, index, seq)

@@ -1,0 +1,305 @@
+"""The face store: the catalog and the vector index kept consistent, through crashes.
+
+The rule is write-ahead: a face goes into the catalog (with its embedding and a journal entry) in
+one transaction, and only then into the in-memory index. Index files are checkpoints tagged with
+the journal sequence number they reflect; opening the store loads each checkpoint and replays the
+journal after it. After ``kill -9`` at any moment the catalog holds whole images or nothing, and
+the index is rebuilt to match it: it never serves a face the catalog lacks, nor loses one it has.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, func, select
+
+from facefinder.errors import CatalogError
+from facefinder.storage.catalog import (
+    Catalog, Collection, FaceRecord, ImageRecord, IngestFailure, JournalEntry, Setting,
+)
+from facefinder.storage.index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+PROVENANCE_FIELDS = ("source_url", "captured_at", "case_id", "consent_id", "notes")
+
+
+@dataclass
+class NewFace:
+    box: list[float]
+    landmarks: list[list[float]]
+    detector_score: float
+    quality: float
+    quality_parts: dict[str, float]
+    embedding: np.ndarray
+    thumbnail: bytes
+
+
+@dataclass
+class NewImage:
+    sha256: str
+    source: str
+    width: int
+    height: int
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CollectionInfo:
+    id: int
+    name: str
+    description: str
+    model_id: str | None
+    images: int
+    faces: int
+    failures: int
+
+
+class FaceStore:
+    def __init__(self, data_dir: Path, url: str | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(url or f"sqlite:///{self.data_dir / 'catalog.db'}")
+        self.index_dir = self.data_dir / "index"
+        self.indexes: dict[int, VectorIndex] = {}
+        self.applied_seq = 0
+        self.reload()
+
+    # ----- collections -------------------------------------------------------------------
+    def collection(self, name: str, create: bool = False, description: str = "") -> Collection:
+        with self.catalog.session() as session:
+            found = self.catalog.collection(session, name)
+            if found is None and create:
+                if not name.strip():
+                    raise CatalogError("collection: a name is required")
+                found = Collection(name=name, description=description)
+                session.add(found)
+                session.commit()
+            if found is None:
+                raise CatalogError(f"collection {name!r} does not exist")
+            return found
+
+    def set_model(self, collection_id: int, model_id: str) -> None:
+        """Bind a collection to the recognizer that embedded it; mixing models would be meaningless."""
+        with self.catalog.session() as session:
+            row = session.get(Collection, collection_id)
+            if row.model_id and row.model_id != model_id:
+                raise CatalogError(
+                    f"collection {row.name!r} holds {row.model_id} embeddings; cannot add {model_id} ones"
+                )
+            row.model_id = model_id
+            session.commit()
+
+    def collections(self) -> list[CollectionInfo]:
+        with self.catalog.session() as session:
+            images = dict(session.execute(select(ImageRecord.collection_id, func.count()).group_by(ImageRecord.collection_id)).all())
+            faces = dict(session.execute(select(FaceRecord.collection_id, func.count()).group_by(FaceRecord.collection_id)).all())
+            failures = dict(session.execute(select(IngestFailure.collection_id, func.count()).group_by(IngestFailure.collection_id)).all())
+            return [
+                CollectionInfo(c.id, c.name, c.description, c.model_id, images.get(c.id, 0), faces.get(c.id, 0),
+                               failures.get(c.id, 0))
+                for c in session.scalars(select(Collection).order_by(Collection.name))
+            ]
+
+    # ----- writes --------------------------------------------------------------------------
+    def known_hashes(self, collection_id: int) -> set[str]:
+        with self.catalog.session() as session:
+            return set(session.scalars(select(ImageRecord.sha256).where(ImageRecord.collection_id == collection_id)))
+
+    def add_image(self, collection_id: int, image: NewImage, faces: list[NewFace], model_id: str) -> int:
+        """Store one photo and all its faces atomically; returns the image id."""
+        with self.catalog.session() as session, session.begin():
+            record = ImageRecord(
+                collection_id=collection_id, sha256=image.sha256, source=image.source, width=image.width,
+                height=image.height, **{k: image.provenance.get(k) for k in PROVENANCE_FIELDS},
+            )
+            session.add(record)
+            session.flush()
+            rows = [
+                FaceRecord(
+                    image_id=record.id, collection_id=collection_id, box=f.box, landmarks=f.landmarks,
+                    detector_score=f.detector_score, quality=f.quality, quality_parts=f.quality_parts,
+                    model_id=model_id, embedding=np.asarray(f.embedding, dtype=np.float32).tobytes(),
+                    thumbnail=f.thumbnail,
+                )
+                for f in faces
+            ]
+            session.add_all(rows)
+            session.flush()
+            session.add_all([JournalEntry(collection_id=collection_id, face_id=r.id, op="add") for r in rows])
+            session.execute(delete(IngestFailure).where(
+                IngestFailure.collection_id == collection_id, IngestFailure.source == image.source))
+            image_id = record.id
+        self.refresh()
+        return image_id
+
+    def record_failure(self, collection_id: int, source: str, reason: str, detail: str) -> None:
+        with self.catalog.session() as session, session.begin():
+            session.execute(delete(IngestFailure).where(
+                IngestFailure.collection_id == collection_id, IngestFailure.source == source))
+            session.add(IngestFailure(collection_id=collection_id, source=source, reason=reason, detail=detail[:2000]))
+
+    def failures(self, collection_id: int) -> list[IngestFailure]:
+        with self.catalog.session() as session:
+            return list(session.scalars(select(IngestFailure).where(IngestFailure.collection_id == collection_id)
+                                        .order_by(IngestFailure.source)))
+
+    def delete_faces(self, face_ids: list[int]) -> int:
+        """Erase faces from catalog and index; returns how many existed."""
+        with self.catalog.session() as session, session.begin():
+            rows = session.execute(select(FaceRecord.id, FaceRecord.collection_id).where(FaceRecord.id.in_(face_ids))).all()
+            session.execute(delete(FaceRecord).where(FaceRecord.id.in_([r.id for r in rows])))
+            session.add_all([JournalEntry(collection_id=r.collection_id, face_id=r.id, op="delete") for r in rows])
+        self.refresh()
+        return len(rows)
+
+    def delete_image(self, image_id: int) -> int:
+        """Erase a photo and its faces; returns how many faces went with it."""
+        with self.catalog.session() as session:
+            if session.get(ImageRecord, image_id) is None:
+                raise CatalogError(f"image {image_id} does not exist")
+            face_ids = list(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id == image_id)))
+        count = self.delete_faces(face_ids)
+        with self.catalog.session() as session, session.begin():
+            session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
+        return count
+
+    def delete_collection(self, name: str) -> None:
+        collection = self.collection(name)
+        with self.catalog.session() as session, session.begin():
+            session.execute(delete(JournalEntry).where(JournalEntry.collection_id == collection.id))
+            session.execute(delete(Collection).where(Collection.id == collection.id))
+        self.indexes.pop(collection.id, None)
+        self._index_path(collection.id).unlink(missing_ok=True)
+
+    # ----- reads ---------------------------------------------------------------------------
+    def search(self, collection_ids: list[int], queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """Top-k (face id, cosine) per query across the given collections, best first."""
+        self.refresh()
+        merged: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
+        for cid in collection_ids:
+            index = self.indexes.get(cid)
+            if index is None or len(index) == 0:
+                continue
+            scores, ids = index.search(queries, k)
+            for row, (s_row, i_row) in enumerate(zip(scores, ids)):
+                merged[row].extend((int(i), float(s)) for i, s in zip(i_row, s_row) if i >= 0)
+        return [sorted(row, key=lambda pair: -pair[1])[:k] for row in merged]
+
+    def faces(self, face_ids: list[int]) -> dict[int, tuple[FaceRecord, ImageRecord, str]]:
+        """Catalog rows for face ids; ids the catalog lacks are simply absent."""
+        with self.catalog.session() as session:
+            rows = session.execute(
+                select(FaceRecord, ImageRecord, Collection.name)
+                .join(ImageRecord, FaceRecord.image_id == ImageRecord.id)
+                .join(Collection, Collection.id == ImageRecord.collection_id)
+                .where(FaceRecord.id.in_(face_ids))
+            ).all()
+            return {face.id: (face, image, name) for face, image, name in rows}
+
+    def index_size(self, collection_id: int) -> int:
+        index = self.indexes.get(collection_id)
+        return len(index) if index else 0
+
+    # ----- consistency ---------------------------------------------------------------------
+    def reload(self) -> None:
+        """Load every collection's checkpoint and replay the journal after it."""
+        self.indexes = {}
+        with self.catalog.session() as session:
+            self.applied_seq = session.scalar(select(func.max(JournalEntry.seq))) or 0
+            collection_ids = list(session.scalars(select(Collection.id)))
+        for cid in collection_ids:
+            self.indexes[cid] = self._load_collection(cid)
+
+    def refresh(self) -> None:
+        """Apply journal entries written since we last looked (by us or by another process)."""
+        with self.catalog.session() as session:
+            entries = session.execute(
+                select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
+                .where(JournalEntry.seq > self.applied_seq).order_by(JournalEntry.seq)
+            ).all()
+            known = set(session.scalars(select(Collection.id)))
+        for cid in list(self.indexes):
+            if cid not in known:
+                del self.indexes[cid]
+        for cid in known - set(self.indexes):
+            self.indexes[cid] = self._load_collection(cid)
+        by_collection: dict[int, list] = {}
+        for entry in entries:
+            by_collection.setdefault(entry.collection_id, []).append(entry)
+        for cid, cid_entries in by_collection.items():
+            if cid in self.indexes:
+                self._replay(self.indexes[cid], cid_entries)
+        if entries:
+            self.applied_seq = entries[-1].seq
+
+    def checkpoint(self) -> None:
+        """Persist changed indexes and drop the journal entries they now cover."""
+        for cid, index in self.indexes.items():
+            if not index.dirty:
+                continue
+            index.seq = max(index.seq, self.applied_seq)
+            index.save(self._index_path(cid))
+            with self.catalog.session() as session, session.begin():
+                session.execute(delete(JournalEntry).where(JournalEntry.collection_id == cid,
+                                                           JournalEntry.seq <= index.seq))
+                self.catalog.set_setting(session, f"pruned_through:{cid}", str(index.seq))
+
+    def close(self) -> None:
+        self.checkpoint()
+        self.catalog.close()
+
+    def _index_path(self, collection_id: int) -> Path:
+        return self.index_dir / f"collection-{collection_id}.faiss"
+
+    def _load_collection(self, cid: int) -> VectorIndex:
+        pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
+        path = self._index_path(cid)
+        index = None
+        if path.exists():
+            try:
+                index = VectorIndex.load(path)
+            except Exception as exc:  # a damaged checkpoint is rebuilt, never trusted
+                log.warning("rebuilding %s: %s", path, exc)
+        if index is None or index.seq < pruned:
+            return self._rebuild(cid)
+        with self.catalog.session() as session:
+            entries = session.execute(
+                select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
+                .where(JournalEntry.collection_id == cid, JournalEntry.seq > index.seq).order_by(JournalEntry.seq)
+            ).all()
+        self._replay(index, entries)
+        return index
+
+    def _rebuild(self, cid: int) -> VectorIndex:
+        with self.catalog.session() as session:
+            seq = session.scalar(select(func.max(JournalEntry.seq))) or 0
+            rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
+        dim = len(rows[0].embedding) // 4 if rows else 0
+        index = VectorIndex(dim or 1, seq=seq)
+        if rows:
+            index = VectorIndex(dim, seq=seq)
+            index.add(np.array([r.id for r in rows]), np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]))
+        index.dirty = True
+        return index
+
+    def _replay(self, index: VectorIndex, entries: list) -> None:
+        """Bring an index up to date: the last operation on each face wins."""
+        if not entries:
+            return
+        final = {e.face_id: e.op for e in entries}
+        adds = [fid for fid, op in final.items() if op == "add"]
+        with self.catalog.session() as session:
+            rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.id.in_(adds))).all() if adds else []
+        present = {r.id for r in rows}
+        index.remove(np.array([fid for fid in final if fid not in present], dtype=np.int64))
+        if rows:
+            vectors = np.stack([np.frombuffer(r.embedding, np.float32) for r in rows])
+            if len(index) == 0 and index.dim != vectors.shape[1]:
+                index.__init__(vectors.shape[1], seq=index.seq)
+            index.add(np.array([r.id for r in rows]), vectors)
+        index.seq = max(index.seq, entries[-1].seq)
+        index.dirty = True
