@@ -1,0 +1,167 @@
+"""Search through the Python API: group photos found from one face, identities ranked, no false leads."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefinder.errors import CatalogError, FaceFinderError
+from facefinder.services.calibration import default_calibration
+from facefinder.vision.image import read_image
+from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, PROBES, box_iou, lfw, save_jpeg
+
+THRESHOLD = default_calibration().threshold
+
+
+# ----- 2. a crop of one face finds its group photo ---------------------------------------------
+@pytest.mark.parametrize("name", sorted(GROUP_FACES))
+def test_crop_of_one_face_finds_its_group_photo(group_finder, pipeline, tmp_path, name):
+    image = read_image(str(GROUP / name))
+    faces = pipeline.analyze([image])[0]
+    assert len(faces) == GROUP_FACES[name]
+    for number, face in enumerate(faces):
+        x1, y1, x2, y2 = face.box
+        margin = 0.6 * (x2 - x1)
+        crop = image[int(max(0, y1 - margin)):int(y2 + margin), int(max(0, x1 - margin)):int(x2 + margin)]
+        probe = save_jpeg(crop, tmp_path / f"{Path(name).stem}-face{number}.jpg", quality=90)
+
+        [record] = group_finder.search(probe, collections=["groups"], top_k=3)
+        assert record.error is None and record.match, (name, number)
+        best = record.candidates[0]
+        assert Path(best.source).name == name
+        assert box_iou(best.box, face.box) > 0.7  # the very face, not just the right photo
+        assert best.score > 0.8 and best.band == "strong"
+        assert best.rank == 1 and best.collection == "groups"
+
+
+def test_group_collection_counts(group_finder):
+    [info] = group_finder.collections()
+    assert (info.name, info.images, info.faces, info.failures) == ("groups", 6, sum(GROUP_FACES.values()), 0)
+    assert info.model_id == "blazeface_full_range+mobilefacenet"
+    assert group_finder.store.index_size(info.id) == info.faces
+
+
+def test_searching_a_group_photo_returns_one_record_per_face(group_finder):
+    records = group_finder.search(GROUP / "sample5.jpg", top_k=1)
+    assert [r.face for r in records] == [0, 1, 2, 3, 4]
+    for record in records:
+        assert record.match and Path(record.candidates[0].source).name == "sample5.jpg"
+        assert record.candidates[0].score == pytest.approx(1.0, abs=1e-3)
+        assert len(record.box) == 4 and 0 < record.quality <= 1
+
+
+# ----- identities: the demo gallery and the LFW photos ------------------------------------------
+@pytest.fixture(scope="module")
+def demo_finder(tmp_path_factory, pipeline):
+    from helpers import open_finder
+
+    ff = open_finder(tmp_path_factory.mktemp("demo-data"), pipeline)
+    report = ff.ingest(GALLERY, collection="demo")
+    assert report.ingested == 38 and report.faces == 32 + sum(GROUP_FACES.values())
+    assert report.photos_without_faces == 0 and not report.failures
+    yield ff
+    ff.close()
+
+
+def test_demo_probes_find_their_person_first(demo_finder):
+    records = demo_finder.search(PROBES, top_k=3)
+    assert len(records) == 8
+    for record in records:
+        person = Path(record.probe).name.split("_")[0]
+        assert record.match, record.probe
+        assert [Path(c.source).parent.name for c in record.candidates[:3]] == [person] * 3, record.probe
+        scores = [c.score for c in record.candidates]
+        assert scores == sorted(scores, reverse=True)
+        assert [c.rank for c in record.candidates] == [1, 2, 3]
+
+
+def test_lfw_photo_finds_the_other_photos_of_that_person(lfw_finder):
+    for person in LFW_PEOPLE:
+        [record] = lfw_finder.search(lfw(person, 1), top_k=5)
+        sources = [Path(c.source) for c in record.candidates]
+        # the photo itself (score 1), then that person's two other photos, before anyone else
+        assert sources[0].name == f"{person}_0001.jpg"
+        assert record.candidates[0].score == pytest.approx(1.0, abs=1e-3)
+        assert {s.parent.name for s in sources[:3]} == {person}
+        assert all(s.parent.name == person for s in sources)  # everyone else is below the threshold
+
+
+def test_stranger_gets_no_match(lfw_finder, demo_finder):
+    """A person absent from the gallery comes back as 'no match', not as whoever is nearest."""
+    [record] = lfw_finder.search(PROBES / "penny_penny5.png")
+    assert record.error is None and record.face == 0
+    assert record.candidates == [] and record.match is False
+    # ... although there are candidates below the threshold
+    [loose] = lfw_finder.search(PROBES / "penny_penny5.png", threshold=-1.0, top_k=3)
+    assert len(loose.candidates) == 3 and all(c.score < THRESHOLD for c in loose.candidates)
+
+
+def test_candidate_fields_are_calibrated(lfw_finder):
+    [record] = lfw_finder.search(lfw("Tony_Blair", 2), top_k=3)
+    calibration = default_calibration()
+    for c in record.candidates:
+        assert c.band == calibration.band(c.score) and c.band in ("strong", "possible", "weak")
+        assert c.false_match_rate == pytest.approx(calibration.false_match_rate(c.score), rel=0.01)
+        assert 0 < c.false_match_rate < 0.01
+        assert set(c.provenance) == {"source_url", "captured_at", "case_id", "consent_id", "notes"}
+    record_dict = record.to_dict()
+    assert set(record_dict) == {"probe", "face", "box", "quality", "candidates", "error", "match"}
+
+
+def test_threshold_and_top_k(lfw_finder):
+    [strict] = lfw_finder.search(lfw("Colin_Powell", 1), threshold=0.999)
+    assert [c.score for c in strict.candidates] == [pytest.approx(1.0, abs=1e-3)]
+    [one] = lfw_finder.search(lfw("Colin_Powell", 1), top_k=1, threshold=-1)
+    assert len(one.candidates) == 1
+    [all_faces] = lfw_finder.search(lfw("Colin_Powell", 1), top_k=1000, threshold=-1)
+    assert len(all_faces.candidates) == 15
+    with pytest.raises(FaceFinderError, match="top_k"):
+        lfw_finder.search(lfw("Colin_Powell", 1), top_k=0)
+
+
+def test_probe_folder_reports_unusable_probes(lfw_finder, tmp_path):
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    shutil.copy(lfw("Hugo_Chavez", 2), probes / "a-chavez.jpg")
+    save_jpeg(np.full((120, 160, 3), 200, np.uint8), probes / "b-wall.jpg")
+    (probes / "c-broken.jpg").write_bytes(b"\x00\x01 not a photo")
+    (probes / "notes.txt").write_text("skipped: not a photo")
+    records = lfw_finder.search(probes)
+    by_name = {Path(r.probe).name: r for r in records}
+    assert sorted(by_name) == ["a-chavez.jpg", "b-wall.jpg", "c-broken.jpg"]
+    assert by_name["a-chavez.jpg"].match
+    assert Path(by_name["a-chavez.jpg"].candidates[0].source).parent.name == "Hugo_Chavez"
+    assert (by_name["b-wall.jpg"].error, by_name["b-wall.jpg"].face, by_name["b-wall.jpg"].match) == ("no-face", None, False)
+    assert by_name["c-broken.jpg"].error == "not-an-image"
+
+
+def test_unknown_collection_is_an_error(lfw_finder):
+    with pytest.raises(CatalogError, match="'nosuch'"):
+        lfw_finder.search(lfw("Tony_Blair", 1), collections=["nosuch"])
+
+
+def test_search_across_collections(make_finder, tmp_path):
+    ff = make_finder()
+    ff.ingest(lfw("Tony_Blair", 1), collection="a")
+    ff.ingest(lfw("Tony_Blair", 2), collection="b")
+    [both] = ff.search(lfw("Tony_Blair", 3))
+    assert sorted(c.collection for c in both.candidates) == ["a", "b"]
+    [only_b] = ff.search(lfw("Tony_Blair", 3), collections=["b"])
+    assert [c.collection for c in only_b.candidates] == ["b"]
+    assert Path(only_b.candidates[0].source).name == "Tony_Blair_0002.jpg"
+
+
+def test_faces_in_and_thumbnail(lfw_finder):
+    faces = lfw_finder.faces_in(lfw("Tony_Blair", 1))
+    assert len(faces) == 1 and faces[0].landmarks.shape == (5, 2)
+    [record] = lfw_finder.search(lfw("Tony_Blair", 1), top_k=1)
+    thumb = lfw_finder.thumbnail(record.candidates[0].face_id)
+    import io
+
+    assert Image.open(io.BytesIO(thumb)).size == (112, 112)
+    with pytest.raises(FaceFinderError, match="face 999999 does not exist"):
+        lfw_finder.thumbnail(999999)
