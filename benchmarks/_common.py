@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,34 @@ def system_cpu_seconds() -> float | None:
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWatch:
+    """How much of the machine's CPU *other* processes used while a block ran (contention)."""
+
+    def __enter__(self) -> "CpuWatch":
+        import resource
+
+        self._resource = resource
+        self._wall, self._system, self._ours = time.perf_counter(), system_cpu_seconds(), self._own()
+        return self
+
+    def _own(self) -> float:
+        r = self._resource
+        me, kids = r.getrusage(r.RUSAGE_SELF), r.getrusage(r.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self._wall
+        ours = self._own() - self._ours
+        system = system_cpu_seconds()
+        others = None if system is None or self._system is None else max(0.0, system - self._system - ours)
+        capacity = (os.cpu_count() or 1) * wall
+        self.result = {
+            "wall_s": round(wall, 3), "our_cpu_s": round(ours, 3),
+            "other_processes_cpu_s": None if others is None else round(others, 3),
+            "other_processes_share_pct": None if others is None else round(others / capacity * 100, 1),
+        }
 
 
 def machine() -> dict:

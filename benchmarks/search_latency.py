@@ -51,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    DEFAULT_LFW, RESULTS_DIR, image_files, loadavg, machine, models_dir, percentiles, require_dir, spread, table,
+    CpuWatch, DEFAULT_LFW, RESULTS_DIR, image_files, loadavg, machine, models_dir, percentiles, require_dir, spread, table,
     write_json,
 )
 
@@ -79,17 +79,20 @@ def probe_pair(all_photos: list[Path]) -> tuple[Path, Path]:
     raise SystemExit("error: no LFW person with two photos to use as a probe")
 
 
-def real_faces(lfw: Path, count: int, models: Path, npz: Path, gallery_photo: Path) -> dict:
-    """Real embeddings plus per-face metadata (thumbnail, box, landmarks, quality) for the catalog."""
+def real_faces(lfw: Path, count: int, models: Path, npz: Path, gallery_photo: Path, probe: Path) -> dict:
+    """Real embeddings plus per-face metadata (thumbnail, box, landmarks, quality) for the catalog.
+
+    From ``npz`` when it exists (its ``names``, LFW-relative paths, become the faces' sources;
+    the probe photo itself is left out so that the probe has to find the person's other photos),
+    else from ``count`` LFW photos embedded here. A few photos are always run through the
+    pipeline for realistic thumbnails, boxes and landmarks.
+    """
     from facefinder.vision.image import encode_jpeg, read_image
     from facefinder.vision.pipeline import FacePipeline
 
     pipeline = FacePipeline.default(models, threads=os.cpu_count() or 1)
-    photos = spread(image_files(lfw), count)
-    photos = [gallery_photo] + [p for p in photos if p != gallery_photo]
-    if npz.is_file():  # embeddings from the accuracy benchmark; still run a few photos for metadata
-        embeddings = np.load(npz)["embeddings"].astype(np.float32)
-        source = f"{npz} ({len(embeddings)} embeddings)"
+    photos = [gallery_photo] + [p for p in spread(image_files(lfw), count) if p not in (gallery_photo, probe)]
+    if npz.is_file():
         photos = photos[:32]
     started = time.perf_counter()
     vectors, meta, sources = [], [], []
@@ -106,14 +109,24 @@ def real_faces(lfw: Path, count: int, models: Path, npz: Path, gallery_photo: Pa
                     "quality_parts": f.quality.as_dict(), "thumbnail": encode_jpeg(f.aligned),
                 })
     seconds = time.perf_counter() - started
-    pipeline_vectors = np.stack(vectors).astype(np.float32)
+    embeddings = np.stack(vectors).astype(np.float32)
+    source = f"{len(photos)} LFW photos embedded here ({len(embeddings)} faces, {seconds:.1f} s)"
     if npz.is_file():
-        # the gallery photo's own embedding first (so the probe can find it), then the file's
-        embeddings = np.concatenate([pipeline_vectors[:1], embeddings])
-        sources = sources[:1] + [f"{npz.name}#{i}" for i in range(len(embeddings) - 1)]
-    else:
-        embeddings = pipeline_vectors
-        source = f"{len(photos)} LFW photos embedded here ({len(embeddings)} faces, {seconds:.1f} s)"
+        data = np.load(npz)
+        raw = data["embeddings"].astype(np.float32)
+        usable = np.isfinite(raw).all(axis=1) & (np.linalg.norm(raw, axis=1) > 1e-6)  # zero rows = no face
+        loaded = normalise(raw[usable])
+        if "names" in data.files:
+            names = [str(n) for n, ok in zip(data["names"], usable) if ok]
+            probe_name = probe.relative_to(lfw).as_posix()
+            keep = [i for i, n in enumerate(names) if n != probe_name]
+            embeddings, sources = loaded[keep], [str(lfw / names[i]) for i in keep]
+            source = (f"{npz} ({len(raw)} embeddings, {int((~usable).sum())} empty rows and the probe photo's "
+                      f"own left out)")
+        else:  # anonymous vectors: put the gallery photo's own embedding first so the probe can find it
+            embeddings = np.concatenate([embeddings[:1], loaded])
+            sources = sources[:1] + [f"{npz.name}#{i}" for i in range(len(loaded))]
+            source = f"{npz} ({len(loaded)} usable embeddings) + the gallery photo embedded here"
     return {"embeddings": embeddings, "sources": sources, "meta": meta, "source": source,
             "model_id": pipeline.model_id}
 
@@ -386,7 +399,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     all_photos = image_files(lfw)
     gallery_photo, probe = probe_pair(all_photos)
-    real = real_faces(lfw, args.real, models, args.embeddings, gallery_photo)
+    real = real_faces(lfw, args.real, models, args.embeddings, gallery_photo, probe)
     print(f"real embeddings: {real['source']}; probe {probe.name} (gallery holds {gallery_photo.name})")
 
     results: dict = {"machine": info, "k": K, "queries": args.queries, "real_embeddings": real["source"],
@@ -406,17 +419,25 @@ def main() -> None:
             print(f"\n== N = {n:,} faces ({n_real} real, {len(fake):,} synthetic) ==")
             entry: dict = {"faces": n, "real": n_real, "synthetic": len(fake)}
 
-            entry["raw_index"] = raw_index(vectors, queries)
+            contention = {}
+            with CpuWatch() as watch:
+                entry["raw_index"] = raw_index(vectors, queries)
+            contention["raw_index"] = watch.result
             data = scratch / f"store-{n}"
             store, cid, load = fill_store(data, vectors, real, rng)
             entry["store_load"] = load
             print(f"catalog load (not the metric): bulk insert {load['bulk_insert_s']} s, rebuild index "
                   f"{load['reload_rebuild_s']} s, checkpoint {load['checkpoint_s']} s, reopen "
                   f"{load['open_from_checkpoint_s']} s, {load['catalog_mb']:.0f} MB on disk")
-            entry["store_level"] = store_level(store, cid, queries)
-            entry["add_image_one_face"] = add_image_cost(store, cid, real, real["model_id"], rng)
+            with CpuWatch() as watch:
+                entry["store_level"] = store_level(store, cid, queries)
+                entry["add_image_one_face"] = add_image_cost(store, cid, real, real["model_id"], rng)
+            contention["store_level"] = watch.result
             store.close()
-            entry["end_to_end"] = end_to_end(data, models, probe, gallery_photo, args.probe_runs)
+            with CpuWatch() as watch:
+                entry["end_to_end"] = end_to_end(data, models, probe, gallery_photo, args.probe_runs)
+            contention["end_to_end"] = watch.result
+            entry["contention"] = contention
             shutil.rmtree(data, ignore_errors=True)
             results["sizes"][str(n)] = entry
 
@@ -440,6 +461,9 @@ def main() -> None:
             print(f"batched: {raw['batched']['queries']} queries in one call {raw['batched']['total_ms']} ms "
                   f"({raw['batched']['ms_per_query']} ms/query); index add of all {n:,} vectors {raw['add_all_s']} s")
             print("end-to-end parts, p50 ms: " + ", ".join(f"{k} {v}" for k, v in e2e["parts_p50_ms"].items()))
+            print("CPU taken by OTHER processes during (a) / (b) / (c): " + " / ".join(
+                f"{c['other_processes_share_pct']}%" for c in contention.values())
+                + " of the machine (0% = uncontended; FAISS's multi-threaded calls suffer most)")
             top = e2e["top_candidate"]
             print(f"probe: {e2e['faces_in_probe']} face(s); top candidate "
                   + ("none" if top is None else f"{Path(top['source']).name} score {top['score']} "

@@ -18,7 +18,13 @@ What it does:
    ``detect``, ``align`` (FaceMesh landmarks + warp) and ``embed`` are measured inside the
    workers and *summed over all worker processes*, so with 2 workers they can add up to about
    2x the wall time. Work a worker does outside those stages (quality score, JPEG thumbnail,
-   pickling results) is in no stage; the getrusage CPU figures include it.
+   pickling results) is in no stage; the getrusage CPU figures include it. Because the worker
+   stages are wall time inside each worker, they also grow when other processes take the CPU.
+
+   Contention: the CPU time other processes used during the run is taken from /proc/stat (machine
+   busy time minus ours) and printed; when it is not ~0 the photos/s figure is depressed. The
+   "projected photos/s, idle machine" line (cores / our CPU seconds per photo) is a cross-check
+   for that case, not a measurement.
 
 2. Group photos: the bundled demo group photos (``--groups``) ingested the same way, plus an
    in-process per-photo breakdown (size, faces, tiles, detect / align / embed ms).

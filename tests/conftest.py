@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 
 from facefinder import config
-from helpers import GROUP, GROUP_FACES, LFW, MODELS_DIR, open_finder
+from helpers import GROUP, GROUP_FACES, LFW, open_finder
+
+# Resolved at import, before any test overrides FACEFINDER_DATA_DIR: honours FACEFINDER_MODELS_DIR
+# and FACEFINDER_DATA_DIR as set by the person running the tests, else ~/.facefinder/models.
+MODELS_DIR = config.models_dir(config.data_dir())
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,11 +9,6 @@ import numpy as np
 from PIL import Image
 
 import facefinder
-from facefinder import config
-
-# Resolved at import, before any test overrides FACEFINDER_DATA_DIR: honours FACEFINDER_MODELS_DIR
-# and FACEFINDER_DATA_DIR as set by the person running the tests, else ~/.facefinder/models.
-MODELS_DIR = config.models_dir(config.data_dir())
 
 TESTS_DIR = Path(__file__).resolve().parent
 DATA = TESTS_DIR / "data"

@@ -39,11 +39,12 @@ def test_same_person_scores_far_above_different_people(lfw_embeddings):
         for a in lfw_embeddings[p] for b in lfw_embeddings[q]
     ]
     assert len(same) == 15 and len(different) == 90
-    # Every genuine pair is a match at the calibrated threshold, with room to spare ...
-    assert min(same) > THRESHOLD + 0.1, sorted(same)
-    # ... and no impostor pair is.
+    # Every genuine pair is a match at the calibrated threshold and no impostor pair is ...
+    assert min(same) > THRESHOLD, sorted(same)
     assert max(different) < THRESHOLD, sorted(different)[-5:]
-    assert np.mean(same) - np.mean(different) > 0.4
+    # ... with a wide gap between the two groups, not a lucky threshold.
+    assert min(same) - max(different) > 0.2
+    assert np.mean(same) - np.mean(different) > 0.5
 
 
 def test_embeddings_are_unit_vectors(lfw_embeddings):
@@ -54,22 +55,22 @@ def test_embeddings_are_unit_vectors(lfw_embeddings):
 
 def test_compare_api_same_and_different_person(make_finder):
     ff = make_finder()
-    same = ff.compare(lfw("Tony_Blair", 1), lfw("Tony_Blair", 2))
-    different = ff.compare(lfw("Tony_Blair", 1), lfw("Colin_Powell", 1))
-    assert same >= THRESHOLD + 0.1
-    assert different < THRESHOLD
-    assert same - different > 0.3
+    same = ff.compare(lfw("George_W_Bush", 1), lfw("George_W_Bush", 3))
+    different = ff.compare(lfw("George_W_Bush", 1), lfw("Colin_Powell", 1))
+    assert same > THRESHOLD and different < THRESHOLD
+    assert same - different > 0.5
     assert ff.compare(lfw("Hugo_Chavez", 1), lfw("Hugo_Chavez", 1)) == pytest.approx(1.0, abs=1e-4)
 
 
-@pytest.mark.parametrize("person", ["amy", "sheldon", "penny"])
-def test_compare_demo_crops_probe_vs_gallery(make_finder, person):
+@pytest.mark.parametrize("person, photo", [("amy", 1), ("sheldon", 1), ("howard", 3)])
+def test_compare_demo_crops_probe_vs_gallery(make_finder, person, photo):
     """The bundled face-api.js crops: a probe matches its own person's gallery photo, not another's."""
     ff = make_finder()
-    other = "raj" if person != "raj" else "howard"
     probe = PROBES / f"{person}_{person}5.png"
-    assert ff.compare(probe, GALLERY / person / f"{person}1.png") > THRESHOLD
-    assert ff.compare(probe, GALLERY / other / f"{other}1.png") < THRESHOLD
+    same = ff.compare(probe, GALLERY / person / f"{person}{photo}.png")
+    different = ff.compare(probe, GALLERY / "raj" / "raj1.png")
+    assert same > THRESHOLD > different
+    assert same - different > 0.4
 
 
 def test_compare_without_a_face_names_the_photo(make_finder, tmp_path):

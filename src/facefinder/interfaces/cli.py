@@ -56,7 +56,7 @@ def _engine(workers: Optional[int] = None):
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(2)
 
 
@@ -91,6 +91,7 @@ def ingest(
         f"({report.photos_per_second:.1f} photos/s)", highlight=False)
     if report.failures:
         table = Table("file", "reason", "detail", title="Files that failed")
+        table.columns[0].overflow = "fold"  # the whole path, wrapped, rather than cut short
         for f in report.failures:
             table.add_row(f.source, f.reason, f.detail)
         console.print(table)

@@ -38,7 +38,7 @@ class Calibration:
         for name, lowest in self.bands.items():
             if score >= lowest:
                 return name
-        return "no match"
+        return "none"
 
 
 @lru_cache(maxsize=1)

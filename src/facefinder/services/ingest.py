@@ -131,6 +131,13 @@ class Ingestor:
     def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
                on_progress: Callable[[Progress], None] | None = None) -> IngestReport:
         started = time.perf_counter()
+        if self._pipeline is None:
+            # Load the models here first: a bad model path is then one ModelError, raised now, rather
+            # than a crash in every worker process that would record each photo as "corrupt".
+            pipeline = FacePipeline.default(self.models_dir, threads=1, detector=self.detector,
+                                            recognizer=self.recognizer)
+            if self.workers == 0:
+                self._pipeline = pipeline
         coll = self.store.collection(collection, create=True)
         report = IngestReport(collection=collection)
         total = sum(1 for _ in iter_sources(path, manifest))

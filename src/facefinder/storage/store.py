@@ -222,8 +222,11 @@ class FaceStore:
                 .where(JournalEntry.seq > self.applied_seq).order_by(JournalEntry.seq)
             ).all()
             known = set(session.scalars(select(Collection.id)))
+            pruned = {int(key.split(":", 1)[1]): int(value) for key, value in session.execute(
+                select(Setting.key, Setting.value).where(Setting.key.like("pruned_through:%")))}
         for cid in list(self.indexes):
-            if cid not in known:
+            # Gone, or another process checkpointed it and pruned journal entries we never saw: reload.
+            if cid not in known or pruned.get(cid, 0) > self.indexes[cid].seq:
                 del self.indexes[cid]
         for cid in known - set(self.indexes):
             self.indexes[cid] = self._load_collection(cid)
@@ -275,8 +278,10 @@ class FaceStore:
         return index
 
     def _rebuild(self, cid: int) -> VectorIndex:
+        pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
         with self.catalog.session() as session:
-            seq = session.scalar(select(func.max(JournalEntry.seq))) or 0
+            # The catalog as it is now reflects every journal entry so far, pruned ones included.
+            seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0, pruned)
             rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
         dim = len(rows[0].embedding) // 4 if rows else 0
         index = VectorIndex(dim or 1, seq=seq)

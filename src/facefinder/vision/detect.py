@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from facefinder.errors import ModelError
 from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
 
 
@@ -156,7 +157,7 @@ class Scrfd(OnnxModel):
         self.size = self.input_size[0] or size
         outputs = len(self.output_names)
         if outputs not in (6, 9):
-            raise ValueError(f"{path}: SCRFD has 6 or 9 outputs, this model has {outputs}")
+            raise ModelError(f"{path}: SCRFD has 6 or 9 outputs, this model has {outputs}")
         self.has_keypoints = outputs == 9
         self.anchors_per_cell = 2
 

@@ -24,30 +24,41 @@ class FaceMesh(OnnxModel):
     size = 192
     crop_scale = 1.5
 
+    def __init__(self, path, threads: int = 1, passes: int = 1) -> None:
+        super().__init__(path, threads)
+        self.passes = passes  # 2 = re-crop around the first pass's mesh, as MediaPipe's tracker does
+
     def five_points(self, image: ImageArray, detections: list[Detection]) -> list[FloatArray]:
         """Five alignment points per detection, in image coordinates, batched in one run."""
         if not detections:
             return []
-        transforms = [self._crop_transform(d) for d in detections]
+        transforms = [self._crop_transform(d.box, d.keypoints[0], d.keypoints[1]) for d in detections]
+        for _ in range(self.passes):
+            meshes = self._mesh(image, transforms)
+            transforms = [self._crop_transform(np.r_[m.min(axis=0), m.max(axis=0)], m[LEFT_EYE].mean(axis=0),
+                                               m[RIGHT_EYE].mean(axis=0)) for m in meshes]
+        return [
+            np.stack([m[LEFT_EYE].mean(axis=0), m[RIGHT_EYE].mean(axis=0), m[NOSE_TIP], m[MOUTH_LEFT],
+                      m[MOUTH_RIGHT]]).astype(np.float32)
+            for m in meshes
+        ]
+
+    def _mesh(self, image: ImageArray, transforms: list[np.ndarray]) -> list[np.ndarray]:
+        """The 468 mesh points for each crop transform, mapped back to image coordinates."""
         crops = np.stack([
             cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             for m in transforms
         ])
-        mesh = self.run(crops.astype(np.float32) / 255.0)[0].reshape(len(detections), 468, 3)[:, :, :2]
-        points = []
+        mesh = self.run(crops.astype(np.float32) / 255.0)[0].reshape(len(transforms), 468, 3)[:, :, :2]
+        meshes = []
         for m, pts in zip(transforms, mesh):
-            five = np.stack([
-                pts[LEFT_EYE].mean(axis=0), pts[RIGHT_EYE].mean(axis=0),
-                pts[NOSE_TIP], pts[MOUTH_LEFT], pts[MOUTH_RIGHT],
-            ])
             inverse = cv2.invertAffineTransform(m)
-            points.append((five @ inverse[:, :2].T + inverse[:, 2]).astype(np.float32))
-        return points
+            meshes.append(pts @ inverse[:, :2].T + inverse[:, 2])
+        return meshes
 
-    def _crop_transform(self, detection: Detection) -> np.ndarray:
+    def _crop_transform(self, box: np.ndarray, left_eye: np.ndarray, right_eye: np.ndarray) -> np.ndarray:
         """Image -> crop affine: centred on the box, rotated so the eyes are level, 1.5x the box."""
-        x1, y1, x2, y2 = detection.box
-        left_eye, right_eye = detection.keypoints[0], detection.keypoints[1]
+        x1, y1, x2, y2 = box
         if left_eye[0] > right_eye[0]:  # keep the image-left eye first whatever the model's order
             left_eye, right_eye = right_eye, left_eye
         angle = np.arctan2(right_eye[1] - left_eye[1], right_eye[0] - left_eye[0])

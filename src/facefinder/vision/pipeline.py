@@ -52,7 +52,7 @@ class FacePipeline:
 
     @classmethod
     def default(cls, models_dir: Path, threads: int = 1, detector: str | None = None,
-                recognizer: str | None = None, flip: bool = False) -> "FacePipeline":
+                recognizer: str | None = None, flip: bool = False, mesh_passes: int = 1) -> "FacePipeline":
         """The shipped models, or user-supplied ONNX detector / recognizer files."""
         if detector is None or recognizer is None:
             require_models(models_dir)
@@ -61,7 +61,7 @@ class FacePipeline:
         else:
             det = BlazeFace(model_path(models_dir, "blazeface_full_range"), threads)
         rec = Recognizer(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
-        mesh = None if isinstance(det, Scrfd) else FaceMesh(model_path(models_dir, "facemesh"), threads)
+        mesh = None if isinstance(det, Scrfd) else FaceMesh(model_path(models_dir, "facemesh"), threads, mesh_passes)
         return cls(det, rec, mesh)
 
     def analyze(self, images: list[ImageArray]) -> list[list[Face]]:
