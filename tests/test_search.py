@@ -146,7 +146,8 @@ def test_probe_folder_reports_unusable_probes(lfw_finder, tmp_path):
     assert sorted(by_name) == ["a-chavez.jpg", "b-wall.jpg", "c-broken.jpg"]
     assert by_name["a-chavez.jpg"].match
     assert Path(by_name["a-chavez.jpg"].candidates[0].source).parent.name == "Hugo_Chavez"
-    assert (by_name["b-wall.jpg"].error, by_name["b-wall.jpg"].face, by_name["b-wall.jpg"].match) == ("no-face", None, False)
+    wall = by_name["b-wall.jpg"]
+    assert (wall.error, wall.face, wall.box, wall.match) == ("no-face", None, None, False)
     assert by_name["c-broken.jpg"].error == "not-an-image"
 
 

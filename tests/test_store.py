@@ -334,7 +334,8 @@ def test_delete_image(populated, tmp_path, make_finder):
     assert all(c.collection == "lfw" for r in records for c in r.candidates)
     with ff.store.catalog.session() as session:
         assert session.get(ImageRecord, face.image_id) is None
-        assert session.scalar(select(func.count()).select_from(FaceRecord).where(FaceRecord.image_id == face.image_id)) == 0
+        faces_left = select(func.count()).select_from(FaceRecord).where(FaceRecord.image_id == face.image_id)
+        assert session.scalar(faces_left) == 0
     with pytest.raises(CatalogError, match=f"image {face.image_id} does not exist"):
         ff.delete_image(face.image_id)
     [info] = [c for c in ff.collections() if c.name == "groups"]
@@ -363,7 +364,8 @@ def test_delete_collection(populated, tmp_path, make_finder):
     with ff.store.catalog.session() as session:
         for table in (ImageRecord, FaceRecord):
             assert session.scalar(select(func.count()).select_from(table).where(table.collection_id == cid)) == 0
-        assert session.scalar(select(func.count()).select_from(JournalEntry).where(JournalEntry.collection_id == cid)) == 0
+        journal = select(func.count()).select_from(JournalEntry).where(JournalEntry.collection_id == cid)
+        assert session.scalar(journal) == 0
     with pytest.raises(CatalogError):
         ff.delete_collection("lfw")
     ff.close()
