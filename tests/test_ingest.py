@@ -222,15 +222,32 @@ def test_manifest_without_path_column_is_refused(tmp_path, make_finder):
         make_finder().ingest(folder, collection="c")
 
 
-def test_invalid_sidecar_names_the_file(tmp_path, make_finder):
+def test_invalid_sidecar_fails_that_photo_only(tmp_path, make_finder):
     folder = tmp_path / "photos"
     folder.mkdir()
     shutil.copy(lfw("Tony_Blair", 1), folder / "a.jpg")
+    shutil.copy(lfw("Tony_Blair", 2), folder / "b.jpg")
     (folder / "a.jpg.json").write_text("{not json")
     ff = make_finder()
-    with pytest.raises(SourceError, match=r"a\.jpg\.json: sidecar is not valid JSON"):
-        ff.ingest(folder, collection="c")
-    assert catalog_counts(ff.store, "c") == (0, 0)
+    report = ff.ingest(folder, collection="c")
+    assert report.ingested == 1
+    assert [(f.source, f.reason) for f in report.failures] == [(str(folder / "a.jpg"), "bad-sidecar")]
+    assert "a.jpg.json: sidecar is not valid JSON" in report.failures[0].detail
+    # Fixing the sidecar and re-running picks the photo up, with its provenance.
+    (folder / "a.jpg.json").write_text('{"case_id": "K-1"}')
+    again = ff.ingest(folder, collection="c")
+    assert (again.ingested, again.duplicates, again.failures) == (1, 1, [])
+    assert catalog_counts(ff.store, "c")[0] == 2
+
+
+def test_corrupt_archive_inside_a_folder_is_one_failure(tmp_path, make_finder):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(lfw("Tony_Blair", 1), folder / "a.jpg")
+    (folder / "broken.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
+    report = make_finder().ingest(folder, collection="c")
+    assert report.ingested == 1
+    assert [(f.source, f.reason) for f in report.failures] == [(str(folder / "broken.zip"), "corrupt")]
 
 
 def test_missing_path_and_bad_archive(tmp_path, make_finder):

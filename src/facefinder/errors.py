@@ -11,7 +11,7 @@ class ImageError(FaceFinderError):
     """An input file could not be used as a photo.
 
     ``reason`` is one of: ``not-an-image``, ``corrupt``, ``truncated``, ``too-large``,
-    ``unreadable``. It is stable and documented, so reports and scripts can group by it.
+    ``unreadable``, ``bad-sidecar``. It is stable and documented, so reports and scripts can group by it.
     """
 
     def __init__(self, source: str, reason: str, detail: str = "") -> None:

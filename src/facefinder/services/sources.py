@@ -14,6 +14,7 @@ import json
 import os
 import tarfile
 import zipfile
+from zlib import error as zlib_error
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,9 +58,14 @@ def iter_sources(path: str | os.PathLike, manifest: str | os.PathLike | None = N
             if any(part.startswith(".") for part in file.relative_to(root).parts):
                 continue
             if is_archive(file):
-                yield from _archive_items(file, manifest_rows)
+                yield from _archive_items(file, manifest_rows, inside_folder=True)
             elif not file.name.lower().endswith(SKIPPED_SUFFIXES):
-                yield _file_item(file, {**manifest_rows.get(relative, {}), **_sidecar(file)})
+                try:
+                    provenance = {**manifest_rows.get(relative, {}), **_sidecar(file)}
+                except SourceError as exc:  # this photo waits for a fixed sidecar; the rest go on
+                    yield _failing_item(str(file), "bad-sidecar", str(exc))
+                    continue
+                yield _file_item(file, provenance)
     else:
         yield from _archive_items(root, manifest_rows)
 
@@ -92,8 +98,22 @@ def _manifest(path: Path | None) -> dict[str, dict[str, str]]:
         }
 
 
-def _archive_items(archive: Path, manifest_rows: dict[str, dict[str, str]]) -> Iterator[SourceItem]:
-    """Members in archive order, read while the archive is open (a .tar.gz cannot seek cheaply)."""
+def _failing_item(source: str, reason: str, detail: str) -> SourceItem:
+    """An item whose read fails: how a bad archive or sidecar inside a folder becomes one report line."""
+    from facefinder.errors import ImageError
+
+    def read() -> bytes:
+        raise ImageError(source, reason, detail)
+    return SourceItem(source, 0, read)
+
+
+def _archive_items(archive: Path, manifest_rows: dict[str, dict[str, str]],
+                   inside_folder: bool = False) -> Iterator[SourceItem]:
+    """Members in archive order, read while the archive is open (a .tar.gz cannot seek cheaply).
+
+    An archive given directly that cannot be read is an error; one found inside a folder becomes a
+    failed item so that the rest of the folder is still ingested.
+    """
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
@@ -111,8 +131,10 @@ def _archive_items(archive: Path, manifest_rows: dict[str, dict[str, str]]) -> I
                                          _member_reader(f"{archive}!{member.name}", member.size,
                                                         lambda m=member: tf.extractfile(m).read()),
                                          manifest_rows.get(member.name, {}))
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
-        raise SourceError(f"{archive}: unreadable archive ({exc})") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib_error) as exc:
+        if not inside_folder:
+            raise SourceError(f"{archive}: unreadable archive ({exc})") from None
+        yield _failing_item(str(archive), "corrupt", f"unreadable archive ({exc})")
 
 
 def _wanted(member: str) -> bool:

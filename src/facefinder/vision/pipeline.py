@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefinder.errors import ModelError
 from facefinder.vision.align import align_face
 from facefinder.vision.detect import BlazeFace, Detection, Scrfd
 from facefinder.vision.embed import Recognizer
@@ -61,7 +62,13 @@ class FacePipeline:
         else:
             det = BlazeFace(model_path(models_dir, "blazeface_full_range"), threads)
         rec = Recognizer(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
-        mesh = None if isinstance(det, Scrfd) else FaceMesh(model_path(models_dir, "facemesh"), threads, mesh_passes)
+        mesh = None
+        if not (isinstance(det, Scrfd) and det.has_keypoints):
+            mesh_path = model_path(models_dir, "facemesh")
+            if not mesh_path.is_file():
+                raise ModelError(f"{det.path} gives no five-point landmarks, and the FaceMesh model that would "
+                                 f"supply them is not in {models_dir}: run `facefinder models fetch`")
+            mesh = FaceMesh(mesh_path, threads, mesh_passes)
         return cls(det, rec, mesh)
 
     def analyze(self, images: list[ImageArray]) -> list[list[Face]]:
