@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from facefinder.interfaces.cli import app
 from helpers import GROUP, GROUP_FACES, LFW, LFW_PEOPLE, PROBES, cli_command, lfw, save_jpeg
 
-PROBE_KEYS = {"probe", "face", "box", "quality", "candidates", "match", "error"}
+PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "match", "error"}
 CANDIDATE_KEYS = {"rank", "face_id", "score", "false_match_rate", "band", "collection", "image_id", "source",
                   "box", "quality", "provenance"}
 

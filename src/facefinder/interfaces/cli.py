@@ -111,11 +111,13 @@ def search(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Candidates per probe face.")] = 10,
     threshold: Annotated[Optional[float], typer.Option(help="Lowest score reported as a candidate [default: calibrated, see README].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines: one record per probe face.")] = False,
+    case: Annotated[Optional[str], typer.Option(help="Case number, written to the audit log.")] = None,
+    purpose: Annotated[Optional[str], typer.Option(help="Why this search is run, written to the audit log.")] = None,
 ) -> None:
     """Find every face like the ones in PHOTOS, ranked. Results are leads, not identifications."""
     try:
         with _engine() as ff:
-            for record in ff.iter_search(photos, collection, top_k, threshold):
+            for record in ff.iter_search(photos, collection, top_k, threshold, case, purpose):
                 if as_json:
                     print(json.dumps(record.to_dict()), flush=True)
                 else:
@@ -256,7 +258,7 @@ def demo() -> None:
     console.print(f"[bold]1. ingest[/bold] {gallery} -> collection 'demo'", highlight=False)
     ingest(gallery, "demo", None, None, False)
     console.print(f"[bold]2. search[/bold] each photo in {probes}", highlight=False)
-    search([probes], ["demo"], 3, None, False)
+    search([probes], ["demo"], 3, None, False, "demo", "facefinder demo")
     console.print("Scores are cosine similarities; 'false match rate' is the measured chance that a "
                   "different person scores that high. Results are leads, not identifications.")
 

@@ -6,6 +6,7 @@ rather than as whoever happens to be nearest. Results are investigative leads, n
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ class ProbeFace:
     quality: float | None
     candidates: list[Candidate] = field(default_factory=list)
     error: str | None = None  # why this probe gave no face: "no-face", or an ImageError reason
+    probe_sha256: str | None = None  # content hash of the probe photo, for the audit log
 
     @property
     def match(self) -> bool:
@@ -67,11 +69,15 @@ class Searcher:
         for probe in probes:
             for item in iter_sources(probe):
                 try:
-                    image = decode_image(item.read(), item.source)
+                    data = item.read()
+                    digest = hashlib.sha256(data).hexdigest()
+                    image = decode_image(data, item.source)
                 except ImageError as exc:
                     yield ProbeFace(item.source, None, None, None, error=exc.reason)
                     continue
-                yield from self.search_image(image, item.source, collection_ids, top_k, threshold)
+                for record in self.search_image(image, item.source, collection_ids, top_k, threshold):
+                    record.probe_sha256 = digest
+                    yield record
 
     def search_image(self, image: np.ndarray, source: str, collection_ids: list[int], top_k: int,
                      threshold: float) -> Iterator[ProbeFace]:
