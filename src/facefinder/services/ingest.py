@@ -168,7 +168,9 @@ class Ingestor:
             if on_progress:
                 on_progress(Progress(report.seen, total, report.faces, len(report.failures)))
 
-        for batch in self._batches(path, manifest, coll.id, known, pending, report, on_progress, total):
+        # Small ingests are split so that every worker gets a share.
+        batch_size = max(1, min(BATCH_PHOTOS, -(-total // max(self.workers, 1))))
+        for batch in self._batches(path, manifest, coll.id, known, pending, report, on_progress, total, batch_size):
             metas = [meta for meta, _ in batch]
             self._inflight.append((self._submit([(m.source, data) for m, data in batch]), metas))
             self._drain(handle, limit=2 * max(self.workers, 1))
@@ -179,7 +181,8 @@ class Ingestor:
         return report
 
     def _batches(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
-                 report: IngestReport, on_progress, total: int) -> Iterator[list[tuple[NewImage, bytes]]]:
+                 report: IngestReport, on_progress, total: int,
+                 batch_size: int = BATCH_PHOTOS) -> Iterator[list[tuple[NewImage, bytes]]]:
         batch: list[tuple[NewImage, bytes]] = []
         for item in iter_sources(path, manifest):
             report.seen += 1
@@ -197,7 +200,7 @@ class Ingestor:
             meta = NewImage(digest, item.source, 0, 0, item.provenance)
             pending[digest] = meta
             batch.append((meta, data))
-            if len(batch) == BATCH_PHOTOS:
+            if len(batch) == batch_size:
                 yield batch
                 batch = []
         if batch:

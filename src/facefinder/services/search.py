@@ -104,16 +104,16 @@ class Searcher:
                             candidates)
 
     def _collection_ids(self, names: list[str] | None) -> list[int]:
-        infos = self.store.collections()
+        infos = self.store.collection_models()
         if names:
-            known = {c.name: c for c in infos}
+            known = {name: (cid, name, model) for cid, name, model in infos}
             missing = [n for n in names if n not in known]
             if missing:
                 raise CatalogError(f"collection {missing[0]!r} does not exist")
             infos = [known[n] for n in names]
-        usable = [c for c in infos if c.model_id in (None, self.pipeline.model_id)]
+        usable = [c for c in infos if c[2] in (None, self.pipeline.model_id)]
         if names and len(usable) < len(infos):
-            bad = next(c for c in infos if c not in usable)
-            raise CatalogError(f"collection {bad.name!r} was embedded with {bad.model_id}, "
+            _, bad_name, bad_model = next(c for c in infos if c not in usable)
+            raise CatalogError(f"collection {bad_name!r} was embedded with {bad_model}, "
                                f"not {self.pipeline.model_id}: search it with the same models")
-        return [c.id for c in usable]
+        return [c[0] for c in usable]

@@ -104,6 +104,12 @@ class FaceStore:
                 for c in session.scalars(select(Collection).order_by(Collection.name))
             ]
 
+    def collection_models(self) -> list[tuple[int, str, str | None]]:
+        """(id, name, model id) of every collection: what a search needs, without counting rows."""
+        with self.catalog.session() as session:
+            return [tuple(row) for row in session.execute(
+                select(Collection.id, Collection.name, Collection.model_id).order_by(Collection.name))]
+
     # ----- writes --------------------------------------------------------------------------
     def known_hashes(self, collection_id: int) -> set[str]:
         with self.catalog.session() as session:
