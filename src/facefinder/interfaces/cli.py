@@ -71,10 +71,12 @@ def ingest(
     """Detect, align, embed and store every face in PATH. Re-run after a crash to resume."""
     try:
         with _engine(workers) as ff, _progress() as bar:
-            task = bar.add_task("ingest", total=None, faces=0)
+            task = bar.add_task("ingest", total=None, faces=0, rate="")
 
             def update(p) -> None:
-                bar.update(task, completed=p.done, total=p.total, faces=p.faces)
+                elapsed = bar.tasks[task].elapsed or 0
+                rate = f"{p.done / elapsed:.1f} photos/s" if elapsed > 0.5 else ""
+                bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
 
             report = ff.ingest(path, collection, str(manifest) if manifest else None, update)
     except FaceFinderError as exc:
@@ -100,7 +102,7 @@ def ingest(
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[faces]} faces"), TimeElapsedColumn(),
-                    TextColumn("{task.speed} photos/s"), console=console,
+                    TextColumn("{task.fields[rate]}"), console=console,
                     transient=False, disable=not console.is_terminal)
 
 
