@@ -217,7 +217,8 @@ def fill_store(data: Path, vectors: np.ndarray, real: dict, rng: np.random.Gener
     timings = {}
     s = time.perf_counter()
     store = FaceStore(data)
-    coll = store.collection("gallery", create=True)
+    coll = store.collection("gallery", create=True, purpose="benchmark", legal_basis="LFW research set",
+                            retention_days=1)
     store.set_model(coll.id, real["model_id"])
     meta, sources = real["meta"], real["sources"]
     chunk = 5000

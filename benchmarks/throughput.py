@@ -90,7 +90,8 @@ def run_ingest(folder: Path, models: Path, workers: int | None, scratch: Path, l
 
     cpu_before, system_before = cpu_times(), system_cpu_seconds()
     started = time.perf_counter()
-    report = ff.ingest(folder, collection=label, on_progress=progress)
+    report = ff.ingest(folder, collection=label, on_progress=progress, purpose="benchmark",
+                       legal_basis="LFW research set", retention_days=1)
     wall = time.perf_counter() - started
     cpu_after, system_after = cpu_times(), system_cpu_seconds()
     ff.store.close()
@@ -207,7 +208,8 @@ def profile_pipeline(paths: list[Path], models: Path) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="profile-store-"))
     try:
         store = FaceStore(scratch)
-        coll = store.collection("profile", create=True)
+        coll = store.collection("profile", create=True, purpose="benchmark", legal_basis="LFW research set",
+                                retention_days=1)
         s = time.perf_counter()
         for i, (vec, q, thumb, (d, p)) in enumerate(zip(vectors, qualities, thumbs, metas)):
             face = NewFace(box=[float(v) for v in d.box], landmarks=p.tolist(), detector_score=d.score,

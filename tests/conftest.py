@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from facefinder import config
-from helpers import GROUP, GROUP_FACES, LFW, open_finder
+from helpers import GROUP, GROUP_FACES, LFW, POLICY, open_finder
 
 # Resolved at import, before any test overrides FACEFINDER_DATA_DIR: honours FACEFINDER_MODELS_DIR
 # and FACEFINDER_DATA_DIR as set by the person running the tests, else ~/.facefinder/models.
@@ -78,7 +78,7 @@ def make_finder(tmp_path, pipeline):
 def lfw_finder(tmp_path_factory, pipeline):
     """A data dir holding the 15 LFW test photos in collection 'lfw'. Read-only: do not mutate."""
     ff = open_finder(tmp_path_factory.mktemp("lfw-data"), pipeline)
-    report = ff.ingest(LFW, collection="lfw")
+    report = ff.ingest(LFW, collection="lfw", **POLICY)
     assert report.ingested == 15 and not report.failures
     yield ff
     ff.close()
@@ -91,7 +91,7 @@ def group_finder(tmp_path_factory, pipeline):
     for name in GROUP_FACES:
         shutil.copy(GROUP / name, folder / name)
     ff = open_finder(tmp_path_factory.mktemp("groups-data"), pipeline)
-    report = ff.ingest(folder, collection="groups")
+    report = ff.ingest(folder, collection="groups", **POLICY)
     assert report.ingested == 6 and not report.failures
     yield ff
     ff.close()

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app
-from helpers import GROUP, GROUP_FACES, LFW, LFW_PEOPLE, PROBES, cli_command, lfw, save_jpeg
+from helpers import GROUP, GROUP_FACES, LFW, LFW_PEOPLE, POLICY_ARGS, PROBES, cli_command, lfw, save_jpeg
 
 PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "match", "error"}
 CANDIDATE_KEYS = {"rank", "face_id", "score", "false_match_rate", "band", "collection", "image_id", "source",
@@ -37,7 +37,7 @@ def cli(tmp_path):
 
 @pytest.fixture
 def lfw_cli(cli):
-    result = cli("ingest", LFW, "--collection", "lfw", "--workers", "0", "--json")
+    result = cli("ingest", LFW, "--collection", "lfw", *POLICY_ARGS, "--workers", "0", "--json")
     report = json.loads(result.stdout)
     assert (report["ingested"], report["faces"], report["failures"]) == (15, 15, [])
     return cli
@@ -53,14 +53,14 @@ def test_ingest_json_report(cli, tmp_path):
     folder.mkdir()
     shutil.copy(lfw("Tony_Blair", 1), folder / "a.jpg")
     (folder / "broken.jpg").write_bytes(b"\x00" * 100)
-    report = json.loads(cli("ingest", folder, "-c", "people", "--workers", "0", "--json").stdout)
+    report = json.loads(cli("ingest", folder, "-c", "people", *POLICY_ARGS, "--workers", "0", "--json").stdout)
     assert report["collection"] == "people"
     assert (report["seen"], report["ingested"], report["faces"], report["duplicates"]) == (2, 1, 1, 0)
     assert report["failures"] == [{"source": str(folder / "broken.jpg"), "reason": "not-an-image",
                                    "detail": "unrecognised format"}]
     assert report["photos_per_second"] > 0 and "stage_seconds" in report
     # the human summary goes to stderr; stdout stays empty without --json
-    human = cli("ingest", folder, "-c", "people", "--workers", "0")
+    human = cli("ingest", folder, "-c", "people", *POLICY_ARGS, "--workers", "0")
     assert human.stdout == ""
     assert "0 photos ingested" in human.stderr and "1 duplicates skipped" in human.stderr
     assert "broken.jpg" in human.stderr and "not-an-image" in human.stderr
@@ -71,7 +71,8 @@ def test_collections_json(lfw_cli):
     assert row["name"] == "lfw"
     assert (row["images"], row["faces"], row["failures"]) == (15, 15, 0)
     assert row["model_id"] == "blazeface_full_range+mobilefacenet"
-    assert set(row) == {"id", "name", "description", "model_id", "images", "faces", "failures"}
+    assert set(row) == {"id", "name", "description", "model_id", "images", "faces", "failures", "purpose",
+                        "legal_basis", "retention_days"}
 
 
 def test_collections_json_when_empty(cli):
@@ -141,7 +142,7 @@ def test_unknown_collection_exits_2_with_one_line(lfw_cli):
 
 def test_errors_with_long_paths_stay_on_one_line(cli, tmp_path):
     deep = tmp_path / ("very-long-folder-name-" * 4) / "and-another-long-one" / "missing-recognizer-model.onnx"
-    result = cli("--recognizer", deep, "ingest", LFW, "-c", "x", expect=2)
+    result = cli("--recognizer", deep, "ingest", LFW, "-c", "x", *POLICY_ARGS, expect=2)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0] == f"error: model file not found: {deep}"
@@ -156,7 +157,7 @@ def test_failures_json(cli, tmp_path):
     jpeg = lfw("Tony_Blair", 1).read_bytes()
     (folder / "half.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     (folder / "text.png").write_text("hello")
-    cli("ingest", folder, "-c", "bad", "--workers", "0")
+    cli("ingest", folder, "-c", "bad", *POLICY_ARGS, "--workers", "0")
     rows = json.loads(cli("failures", "bad", "--json").stdout)
     assert rows == [
         {"source": str(folder / "half.jpg"), "reason": "truncated", "detail": rows[0]["detail"]},
@@ -212,7 +213,7 @@ def test_subprocess_cli_prints_pure_json_lines(tmp_path, models_dir):
     env = {**os.environ, "FACEFINDER_DATA_DIR": str(tmp_path / "data"), "FACEFINDER_MODELS_DIR": str(models_dir)}
     run = lambda *args: subprocess.run([*cli_command(), *map(str, args)], env=env, capture_output=True,  # noqa: E731
                                        text=True, timeout=120)
-    ingest = run("ingest", GROUP / "sample1.jpg", "-c", "g", "--json")
+    ingest = run("ingest", GROUP / "sample1.jpg", "-c", "g", *POLICY_ARGS, "--json")
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout)["faces"] == 3
     search = run("search", GROUP / "sample1.jpg", "--json", "-k", "1")

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import read_image
-from helpers import GALLERY, LFW, PROBES, cli_command
+from helpers import GALLERY, LFW, POLICY_ARGS, PROBES, cli_command
 
 
 def count_images(db: Path) -> int:
@@ -64,7 +64,8 @@ def test_ingest_killed_midway_resumes_without_loss_or_duplicates(tmp_path, photo
     data = tmp_path / "data"
     db = data / "catalog.db"
     env = {**os.environ, "FACEFINDER_DATA_DIR": str(data), "FACEFINDER_MODELS_DIR": str(models_dir)}
-    command = [*cli_command(), "ingest", str(photo_folder), "--collection", "photos", "--workers", "2", "--json"]
+    command = [*cli_command(), "ingest", str(photo_folder), "--collection", "photos", *POLICY_ARGS,
+               "--workers", "2", "--json"]
     total = 61
 
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

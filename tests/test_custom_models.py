@@ -19,7 +19,7 @@ from facefinder.errors import CatalogError, ModelError
 from facefinder.vision.detect import Scrfd
 from facefinder.vision.embed import Recognizer
 from facefinder.vision.image import read_image
-from helpers import LFW_PEOPLE, lfw
+from helpers import LFW_PEOPLE, POLICY, lfw
 
 EMBED_DIM = 16
 SCRFD_SIZE = 64
@@ -122,7 +122,7 @@ def test_user_recognizer_through_facefinder(models, make_finder):
     ff = make_finder(recognizer=str(models["recognizer"]))
     assert ff.pipeline.recognizer.dim == EMBED_DIM
     assert ff.pipeline.model_id == "blazeface_full_range+tiny_recognizer"
-    report = ff.ingest(lfw("Tony_Blair", 1).parent, collection="custom")
+    report = ff.ingest(lfw("Tony_Blair", 1).parent, collection="custom", **POLICY)
     assert (report.ingested, report.faces, report.failures) == (3, 3, [])
     [info] = ff.collections()
     assert info.model_id == "blazeface_full_range+tiny_recognizer"
@@ -137,16 +137,16 @@ def test_user_recognizer_through_facefinder(models, make_finder):
 
 def test_collections_of_different_models_do_not_mix(models, make_finder, tmp_path):
     custom = make_finder(tmp_path / "data", recognizer=str(models["recognizer"]))
-    custom.ingest(lfw("Tony_Blair", 1), collection="custom")
+    custom.ingest(lfw("Tony_Blair", 1), collection="custom", **POLICY)
     custom.close()
 
     default = make_finder(tmp_path / "data")
     with pytest.raises(CatalogError, match="'custom' was embedded with blazeface_full_range\\+tiny_recognizer"):
         default.search(lfw("Tony_Blair", 1), collections=["custom"])
     with pytest.raises(CatalogError, match="holds blazeface_full_range\\+tiny_recognizer embeddings"):
-        default.ingest(lfw("Tony_Blair", 2), collection="custom")
+        default.ingest(lfw("Tony_Blair", 2), collection="custom", **POLICY)
     # searching "all collections" quietly skips the ones of another model
-    default.ingest(lfw("Tony_Blair", 2), collection="default")
+    default.ingest(lfw("Tony_Blair", 2), collection="default", **POLICY)
     [record] = default.search(lfw("Tony_Blair", 2), threshold=-1.0)
     assert {c.collection for c in record.candidates} == {"default"}
 
@@ -204,7 +204,7 @@ def test_user_detector_and_recognizer_through_facefinder(models, make_finder, tm
     ff = make_finder(detector=str(models["scrfd"]), recognizer=str(models["recognizer"]))
     assert ff.pipeline.landmarker is None  # SCRFD brings its own five points
     assert ff.pipeline.model_id == "tiny_scrfd+tiny_recognizer"
-    report = ff.ingest(folder, collection="synthetic")
+    report = ff.ingest(folder, collection="synthetic", **POLICY)
     assert (report.ingested, report.faces, report.failures) == (2, 8, [])
     records = ff.search(folder / f"{LFW_PEOPLE[0]}.jpg", threshold=-1.0, top_k=1)
     assert len(records) == 4

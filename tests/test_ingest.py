@@ -21,7 +21,7 @@ from facefinder.services.ingest import Ingestor
 from facefinder.services.sources import SourceError, iter_sources
 from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
-from helpers import GROUP, LFW, LFW_PEOPLE, lfw, save_jpeg
+from helpers import GROUP, LFW, LFW_PEOPLE, POLICY, lfw, save_jpeg
 
 
 def catalog_counts(store: FaceStore, collection: str) -> tuple[int, int]:
@@ -62,7 +62,7 @@ def test_ingest_survives_bad_files_and_reports_each(tmp_path, models_dir, pipeli
     expected = make_mixed_folder(folder)
     store = FaceStore(tmp_path / "data")
     ingestor = Ingestor(store, models_dir, workers=0, max_pixels=100_000, pipeline=pipeline)
-    report = ingestor.ingest(folder, "mixed")
+    report = ingestor.ingest(folder, "mixed", policy=POLICY)
 
     assert report.seen == len(expected)  # notes.txt is not a candidate photo
     assert report.ingested == 3 and report.faces == 3 and report.duplicates == 0
@@ -91,19 +91,19 @@ def test_fixed_file_clears_its_failure(tmp_path, make_finder):
     jpeg = lfw("Tony_Blair", 2).read_bytes()
     (folder / "blair.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     ff = make_finder()
-    first = ff.ingest(folder, collection="c")
+    first = ff.ingest(folder, collection="c", **POLICY)
     assert [(f.reason, Path(f.source).name) for f in first.failures] == [("truncated", "blair.jpg")]
     assert [f.reason for f in ff.failures("c")] == ["truncated"]
 
     (folder / "blair.jpg").write_bytes(jpeg)  # the operator re-copies the file
-    second = ff.ingest(folder, collection="c")
+    second = ff.ingest(folder, collection="c", **POLICY)
     assert second.ingested == 1 and not second.failures
     assert ff.failures("c") == []
 
 
 def test_default_pixel_cap_lets_large_group_photos_through(make_finder, tmp_path):
     ff = make_finder()
-    report = ff.ingest(GROUP / "sample6.jpg", collection="g")  # 1920x1537
+    report = ff.ingest(GROUP / "sample6.jpg", collection="g", **POLICY)  # 1920x1537
     assert report.ingested == 1 and report.faces == 4 and not report.failures
 
 
@@ -137,7 +137,7 @@ def test_zip_archive_with_manifest(tmp_path, make_finder):
         for p in PEOPLE
     ])
     ff = make_finder()
-    report = ff.ingest(archive, collection="zip", manifest=str(manifest))
+    report = ff.ingest(archive, collection="zip", manifest=str(manifest), **POLICY)
     assert (report.seen, report.ingested, report.faces, report.failures) == (4, 4, 4, [])
 
     [record] = ff.search(lfw("Colin_Powell", 2), collections=["zip"])
@@ -154,7 +154,7 @@ def test_tar_archives(tmp_path, make_finder, suffix, mode):
         for person in PEOPLE:
             tf.add(lfw(person, 2), f"{person}/{person}.jpg")
     ff = make_finder()
-    report = ff.ingest(archive, collection="tar")
+    report = ff.ingest(archive, collection="tar", **POLICY)
     assert (report.ingested, report.faces, report.failures) == (4, 4, [])
     [record] = ff.search(lfw("Hugo_Chavez", 3))
     assert record.candidates[0].source == f"{archive}!Hugo_Chavez/Hugo_Chavez.jpg"
@@ -168,7 +168,7 @@ def test_folder_holding_archives_and_photos(tmp_path, make_finder):
         zf.write(lfw("Colin_Powell", 3), "powell.jpg")
     with tarfile.open(folder / "inner.tar.gz", "w:gz") as tf:
         tf.add(lfw("Vladimir_Putin", 3), "putin.jpg")
-    report = make_finder().ingest(folder, collection="m")
+    report = make_finder().ingest(folder, collection="m", **POLICY)
     assert (report.seen, report.ingested, report.faces) == (3, 3, 3)
     sources = sorted(item.source for item in iter_sources(folder))
     assert sources == [f"{folder / 'inner.tar.gz'}!putin.jpg", f"{folder / 'inner.zip'}!powell.jpg",
@@ -193,7 +193,7 @@ def test_sidecar_json_and_manifest_provenance(tmp_path, make_finder):
         {"path": "sub/d.jpg", "source_url": "", "case_id": "CASE-4", "captured_at": "1999", "notes": ""},
     ])
     ff = make_finder()
-    report = ff.ingest(folder, collection="case")
+    report = ff.ingest(folder, collection="case", **POLICY)
     assert report.seen == 4 and report.ingested == 4 and not report.failures  # no .json/.csv as photos
 
     def provenance_of(photo: Path) -> dict:
@@ -219,7 +219,7 @@ def test_manifest_without_path_column_is_refused(tmp_path, make_finder):
     shutil.copy(lfw("Tony_Blair", 1), folder / "a.jpg")
     (folder / "manifest.csv").write_text("file,case_id\na.jpg,X\n")
     with pytest.raises(SourceError, match="manifest.csv: a manifest needs a 'path' column"):
-        make_finder().ingest(folder, collection="c")
+        make_finder().ingest(folder, collection="c", **POLICY)
 
 
 def test_invalid_sidecar_fails_that_photo_only(tmp_path, make_finder):
@@ -229,13 +229,13 @@ def test_invalid_sidecar_fails_that_photo_only(tmp_path, make_finder):
     shutil.copy(lfw("Tony_Blair", 2), folder / "b.jpg")
     (folder / "a.jpg.json").write_text("{not json")
     ff = make_finder()
-    report = ff.ingest(folder, collection="c")
+    report = ff.ingest(folder, collection="c", **POLICY)
     assert report.ingested == 1
     assert [(f.source, f.reason) for f in report.failures] == [(str(folder / "a.jpg"), "bad-sidecar")]
     assert "a.jpg.json: sidecar is not valid JSON" in report.failures[0].detail
     # Fixing the sidecar and re-running picks the photo up, with its provenance.
     (folder / "a.jpg.json").write_text('{"case_id": "K-1"}')
-    again = ff.ingest(folder, collection="c")
+    again = ff.ingest(folder, collection="c", **POLICY)
     assert (again.ingested, again.duplicates, again.failures) == (1, 1, [])
     assert catalog_counts(ff.store, "c")[0] == 2
 
@@ -245,7 +245,7 @@ def test_corrupt_archive_inside_a_folder_is_one_failure(tmp_path, make_finder):
     folder.mkdir()
     shutil.copy(lfw("Tony_Blair", 1), folder / "a.jpg")
     (folder / "broken.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
-    report = make_finder().ingest(folder, collection="c")
+    report = make_finder().ingest(folder, collection="c", **POLICY)
     assert report.ingested == 1
     assert [(f.source, f.reason) for f in report.failures] == [(str(folder / "broken.zip"), "corrupt")]
 
@@ -253,19 +253,19 @@ def test_corrupt_archive_inside_a_folder_is_one_failure(tmp_path, make_finder):
 def test_missing_path_and_bad_archive(tmp_path, make_finder):
     ff = make_finder()
     with pytest.raises(SourceError, match="no such file or folder"):
-        ff.ingest(tmp_path / "nowhere", collection="c")
+        ff.ingest(tmp_path / "nowhere", collection="c", **POLICY)
     bad = tmp_path / "broken.zip"
     bad.write_bytes(b"PK\x03\x04 this is not really a zip")
     with pytest.raises(SourceError, match="broken.zip: unreadable archive"):
-        ff.ingest(bad, collection="c")
+        ff.ingest(bad, collection="c", **POLICY)
 
 
 # ----- 6. duplicates ----------------------------------------------------------------------------
 def test_ingesting_twice_stores_nothing_new(make_finder):
     ff = make_finder()
-    first = ff.ingest(LFW, collection="lfw")
+    first = ff.ingest(LFW, collection="lfw", **POLICY)
     assert (first.seen, first.ingested, first.faces, first.duplicates) == (15, 15, 15, 0)
-    second = ff.ingest(LFW, collection="lfw")
+    second = ff.ingest(LFW, collection="lfw", **POLICY)
     assert (second.seen, second.ingested, second.faces, second.duplicates) == (15, 0, 0, 15)
     [info] = ff.collections()
     assert (info.images, info.faces) == (15, 15)
@@ -281,7 +281,7 @@ def test_identical_content_under_two_names_is_stored_once(tmp_path, make_finder)
     shutil.copy(lfw("Tony_Blair", 1), folder / "copies" / "a-copy.jpg")
     shutil.copy(lfw("Colin_Powell", 1), folder / "b.jpg")
     ff = make_finder()
-    report = ff.ingest(folder, collection="c")
+    report = ff.ingest(folder, collection="c", **POLICY)
     assert (report.seen, report.ingested, report.duplicates, report.faces) == (3, 2, 1, 2)
     [record] = ff.search(lfw("Tony_Blair", 1), threshold=0.99)
     assert [Path(c.source).name for c in record.candidates] == ["a.jpg"]  # the first one, in sorted order
@@ -289,8 +289,8 @@ def test_identical_content_under_two_names_is_stored_once(tmp_path, make_finder)
 
 def test_same_photo_in_two_collections_is_stored_in_each(make_finder):
     ff = make_finder()
-    assert ff.ingest(lfw("Tony_Blair", 1), collection="one").ingested == 1
-    assert ff.ingest(lfw("Tony_Blair", 1), collection="two").ingested == 1
+    assert ff.ingest(lfw("Tony_Blair", 1), collection="one", **POLICY).ingested == 1
+    assert ff.ingest(lfw("Tony_Blair", 1), collection="two", **POLICY).ingested == 1
     assert sorted((c.name, c.images) for c in ff.collections()) == [("one", 1), ("two", 1)]
 
 
@@ -302,13 +302,13 @@ def test_report_counts_photos_without_faces_and_progress(tmp_path, make_finder):
         shutil.copy(lfw(person, 1), folder / f"{person}.jpg")
     save_jpeg(np.full((300, 400, 3), 90, np.uint8), folder / "wall.jpg")
     updates = []
-    report = make_finder().ingest(folder, collection="c", on_progress=updates.append)
+    report = make_finder().ingest(folder, collection="c", on_progress=updates.append, **POLICY)
     assert (report.ingested, report.faces, report.photos_without_faces) == (4, 3, 1)
     assert updates and updates[-1].done == updates[-1].total == 4
     assert updates[-1].faces == 3 and updates[-1].failures == 0
     assert [u.done for u in updates] == sorted(u.done for u in updates)
     assert report.seconds > 0 and report.photos_per_second > 0
-    assert set(report.stage_seconds) == {"read", "decode", "detect", "align", "embed", "store"}
+    assert set(report.stage_seconds) == {"read", "decode", "detect", "align", "embed", "optout", "store"}
     assert report.stage_seconds["detect"] > 0 and report.stage_seconds["embed"] > 0
 
 
@@ -320,11 +320,11 @@ def test_worker_processes_give_the_same_faces(tmp_path, make_finder, models_dir)
     for photo in photos:
         shutil.copy(photo, folder / photo.name)
     with FaceFinder(tmp_path / "multi", workers=2) as multi:
-        report = multi.ingest(folder, collection="c")
+        report = multi.ingest(folder, collection="c", **POLICY)
         assert (report.ingested, report.faces, report.failures) == (5, 5, [])
         rows = multi.store.faces(list(range(1, 6)))
     single = make_finder()
-    single.ingest(folder, collection="c")
+    single.ingest(folder, collection="c", **POLICY)
     single_rows = single.store.faces(list(range(1, 6)))
     for face_id, (face, image, _) in rows.items():
         other, other_image, _ = single_rows[face_id]
@@ -343,7 +343,7 @@ def test_missing_model_fails_the_ingest_instead_of_every_photo(tmp_path):
         with FaceFinder(tmp_path / f"data-{workers}", recognizer=str(tmp_path / "missing.onnx"),
                         workers=workers) as ff:
             with pytest.raises(ModelError, match="missing.onnx"):
-                ff.ingest(folder, collection="c")
+                ff.ingest(folder, collection="c", **POLICY)
             assert all(info.failures == 0 and info.images == 0 for info in ff.collections())
 
 
@@ -371,6 +371,6 @@ def test_single_photo_with_its_sidecar(tmp_path, make_finder):
     [item] = iter_sources(photo)
     assert item.source == str(photo) and item.provenance == {"case_id": "SINGLE", "notes": "42"}
     ff = make_finder()
-    assert ff.ingest(photo, collection="c").ingested == 1
+    assert ff.ingest(photo, collection="c", **POLICY).ingested == 1
     [record] = ff.search(photo, top_k=1)
     assert record.candidates[0].provenance["case_id"] == "SINGLE"

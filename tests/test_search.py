@@ -13,7 +13,7 @@ from PIL import Image
 from facefinder.errors import CatalogError, FaceFinderError
 from facefinder.services.calibration import default_calibration
 from facefinder.vision.image import read_image
-from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, PROBES, box_iou, lfw, open_finder, save_jpeg
+from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, POLICY, PROBES, box_iou, lfw, open_finder, save_jpeg
 
 THRESHOLD = default_calibration().threshold
 
@@ -59,7 +59,7 @@ def test_searching_a_group_photo_returns_one_record_per_face(group_finder):
 @pytest.fixture(scope="module")
 def demo_finder(tmp_path_factory, pipeline):
     ff = open_finder(tmp_path_factory.mktemp("demo-data"), pipeline)
-    report = ff.ingest(GALLERY, collection="demo")
+    report = ff.ingest(GALLERY, collection="demo", **POLICY)
     assert report.ingested == 38 and report.faces == 32 + sum(GROUP_FACES.values())
     assert report.photos_without_faces == 0 and not report.failures
     yield ff
@@ -158,8 +158,8 @@ def test_unknown_collection_is_an_error(lfw_finder):
 
 def test_search_across_collections(make_finder, tmp_path):
     ff = make_finder()
-    ff.ingest(lfw("Tony_Blair", 1), collection="a")
-    ff.ingest(lfw("Tony_Blair", 2), collection="b")
+    ff.ingest(lfw("Tony_Blair", 1), collection="a", **POLICY)
+    ff.ingest(lfw("Tony_Blair", 2), collection="b", **POLICY)
     [both] = ff.search(lfw("Tony_Blair", 3))
     assert sorted(c.collection for c in both.candidates) == ["a", "b"]
     [only_b] = ff.search(lfw("Tony_Blair", 3), collections=["b"])

@@ -17,7 +17,7 @@ from facefinder.errors import CatalogError
 from facefinder.storage.catalog import FaceRecord, ImageRecord, JournalEntry
 from facefinder.storage.index import VectorIndex
 from facefinder.storage.store import FaceStore, NewFace, NewImage
-from helpers import GROUP, LFW, lfw
+from helpers import GROUP, LFW, POLICY, lfw
 
 DIM = 192
 
@@ -30,7 +30,7 @@ def unit_vectors(count: int, seed: int) -> np.ndarray:
 def add_photos(store: FaceStore, collection: str, vectors: np.ndarray, faces_per_photo: int = 2,
                tag: str = "p") -> list[int]:
     """Store the vectors as photos of ``faces_per_photo`` faces each; returns the image ids."""
-    cid = store.collection(collection, create=True).id
+    cid = store.collection(collection, create=True, **POLICY).id
     store.set_model(cid, "test-model")
     image_ids = []
     for start in range(0, len(vectors), faces_per_photo):
@@ -235,11 +235,11 @@ def test_a_rebuilt_index_is_not_rebuilt_again_on_every_refresh(tmp_path):
 
 def test_engine_sees_photos_ingested_by_another_engine(tmp_path, make_finder):
     reader = make_finder(tmp_path / "data")
-    reader.ingest(lfw("Tony_Blair", 1), collection="c")
+    reader.ingest(lfw("Tony_Blair", 1), collection="c", **POLICY)
     [before] = reader.search(lfw("Colin_Powell", 2))
     assert not before.match
     writer = make_finder(tmp_path / "data")
-    writer.ingest(lfw("Colin_Powell", 1), collection="c")  # ends with a checkpoint
+    writer.ingest(lfw("Colin_Powell", 1), collection="c", **POLICY)  # ends with a checkpoint
     writer.close()
     [after] = reader.search(lfw("Colin_Powell", 2))
     assert after.match and Path(after.candidates[0].source).name == "Colin_Powell_0001.jpg"
@@ -266,7 +266,7 @@ def test_index_save_is_atomic_and_round_trips(tmp_path):
 
 def test_collection_is_bound_to_one_model(tmp_path):
     store = FaceStore(tmp_path)
-    cid = store.collection("c", create=True).id
+    cid = store.collection("c", create=True, **POLICY).id
     store.set_model(cid, "model-a")
     store.set_model(cid, "model-a")
     with pytest.raises(CatalogError, match="holds model-a embeddings; cannot add model-b"):
@@ -282,8 +282,8 @@ def test_collection_is_bound_to_one_model(tmp_path):
 @pytest.fixture
 def populated(tmp_path, make_finder):
     ff = make_finder(tmp_path / "data")
-    assert ff.ingest(LFW, collection="lfw").faces == 15
-    assert ff.ingest(GROUP / "sample2.jpg", collection="groups").faces == 3
+    assert ff.ingest(LFW, collection="lfw", **POLICY).faces == 15
+    assert ff.ingest(GROUP / "sample2.jpg", collection="groups", **POLICY).faces == 3
     return ff
 
 
@@ -346,7 +346,7 @@ def test_delete_image(populated, tmp_path, make_finder):
     assert reopened.store.index_size(cid) == 0
     assert reopened.store.index_size(reopened.store.collection("lfw").id) == 15
     # the photo can be ingested again afterwards: it is no longer a duplicate
-    assert reopened.ingest(GROUP / "sample2.jpg", collection="groups").ingested == 1
+    assert reopened.ingest(GROUP / "sample2.jpg", collection="groups", **POLICY).ingested == 1
 
 
 def test_delete_collection(populated, tmp_path, make_finder):
@@ -380,7 +380,7 @@ def test_delete_collection(populated, tmp_path, make_finder):
 def test_deleted_then_recreated_collection_starts_empty(populated, tmp_path, make_finder):
     ff = populated
     ff.delete_collection("lfw")
-    report = ff.ingest(lfw("Tony_Blair", 1), collection="lfw")
+    report = ff.ingest(lfw("Tony_Blair", 1), collection="lfw", **POLICY)
     assert report.ingested == 1 and report.duplicates == 0
     cid = ff.store.collection("lfw").id
     assert ff.store.index_size(cid) == 1

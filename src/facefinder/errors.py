@@ -25,3 +25,11 @@ class ModelError(FaceFinderError):
 
 class CatalogError(FaceFinderError):
     """The catalog was asked for something it does not hold (unknown collection, face...)."""
+
+
+class NotFound(FaceFinderError):
+    """The record asked for does not exist, or is not visible to the one asking."""
+
+
+class Conflict(FaceFinderError):
+    """The request clashes with the state of a record (a taken name, a lead already confirmed...)."""

@@ -29,6 +29,9 @@ app.add_typer(delete_app, name="delete")
 
 console = Console(stderr=True)
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+DEMO_POLICY = {"purpose": "demonstration of facefinder on its bundled sample photos",
+               "legal_basis": "sample photos published under the MIT licence (see demo/README.md)",
+               "retention_days": 30}
 
 
 class State:
@@ -63,10 +66,13 @@ def _fail(message: str) -> None:
 @app.command()
 def ingest(
     path: Annotated[Path, typer.Argument(help="A folder (recursive), a .zip / .tar(.gz) archive, or one photo.")],
-    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to add the photos to (created if new).")],
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to add the photos to (a new one needs --purpose, --legal-basis and --retention-days).")],
     manifest: Annotated[Optional[Path], typer.Option(help="CSV manifest with a 'path' column and provenance fields.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes [default: one per core; 0 = in-process].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    purpose: Annotated[Optional[str], typer.Option(help="Why the photos are held (required for a new collection).")] = None,
+    legal_basis: Annotated[Optional[str], typer.Option(help="The legal basis for holding them (required for a new collection).")] = None,
+    retention_days: Annotated[Optional[int], typer.Option(min=1, help="Days each photo is kept before `facefinder purge` erases it (required for a new collection).")] = None,
 ) -> None:
     """Detect, align, embed and store every face in PATH. Re-run after a crash to resume."""
     try:
@@ -78,7 +84,8 @@ def ingest(
                 rate = f"{p.done / elapsed:.1f} photos/s" if elapsed > 0.5 else ""
                 bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
 
-            report = ff.ingest(path, collection, str(manifest) if manifest else None, update)
+            report = ff.ingest(path, collection, str(manifest) if manifest else None, update, purpose=purpose,
+                               legal_basis=legal_basis, retention_days=retention_days)
     except FaceFinderError as exc:
         _fail(str(exc))
     if as_json:
@@ -91,6 +98,9 @@ def ingest(
         f"{report.duplicates} duplicates skipped, {len(report.failures)} failed, "
         f"{report.photos_without_faces} without a face; {report.seconds:.1f} s "
         f"({report.photos_per_second:.1f} photos/s)", highlight=False)
+    if report.opted_out or report.consent_withdrawn:
+        console.print(f"skipped {report.opted_out} faces on the opt-out list ({report.opted_out_photos} photos "
+                      f"entirely) and {report.consent_withdrawn} photos whose consent was withdrawn", highlight=False)
     if report.failures:
         table = Table("file", "reason", "detail", title="Files that failed")
         table.columns[0].overflow = "fold"  # the whole path, wrapped, rather than cut short
@@ -153,17 +163,26 @@ def _print_probe(record) -> None:
     Console().print(table)
 
 
-@app.command()
-def collections(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """List collections with their photo, face and failure counts."""
+collections_app = typer.Typer(help="List collections (no subcommand), or create one / set its retention policy.",
+                              invoke_without_command=True)
+app.add_typer(collections_app, name="collections")
+
+
+@collections_app.callback()
+def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List collections with their photo, face and failure counts and their retention policy."""
+    if ctx.invoked_subcommand is not None:
+        return
     with _engine() as ff:
         infos = ff.collections()
     if as_json:
         print(json.dumps([asdict(c) for c in infos], indent=2))
         return
-    table = Table("name", "photos", "faces", "failed", "model")
+    table = Table("name", "photos", "faces", "failed", "model", "retention", "purpose", "legal basis")
     for c in infos:
-        table.add_row(c.name, str(c.images), str(c.faces), str(c.failures), c.model_id or "-")
+        table.add_row(c.name, str(c.images), str(c.faces), str(c.failures), c.model_id or "-",
+                      f"{c.retention_days} days" if c.retention_days else "[red]not set[/red]", c.purpose or "-",
+                      c.legal_basis or "-")
     Console().print(table)
 
 
@@ -258,12 +277,22 @@ def demo() -> None:
         fetch_models(folder, log=lambda m: console.print(m, highlight=False))
     gallery, probes = DEMO_DIR / "gallery", DEMO_DIR / "probes"
     console.print(f"[bold]1. ingest[/bold] {gallery} -> collection 'demo'", highlight=False)
-    ingest(gallery, "demo", None, None, False)
+    ingest(gallery, "demo", None, None, False, **DEMO_POLICY)
     console.print(f"[bold]2. search[/bold] each photo in {probes}", highlight=False)
     search([probes], ["demo"], 3, None, False, "demo", "facefinder demo")
     console.print("Scores are cosine similarities; 'false match rate' is the measured chance that a "
                   "different person scores that high. Results are leads, not identifications.")
 
+
+from facefinder.interfaces import cli_privacy  # noqa: E402  (privacy commands: registered on the apps above)
+
+cli_privacy.register(app)
+
+from facefinder.interfaces import cli_service  # noqa: E402  (service commands: users, audit, serve)
+
+app.add_typer(cli_service.users_app, name="users")
+app.add_typer(cli_service.audit_app, name="audit")
+app.command()(cli_service.serve)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

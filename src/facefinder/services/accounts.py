@@ -150,6 +150,34 @@ class Accounts:
             if name not in allowed:
                 raise AccessDenied(f"{principal.username} has no grant for collection {name!r}")
 
+    def grants(self) -> dict[str, list[str]]:
+        """username -> the collections granted to them (for the accounts page)."""
+        with self.catalog.session() as session:
+            rows = session.execute(
+                select(User.username, Collection.name).join(CollectionGrant, CollectionGrant.user_id == User.id)
+                .join(Collection, Collection.id == CollectionGrant.collection_id).order_by(Collection.name)).all()
+        granted: dict[str, list[str]] = {}
+        for username, collection in rows:
+            granted.setdefault(username, []).append(collection)
+        return granted
+
+    def tokens(self, principal: Principal) -> list[ApiToken]:
+        """This principal's own API tokens (hashes only; a token is shown once, when created)."""
+        with self.catalog.session() as session:
+            return list(session.scalars(select(ApiToken).where(ApiToken.user_id == principal.id)
+                                        .order_by(ApiToken.id)))
+
+    def revoke_token(self, principal: Principal, token_id: int) -> None:
+        """Revoke one of one's own tokens (an admin may revoke anyone's)."""
+        with self.catalog.session() as session, session.begin():
+            row = session.get(ApiToken, token_id)
+            if row is None or (row.user_id != principal.id and principal.role != "admin"):
+                raise FaceFinderError(f"token {token_id} does not exist")
+            owner = session.get(User, row.user_id)
+            name = row.name
+            session.delete(row)
+        self.audit.record(principal.username, "token.revoke", name=name, owner=owner.username if owner else None)
+
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()

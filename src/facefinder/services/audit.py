@@ -70,8 +70,9 @@ class AuditLog:
             return entry
 
     def entries(self, action: str | None = None, actor: str | None = None, case_id: str | None = None,
-                since: str | None = None, until: str | None = None, limit: int | None = None) -> list[AuditEntry]:
-        query = select(AuditEntry).order_by(AuditEntry.id)
+                since: str | None = None, until: str | None = None, limit: int | None = None,
+                newest_first: bool = False) -> list[AuditEntry]:
+        query = select(AuditEntry).order_by(AuditEntry.id.desc() if newest_first else AuditEntry.id)
         if action:
             query = query.where(AuditEntry.action == action)
         if actor:

@@ -19,6 +19,15 @@ import numpy as np
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
+# Erasure by person, opt-out and subject access match a person's face against what is held at the score
+# where the measured false match rate falls to 2.5e-6 per comparison (about 0.69 for the default models;
+# the search threshold, 0.635, sits near 5e-6). Stricter than search, because the opt-out list multiplies
+# comparisons: each face ingested or returned is compared with every opted-out template, so with 1,000
+# people on the list about 1,000 x 2.5e-6 = 0.25% of other people's faces would be withheld. Stricter still
+# costs recall fast (LFW pairs: ~84% of same-person pairs reach 0.69, ~53% reach the 1e-6 score, 0.78).
+# README, "Privacy and compliance", explains the trade-off.
+PRIVACY_FMR = 2.5e-6
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -33,6 +42,17 @@ class Calibration:
         """Estimated FMR at this score (interpolated in log space, clamped to the measured range)."""
         log_fmr = np.interp(score, self.scores, np.log10(np.maximum(self.fmr, 1e-12)))
         return float(10 ** log_fmr)
+
+    def score_at(self, fmr: float) -> float:
+        """The lowest score whose estimated false match rate is at most ``fmr`` (rounded up to 0.001)."""
+        log_fmr = np.log10(np.maximum(self.fmr, 1e-12))[::-1]  # ascending, for np.interp
+        score = float(np.interp(np.log10(fmr), log_fmr, self.scores[::-1]))
+        return float(np.ceil(score * 1000 - 1e-6) / 1000)
+
+    @property
+    def privacy_threshold(self) -> float:
+        """The strict threshold of erasure by person, opt-out and subject access: see PRIVACY_FMR."""
+        return self.score_at(PRIVACY_FMR)
 
     def band(self, score: float) -> str:
         for name, lowest in self.bands.items():

@@ -4,6 +4,10 @@
     ff.ingest("photos/", collection="family")
     results = ff.search("probe.jpg", top_k=5)
     ff.delete_image(results[0].candidates[0].image_id)
+
+A new collection needs a purpose, a legal basis and a retention period (``create_collection``, or the
+same keywords on the first ``ingest``); ``ff.privacy`` holds erasure, opt-out, consent, purge and
+subject access (services/privacy.py).
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from facefinder.config import data_dir as resolve_data_dir, models_dir as resolve_models_dir
-from facefinder.errors import FaceFinderError
+from facefinder.errors import CatalogError, FaceFinderError
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
 from facefinder.services.search import ProbeFace, Searcher
-from facefinder.storage.store import CollectionInfo, FaceStore
+from facefinder.storage.store import CollectionInfo, FaceStore, check_policy
 from facefinder.vision.image import read_image
 from facefinder.vision.pipeline import Face, FacePipeline
 
@@ -42,6 +46,7 @@ class FaceFinder:
         self.audit = AuditLog(self.store.catalog)
         self.actor = actor or f"local:{getpass.getuser()}"
         self._pipeline: FacePipeline | None = None
+        self._privacy = None
 
     @property
     def pipeline(self) -> FacePipeline:
@@ -51,14 +56,71 @@ class FaceFinder:
                                                   detector=self.detector, recognizer=self.recognizer)
         return self._pipeline
 
+    @property
+    def privacy(self):
+        """Erasure, opt-out, consent, purge and subject access (services/privacy.py)."""
+        if self._privacy is None:
+            from facefinder.services.privacy import Privacy
+
+            self._privacy = Privacy(self)
+        return self._privacy
+
     def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
-               on_progress: Callable[[Progress], None] | None = None) -> IngestReport:
+               on_progress: Callable[[Progress], None] | None = None, *, purpose: str | None = None,
+               legal_basis: str | None = None, retention_days: int | None = None) -> IngestReport:
+        """Ingest into ``collection``; a new one is created with the given purpose, legal basis and
+        retention period (all three required then; for an existing one they must match or be left out)."""
+        policy = self._ensure_collection(collection, purpose, legal_basis, retention_days)
         ingestor = Ingestor(self.store, self.models_dir, self.workers, self.detector, self.recognizer,
                             pipeline=self._pipeline)
-        report = ingestor.ingest(path, collection, manifest, on_progress)
+        try:  # the ingestor creates a new collection once the models have loaded
+            report = ingestor.ingest(path, collection, manifest, on_progress, policy)
+        finally:
+            if policy and any(c.name == collection for c in self.store.collections()):
+                self.audit.record(self.actor, "collection.create", collection=collection, **policy)
         self.audit.record(self.actor, "ingest", collection=collection, path=str(path), ingested=report.ingested,
-                          duplicates=report.duplicates, faces=report.faces, failed=len(report.failures))
+                          duplicates=report.duplicates, faces=report.faces, failed=len(report.failures),
+                          opted_out=report.opted_out, opted_out_photos=report.opted_out_photos,
+                          consent_withdrawn=report.consent_withdrawn)
         return report
+
+    def create_collection(self, name: str, *, purpose: str, legal_basis: str, retention_days: int,
+                          description: str = "") -> None:
+        """A new collection, with why it is held, on what legal basis, and for how many days per photo."""
+        row = self.store.create_collection(name, purpose=purpose, legal_basis=legal_basis,
+                                           retention_days=retention_days, description=description)
+        self.audit.record(self.actor, "collection.create", collection=name, purpose=row.purpose,
+                          legal_basis=row.legal_basis, retention_days=row.retention_days)
+
+    def set_collection_policy(self, name: str, *, purpose: str | None = None, legal_basis: str | None = None,
+                              retention_days: int | None = None) -> None:
+        """Change a collection's purpose, legal basis or retention period (logged)."""
+        row = self.store.set_policy(name, purpose, legal_basis, retention_days)
+        self.audit.record(self.actor, "collection.policy", collection=name, purpose=row.purpose,
+                          legal_basis=row.legal_basis, retention_days=row.retention_days)
+
+    def _ensure_collection(self, name: str, purpose: str | None, legal_basis: str | None,
+                           retention_days: int | None) -> dict | None:
+        """The checked policy of a collection still to be created, or None when it exists (its policy
+        then checked against what was given, or filled in if it predates policies)."""
+        given = {"purpose": purpose, "legal_basis": legal_basis, "retention_days": retention_days}
+        given = {k: v for k, v in given.items() if v is not None}
+        try:
+            existing = self.store.collection(name)
+        except CatalogError:
+            if not name.strip():
+                raise CatalogError("collection: a name is required") from None
+            checked = check_policy(name, purpose, legal_basis, retention_days)
+            return dict(zip(("purpose", "legal_basis", "retention_days"), checked))
+        held = {k: getattr(existing, k) for k in given}
+        if all(v is None for v in held.values()) and given:  # a collection from before policies: fill in
+            self.set_collection_policy(name, **given)
+            return None
+        for key, value in given.items():
+            if held[key] is not None and held[key] != value:
+                raise FaceFinderError(f"collection {name!r} has {key} {held[key]!r}, not {value!r}; "
+                                      f"change it with `facefinder collections set`")
+        return None
 
     def search(self, *probes: str | os.PathLike, collections: list[str] | None = None, top_k: int = 10,
                threshold: float | None = None, case_id: str | None = None,
@@ -97,20 +159,15 @@ class FaceFinder:
     def failures(self, collection: str):
         return self.store.failures(self.store.collection(collection).id)
 
+    # Deletes are erasures (services/privacy.py): rows overwritten, index files rewritten, WAL emptied.
     def delete_face(self, face_id: int) -> bool:
-        deleted = self.store.delete_faces([face_id]) == 1
-        if deleted:
-            self.audit.record(self.actor, "delete.face", face_id=face_id)
-        return deleted
+        return self.privacy.erase_faces([face_id]).faces == 1
 
     def delete_image(self, image_id: int) -> int:
-        count = self.store.delete_image(image_id)
-        self.audit.record(self.actor, "delete.image", image_id=image_id, faces=count)
-        return count
+        return self.privacy.erase_image(image_id).faces
 
     def delete_collection(self, name: str) -> None:
-        self.store.delete_collection(name)
-        self.audit.record(self.actor, "delete.collection", collection=name)
+        self.privacy.erase_collection(name)
 
     def thumbnail(self, face_id: int) -> bytes:
         rows = self.store.faces([face_id])

@@ -4,6 +4,8 @@ The main process reads and hashes files (skipping content already in the collect
 processes decode and run the vision pipeline on batches of photos, and the main process writes
 each photo with all its faces in one transaction. A crash loses at most the photos in flight;
 re-running the same ingest skips everything already stored, so it resumes without duplicates.
+Faces on the opt-out list are dropped before they are written (one check per batch), and photos
+whose consent was withdrawn are not read at all (services/optout.py, services/consent.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from facefinder.errors import FaceFinderError, ImageError
+from facefinder.services.consent import withdrawn_ids
+from facefinder.services.optout import screen_for
 from facefinder.services.sources import SourceItem, iter_sources
 from facefinder.storage.store import FaceStore, NewFace, NewImage
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
@@ -45,7 +49,10 @@ class IngestReport:
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("read", "decode", "detect", "align", "embed", "store"), 0.0))
+        ("read", "decode", "detect", "align", "embed", "optout", "store"), 0.0))
+    opted_out: int = 0  # faces not stored: they match the opt-out list
+    opted_out_photos: int = 0  # photos not stored: every face in them matched it
+    consent_withdrawn: int = 0  # photos not read: their consent_id was withdrawn
 
     @property
     def photos_per_second(self) -> float:
@@ -127,9 +134,11 @@ class Ingestor:
         self._pipeline = pipeline  # used in-process when workers == 0
         self._pool: ProcessPoolExecutor | None = None
         self._inflight: list[tuple[Future | dict, list[NewImage]]] = []
+        self._withdrawn: set[str] = set()
 
     def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
-               on_progress: Callable[[Progress], None] | None = None) -> IngestReport:
+               on_progress: Callable[[Progress], None] | None = None, policy: dict | None = None) -> IngestReport:
+        """``policy`` (purpose, legal_basis, retention_days) is needed when ``collection`` is new."""
         started = time.perf_counter()
         if self._pipeline is None:
             # Load the models here first: a bad model path is then one ModelError, raised now, rather
@@ -138,8 +147,10 @@ class Ingestor:
                                             recognizer=self.recognizer)
             if self.workers == 0:
                 self._pipeline = pipeline
-        coll = self.store.collection(collection, create=True)
+        coll = self.store.collection(collection, create=True, **(policy or {}))
         report = IngestReport(collection=collection)
+        screen = screen_for(self.store.catalog)
+        self._withdrawn = withdrawn_ids(self.store.catalog)
         total = sum(1 for _ in iter_sources(path, manifest))
         known = self.store.known_hashes(coll.id)
         pending: dict[str, NewImage] = {}
@@ -149,10 +160,16 @@ class Ingestor:
                 self.store.set_model(coll.id, outcome["model_id"])
             for stage, seconds in outcome["stages"].items():
                 report.stage_seconds[stage] += seconds
+            t = time.perf_counter()
+            report.opted_out += screen.screen_batch(outcome["results"], outcome["model_id"])
+            report.stage_seconds["optout"] += time.perf_counter() - t
             for meta, result in zip(metas, outcome["results"]):
                 pending.pop(meta.sha256, None)
                 if isinstance(result, Failure):
                     self._fail(coll.id, report, result)
+                    continue
+                if result.get("opted_out") and not result["faces"]:
+                    report.opted_out_photos += 1  # nothing of it is stored, not even its row
                     continue
                 t = time.perf_counter()
                 meta.width, meta.height = result["width"], result["height"]
@@ -186,6 +203,9 @@ class Ingestor:
         batch: list[tuple[NewImage, bytes]] = []
         for item in iter_sources(path, manifest):
             report.seen += 1
+            if item.provenance.get("consent_id") in self._withdrawn:
+                report.consent_withdrawn += 1
+                continue
             t = time.perf_counter()
             data = self._read(item, collection_id, report)
             report.stage_seconds["read"] += time.perf_counter() - t

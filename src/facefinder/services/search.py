@@ -1,7 +1,7 @@
 """Search: probe photo -> every face in it -> ranked candidates with calibrated scores.
 
 Only candidates at or above the threshold are returned, so a stranger comes back as "no match"
-rather than as whoever happens to be nearest. Results are investigative leads, not identifications.
+rather than as whoever happens to be nearest. People on the opt-out list are never returned. Results are investigative leads, not identifications.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from facefinder.errors import CatalogError, ImageError
 from facefinder.services.calibration import Calibration, default_calibration
+from facefinder.services.optout import screen_for
 from facefinder.services.sources import iter_sources
 from facefinder.storage.store import PROVENANCE_FIELDS, FaceStore
 from facefinder.vision.image import decode_image
@@ -85,9 +86,20 @@ class Searcher:
         if not faces:
             yield ProbeFace(source, None, None, None, error="no-face")
             return
-        hits = self.store.search(collection_ids, np.stack([f.embedding for f in faces]), top_k)
+        per_face = self.search_embeddings(np.stack([f.embedding for f in faces]), collection_ids, top_k, threshold)
+        for number, (face, candidates) in enumerate(zip(faces, per_face)):
+            yield ProbeFace(source, number, [round(float(v), 2) for v in face.box], round(face.quality.score, 4),
+                            candidates)
+
+    def search_embeddings(self, embeddings: np.ndarray, collection_ids: list[int], top_k: int,
+                          threshold: float) -> list[list[Candidate]]:
+        """Ranked candidates at or above the threshold for each embedding (the service searches these)."""
+        hits = self.store.search(collection_ids, embeddings, top_k)
         rows = self.store.faces([fid for row in hits for fid, _ in row])
-        for number, (face, row) in enumerate(zip(faces, hits)):
+        # Opt-out: nothing for a probe face on the list, and no candidate on it (services/optout.py).
+        hits = screen_for(self.store.catalog).filter_hits(embeddings, hits, rows, threshold, self.pipeline.model_id)
+        results = []
+        for row in hits:
             candidates = []
             for face_id, score in row:
                 if score < threshold or face_id not in rows:  # never serve a face the catalog lacks
@@ -100,8 +112,12 @@ class Searcher:
                     source=image_row.source, box=record.box, quality=record.quality,
                     provenance={k: getattr(image_row, k) for k in PROVENANCE_FIELDS},
                 ))
-            yield ProbeFace(source, number, [round(float(v), 2) for v in face.box], round(face.quality.score, 4),
-                            candidates)
+            results.append(candidates)
+        return results
+
+    def collection_ids(self, names: list[str] | None) -> list[int]:
+        """Catalog ids of the named collections (default: all) that these models can search."""
+        return self._collection_ids(names)
 
     def _collection_ids(self, names: list[str] | None) -> list[int]:
         infos = self.store.collection_models()

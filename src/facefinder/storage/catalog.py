@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, create_engine, event,
-    select,
+    inspect, select,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -34,6 +34,11 @@ class Collection(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     model_id: Mapped[str | None] = mapped_column(String(200))  # embeddings of one model per collection
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Retention policy (services/retention.py): required for every collection created since; NULL only in
+    # catalogs from before, until `facefinder collections set` fills them in.
+    purpose: Mapped[str | None] = mapped_column(Text)
+    legal_basis: Mapped[str | None] = mapped_column(Text)
+    retention_days: Mapped[int | None] = mapped_column(Integer)
     images: Mapped[list["ImageRecord"]] = relationship(back_populates="collection", cascade="all, delete-orphan",
                                                        passive_deletes=True)
 
@@ -143,6 +148,100 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class OptOut(Base):
+    """A person's request to be left out (services/optout.py). Their photo is never stored: only templates."""
+
+    __tablename__ = "optouts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference: Mapped[str] = mapped_column(Text, default="")  # e.g. a ticket number; never required to be a name
+    channel: Mapped[str] = mapped_column(String(20))  # "admin" | "public"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100))
+    erased_at: Mapped[datetime | None] = mapped_column()  # when held matches were last reviewed and erased
+    erased_by: Mapped[str | None] = mapped_column(String(100))
+    templates: Mapped[list["OptOutTemplate"]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class OptOutTemplate(Base):
+    """One face template (embedding) of an opted-out person."""
+
+    __tablename__ = "optout_templates"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    optout_id: Mapped[int] = mapped_column(ForeignKey("optouts.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(String(200))
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
+    quality: Mapped[float] = mapped_column(Float)
+
+
+class ConsentRecord(Base):
+    """Consent behind a consented gallery: images link to it by the consent_id in their provenance."""
+
+    __tablename__ = "consents"
+    consent_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)  # who consented (a name or a reference to the paper record)
+    scope: Mapped[str] = mapped_column(Text)  # to what
+    given_at: Mapped[str] = mapped_column(String(64))  # when (ISO 8601, as recorded on the consent)
+    collection: Mapped[str | None] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    recorded_by: Mapped[str] = mapped_column(String(100))
+    withdrawn_at: Mapped[datetime | None] = mapped_column()
+    withdrawn_by: Mapped[str | None] = mapped_column(String(100))
+    withdrawal_note: Mapped[str | None] = mapped_column(Text)
+
+
+class CaseSearch(Base):
+    """One case-bound search run through the service (services/cases.py): who, for which case, why, on what.
+
+    The probe photo itself is kept only while the retention setting allows (default: not at all);
+    its sha256 and the searched face's thumbnail are always kept.
+    """
+
+    __tablename__ = "case_searches"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)  # users are disabled, never deleted
+    username: Mapped[str] = mapped_column(String(100))
+    case_id: Mapped[str] = mapped_column(String(200), index=True)
+    purpose: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(100))
+    probe_sha256: Mapped[str] = mapped_column(String(64))
+    probe_face: Mapped[int] = mapped_column(Integer)  # which face of the probe photo was searched
+    probe_box: Mapped[list] = mapped_column(JSON)
+    probe_quality: Mapped[float] = mapped_column(Float)
+    probe_thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG of the aligned probe face
+    probe_photo: Mapped[bytes | None] = mapped_column(LargeBinary)  # only while retention allows
+    probe_keep_until: Mapped[datetime | None] = mapped_column()
+    collections: Mapped[list] = mapped_column(JSON)  # names searched
+    top_k: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Float)
+    model_id: Mapped[str] = mapped_column(String(200))
+    candidates: Mapped[list["CaseCandidate"]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="CaseCandidate.rank")
+
+
+class CaseCandidate(Base):
+    """A candidate a case search returned, and its lead status (two-person rule to confirm)."""
+
+    __tablename__ = "case_candidates"
+    __table_args__ = (UniqueConstraint("search_id", "rank"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("case_searches.id", ondelete="CASCADE"), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    face_id: Mapped[int] = mapped_column(Integer, index=True)  # no foreign key: the record outlives an erasure
+    image_id: Mapped[int] = mapped_column(Integer)
+    collection: Mapped[str] = mapped_column(String(200))
+    score: Mapped[float] = mapped_column(Float)
+    false_match_rate: Mapped[float] = mapped_column(Float)
+    band: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="candidate")  # candidate | proposed | confirmed
+    proposed_by: Mapped[str | None] = mapped_column(String(100))
+    proposed_at: Mapped[datetime | None] = mapped_column()
+    proposed_note: Mapped[str | None] = mapped_column(Text)
+    confirmed_by: Mapped[str | None] = mapped_column(String(100))
+    confirmed_at: Mapped[datetime | None] = mapped_column()
+    confirmed_note: Mapped[str | None] = mapped_column(Text)
+
+
 class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -165,6 +264,20 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def add_missing_columns(engine: Engine) -> None:
+    """A catalog made by an older version lacks columns added since: add them, nullable, so it still opens."""
+    inspector = inspect(engine)
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(engine.dialect)
+                    connection.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
+
+
 class Catalog:
     """Opens (and creates) the catalog database and hands out sessions."""
 
@@ -172,6 +285,7 @@ class Catalog:
         self.url = url
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def get_setting(self, key: str, default: str | None = None) -> str | None:
@@ -184,6 +298,15 @@ class Catalog:
 
     def collection(self, session: Session, name: str) -> Collection | None:
         return session.scalar(select(Collection).where(Collection.name == name))
+
+    def truncate_wal(self) -> tuple[int, int, int] | None:
+        """SQLite: move the write-ahead log into catalog.db and cut catalog.db-wal to zero bytes, so old
+        copies of erased rows do not linger in it. Returns SQLite's (busy, log frames, checkpointed frames):
+        busy = 1 when another process's open read kept it from finishing (the next erasure retries)."""
+        if not self.url.startswith("sqlite"):
+            return None
+        with self.engine.connect() as connection:
+            return tuple(connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one())
 
     def close(self) -> None:
         self.engine.dispose()

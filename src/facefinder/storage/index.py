@@ -59,8 +59,22 @@ class VectorIndex:
         faiss.omp_set_num_threads(1 if len(queries) < 16 else os.cpu_count() or 1)
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
-    def save(self, path: Path) -> None:
-        """Write atomically: a crash leaves either the old file or the new one, never half of one."""
+    def above(self, queries: np.ndarray, threshold: float) -> list[list[tuple[int, float]]]:
+        """Every (id, score) at or above ``threshold`` per query (exhaustive: a range search)."""
+        if self.index.ntotal == 0:
+            return [[] for _ in range(len(queries))]
+        lims, scores, ids = self.index.range_search(np.ascontiguousarray(queries, dtype=np.float32),
+                                                    float(threshold) - 1e-6)  # FAISS keeps score > radius
+        return [[(int(i), float(d)) for i, d in zip(ids[lims[q]:lims[q + 1]], scores[lims[q]:lims[q + 1]])
+                 if d >= threshold] for q in range(len(queries))]
+
+    def save(self, path: Path, scrub: bool = False) -> None:
+        """Write atomically: a crash leaves either the old file or the new one, never half of one.
+
+        ``scrub`` (after an erasure) also overwrites the old file's bytes with zeros before the new one
+        replaces it, so the erased vectors are not left in freed disk blocks. A crash between the two
+        leaves a zeroed file, which the store treats as damaged and rebuilds from the catalog.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = faiss.serialize_index(self.index)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -69,6 +83,8 @@ class VectorIndex:
             handle.write(payload.tobytes())
             handle.flush()
             os.fsync(handle.fileno())
+        if scrub:
+            scrub_file(path, unlink=False)
         os.replace(tmp, path)
         self.dirty = False
 
@@ -80,3 +96,24 @@ class VectorIndex:
         seq, dim = struct.unpack("<qq", data[len(MAGIC) : len(MAGIC) + 16])
         index = faiss.deserialize_index(np.frombuffer(data[len(MAGIC) + 16 :], dtype=np.uint8))
         return cls(dim, index, seq)
+
+
+def scrub_file(path: Path, unlink: bool = True) -> None:
+    """Overwrite a file with zeros in place (fsynced), then remove it unless ``unlink`` is False.
+
+    On an ordinary filesystem (ext4, xfs) this overwrites the blocks that held the data. On
+    copy-on-write filesystems (btrfs, ZFS), in snapshots, and inside SSD firmware, old copies can
+    survive; full-disk encryption is the answer there (see the README, "Privacy and compliance").
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    with open(path, "r+b") as handle:
+        chunk = b"\0" * (1 << 20)
+        for start in range(0, size, len(chunk)):
+            handle.write(chunk[: min(len(chunk), size - start)])
+        handle.flush()
+        os.fsync(handle.fileno())
+    if unlink:
+        path.unlink(missing_ok=True)

@@ -9,7 +9,9 @@ the index is rebuilt to match it: it never serves a face the catalog lacks, nor 
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +22,21 @@ from facefinder.errors import CatalogError
 from facefinder.storage.catalog import (
     Catalog, Collection, FaceRecord, ImageRecord, IngestFailure, JournalEntry, Setting,
 )
-from facefinder.storage.index import VectorIndex
+from facefinder.storage.index import VectorIndex, scrub_file
 
 log = logging.getLogger(__name__)
 
 PROVENANCE_FIELDS = ("source_url", "captured_at", "case_id", "consent_id", "notes")
+
+
+def _locked(method):
+    """Serialise a method on the store's lock: the server searches while a background thread ingests,
+    and a FAISS index must not be searched, replayed or saved by two threads at once."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 @dataclass
@@ -56,6 +68,9 @@ class CollectionInfo:
     images: int
     faces: int
     failures: int
+    purpose: str | None = None
+    legal_basis: str | None = None
+    retention_days: int | None = None
 
 
 class FaceStore:
@@ -66,21 +81,50 @@ class FaceStore:
         self.index_dir = self.data_dir / "index"
         self.indexes: dict[int, VectorIndex] = {}
         self.applied_seq = 0
+        self._lock = threading.RLock()
         self.reload()
 
     # ----- collections -------------------------------------------------------------------
-    def collection(self, name: str, create: bool = False, description: str = "") -> Collection:
+    def collection(self, name: str, create: bool = False, description: str = "", purpose: str | None = None,
+                   legal_basis: str | None = None, retention_days: int | None = None) -> Collection:
+        """The named collection; with ``create``, made if new, which needs its retention policy."""
         with self.catalog.session() as session:
             found = self.catalog.collection(session, name)
-            if found is None and create:
-                if not name.strip():
-                    raise CatalogError("collection: a name is required")
-                found = Collection(name=name, description=description)
-                session.add(found)
-                session.commit()
-            if found is None:
-                raise CatalogError(f"collection {name!r} does not exist")
+        if found is None and create:
+            return self.create_collection(name, purpose=purpose, legal_basis=legal_basis,
+                                          retention_days=retention_days, description=description)
+        if found is None:
+            raise CatalogError(f"collection {name!r} does not exist")
+        return found
+
+    def create_collection(self, name: str, *, purpose: str | None, legal_basis: str | None,
+                          retention_days: int | None, description: str = "") -> Collection:
+        """A new collection. It cannot exist without a purpose, a legal basis and a retention period."""
+        if not name.strip():
+            raise CatalogError("collection: a name is required")
+        purpose, legal_basis, retention_days = check_policy(name, purpose, legal_basis, retention_days)
+        with self.catalog.session() as session:
+            if self.catalog.collection(session, name) is not None:
+                raise CatalogError(f"collection {name!r} already exists")
+            found = Collection(name=name, description=description, purpose=purpose, legal_basis=legal_basis,
+                               retention_days=retention_days)
+            session.add(found)
+            session.commit()
             return found
+
+    def set_policy(self, name: str, purpose: str | None = None, legal_basis: str | None = None,
+                   retention_days: int | None = None) -> Collection:
+        """Change some of a collection's policy fields; the result must be complete."""
+        with self.catalog.session() as session:
+            row = self.catalog.collection(session, name)
+            if row is None:
+                raise CatalogError(f"collection {name!r} does not exist")
+            row.purpose, row.legal_basis, row.retention_days = check_policy(
+                name, purpose if purpose is not None else row.purpose,
+                legal_basis if legal_basis is not None else row.legal_basis,
+                retention_days if retention_days is not None else row.retention_days)
+            session.commit()
+            return row
 
     def set_model(self, collection_id: int, model_id: str) -> None:
         """Bind a collection to the recognizer that embedded it; mixing models would be meaningless."""
@@ -100,7 +144,7 @@ class FaceStore:
             failures = dict(session.execute(select(IngestFailure.collection_id, func.count()).group_by(IngestFailure.collection_id)).all())
             return [
                 CollectionInfo(c.id, c.name, c.description, c.model_id, images.get(c.id, 0), faces.get(c.id, 0),
-                               failures.get(c.id, 0))
+                               failures.get(c.id, 0), c.purpose, c.legal_basis, c.retention_days)
                 for c in session.scalars(select(Collection).order_by(Collection.name))
             ]
 
@@ -173,15 +217,27 @@ class FaceStore:
             session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
         return count
 
+    @_locked
+    def delete_images(self, image_ids: list[int]) -> tuple[int, int]:
+        """Erase photos and their faces; returns (photos, faces) that existed."""
+        with self.catalog.session() as session:
+            found = list(session.scalars(select(ImageRecord.id).where(ImageRecord.id.in_(image_ids))))
+            face_ids = list(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(found))))
+        count = self.delete_faces(face_ids)
+        with self.catalog.session() as session, session.begin():
+            session.execute(delete(ImageRecord).where(ImageRecord.id.in_(found)))
+        return len(found), count
+
     def delete_collection(self, name: str) -> None:
         collection = self.collection(name)
         with self.catalog.session() as session, session.begin():
             session.execute(delete(JournalEntry).where(JournalEntry.collection_id == collection.id))
             session.execute(delete(Collection).where(Collection.id == collection.id))
         self.indexes.pop(collection.id, None)
-        self._index_path(collection.id).unlink(missing_ok=True)
+        scrub_file(self._index_path(collection.id))  # zeroed, then removed
 
     # ----- reads ---------------------------------------------------------------------------
+    @_locked
     def search(self, collection_ids: list[int], queries: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         """Top-k (face id, cosine) per query across the given collections, best first."""
         self.refresh()
@@ -194,6 +250,20 @@ class FaceStore:
             for row, (s_row, i_row) in enumerate(zip(scores, ids)):
                 merged[row].extend((int(i), float(s)) for i, s in zip(i_row, s_row) if i >= 0)
         return [sorted(row, key=lambda pair: -pair[1])[:k] for row in merged]
+
+    @_locked
+    def search_above(self, collection_ids: list[int], queries: np.ndarray,
+                     threshold: float) -> list[list[tuple[int, float]]]:
+        """Every (face id, cosine) at or above ``threshold`` per query across the collections, best first."""
+        self.refresh()
+        merged: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
+        for cid in collection_ids:
+            index = self.indexes.get(cid)
+            if index is None or len(index) == 0 or index.dim != queries.shape[1]:
+                continue
+            for row, pairs in enumerate(index.above(queries, threshold)):
+                merged[row].extend(pairs)
+        return [sorted(row, key=lambda pair: -pair[1]) for row in merged]
 
     def faces(self, face_ids: list[int]) -> dict[int, tuple[FaceRecord, ImageRecord, str]]:
         """Catalog rows for face ids; ids the catalog lacks are simply absent."""
@@ -211,6 +281,7 @@ class FaceStore:
         return len(index) if index else 0
 
     # ----- consistency ---------------------------------------------------------------------
+    @_locked
     def reload(self) -> None:
         """Load every collection's checkpoint and replay the journal after it."""
         self.indexes = {}
@@ -220,6 +291,7 @@ class FaceStore:
         for cid in collection_ids:
             self.indexes[cid] = self._load_collection(cid)
 
+    @_locked
     def refresh(self) -> None:
         """Apply journal entries written since we last looked (by us or by another process)."""
         with self.catalog.session() as session:
@@ -245,17 +317,27 @@ class FaceStore:
         if entries:
             self.applied_seq = entries[-1].seq
 
-    def checkpoint(self) -> None:
-        """Persist changed indexes and drop the journal entries they now cover."""
+    @_locked
+    def checkpoint(self, scrub: bool = False) -> None:
+        """Persist changed indexes and drop the journal entries they now cover (``scrub``: see compact)."""
         for cid, index in self.indexes.items():
             if not index.dirty:
                 continue
             index.seq = max(index.seq, self.applied_seq)
-            index.save(self._index_path(cid))
+            index.save(self._index_path(cid), scrub=scrub)
             with self.catalog.session() as session, session.begin():
                 session.execute(delete(JournalEntry).where(JournalEntry.collection_id == cid,
                                                            JournalEntry.seq <= index.seq))
                 self.catalog.set_setting(session, f"pruned_through:{cid}", str(index.seq))
+
+    @_locked
+    def compact(self) -> tuple[int, int, int] | None:
+        """Right after an erasure: rewrite each changed index file now, zeroing the old file's bytes first,
+        and cut SQLite's write-ahead log to zero bytes. Rows are already overwritten by secure_delete.
+        Returns SQLite's wal_checkpoint result (see Catalog.truncate_wal)."""
+        self.refresh()
+        self.checkpoint(scrub=True)
+        return self.catalog.truncate_wal()
 
     def close(self) -> None:
         self.checkpoint()
@@ -314,3 +396,21 @@ class FaceStore:
             index.add(np.array([r.id for r in rows]), vectors)
         index.seq = max(index.seq, entries[-1].seq)
         index.dirty = True
+
+
+def check_policy(name: str, purpose: str | None, legal_basis: str | None,
+                 retention_days: int | None) -> tuple[str, str, int]:
+    """A collection's purpose, legal basis and retention period (days), all required."""
+    missing = [flag for flag, value in (("--purpose", purpose), ("--legal-basis", legal_basis),
+                                        ("--retention-days", retention_days))
+               if value is None or (isinstance(value, str) and not value.strip())]
+    if missing:
+        raise CatalogError(f"collection {name!r}: a collection needs a purpose, a legal basis and a retention "
+                           f"period; missing {', '.join(missing)}")
+    try:
+        days = int(retention_days)
+    except (TypeError, ValueError):
+        raise CatalogError(f"retention_days: a whole number of days, not {retention_days!r}") from None
+    if days < 1 or days != retention_days:
+        raise CatalogError(f"retention_days: a whole number of days, at least 1, not {retention_days!r}")
+    return purpose.strip(), legal_basis.strip(), days

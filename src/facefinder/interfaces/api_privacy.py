@@ -1,0 +1,355 @@
+"""The privacy endpoints (``/api/privacy``): erasure by person, opt-out, consent, purge, subject access.
+
+Admins only, except the public opt-out form (``/api/privacy/public/optout``), which is off until an
+admin switches it on (``PUT /api/privacy/public-optout`` or ``facefinder privacy public-optout on``).
+Every call is written to the audit log under the caller's name (services/privacy.py).
+
+Photos (of a person to find, opt out or report on) are sent as the raw request body, e.g.
+``curl --data-binary @me.jpg -H 'Content-Type: image/jpeg'``: the server reads them into memory,
+makes the face template and never writes the photo anywhere.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from facefinder.errors import FaceFinderError
+from facefinder.interfaces.api import Admin, ApiError, RateLimiter, Service, ServiceDep, get_service
+from facefinder.services.calibration import PRIVACY_FMR
+from facefinder.services.privacy import HeldMatch, render_access_html
+
+router = APIRouter(prefix="/api/privacy", tags=["privacy"])
+PUBLIC_RATE = (5, 3600.0)  # public opt-out submissions per client address per hour
+
+
+# ----- models ------------------------------------------------------------------------------------------
+class MatchOut(BaseModel):
+    face_id: int
+    score: float
+    false_match_rate: float
+    collection: str
+    image_id: int
+    source: str
+    box: list[float]
+    quality: float
+    provenance: dict[str, str | None]
+
+
+class PersonMatchesOut(BaseModel):
+    probe_sha256: str
+    threshold: float
+    matches: list[MatchOut]
+
+
+class ErasureOut(BaseModel):
+    faces: int = Field(description="Faces erased")
+    images: int = Field(description="Photos erased (rows and provenance)")
+    face_ids: list[int]
+    image_ids: list[int]
+
+
+class FaceIds(BaseModel):
+    face_ids: list[int] | None = Field(None, description="Erase only these listed faces (after review); "
+                                                         "null: every face that matches now")
+
+
+class OptOutCreated(BaseModel):
+    id: int
+    templates: int
+    matches: list[MatchOut] = Field(description="Faces held now that match: hidden from search at once; "
+                                                "review, then POST .../erase")
+
+
+class OptOutOut(BaseModel):
+    id: int
+    reference: str
+    channel: str
+    created_at: Any
+    created_by: str
+    templates: int
+    erased_at: Any | None
+    erased_by: str | None
+
+
+class PublicOptOutOut(BaseModel):
+    received: bool
+    reference: str = Field(description="Quote this to the operator to follow up")
+    message: str
+
+
+class ConsentIn(BaseModel):
+    consent_id: str = Field(min_length=1, max_length=200)
+    subject: str = Field(min_length=1, max_length=1000, description="Who consented")
+    scope: str = Field(min_length=1, max_length=4000, description="To what")
+    given_at: str = Field(min_length=4, max_length=64, description="When (ISO 8601)")
+    collection: str | None = Field(None, max_length=200)
+
+
+class ConsentOut(BaseModel):
+    consent_id: str
+    subject: str
+    scope: str
+    given_at: str
+    collection: str | None
+    recorded_at: Any
+    recorded_by: str
+    withdrawn_at: Any | None
+    withdrawn_by: str | None
+    withdrawal_note: str | None
+    images: int
+
+
+class Withdrawal(BaseModel):
+    note: str | None = Field(None, max_length=4000)
+
+
+class PurgeIn(BaseModel):
+    dry_run: bool = False
+
+
+class PublicForm(BaseModel):
+    enabled: bool
+
+
+class StatusOut(BaseModel):
+    threshold: float
+    threshold_false_match_rate: float
+    optouts: int
+    public_optout_form: bool
+    collections_without_retention: list[str]
+
+
+# ----- helpers -----------------------------------------------------------------------------------------
+async def photo_body(request: Request, service: Service) -> bytes:
+    """The raw request body as a photo, in memory only, capped like a probe photo."""
+    limit = service.config.max_probe_bytes
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"a photo is capped at {limit:,} bytes", "photo")
+        chunks.append(chunk)
+    if not size:
+        raise ApiError(400, "bad_request", "photo: send the photo as the request body "
+                                           "(e.g. Content-Type: image/jpeg)", "photo")
+    return b"".join(chunks)
+
+
+def matches_out(matches: list[HeldMatch]) -> list[MatchOut]:
+    return [MatchOut(**m.to_dict()) for m in matches]
+
+
+def erasure_out(erasure) -> ErasureOut:
+    return ErasureOut(faces=erasure.faces, images=erasure.images, face_ids=erasure.face_ids,
+                      image_ids=erasure.image_ids)
+
+
+_limiters: dict[int, RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def public_limiter(service: Service) -> RateLimiter:
+    with _limiters_lock:
+        return _limiters.setdefault(id(service), RateLimiter(*PUBLIC_RATE))
+
+
+# ----- status and settings ----------------------------------------------------------------------------
+@router.get("/status", response_model=StatusOut, summary="Privacy threshold, opt-out list size, public form")
+def status(admin: Admin, service: ServiceDep) -> StatusOut:
+    privacy = service.acting_as(admin).privacy
+    return StatusOut(threshold=privacy.threshold, threshold_false_match_rate=PRIVACY_FMR,
+                     optouts=len(privacy.optout_list()), public_optout_form=privacy.public_optout_enabled(),
+                     collections_without_retention=[c.name for c in service.store.collections()
+                                                    if not c.retention_days])
+
+
+@router.put("/public-optout", response_model=PublicForm, summary="Switch the public opt-out form on or off")
+def set_public_optout(body: PublicForm, admin: Admin, service: ServiceDep) -> PublicForm:
+    service.acting_as(admin).privacy.set_public_optout(body.enabled)
+    return body
+
+
+# ----- erasure by person --------------------------------------------------------------------------------
+@router.post("/persons/find", response_model=PersonMatchesOut,
+             summary="Step 1 of erasure by person: the faces held that match the photo (body: the photo)")
+async def find_person(request: Request, admin: Admin, service: ServiceDep,
+                      face: Annotated[int | None, Query(ge=0, description="Which face, if several")] = None,
+                      threshold: Annotated[float | None, Query(ge=-1, le=1)] = None) -> PersonMatchesOut:
+    data = await photo_body(request, service)
+    found = await run_in_threadpool(service.acting_as(admin).privacy.find_person, data, face, None, threshold)
+    return PersonMatchesOut(probe_sha256=found.probe_sha256, threshold=found.threshold,
+                            matches=matches_out(found.matches))
+
+
+@router.post("/persons/erase", response_model=ErasureOut,
+             summary="Step 2: erase the confirmed faces of the person in the photo (body: the same photo)")
+async def erase_person(request: Request, admin: Admin, service: ServiceDep,
+                       face_id: Annotated[list[int], Query(min_length=1, description="The confirmed face ids")],
+                       face: Annotated[int | None, Query(ge=0)] = None,
+                       threshold: Annotated[float | None, Query(ge=-1, le=1)] = None) -> ErasureOut:
+    data = await photo_body(request, service)
+    privacy = service.acting_as(admin).privacy
+
+    def work():
+        found = privacy.find_person(data, face, None, threshold)
+        return privacy.erase_person(found, face_id)
+
+    return erasure_out(await run_in_threadpool(work))
+
+
+# ----- opt-out --------------------------------------------------------------------------------------------
+@router.post("/optouts", response_model=OptOutCreated, status_code=201,
+             summary="Put a person on the opt-out list (body: their photo; only the template is kept)")
+async def add_optout(request: Request, admin: Admin, service: ServiceDep,
+                     reference: Annotated[str, Query(max_length=200)] = "",
+                     face: Annotated[int | None, Query(ge=0)] = None) -> OptOutCreated:
+    data = await photo_body(request, service)
+    result = await run_in_threadpool(service.acting_as(admin).privacy.optout_add, [data], reference, "admin", face)
+    return OptOutCreated(id=result.id, templates=result.templates, matches=matches_out(result.matches))
+
+
+@router.get("/optouts", response_model=list[OptOutOut], summary="The opt-out list")
+def list_optouts(admin: Admin, service: ServiceDep) -> list[OptOutOut]:
+    return [OptOutOut(**vars(o)) for o in service.acting_as(admin).privacy.optout_list()]
+
+
+@router.get("/optouts/{optout_id}/matches", response_model=list[MatchOut],
+            summary="The faces held now that match an opt-out (for review)")
+def optout_matches(optout_id: int, admin: Admin, service: ServiceDep) -> list[MatchOut]:
+    return matches_out(service.acting_as(admin).privacy.optout_matches(optout_id))
+
+
+@router.post("/optouts/{optout_id}/erase", response_model=ErasureOut,
+             summary="Erase the held faces that match an opt-out (all, or the reviewed face_ids)")
+def erase_optout(optout_id: int, body: FaceIds, admin: Admin, service: ServiceDep) -> ErasureOut:
+    return erasure_out(service.acting_as(admin).privacy.optout_erase(optout_id, body.face_ids))
+
+
+@router.delete("/optouts/{optout_id}", response_model=dict[str, int],
+               summary="Take a person off the opt-out list (request withdrawn, or a submission rejected)")
+def remove_optout(optout_id: int, admin: Admin, service: ServiceDep,
+                  note: Annotated[str, Query(max_length=2000)] = "") -> dict[str, int]:
+    service.acting_as(admin).privacy.optout_remove(optout_id, note)
+    return {"removed": optout_id}
+
+
+# ----- the public opt-out form (off unless switched on) ------------------------------------------------
+def _public_enabled(service: Service) -> None:
+    if not service.finder.privacy.public_optout_enabled():
+        raise ApiError(404, "not_found", "the public opt-out form is not enabled on this server")
+
+
+@router.post("/public/optout", response_model=PublicOptOutOut, status_code=202,
+             summary="Public: ask to be left out (body: a photo of only you). Off unless enabled.")
+async def public_optout(request: Request) -> PublicOptOutOut:
+    service = get_service(request)
+    _public_enabled(service)
+    public_limiter(service).hit(f"ip:{request.client.host if request.client else 'unknown'}")
+    data = await photo_body(request, service)
+    reference = "public-" + secrets.token_hex(6)
+    privacy = service.acting_as("public-form").privacy
+    try:
+        await run_in_threadpool(privacy.optout_add, [data], reference, "public", None)
+    except FaceFinderError as exc:
+        message = str(exc)
+        if "faces found" in message:
+            message = "the photo shows more than one face: send a photo of only you"
+        elif "no face found" in message:
+            message = "no face was found in the photo: send a clear, front-facing photo of you"
+        raise ApiError(400, "bad_image", message, "photo") from None
+    # Nothing is said about what is held: the answer is the same whether or not the person is in a collection.
+    return PublicOptOutOut(received=True, reference=reference,
+                           message="Your face template is on the opt-out list and your photo was not kept. "
+                                   "Faces of you that are held will be reviewed and erased.")
+
+
+PUBLIC_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Opt out of face search</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}</style>
+<script src="/api/privacy/public/optout.js" defer></script></head><body>
+<h1>Opt out of face search</h1>
+<p>Send a photo of your face (only you in it). We make a face template from it, put the template on our
+opt-out list and do not keep the photo. Faces of you already held are reviewed and erased; new photos of you
+are not stored, and searches do not return you.</p>
+<p>Matching is by face similarity: a photo of you that looks very different may still be missed, and we
+cannot act on copies held outside this system.</p>
+<form id="optout"><input type="file" id="photo" accept="image/*" required> <button>Send</button></form>
+<p id="result" role="status"></p>
+</body></html>
+"""
+
+PUBLIC_SCRIPT = """document.getElementById('optout').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const file = document.getElementById('photo').files[0];
+  const out = document.getElementById('result');
+  if (!file) return;
+  out.textContent = 'Sending...';
+  const response = await fetch('/api/privacy/public/optout', {method: 'POST', body: file,
+    headers: {'Content-Type': file.type || 'application/octet-stream'}});
+  const body = await response.json();
+  out.textContent = response.ok ? body.message + ' Your reference: ' + body.reference : body.error.message;
+});
+"""
+
+
+@router.get("/public/optout", response_class=HTMLResponse, summary="Public: the opt-out form (when enabled)")
+def public_optout_page(request: Request) -> HTMLResponse:
+    _public_enabled(get_service(request))
+    return HTMLResponse(PUBLIC_PAGE)
+
+
+@router.get("/public/optout.js", response_class=Response, include_in_schema=False)
+def public_optout_script(request: Request) -> Response:
+    _public_enabled(get_service(request))
+    return Response(PUBLIC_SCRIPT, media_type="text/javascript")
+
+
+# ----- consent -------------------------------------------------------------------------------------------
+@router.get("/consents", response_model=list[ConsentOut], summary="Consent records, with the photos under each")
+def list_consents(admin: Admin, service: ServiceDep) -> list[ConsentOut]:
+    return [ConsentOut(**{k: v for k, v in vars(c).items()}) for c in service.acting_as(admin).privacy.consents()]
+
+
+@router.post("/consents", response_model=ConsentOut, status_code=201, summary="Record a consent")
+def add_consent(body: ConsentIn, admin: Admin, service: ServiceDep) -> ConsentOut:
+    privacy = service.acting_as(admin).privacy
+    privacy.consent_record(body.consent_id, body.subject, body.scope, body.given_at, body.collection)
+    [record] = privacy.consents(body.consent_id.strip())
+    return ConsentOut(**vars(record))
+
+
+@router.post("/consents/{consent_id}/withdraw", response_model=ErasureOut,
+             summary="Record a withdrawal and erase every photo under the consent")
+def withdraw_consent(consent_id: str, body: Withdrawal, admin: Admin, service: ServiceDep) -> ErasureOut:
+    return erasure_out(service.acting_as(admin).privacy.consent_withdraw(consent_id, body.note))
+
+
+# ----- retention ------------------------------------------------------------------------------------------
+@router.post("/purge", summary="Erase every photo past its collection's retention period (or a dry run)")
+def purge(body: PurgeIn, admin: Admin, service: ServiceDep) -> dict:
+    return service.acting_as(admin).privacy.purge(dry_run=body.dry_run).to_dict()
+
+
+# ----- subject access -------------------------------------------------------------------------------------
+@router.post("/access", summary="Subject access: what is held on the person in the photo (body: the photo); "
+                                "the calling admin approves it. format=html for the readable report",
+             responses={200: {"content": {"application/json": {}, "text/html": {}}}})
+async def subject_access(request: Request, admin: Admin, service: ServiceDep,
+                         face: Annotated[int | None, Query(ge=0)] = None,
+                         format: Annotated[str, Query(pattern="^(json|html)$")] = "json") -> Response:
+    data = await photo_body(request, service)
+    privacy = service.acting_as(admin).privacy
+    report = await run_in_threadpool(privacy.subject_access, data, admin.username, face)
+    if format == "html":
+        return HTMLResponse(render_access_html(report))
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(report)

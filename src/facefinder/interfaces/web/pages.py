@@ -1,0 +1,250 @@
+"""The web UI: server-rendered pages (Jinja2) over the same services as the API, plus a little plain
+JavaScript (static/app.js) that calls the JSON API for actions. No front-end build.
+
+Pages need a browser session (otherwise: redirect to /login); roles are checked exactly as in the
+API, and a refused page is a 403 page. Forms carry the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from facefinder.services.accounts import AuthenticationFailed, Principal
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+HOME = {"admin": "/collections", "investigator": "/search", "auditor": "/audit"}
+NAV = [  # (path, label, roles)
+    ("/collections", "Collections", ("admin", "investigator", "auditor")),
+    ("/search", "Search", ("admin", "investigator")),
+    ("/searches", "Case searches", ("admin", "investigator", "auditor")),
+    ("/audit", "Audit log", ("auditor",)),
+    ("/accounts", "Accounts", ("admin",)),
+]
+
+
+class LoginRequired(Exception):
+    """Raised by page dependencies when no one is signed in: answered with a redirect to /login."""
+
+    def response(self, request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
+def is_page_request(request: Request) -> bool:
+    path = request.url.path
+    return not (path.startswith("/api") or path.startswith("/static"))
+
+
+def _service(request: Request):
+    return request.app.state.service
+
+
+def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    from facefinder.interfaces.api import csrf_token
+
+    principal = getattr(request.state, "principal", None)
+    nav = [(path, label) for path, label, roles in NAV if principal and principal.role in roles]
+    return templates.TemplateResponse(request, template, {
+        "principal": principal, "csrf": csrf_token(request), "nav": nav, "path": request.url.path,
+        "version": _version(), **context}, status_code=status_code)
+
+
+def _version() -> str:
+    from facefinder import __version__
+
+    return __version__
+
+
+def html_error(request: Request, error) -> HTMLResponse:
+    if error.status == 401:
+        return LoginRequired().response(request)
+    if not hasattr(request.state, "principal"):
+        from facefinder.interfaces.api import session_principal
+
+        try:
+            request.state.principal = session_principal(request, _service(request))
+        except Exception:  # the error page must render even when the catalog does not answer
+            request.state.principal = None
+    response = render(request, "error.html", status_code=error.status, error=error)
+    for key, value in (error.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def page_user(request: Request) -> Principal:
+    from facefinder.interfaces.api import session_principal
+
+    principal = session_principal(request, _service(request))
+    if principal is None:
+        raise LoginRequired()
+    request.state.principal = principal
+    return principal
+
+
+def page_role(*roles: str):
+    def dependency(principal: Annotated[Principal, Depends(page_user)]) -> Principal:
+        principal.require(*roles)
+        return principal
+    return dependency
+
+
+User = Annotated[Principal, Depends(page_user)]
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(target: str | None) -> str | None:
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None) -> Response:
+    from facefinder.interfaces.api import session_principal
+
+    principal = session_principal(request, _service(request))
+    if principal is not None:
+        return RedirectResponse(_safe_next(next) or HOME[principal.role], status_code=303)
+    request.state.principal = None
+    return render(request, "login.html", next=_safe_next(next) or "", error=None)
+
+
+@router.post("/login")
+def login_submit(request: Request, username: Annotated[str, Form(max_length=100)] = "",
+                 password: Annotated[str, Form(max_length=1000)] = "",
+                 csrf_token: Annotated[str, Form(max_length=200)] = "",
+                 next: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    from facefinder.interfaces.api import ApiError, check_csrf, sign_in
+
+    request.state.principal = None
+    try:
+        check_csrf(request, csrf_token)
+        principal = sign_in(request, _service(request), username, password)
+    except ApiError as exc:
+        return render(request, "login.html", status_code=exc.status, next=_safe_next(next) or "",
+                      error=exc.message, username=username)
+    except AuthenticationFailed:
+        return render(request, "login.html", status_code=401, next=_safe_next(next) or "",
+                      error="Wrong username or password.", username=username)
+    return RedirectResponse(_safe_next(next) or HOME[principal.role], status_code=303)
+
+
+@router.post("/logout")
+def logout_submit(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    from facefinder.interfaces.api import check_csrf, session_principal
+
+    check_csrf(request, csrf_token)
+    principal = session_principal(request, _service(request))
+    request.session.clear()
+    if principal is not None:
+        _service(request).audit.record(principal.username, "logout")
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/")
+def home(principal: User) -> Response:
+    return RedirectResponse(HOME[principal.role], status_code=303)
+
+
+@router.get("/collections")
+def collections_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin", "investigator", "auditor"))]) -> Response:
+    from facefinder.interfaces.api import collections_for
+
+    service = _service(request)
+    can_ingest = principal.role in ("admin", "investigator")
+    return render(request, "collections.html", collections=collections_for(principal, service),
+                  allowed=service.accounts.allowed_collections(principal) if can_ingest else [],
+                  can_ingest=can_ingest, jobs=service.jobs.list(principal) if can_ingest else [],
+                  import_roots=service.import_roots, max_upload=service.config.max_upload_bytes)
+
+
+@router.get("/search")
+def search_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin", "investigator"))]) -> Response:
+    service = _service(request)
+    return render(request, "search.html", allowed=service.accounts.allowed_collections(principal),
+                  categories=service.cases.settings().categories, max_probe=service.config.max_probe_bytes)
+
+
+@router.get("/searches")
+def searches_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin", "investigator", "auditor"))],
+                  case_id: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+    service = _service(request)
+    records = service.cases.searches(principal, case_id=case_id or None, limit=200)
+    return render(request, "searches.html", searches=records, case_id=case_id or "")
+
+
+@router.get("/searches/{search_id}")
+def search_result_page(request: Request, search_id: int,
+                       principal: Annotated[Principal, Depends(page_role("admin", "investigator", "auditor"))]) -> Response:
+    service = _service(request)
+    record = service.cases.get(principal, search_id)
+    return render(request, "result.html", search=record, faces=service.cases.can_see_faces(principal))
+
+
+@router.get("/searches/{search_id}/candidates/{rank}")
+def candidate_page(request: Request, search_id: int, rank: int,
+                   principal: Annotated[Principal, Depends(page_role("admin", "investigator"))]) -> Response:
+    service = _service(request)
+    details = service.cases.candidate_details(principal, search_id, rank)
+    record, candidate = service.cases.candidate(principal, search_id, rank)
+    return render(request, "candidate.html", search=record, c=candidate, details=details,
+                  calibration=_calibration())
+
+
+def _calibration():
+    from facefinder.services.calibration import default_calibration
+
+    return default_calibration()
+
+
+@router.get("/audit")
+def audit_page(request: Request, principal: Annotated[Principal, Depends(page_role("auditor"))],
+               action: Annotated[str | None, Query(max_length=60)] = None,
+               actor: Annotated[str | None, Query(max_length=100)] = None,
+               case_id: Annotated[str | None, Query(max_length=200)] = None,
+               since: Annotated[str | None, Query(max_length=40)] = None,
+               until: Annotated[str | None, Query(max_length=40)] = None) -> Response:
+    from facefinder.services.audit import as_dict
+
+    service = _service(request)
+    filters = {"action": action or None, "actor": actor or None, "case_id": case_id or None,
+               "since": since or None, "until": until or None}
+    entries = [as_dict(e) for e in service.audit.entries(**filters, limit=300, newest_first=True)]
+    query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
+    return render(request, "audit.html", entries=entries, filters={k: v or "" for k, v in filters.items()},
+                  problems=service.audit.verify(), head=service.audit.head(), query=query)
+
+
+@router.get("/accounts")
+def accounts_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin"))]) -> Response:
+    service = _service(request)
+    return render(request, "accounts.html", users=service.accounts.users(), grants=service.accounts.grants(),
+                  collections=[c.name for c in service.store.collections()], settings=service.cases.settings())
+
+
+@router.get("/account")
+def account_page(request: Request, principal: User) -> Response:
+    service = _service(request)
+    return render(request, "account.html", tokens=service.accounts.tokens(principal),
+                  collections=service.accounts.allowed_collections(principal))
+
+
+def mount_web(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    templates.env.filters["ago"] = _ago
+    templates.env.filters["short"] = lambda s, n=12: (s or "")[:n]
+    templates.env.globals["now"] = time.time
+
+
+def _ago(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") + " UTC" if value else ""

@@ -1,0 +1,463 @@
+"""Case-bound search: every search the service runs names a case, a purpose and a category, is kept
+as a record (who, when, on what, with which parameters, what came back), and its candidates are
+*leads* that a second person must confirm.
+
+* A probe photo is analysed first (``analyze_probe``): the faces in it, held in memory for a short
+  while under a random id, so that the user can pick one. The photo itself is not stored unless the
+  probe retention setting says so (default 0 days: only its sha256 and the searched face's
+  thumbnail are kept).
+* ``search`` runs one face of a probe against the collections the user may search and records it,
+  in ``case_searches`` / ``case_candidates`` and in the audit log.
+* Two-person rule: a candidate is *proposed* as a lead by one user and *confirmed* by another, each
+  with a note; the proposer can never confirm their own proposal.
+
+Who sees what (deny by default): admins everything; investigators the searches whose collections
+are all granted to them (their own and their colleagues', so that a second person can confirm);
+auditors the records without any face image.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import threading
+import time
+import zipfile
+import tarfile
+from dataclasses import dataclass, field
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+from sqlalchemy import select, update
+
+from facefinder.errors import CatalogError, Conflict, FaceFinderError, ImageError, NotFound
+from facefinder.services.accounts import AccessDenied, Accounts, Principal
+from facefinder.services.audit import AuditLog
+from facefinder.services.search import Searcher
+from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
+from facefinder.storage.store import FaceStore
+from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
+
+DEFAULT_CATEGORIES = [
+    "criminal investigation",
+    "missing person",
+    "victim identification",
+    "fraud investigation",
+    "internal test or audit",
+]
+CATEGORIES_KEY = "search_categories"
+RETENTION_KEY = "probe_retention_days"
+MAX_TOP_K = 100
+PHOTO_MAX_SIDE = 1600  # source photos are shown at most this large...
+PHOTO_MIN_SIDE = 480  # ...and small ones enlarged to this, so that the box stays a thin outline
+
+
+class FieldError(FaceFinderError):
+    """A request field is missing or invalid; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")
+
+
+@dataclass
+class ProbeFaceData:
+    box: list[float]
+    quality: float
+    embedding: np.ndarray
+    thumbnail: bytes  # JPEG of the aligned 112x112 crop
+
+
+@dataclass
+class Probe:
+    """An analysed probe photo, held in memory only (see ProbeCache)."""
+
+    id: str
+    owner_id: int
+    sha256: str
+    width: int
+    height: int
+    faces: list[ProbeFaceData]
+    photo: bytes | None = None  # kept only when probe retention > 0
+    created: float = field(default_factory=time.monotonic)
+
+
+class ProbeCache:
+    """Analysed probes by random id, for their owner only, for ``ttl`` seconds; never written to disk."""
+
+    def __init__(self, ttl: float = 1800, capacity: int = 256) -> None:
+        self.ttl, self.capacity = ttl, capacity
+        self._items: dict[str, Probe] = {}
+        self._lock = threading.Lock()
+
+    def put(self, probe: Probe) -> None:
+        with self._lock:
+            self._expire()
+            while len(self._items) >= self.capacity:
+                self._items.pop(next(iter(self._items)))
+            self._items[probe.id] = probe
+
+    def get(self, principal: Principal, probe_id: str) -> Probe:
+        with self._lock:
+            self._expire()
+            probe = self._items.get(probe_id)
+        if probe is None or probe.owner_id != principal.id:
+            raise NotFound(f"probe {probe_id!r} does not exist or has expired: upload the photo again")
+        return probe
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, p in self._items.items() if now - p.created > self.ttl]:
+            del self._items[key]
+
+
+@dataclass
+class CaseSettings:
+    categories: list[str]
+    probe_retention_days: int
+
+
+class Cases:
+    def __init__(self, store: FaceStore, pipeline_source, accounts: Accounts, audit: AuditLog,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, probes: ProbeCache | None = None) -> None:
+        """``pipeline_source`` is a callable returning the loaded FacePipeline (models load on first use)."""
+        self.store, self.accounts, self.audit = store, accounts, audit
+        self._pipeline_source = pipeline_source
+        self.max_pixels = max_pixels
+        self.probes = probes or ProbeCache()
+        self.catalog = store.catalog
+
+    @property
+    def pipeline(self):
+        return self._pipeline_source()
+
+    # ----- settings ----------------------------------------------------------------------------
+    def settings(self) -> CaseSettings:
+        categories = json.loads(self.catalog.get_setting(CATEGORIES_KEY, json.dumps(DEFAULT_CATEGORIES)))
+        days = int(self.catalog.get_setting(RETENTION_KEY, "0"))
+        return CaseSettings(categories, days)
+
+    def update_settings(self, admin: Principal, categories: list[str] | None = None,
+                        probe_retention_days: int | None = None) -> CaseSettings:
+        admin.require("admin")
+        changes: dict[str, Any] = {}
+        if categories is not None:
+            cleaned = [c.strip() for c in categories if c and c.strip()]
+            if not cleaned:
+                raise FieldError("categories", "at least one category is needed")
+            if any(len(c) > 100 for c in cleaned):
+                raise FieldError("categories", "a category has at most 100 characters")
+            changes[CATEGORIES_KEY] = list(dict.fromkeys(cleaned))
+        if probe_retention_days is not None:
+            if not 0 <= probe_retention_days <= 3650:
+                raise FieldError("probe_retention_days", "must be between 0 and 3650")
+            changes[RETENTION_KEY] = str(probe_retention_days)
+        with self.catalog.session() as session, session.begin():
+            for key, value in changes.items():
+                self.catalog.set_setting(session, key, value)
+        if changes:
+            self.audit.record(admin.username, "settings.update", **{k: v for k, v in changes.items()})
+        return self.settings()
+
+    # ----- probes -----------------------------------------------------------------------------
+    def analyze_probe(self, principal: Principal, data: bytes, filename: str = "probe") -> Probe:
+        """Every face in an uploaded probe photo, held in memory for the user to pick one."""
+        import hashlib
+
+        principal.require("admin", "investigator")
+        if not self.accounts.allowed_collections(principal):
+            raise AccessDenied(f"{principal.username} has no collection granted to search")
+        image = decode_image(data, filename or "probe", self.max_pixels)
+        faces = self.pipeline.analyze([image])[0]
+        height, width = image.shape[:2]
+        probe = Probe(
+            id=secrets.token_urlsafe(16), owner_id=principal.id, sha256=hashlib.sha256(data).hexdigest(),
+            width=width, height=height,
+            faces=[ProbeFaceData([round(float(v), 2) for v in f.box], round(f.quality.score, 4),
+                                 np.asarray(f.embedding, dtype=np.float32), encode_jpeg(f.aligned)) for f in faces],
+            photo=data if self.settings().probe_retention_days > 0 else None,
+        )
+        self.probes.put(probe)
+        return probe
+
+    # ----- search ------------------------------------------------------------------------------
+    def search(self, principal: Principal, probe_id: str, face: int, case_id: str, purpose: str, category: str,
+               collections: list[str] | None = None, top_k: int = 10, threshold: float | None = None) -> CaseSearch:
+        principal.require("admin", "investigator")
+        case_id, purpose, category = (case_id or "").strip(), (purpose or "").strip(), (category or "").strip()
+        if not case_id:
+            raise FieldError("case_id", "a case number is required")
+        if len(case_id) > 200:
+            raise FieldError("case_id", "at most 200 characters")
+        if len(purpose) < 3:
+            raise FieldError("purpose", "say why this search is run (at least 3 characters)")
+        if len(purpose) > 2000:
+            raise FieldError("purpose", "at most 2000 characters")
+        settings = self.settings()
+        if category not in settings.categories:
+            raise FieldError("category", f"must be one of: {', '.join(settings.categories)}")
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise FieldError("top_k", f"must be between 1 and {MAX_TOP_K}")
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise FieldError("threshold", "must be between -1 and 1")
+        names = self._searchable(principal, collections)
+        probe = self.probes.get(principal, probe_id)
+        if not 0 <= face < len(probe.faces):
+            raise FieldError("face", f"the probe holds {len(probe.faces)} face(s); pick 0..{len(probe.faces) - 1}"
+                             if probe.faces else "no face was found in the probe photo")
+        searcher = Searcher(self.store, self.pipeline)
+        try:
+            ids = searcher.collection_ids(names)
+        except CatalogError as exc:
+            raise FieldError("collections", str(exc)) from None
+        threshold = searcher.calibration.threshold if threshold is None else float(threshold)
+        chosen = probe.faces[face]
+        candidates = searcher.search_embeddings(chosen.embedding[None, :], ids, top_k, threshold)[0]
+        self.purge_expired_probes()
+        days = settings.probe_retention_days
+        with self.catalog.session() as session, session.begin():
+            record = CaseSearch(
+                user_id=principal.id, username=principal.username, case_id=case_id, purpose=purpose,
+                category=category, probe_sha256=probe.sha256, probe_face=face, probe_box=chosen.box,
+                probe_quality=chosen.quality, probe_thumbnail=chosen.thumbnail,
+                probe_photo=probe.photo if days > 0 else None,
+                probe_keep_until=utcnow() + timedelta(days=days) if days > 0 and probe.photo else None,
+                collections=names, top_k=top_k, threshold=threshold, model_id=self.pipeline.model_id,
+            )
+            record.candidates = [
+                CaseCandidate(rank=c.rank, face_id=c.face_id, image_id=c.image_id, collection=c.collection,
+                              score=c.score, false_match_rate=c.false_match_rate, band=c.band)
+                for c in candidates
+            ]
+            session.add(record)
+            session.flush()
+            search_id = record.id
+        self.audit.record(
+            principal.username, "search", case_id, search_id=search_id, purpose=purpose, category=category,
+            probe_sha256=probe.sha256, face=face, collections=names, top_k=top_k, threshold=threshold,
+            candidates=[[c.face_id, c.score] for c in candidates],
+        )
+        return self.get(principal, search_id, audit=False)
+
+    def _searchable(self, principal: Principal, collections: list[str] | None) -> list[str]:
+        allowed = self.accounts.allowed_collections(principal)
+        if not collections:
+            if not allowed:
+                raise AccessDenied(f"{principal.username} has no collection granted to search")
+            return allowed
+        names = list(dict.fromkeys(collections))
+        existing = {c.name for c in self.store.collections()}
+        for name in names:
+            if name not in existing:
+                raise FieldError("collections", f"collection {name!r} does not exist")
+        self.accounts.require_collections(principal, names)
+        return names
+
+    # ----- records -----------------------------------------------------------------------------
+    def searches(self, principal: Principal, case_id: str | None = None, username: str | None = None,
+                 limit: int = 100, offset: int = 0) -> list[CaseSearch]:
+        """Search records this principal may read, newest first."""
+        principal.require("admin", "investigator", "auditor")
+        query = select(CaseSearch).order_by(CaseSearch.id.desc())
+        if case_id:
+            query = query.where(CaseSearch.case_id == case_id)
+        if username:
+            query = query.where(CaseSearch.username == username)
+        allowed = set(self.accounts.allowed_collections(principal))
+        with self.catalog.session() as session:
+            rows = []
+            skipped = 0
+            for record in session.scalars(query):
+                if not self._can_read(principal, record, allowed):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                record.candidates  # load while the session is open
+                rows.append(record)
+                if len(rows) >= limit:
+                    break
+            return rows
+
+    def get(self, principal: Principal, search_id: int, audit: bool = False) -> CaseSearch:
+        principal.require("admin", "investigator", "auditor")
+        with self.catalog.session() as session:
+            record = session.get(CaseSearch, search_id)
+            if record is None:
+                raise NotFound(f"search {search_id} does not exist")
+            record.candidates  # load
+        if not self._can_read(principal, record, set(self.accounts.allowed_collections(principal))):
+            raise AccessDenied(f"{principal.username} may not read search {search_id}: it covers collections "
+                               f"not granted to them")
+        return record
+
+    def can_see_faces(self, principal: Principal) -> bool:
+        return principal.role in ("admin", "investigator")
+
+    def _can_read(self, principal: Principal, record: CaseSearch, allowed: set[str]) -> bool:
+        if principal.role in ("admin", "auditor"):
+            return True
+        return principal.role == "investigator" and set(record.collections) <= allowed
+
+    def _with_faces(self, principal: Principal, search_id: int) -> CaseSearch:
+        principal.require("admin", "investigator")
+        return self.get(principal, search_id)
+
+    def candidate(self, principal: Principal, search_id: int, rank: int) -> tuple[CaseSearch, CaseCandidate]:
+        record = self.get(principal, search_id)
+        for candidate in record.candidates:
+            if candidate.rank == rank:
+                return record, candidate
+        raise NotFound(f"search {search_id} has no candidate {rank}")
+
+    def candidate_details(self, principal: Principal, search_id: int, rank: int) -> dict[str, Any]:
+        """Where the candidate's photo came from (provenance), for an opened result; audited as a view."""
+        self._with_faces(principal, search_id)
+        record, candidate = self.candidate(principal, search_id, rank)
+        rows = self.store.faces([candidate.face_id])
+        details: dict[str, Any] = {"available": candidate.face_id in rows}
+        if candidate.face_id in rows:
+            face, image, _ = rows[candidate.face_id]
+            from facefinder.storage.store import PROVENANCE_FIELDS
+
+            details.update(source=image.source, width=image.width, height=image.height, box=face.box,
+                           quality=face.quality, sha256=image.sha256,
+                           ingested_at=image.ingested_at.replace(tzinfo=timezone.utc).isoformat(timespec="seconds"),
+                           provenance={k: getattr(image, k) for k in PROVENANCE_FIELDS})
+        self.audit.record(principal.username, "result.view", record.case_id, search_id=search_id, rank=rank,
+                          face_id=candidate.face_id, image_id=candidate.image_id)
+        return details
+
+    def probe_thumbnail(self, principal: Principal, search_id: int) -> bytes:
+        return self._with_faces(principal, search_id).probe_thumbnail
+
+    def candidate_thumbnail(self, principal: Principal, search_id: int, rank: int) -> bytes:
+        self._with_faces(principal, search_id)
+        _, candidate = self.candidate(principal, search_id, rank)
+        rows = self.store.faces([candidate.face_id])
+        if candidate.face_id not in rows:
+            raise NotFound(f"face {candidate.face_id} is no longer in the catalog (erased)")
+        return rows[candidate.face_id][0].thumbnail
+
+    def candidate_photo(self, principal: Principal, search_id: int, rank: int) -> bytes:
+        """The candidate's source photo with its face boxed, as JPEG; audited as a result view."""
+        self._with_faces(principal, search_id)
+        record, candidate = self.candidate(principal, search_id, rank)
+        rows = self.store.faces([candidate.face_id])
+        if candidate.face_id not in rows:
+            raise NotFound(f"face {candidate.face_id} is no longer in the catalog (erased)")
+        face, image_row, _ = rows[candidate.face_id]
+        try:
+            data = read_source(image_row.source)
+            pixels = decode_image(data, image_row.source, self.max_pixels)
+        except (OSError, ImageError, FaceFinderError):
+            raise NotFound(f"the source photo of image {image_row.id} is no longer readable where it was "
+                           f"ingested from") from None
+        self.audit.record(principal.username, "result.view", record.case_id, search_id=search_id, rank=rank,
+                          face_id=candidate.face_id, image_id=image_row.id, photo=True)
+        return boxed_jpeg(pixels, face.box)
+
+    # ----- leads: the two-person rule -------------------------------------------------------------
+    def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> CaseCandidate:
+        self._with_faces(principal, search_id)
+        record, _ = self.candidate(principal, search_id, rank)
+        note = (note or "").strip()
+        if len(note) > 4000:
+            raise FieldError("note", "at most 4000 characters")
+        with self.catalog.session() as session, session.begin():
+            row = self._locked_candidate(session, search_id, rank)
+            if row.status != "candidate":
+                raise Conflict(f"candidate {rank} of search {search_id} is already {row.status}")
+            row.status, row.proposed_by, row.proposed_at, row.proposed_note = "proposed", principal.username, \
+                utcnow(), note
+        self.audit.record(principal.username, "lead.propose", record.case_id, search_id=search_id, rank=rank,
+                          face_id=row.face_id, note=note)
+        return row
+
+    def confirm(self, principal: Principal, search_id: int, rank: int, note: str) -> CaseCandidate:
+        self._with_faces(principal, search_id)
+        record, _ = self.candidate(principal, search_id, rank)
+        note = (note or "").strip()
+        if not note:
+            raise FieldError("note", "a note is required to confirm a lead (what was checked, and how)")
+        if len(note) > 4000:
+            raise FieldError("note", "at most 4000 characters")
+        with self.catalog.session() as session, session.begin():
+            row = self._locked_candidate(session, search_id, rank)
+            if row.status == "candidate":
+                raise Conflict(f"candidate {rank} of search {search_id} must be proposed as a lead first")
+            if row.status == "confirmed":
+                raise Conflict(f"candidate {rank} of search {search_id} is already confirmed")
+            if row.proposed_by == principal.username:
+                raise AccessDenied("two-person rule: a lead must be confirmed by someone other than the person "
+                                   f"who proposed it ({row.proposed_by})")
+            row.status, row.confirmed_by, row.confirmed_at, row.confirmed_note = "confirmed", principal.username, \
+                utcnow(), note
+        self.audit.record(principal.username, "lead.confirm", record.case_id, search_id=search_id, rank=rank,
+                          face_id=row.face_id, proposed_by=row.proposed_by, note=note)
+        return row
+
+    def _locked_candidate(self, session, search_id: int, rank: int) -> CaseCandidate:
+        # Take the row lock first (SQLite: the database write lock), so two confirmations cannot race.
+        session.execute(update(CaseCandidate).where(CaseCandidate.search_id == search_id, CaseCandidate.rank == rank)
+                        .values(status=CaseCandidate.status))
+        row = session.scalars(select(CaseCandidate).where(CaseCandidate.search_id == search_id,
+                                                          CaseCandidate.rank == rank).with_for_update()).first()
+        if row is None:
+            raise NotFound(f"search {search_id} has no candidate {rank}")
+        return row
+
+    # ----- retention ----------------------------------------------------------------------------
+    def purge_expired_probes(self) -> int:
+        """Drop kept probe photos whose retention has run out; returns how many."""
+        with self.catalog.session() as session, session.begin():
+            result = session.execute(
+                update(CaseSearch).where(CaseSearch.probe_keep_until.is_not(None), CaseSearch.probe_keep_until < utcnow())
+                .values(probe_photo=None, probe_keep_until=None))
+            count = result.rowcount or 0
+        if count:
+            self.audit.record("system", "probe.purge", count=count)
+        return count
+
+
+def read_source(source: str) -> bytes:
+    """The bytes of an ingested photo from where it was ingested: a path, or ``archive!member``."""
+    path = Path(source)
+    if path.is_file():
+        return path.read_bytes()
+    cut = source.find("!")
+    while cut != -1:
+        archive, member = Path(source[:cut]), source[cut + 1:]
+        if archive.is_file():
+            if archive.name.lower().endswith(".zip"):
+                with zipfile.ZipFile(archive) as zf:
+                    return zf.read(member)
+            with tarfile.open(archive) as tf:
+                handle = tf.extractfile(member)
+                if handle is None:
+                    raise FileNotFoundError(source)
+                return handle.read()
+        cut = source.find("!", cut + 1)
+    raise FileNotFoundError(source)
+
+
+def boxed_jpeg(pixels: np.ndarray, box: list[float], max_side: int = PHOTO_MAX_SIDE,
+               min_side: int = PHOTO_MIN_SIDE) -> bytes:
+    """A photo with one face outlined, scaled down to ``max_side`` (or small ones up to ``min_side``)."""
+    image = Image.fromarray(pixels)
+    longest = max(image.size)
+    scale = max_side / longest if longest > max_side else max(1.0, min_side / longest)
+    if scale != 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    x1, y1, x2, y2 = (float(v) * scale for v in box)
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 300))
+    draw.rectangle([x1 - width, y1 - width, x2 + width, y2 + width], outline=(255, 255, 255), width=width + 2)
+    draw.rectangle([x1, y1, x2, y2], outline=(234, 88, 12), width=width)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()

@@ -1,0 +1,444 @@
+"""Privacy by design: erasure, opt-out by face, retention, consent withdrawal and subject access.
+
+``FaceFinder.privacy`` is a ``Privacy`` bound to that FaceFinder (its store, models, audit log and
+actor). Every operation here writes an audit entry.
+
+Erasure (of a face, a photo, a collection, or a person found by a probe photo) removes the catalog
+rows (faces with their embeddings and thumbnails, and the photo's row with its provenance), which
+SQLite overwrites on disk (``secure_delete``), and the vectors, which the flat FAISS index removes
+physically. Right after it, ``FaceStore.compact`` rewrites the changed index files (zeroing the old
+file's bytes first) and empties SQLite's write-ahead log (``wal_checkpoint(TRUNCATE)``). A collection
+does not keep copies of source photos (it holds the path or URI it ingested them from), so there is no
+stored photo to delete; the file at that path is the operator's, outside facefinder.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import select
+
+from facefinder.errors import FaceFinderError
+from facefinder.services import consent as consents
+from facefinder.services import optout as optouts
+from facefinder.services.calibration import PRIVACY_FMR, default_calibration
+from facefinder.services.retention import PurgeReport, expires_at, run_purge
+from facefinder.services.search import Searcher
+from facefinder.storage.catalog import Collection, FaceRecord, utcnow
+from facefinder.storage.store import PROVENANCE_FIELDS
+from facefinder.vision.image import decode_image
+from facefinder.vision.pipeline import Face
+
+if TYPE_CHECKING:  # pragma: no cover
+    from facefinder.services.engine import FaceFinder
+
+Photo = str | os.PathLike | bytes
+
+
+@dataclass
+class HeldMatch:
+    """A face held in a collection that matches the person's face at or above the threshold."""
+
+    face_id: int
+    score: float
+    false_match_rate: float
+    collection: str
+    image_id: int
+    source: str
+    box: list[float]
+    quality: float
+    provenance: dict[str, str | None]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PersonMatches:
+    probe_sha256: str
+    threshold: float
+    matches: list[HeldMatch]
+
+    @property
+    def face_ids(self) -> list[int]:
+        return [m.face_id for m in self.matches]
+
+    def to_dict(self) -> dict:
+        return {"probe_sha256": self.probe_sha256, "threshold": self.threshold,
+                "matches": [m.to_dict() for m in self.matches]}
+
+
+@dataclass
+class Erasure:
+    faces: int  # faces erased
+    images: int  # photos erased (with their rows and provenance)
+    face_ids: list[int] = field(default_factory=list)
+    image_ids: list[int] = field(default_factory=list)
+    wal: tuple[int, int, int] | None = None  # SQLite wal_checkpoint(TRUNCATE): (busy, frames, checkpointed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class OptOutResult:
+    id: int
+    templates: int
+    matches: list[HeldMatch]  # faces held now that match: for an admin to review, then erase
+    photo_deleted: bool = False
+
+
+class Privacy:
+    def __init__(self, ff: "FaceFinder") -> None:
+        self.ff = ff
+        self.store = ff.store
+        self.audit = ff.audit
+        self.calibration = default_calibration()
+
+    @property
+    def threshold(self) -> float:
+        """The strict threshold (score at a false match rate of ``PRIVACY_FMR``): see calibration.py."""
+        return self.calibration.privacy_threshold
+
+    def _actor(self, actor: str | None) -> str:
+        return actor or self.ff.actor
+
+    # ----- a person's face --------------------------------------------------------------------
+    def subject_face(self, photo: Photo, face: int | None = None) -> tuple[Face, str]:
+        """The person's face in ``photo`` (path or bytes) and the photo's sha256.
+
+        A photo with several faces needs ``face`` (0-based, in the order ``faces_in`` lists them)."""
+        if isinstance(photo, (bytes, bytearray)):
+            data, source = bytes(photo), "uploaded photo"
+        else:
+            source = str(photo)
+            try:
+                data = Path(photo).read_bytes()
+            except OSError as exc:
+                raise FaceFinderError(f"{source}: {exc.strerror or exc}") from None
+        faces = self.ff.pipeline.analyze([decode_image(data, source)])[0]
+        if not faces:
+            raise FaceFinderError(f"{source}: no face found")
+        if face is None and len(faces) > 1:
+            boxes = "; ".join(f"{i}: {[round(float(v)) for v in f.box]}" for i, f in enumerate(faces))
+            raise FaceFinderError(f"{source}: {len(faces)} faces found; say which one is the person "
+                                  f"(--face N; boxes {boxes})")
+        index = face or 0
+        if not 0 <= index < len(faces):
+            raise FaceFinderError(f"face: {source} has faces 0..{len(faces) - 1}, not {index}")
+        return faces[index], hashlib.sha256(data).hexdigest()
+
+    def find(self, embeddings: np.ndarray, collections: list[str] | None = None,
+             threshold: float | None = None) -> list[HeldMatch]:
+        """Every held face scoring at or above the threshold against any of the embeddings, best first."""
+        threshold = self.threshold if threshold is None else threshold
+        collection_ids = Searcher(self.store, self.ff.pipeline, self.calibration).collection_ids(collections)
+        best: dict[int, float] = {}
+        for row in self.store.search_above(collection_ids, np.atleast_2d(embeddings), threshold):
+            for face_id, score in row:
+                best[face_id] = max(score, best.get(face_id, -1.0))
+        rows = self.store.faces(list(best))
+        matches = [
+            HeldMatch(face_id, round(score, 4), float(f"{self.calibration.false_match_rate(score):.2e}"), collection,
+                      image.id, image.source, record.box, record.quality,
+                      {k: getattr(image, k) for k in PROVENANCE_FIELDS})
+            for face_id, score in best.items() if face_id in rows
+            for record, image, collection in [rows[face_id]]
+        ]
+        return sorted(matches, key=lambda m: (-m.score, m.face_id))
+
+    def find_person(self, photo: Photo, face: int | None = None, collections: list[str] | None = None,
+                    threshold: float | None = None, actor: str | None = None) -> PersonMatches:
+        """Step one of erasure by person: what is held that matches the person in ``photo`` (logged)."""
+        subject, digest = self.subject_face(photo, face)
+        threshold = self.threshold if threshold is None else threshold
+        matches = self.find(subject.embedding, collections, threshold)
+        self.audit.record(self._actor(actor), "privacy.find", probe_sha256=digest, threshold=threshold,
+                          collections=collections or "all", face_ids=[m.face_id for m in matches])
+        return PersonMatches(digest, threshold, matches)
+
+    # ----- erasure ----------------------------------------------------------------------------
+    def erase_faces(self, face_ids: list[int], action: str = "delete.face", drop_empty_images: bool = False,
+                    actor: str | None = None, **details: Any) -> Erasure:
+        """Erase faces (rows, embeddings, thumbnails, vectors); with ``drop_empty_images``, also the
+        rows of photos left without a face. Logged as ``action`` when anything was erased."""
+        rows = self.store.faces(list(face_ids))
+        image_ids = sorted({image.id for _, image, _ in rows.values()})
+        count = self.store.delete_faces(list(rows))
+        emptied: list[int] = []
+        if drop_empty_images and image_ids:
+            with self.store.catalog.session() as session:
+                remaining = set(session.scalars(select(FaceRecord.image_id).where(FaceRecord.image_id.in_(image_ids))))
+            emptied = [i for i in image_ids if i not in remaining]
+            if emptied:
+                self.store.delete_images(emptied)
+        result = Erasure(count, len(emptied), sorted(rows), emptied)
+        if count or emptied:
+            result.wal = self.store.compact()
+            self.audit.record(self._actor(actor), action, faces=count, face_ids=result.face_ids,
+                              images=len(emptied), image_ids=emptied, **details)
+        return result
+
+    def erase_image(self, image_id: int, actor: str | None = None) -> Erasure:
+        """Erase one photo: its row and provenance, and all its faces."""
+        count = self.store.delete_image(image_id)
+        result = Erasure(count, 1, [], [image_id], self.store.compact())
+        self.audit.record(self._actor(actor), "delete.image", image_id=image_id, faces=count)
+        return result
+
+    def erase_collection(self, name: str, actor: str | None = None) -> Erasure:
+        """Erase a whole collection; its index file is zeroed and removed."""
+        info = next((c for c in self.store.collections() if c.name == name), None)
+        self.store.delete_collection(name)
+        result = Erasure(info.faces if info else 0, info.images if info else 0, wal=self.store.compact())
+        self.audit.record(self._actor(actor), "delete.collection", collection=name, images=result.images,
+                          faces=result.faces)
+        return result
+
+    def erase_person(self, matches: PersonMatches, face_ids: list[int] | None = None,
+                     actor: str | None = None) -> Erasure:
+        """Step two of erasure by person: erase the reviewed matches (all, or the ``face_ids`` kept after
+        review). Photos left without faces go too; photos that still show others keep their row."""
+        chosen = self._chosen(matches.face_ids, face_ids)
+        return self.erase_faces(chosen, "delete.person", drop_empty_images=True, actor=actor,
+                                probe_sha256=matches.probe_sha256, threshold=matches.threshold,
+                                listed=len(matches.matches))
+
+    @staticmethod
+    def _chosen(listed: list[int], chosen: list[int] | None) -> list[int]:
+        if chosen is None:
+            return list(listed)
+        unknown = sorted(set(chosen) - set(listed))
+        if unknown:
+            raise FaceFinderError(f"face {unknown[0]} is not among the listed matches; only those can be erased here")
+        return list(dict.fromkeys(chosen))
+
+    # ----- opt-out ------------------------------------------------------------------------------
+    def optout_add(self, photos: list[Photo], reference: str = "", channel: str = "admin", face: int | None = None,
+                   delete_photos: bool = False, actor: str | None = None) -> OptOutResult:
+        """Put a person on the opt-out list from one or more photos of them (more photos: more of their
+        faces caught). Only the templates are kept; with ``delete_photos`` the photo files are
+        overwritten and removed once the templates are made. Returns the held faces that match now,
+        for review: they are hidden from search at once, and erased by ``optout_erase``."""
+        if not photos:
+            raise FaceFinderError("an opt-out needs a photo of the person")
+        faces = [self.subject_face(photo, face if len(photos) == 1 else None)[0] for photo in photos]
+        model_id = self.ff.pipeline.model_id
+        optout_id = optouts.add(self.store.catalog, [(f.embedding, f.quality.score) for f in faces], model_id,
+                                reference, channel, self._actor(actor))
+        deleted = False
+        if delete_photos:
+            from facefinder.storage.index import scrub_file
+
+            for photo in photos:
+                if not isinstance(photo, (bytes, bytearray)):
+                    scrub_file(Path(photo))
+            deleted = True
+        matches = self.find(np.stack([f.embedding for f in faces]))
+        self.audit.record(self._actor(actor), "optout.add", optout_id=optout_id, reference=reference, channel=channel,
+                          templates=len(faces), photo_deleted=deleted, threshold=self.threshold,
+                          matches=[m.face_id for m in matches])
+        return OptOutResult(optout_id, len(faces), matches, deleted)
+
+    def optout_matches(self, optout_id: int, actor: str | None = None) -> list[HeldMatch]:
+        """The faces held now that match an opt-out's templates (logged: it is a biometric search)."""
+        by_model = optouts.templates(self.store.catalog, optout_id)
+        vectors = by_model.get(self.ff.pipeline.model_id)
+        matches = self.find(vectors) if vectors is not None else []
+        self.audit.record(self._actor(actor), "optout.review", optout_id=optout_id, threshold=self.threshold,
+                          matches=[m.face_id for m in matches])
+        return matches
+
+    def optout_erase(self, optout_id: int, face_ids: list[int] | None = None, actor: str | None = None) -> Erasure:
+        """Erase the held faces that match an opt-out (all current matches, or the ``face_ids`` kept after
+        review); photos left without faces go too."""
+        by_model = optouts.templates(self.store.catalog, optout_id)
+        vectors = by_model.get(self.ff.pipeline.model_id)
+        listed = [m.face_id for m in self.find(vectors)] if vectors is not None else []
+        chosen = self._chosen(listed, face_ids)
+        result = self.erase_faces(chosen, "optout.erase", drop_empty_images=True, actor=actor, optout_id=optout_id,
+                                  listed=len(listed))
+        if not chosen:
+            self.audit.record(self._actor(actor), "optout.erase", optout_id=optout_id, faces=0, listed=len(listed))
+        optouts.mark_erased(self.store.catalog, optout_id, self._actor(actor), utcnow())
+        return result
+
+    def optout_list(self) -> list[optouts.OptOutInfo]:
+        return optouts.listing(self.store.catalog)
+
+    def optout_remove(self, optout_id: int, note: str = "", actor: str | None = None) -> None:
+        """Take someone off the list (their request withdrawn, or a public submission rejected)."""
+        optouts.remove(self.store.catalog, optout_id)
+        self.audit.record(self._actor(actor), "optout.remove", optout_id=optout_id, note=note)
+
+    def public_optout_enabled(self) -> bool:
+        return optouts.public_form_enabled(self.store.catalog)
+
+    def set_public_optout(self, enabled: bool, actor: str | None = None) -> None:
+        optouts.set_public_form(self.store.catalog, enabled)
+        self.audit.record(self._actor(actor), "optout.public_form", enabled=enabled)
+
+    # ----- consent ------------------------------------------------------------------------------
+    def consent_record(self, consent_id: str, subject: str, scope: str, given_at: str,
+                       collection: str | None = None, actor: str | None = None) -> None:
+        if collection is not None:
+            self.store.collection(collection)  # must exist
+        consents.record(self.store.catalog, consent_id, subject, scope, given_at, self._actor(actor), collection)
+        self.audit.record(self._actor(actor), "consent.record", consent_id=consent_id, subject=subject, scope=scope,
+                          given_at=given_at, collection=collection)
+
+    def consents(self, consent_id: str | None = None) -> list[consents.ConsentInfo]:
+        return consents.listing(self.store.catalog, consent_id)
+
+    def consent_withdraw(self, consent_id: str, note: str | None = None, actor: str | None = None) -> Erasure:
+        """Record the withdrawal and erase every photo that carries the consent id."""
+        existed = consents.mark_withdrawn(self.store.catalog, consent_id, self._actor(actor), note, utcnow())
+        image_ids = consents.linked_images(self.store.catalog, consent_id)
+        images, faces = self.store.delete_images(image_ids) if image_ids else (0, 0)
+        result = Erasure(faces, images, [], image_ids, self.store.compact() if image_ids else None)
+        self.audit.record(self._actor(actor), "consent.withdraw", consent_id=consent_id, note=note,
+                          recorded_before=existed, images=images, faces=faces, image_ids=image_ids)
+        return result
+
+    # ----- retention ----------------------------------------------------------------------------
+    def purge(self, now: datetime | None = None, dry_run: bool = False, actor: str | None = None) -> PurgeReport:
+        return run_purge(self.ff, now=now, dry_run=dry_run, actor=actor)
+
+    # ----- subject access -----------------------------------------------------------------------
+    def subject_access(self, photo: Photo, approved_by: str, face: int | None = None,
+                       threshold: float | None = None, actor: str | None = None) -> dict:
+        """What is held on the person in ``photo``: each matching face with its photo's source and
+        provenance, the collection's purpose, legal basis and retention, the consent it rests on, and
+        every logged search that returned it. JSON-ready; ``render_access_html`` makes the report."""
+        if not approved_by or not approved_by.strip():
+            raise FaceFinderError("approved_by: a subject access export needs an admin's approval")
+        subject, digest = self.subject_face(photo, face)
+        threshold = self.threshold if threshold is None else threshold
+        matches = self.find(subject.embedding, None, threshold)
+        rows = self.store.faces([m.face_id for m in matches])
+        with self.store.catalog.session() as session:
+            policies = {c.name: c for c in session.scalars(select(Collection))}
+        searches = self._searches_returning({m.face_id for m in matches})
+        consent_ids = sorted({m.provenance["consent_id"] for m in matches if m.provenance.get("consent_id")})
+        consent_info = {c.consent_id: c for cid in consent_ids for c in self.consents(cid)}
+        held = []
+        for m in matches:
+            record, image, _ = rows[m.face_id]
+            policy = policies.get(m.collection)
+            expiry = expires_at(image.ingested_at, policy.retention_days if policy else None)
+            consent = consent_info.get(m.provenance.get("consent_id") or "")
+            held.append({
+                "face_id": m.face_id, "score": m.score, "false_match_rate": m.false_match_rate,
+                "box": m.box, "quality": m.quality,
+                "thumbnail_jpeg_base64": base64.b64encode(record.thumbnail).decode(),
+                "collection": {"name": m.collection, "purpose": policy.purpose if policy else None,
+                               "legal_basis": policy.legal_basis if policy else None,
+                               "retention_days": policy.retention_days if policy else None},
+                "image": {"id": image.id, "source": image.source, "sha256": image.sha256, "width": image.width,
+                          "height": image.height, "ingested_at": image.ingested_at.isoformat(timespec="seconds"),
+                          "expires_at": expiry.isoformat(timespec="seconds") if expiry else None,
+                          "provenance": m.provenance},
+                "consent": None if consent is None else {
+                    "consent_id": consent.consent_id, "subject": consent.subject, "scope": consent.scope,
+                    "given_at": consent.given_at,
+                    "withdrawn_at": consent.withdrawn_at.isoformat(timespec="seconds") if consent.withdrawn_at else None},
+                "searches": searches.get(m.face_id, []),
+            })
+        listed = int(optouts.screen_for(self.store.catalog).match(subject.embedding[None], self.ff.pipeline.model_id)[0])
+        report = {
+            "kind": "facefinder subject access report",
+            "generated_at": utcnow().isoformat(timespec="seconds") + "Z",
+            "requested_by": self._actor(actor), "approved_by": approved_by.strip(),
+            "probe_sha256": digest, "threshold": threshold, "threshold_false_match_rate": PRIVACY_FMR
+            if threshold == self.threshold else float(f"{self.calibration.false_match_rate(threshold):.2e}"),
+            "on_optout_list": listed or None,
+            "faces": held,
+            "notes": [
+                "Matching is by face similarity: a face scoring at or above the threshold is listed. A photo of "
+                "this person can be missed (below the threshold), and a lookalike can be listed.",
+                "facefinder holds no copy of the photos: 'source' is where each was ingested from. It holds the "
+                "face's position, quality, a small aligned crop (shown) and a numeric template (not shown).",
+                "'searches' lists each logged search that returned the face, with its case and purpose.",
+            ],
+        }
+        self.audit.record(self._actor(actor), "access.export", probe_sha256=digest, approved_by=approved_by.strip(),
+                          threshold=threshold, faces=len(held), face_ids=[h["face_id"] for h in held])
+        return report
+
+    def _searches_returning(self, face_ids: set[int]) -> dict[int, list[dict]]:
+        """face id -> the logged searches whose candidates included it."""
+        found: dict[int, list[dict]] = {}
+        if not face_ids:
+            return found
+        for entry in self.audit.entries(action="search"):
+            details = json.loads(entry.details)
+            for pair in details.get("candidates") or []:
+                face_id, score = pair[0], pair[1]
+                if face_id in face_ids:
+                    found.setdefault(face_id, []).append({
+                        "audit_id": entry.id, "at": entry.at, "actor": entry.actor, "case_id": entry.case_id,
+                        "purpose": details.get("purpose"), "score": score})
+        return found
+
+
+def render_access_html(report: dict) -> str:
+    """The subject access report as one self-contained, readable HTML page."""
+    from html import escape
+
+    def cell(value: Any) -> str:
+        return escape("" if value is None else str(value))
+
+    rows = []
+    for face in report["faces"]:
+        prov = "".join(f"<li>{cell(k)}: {cell(v)}</li>" for k, v in face["image"]["provenance"].items() if v)
+        searches = "".join(
+            f"<li>{cell(s['at'])} by {cell(s['actor'])}, case {cell(s['case_id'] or '-')}, purpose "
+            f"{cell(s['purpose'] or '-')}, score {cell(s['score'])}</li>" for s in face["searches"]) or "<li>none</li>"
+        consent = face["consent"]
+        consent_html = "none recorded" if consent is None else (
+            f"{cell(consent['consent_id'])}: {cell(consent['subject'])}, given {cell(consent['given_at'])}, "
+            f"scope: {cell(consent['scope'])}"
+            + (f", withdrawn {cell(consent['withdrawn_at'])}" if consent["withdrawn_at"] else ""))
+        coll = face["collection"]
+        rows.append(f"""
+<section class="face">
+  <img alt="face {face['face_id']}" src="data:image/jpeg;base64,{face['thumbnail_jpeg_base64']}">
+  <div>
+    <h2>Face {face['face_id']} &middot; score {face['score']:.3f}</h2>
+    <p><b>Photo:</b> {cell(face['image']['source'])} ({face['image']['width']}&times;{face['image']['height']},
+       ingested {cell(face['image']['ingested_at'])}, kept until {cell(face['image']['expires_at'] or 'no period set')})</p>
+    <p><b>Collection:</b> {cell(coll['name'])} &middot; purpose: {cell(coll['purpose'])} &middot;
+       legal basis: {cell(coll['legal_basis'])} &middot; retention: {cell(coll['retention_days'])} days</p>
+    <p><b>Consent:</b> {consent_html}</p>
+    <p><b>Provenance:</b></p><ul>{prov or '<li>none</li>'}</ul>
+    <p><b>Searches that returned this face:</b></p><ul>{searches}</ul>
+  </div>
+</section>""")
+    notes = "".join(f"<li>{cell(n)}</li>" for n in report["notes"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Subject access report</title>
+<style>
+body {{ font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
+.face {{ display: flex; gap: 1.2rem; border-top: 1px solid #ccc; padding: 1rem 0; }}
+.face img {{ width: 112px; height: 112px; flex: none; }}
+h2 {{ font-size: 1.05rem; margin: 0 0 .4rem; }} ul {{ margin: .2rem 0 .6rem; }}
+</style></head><body>
+<h1>Subject access report</h1>
+<p>Generated {cell(report['generated_at'])} by {cell(report['requested_by'])}, approved by
+{cell(report['approved_by'])}. Probe photo sha256 {cell(report['probe_sha256'])} (the photo itself is not kept).
+Faces listed score at least {report['threshold']:.3f} against it (false match rate about
+{report['threshold_false_match_rate']:.1e} per comparison).
+{'This person is on the opt-out list (opt-out ' + cell(report['on_optout_list']) + ').' if report['on_optout_list'] else ''}</p>
+<p><b>{len(report['faces'])} face(s) held.</b></p>
+{''.join(rows) or '<p>Nothing held matches this face.</p>'}
+<h2>What this report does and does not say</h2><ul>{notes}</ul>
+</body></html>
+"""

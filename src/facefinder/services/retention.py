@@ -1,0 +1,96 @@
+"""Retention: every collection has a purpose, a legal basis and a retention period; the purge enforces it.
+
+A photo expires ``retention_days`` after it was ingested (``images.ingested_at``). ``run_purge``
+erases every expired photo with its faces, thumbnails and vectors (as erasure does: rows overwritten
+by SQLite's secure_delete, index files rewritten with the old bytes zeroed, the WAL emptied), and
+writes one ``purge`` entry to the audit log. ``facefinder purge`` runs it by hand; the server runs
+it on a schedule (it calls ``run_purge``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord, utcnow
+
+if TYPE_CHECKING:  # pragma: no cover
+    from facefinder.services.engine import FaceFinder
+
+
+@dataclass
+class CollectionPurge:
+    collection: str
+    retention_days: int | None  # None: the collection has no retention period yet (made before they existed)
+    cutoff: str | None  # photos ingested before this (UTC) have expired
+    images: int = 0
+    faces: int = 0
+    image_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PurgeReport:
+    at: str
+    dry_run: bool
+    collections: list[CollectionPurge]
+    images: int
+    faces: int
+    seconds: float
+
+    @property
+    def unmanaged(self) -> list[str]:
+        """Collections without a retention period: nothing in them expires until one is set."""
+        return [c.collection for c in self.collections if c.retention_days is None]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["unmanaged"] = self.unmanaged
+        return data
+
+
+def expires_at(ingested_at: datetime, retention_days: int | None) -> datetime | None:
+    return ingested_at + timedelta(days=retention_days) if retention_days else None
+
+
+def run_purge(ff: "FaceFinder", now: datetime | None = None, dry_run: bool = False,
+              actor: str | None = None) -> PurgeReport:
+    """Erase every photo older than its collection's retention period; logged. Safe to run at any time.
+
+    ``now`` (UTC, naive) defaults to the current time; ``dry_run`` only reports what would go.
+    ``actor`` defaults to the FaceFinder's (the server passes e.g. "system:purge").
+    """
+    started = time.perf_counter()
+    now = now or utcnow()
+    store = ff.store
+    with store.catalog.session() as session:
+        collections = list(session.scalars(select(Collection).order_by(Collection.name)))
+        plans = []
+        for c in collections:
+            if not c.retention_days:
+                plans.append(CollectionPurge(c.name, None, None))
+                continue
+            cutoff = now - timedelta(days=c.retention_days)
+            image_ids = list(session.scalars(select(ImageRecord.id).where(
+                ImageRecord.collection_id == c.id, ImageRecord.ingested_at < cutoff).order_by(ImageRecord.id)))
+            faces = len(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))).all()) \
+                if image_ids else 0
+            plans.append(CollectionPurge(c.name, c.retention_days, cutoff.isoformat(timespec="seconds"),
+                                         len(image_ids), faces, image_ids))
+    images = faces = 0
+    for plan in plans:
+        if plan.image_ids and not dry_run:
+            plan.images, plan.faces = store.delete_images(plan.image_ids)
+        images += plan.images
+        faces += plan.faces
+    if images and not dry_run:
+        store.compact()
+    report = PurgeReport(now.isoformat(timespec="seconds"), dry_run, plans, images, faces,
+                         round(time.perf_counter() - started, 3))
+    ff.audit.record(actor or ff.actor, "purge", dry_run=dry_run, as_of=report.at, images=images, faces=faces,
+                    collections=[{"collection": p.collection, "retention_days": p.retention_days, "cutoff": p.cutoff,
+                                  "images": p.images, "faces": p.faces, "image_ids": p.image_ids} for p in plans])
+    return report
