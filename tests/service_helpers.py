@@ -15,9 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
+from facefinder.services import accounts as accounts_module
+
 from helpers import LFW, LFW_PEOPLE, POLICY, lfw, open_finder
+
+# The service tests make hundreds of accounts and sign-ins: argon2 at its cheapest keeps them fast. The
+# hash format and the code that checks it are the same; the service itself uses argon2-cffi's defaults.
+accounts_module._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 POSTGRES_ENV = "FACEFINDER_TEST_POSTGRES_URL"
 USERS = {"admin": "admin", "ivan": "investigator", "inga": "investigator", "olga": "investigator",

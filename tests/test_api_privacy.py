@@ -8,7 +8,7 @@ import json
 import pytest
 
 from facefinder.services.calibration import default_calibration
-from helpers import GROUP, PROBES, lfw
+from helpers import GROUP, lfw
 from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 
 JPEG = {"Content-Type": "image/jpeg"}

@@ -26,7 +26,7 @@ from facefinder.interfaces.cli import app
 from facefinder.services import optout as optouts
 from facefinder.services.calibration import PRIVACY_FMR, default_calibration
 from facefinder.services.privacy import render_access_html
-from facefinder.storage.catalog import Catalog, FaceRecord, ImageRecord, utcnow
+from facefinder.storage.catalog import Catalog, ImageRecord, utcnow
 from helpers import GALLERY, GROUP, LFW, POLICY, POLICY_ARGS, PROBES, lfw, open_finder
 
 PEOPLE = ("amy", "howard", "sheldon")  # whose probes clear the strict threshold against all their photos
