@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
-from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
+from facefinder.services.jobs import uploaded_copy
+from facefinder.storage.catalog import CaseCandidate, CaseSearch, ImageRecord, utcnow
 from helpers import lfw
 from service_helpers import (  # noqa: F401
     COLLECTION, assert_error, backend, make_served, password, probe_bytes, run_search,
@@ -290,6 +291,10 @@ def test_ingest_from_import_root_and_upload_with_progress(fresh, tmp_path):
     uploads = app.data_dir / "uploads"
     assert [p.name for p in uploads.rglob("*.jpg")] == ["putin.jpg"]
     assert not list(app.data_dir.parent.rglob("escaped.jpg")) and not list(uploads.rglob("*.zip"))
+    with app.service.catalog.session() as session:
+        sources = list(session.scalars(select(ImageRecord.source)))
+    uploaded = [s for s in sources if uploaded_copy(app.data_dir, s)]
+    assert len(uploaded) == 1 and uploaded[0].endswith("ok/putin.jpg") and len(sources) == 3
     # a tarball works too
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
@@ -413,6 +418,12 @@ def test_error_shape_for_unknown_routes_methods_and_bad_json(served):
                  422, "invalid")
     assert_error(client.get("/api/searches/abc"), 422, "invalid", "search_id")
     assert_error(client.get("/api/searches/999999"), 404, "not_found")
+    assert_error(client.get("/api/searches/99999999999"), 422, "invalid", "search_id")  # over PostgreSQL's int
+    # PostgreSQL refuses NUL characters in text: a clean 400 there, never a 500
+    response = client.get("/api/searches", params={"case_id": "a\x00b"})
+    assert response.status_code == 200 or assert_error(response, 400, "bad_request")
+    response = served.client(None).post("/api/session", json={"username": "x\x00", "password": "y"})
+    assert response.status_code == 401 or assert_error(response, 400, "bad_request")
     for path in ("/api/searches/1/candidates/1/photo/../../../../etc/passwd", "/static/../api.py",
                  "/static/%2e%2e/api.py", "/api/images/..%2f..%2fetc%2fpasswd"):
         response = client.get(path)

@@ -35,9 +35,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, Field
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -281,6 +283,9 @@ Auditor = Annotated[Principal, Depends(require_role("auditor"))]
 
 # ----- models ----------------------------------------------------------------------------------------
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Catalog ids are 32-bit integers in PostgreSQL; a larger one cannot name anything.
+DbId = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
+Rank = Annotated[int, PathParam(ge=1, le=100_000)]
 # The catalog stores naive UTC times; the API says so (RFC 3339 with an offset).
 UtcDatetime = Annotated[datetime, AfterValidator(lambda d: d if d.tzinfo else d.replace(tzinfo=timezone.utc))]
 
@@ -591,7 +596,7 @@ def create_token(body: TokenCreate, principal: AnyUser, service: ServiceDep) -> 
 
 
 @router.delete("/tokens/{token_id}", tags=["accounts"], summary="Revoke one of my tokens (admins: anyone's)")
-def revoke_token(token_id: int, principal: AnyUser, service: ServiceDep) -> dict[str, int]:
+def revoke_token(token_id: DbId, principal: AnyUser, service: ServiceDep) -> dict[str, int]:
     service.accounts.revoke_token(principal, token_id)
     return {"revoked": token_id}
 
@@ -700,13 +705,13 @@ def collection_failures(name: str, principal: CanSearch, service: ServiceDep) ->
 
 @router.delete("/images/{image_id}", response_model=DeletedOut, tags=["collections"],
                summary="Erase one photo and its faces")
-def delete_image(image_id: int, admin: Admin, service: ServiceDep) -> DeletedOut:
+def delete_image(image_id: DbId, admin: Admin, service: ServiceDep) -> DeletedOut:
     faces = service.acting_as(admin).delete_image(image_id)
     return DeletedOut(deleted=f"image {image_id}", faces=faces)
 
 
 @router.delete("/faces/{face_id}", response_model=DeletedOut, tags=["collections"], summary="Erase one face")
-def delete_face(face_id: int, admin: Admin, service: ServiceDep) -> DeletedOut:
+def delete_face(face_id: DbId, admin: Admin, service: ServiceDep) -> DeletedOut:
     if not service.acting_as(admin).delete_face(face_id):
         raise NotFound(f"face {face_id} does not exist")
     return DeletedOut(deleted=f"face {face_id}", faces=1)
@@ -832,19 +837,19 @@ def list_searches(principal: Reader, service: ServiceDep,
 
 
 @router.get("/searches/{search_id}", response_model=SearchOut, tags=["search"], summary="One search record")
-def get_search(search_id: int, principal: Reader, service: ServiceDep) -> SearchOut:
+def get_search(search_id: DbId, principal: Reader, service: ServiceDep) -> SearchOut:
     return search_out(service.cases.get(principal, search_id))
 
 
 @router.get("/searches/{search_id}/probe/thumbnail", response_class=Response, responses=JPEG, tags=["search"],
             summary="The searched probe face")
-def search_probe_thumbnail(search_id: int, principal: CanSearch, service: ServiceDep) -> Response:
+def search_probe_thumbnail(search_id: DbId, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.probe_thumbnail(principal, search_id))
 
 
 @router.get("/searches/{search_id}/candidates/{rank}", response_model=ResultOut, tags=["search"],
             summary="Open a result: the candidate and its provenance (audited as a view)")
-def get_result(search_id: int, rank: int, principal: CanSearch, service: ServiceDep) -> ResultOut:
+def get_result(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> ResultOut:
     details = service.cases.candidate_details(principal, search_id, rank)
     record, candidate = service.cases.candidate(principal, search_id, rank)
     return ResultOut(search_id=search_id, case_id=record.case_id, candidate=candidate_out(candidate), **details)
@@ -852,26 +857,26 @@ def get_result(search_id: int, rank: int, principal: CanSearch, service: Service
 
 @router.get("/searches/{search_id}/candidates/{rank}/thumbnail", response_class=Response, responses=JPEG,
             tags=["search"], summary="The candidate's face")
-def candidate_thumbnail(search_id: int, rank: int, principal: CanSearch, service: ServiceDep) -> Response:
+def candidate_thumbnail(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.candidate_thumbnail(principal, search_id, rank))
 
 
 @router.get("/searches/{search_id}/candidates/{rank}/photo", response_class=Response, responses=JPEG,
             tags=["search"], summary="The candidate's source photo with the face boxed (audited as a view)")
-def candidate_photo(search_id: int, rank: int, principal: CanSearch, service: ServiceDep) -> Response:
+def candidate_photo(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.candidate_photo(principal, search_id, rank))
 
 
 @router.post("/searches/{search_id}/candidates/{rank}/propose", response_model=CandidateOut, tags=["search"],
              summary="Propose a candidate as a lead (a second person confirms)")
-def propose_lead(search_id: int, rank: int, body: LeadNote, principal: CanSearch,
+def propose_lead(search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch,
                  service: ServiceDep) -> CandidateOut:
     return candidate_out(service.cases.propose(principal, search_id, rank, body.note))
 
 
 @router.post("/searches/{search_id}/candidates/{rank}/confirm", response_model=CandidateOut, tags=["search"],
              summary="Confirm a proposed lead, with a note (never the proposer: two-person rule)")
-def confirm_lead(search_id: int, rank: int, body: LeadNote, principal: CanSearch,
+def confirm_lead(search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch,
                  service: ServiceDep) -> CandidateOut:
     return candidate_out(service.cases.confirm(principal, search_id, rank, body.note))
 
@@ -1085,6 +1090,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return respond(request, exc)
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError):
+        # The database refused a value (PostgreSQL: a NUL character in text, a number out of range).
+        return respond(request, ApiError(400, "bad_request", "a value in the request cannot be stored or "
+                                                             "compared (a NUL character, a number out of range)"))
 
     @app.exception_handler(FaceFinderError)
     async def _facefinder_error(request: Request, exc: FaceFinderError):

@@ -212,7 +212,8 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         for p in problems:
             console.print(f"[red]tampered:[/red] {p}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"audit log intact: {count} entries, head {head['id']} {head['hash']}", highlight=False)
+        console.print(f"audit log intact: {count} entries, head {head['id']} {head['hash']}", highlight=False,
+                      soft_wrap=True)
     if problems:
         raise typer.Exit(1)
 

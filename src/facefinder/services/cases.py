@@ -89,7 +89,7 @@ class Probe:
 class ProbeCache:
     """Analysed probes by random id, for their owner only, for ``ttl`` seconds; never written to disk."""
 
-    def __init__(self, ttl: float = 1800, capacity: int = 256) -> None:
+    def __init__(self, ttl: float = 1800, capacity: int = 64) -> None:
         self.ttl, self.capacity = ttl, capacity
         self._items: dict[str, Probe] = {}
         self._lock = threading.Lock()

@@ -22,7 +22,7 @@ from facefinder.errors import CatalogError
 from facefinder.storage.catalog import (
     Catalog, Collection, FaceRecord, ImageRecord, IngestFailure, JournalEntry, Setting,
 )
-from facefinder.storage.index import VectorIndex, scrub_file
+from facefinder.storage.index import VectorIndex, index_files, scrub_file, tier_for
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,8 @@ class FaceStore:
             session.execute(delete(JournalEntry).where(JournalEntry.collection_id == collection.id))
             session.execute(delete(Collection).where(Collection.id == collection.id))
         self.indexes.pop(collection.id, None)
-        scrub_file(self._index_path(collection.id))  # zeroed, then removed
+        for path in index_files(self._index_path(collection.id)):
+            scrub_file(path)  # zeroed, then removed (the index and its full-precision vectors)
 
     # ----- reads ---------------------------------------------------------------------------
     @_locked
@@ -374,7 +375,7 @@ class FaceStore:
         dim = len(rows[0].embedding) // 4 if rows else 0
         index = VectorIndex(dim or 1, seq=seq)
         if rows:
-            index = VectorIndex(dim, seq=seq)
+            index = VectorIndex(dim, seq=seq, tier=tier_for(len(rows)))
             index.add(np.array([r.id for r in rows]), np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]))
         index.dirty = True
         return index

@@ -1,0 +1,12 @@
+"""The privacy suite (test_privacy.py: erasure leaves no bytes behind) again with the HNSW and the
+IVF-PQ index tiers forced."""
+
+import pytest
+
+from test_privacy import *  # noqa: F401,F403  (the tests, collected again here under each tier)
+
+
+@pytest.fixture(autouse=True, params=["hnsw", "ivfpq"])
+def _index_tier(request, monkeypatch):
+    monkeypatch.setenv("FACEFINDER_INDEX_TIER", request.param)
+    return request.param
