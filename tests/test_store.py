@@ -165,10 +165,11 @@ def test_stale_index_file_is_not_trusted(tmp_path):
     add_photos(store, "c", unit_vectors(4, seed=7))
     store.checkpoint()
     [index_file] = (tmp_path / "index").glob("*.faiss")
-    old = index_file.read_bytes()
+    old = {path: path.read_bytes() for path in (tmp_path / "index").iterdir()}  # with the tiers' .vec file
     add_photos(store, "c", unit_vectors(4, seed=8), tag="later")
     store.close()
-    index_file.write_bytes(old)
+    for path, content in old.items():
+        path.write_bytes(content)
     assert len(VectorIndex.load(index_file)) == 4
 
     reopened = FaceStore(tmp_path)

@@ -206,14 +206,6 @@ def unpack_upload(upload: Path, max_total: int) -> Path:
     return target
 
 
-def uploaded_copy(data_dir: Path, source: str) -> Path | None:
-    """The file under ``<data dir>/uploads/`` that a photo was ingested from, when it was uploaded to the
-    server (None for photos ingested from the operator's own folders). Erasure should remove it too."""
-    uploads = (Path(data_dir) / "uploads").resolve()
-    path = Path(source).resolve()
-    return path if path.is_relative_to(uploads) and path.is_file() else None
-
-
 def _safe_member(name: str) -> Path | None:
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if not parts or parts[0] == "/" or any(p in ("..", "") for p in parts):

@@ -8,8 +8,9 @@ rows (faces with their embeddings and thumbnails, and the photo's row with its p
 SQLite overwrites on disk (``secure_delete``), and the vectors, which the flat FAISS index removes
 physically. Right after it, ``FaceStore.compact`` rewrites the changed index files (zeroing the old
 file's bytes first) and empties SQLite's write-ahead log (``wal_checkpoint(TRUNCATE)``). A collection
-does not keep copies of source photos (it holds the path or URI it ingested them from), so there is no
-stored photo to delete; the file at that path is the operator's, outside facefinder.
+does not keep copies of photos ingested from the operator's folders (it holds the path or URI), which
+stay the operator's; photos uploaded through the server are kept under ``<data dir>/uploads`` and
+are zeroed and removed with their row (``FaceStore._scrub_uploaded_copies``).
 """
 
 from __future__ import annotations
@@ -364,7 +365,8 @@ class Privacy:
             "notes": [
                 "Matching is by face similarity: a face scoring at or above the threshold is listed. A photo of "
                 "this person can be missed (below the threshold), and a lookalike can be listed.",
-                "facefinder holds no copy of the photos: 'source' is where each was ingested from. It holds the "
+                "facefinder holds no copy of photos ingested from folders ('source' is where each was ingested "
+                "from; photos uploaded through the server are kept under its uploads folder). It holds the "
                 "face's position, quality, a small aligned crop (shown) and a numeric template (not shown).",
                 "'searches' lists each logged search that returned the face, with its case and purpose.",
             ],

@@ -212,9 +212,11 @@ class FaceStore:
             if session.get(ImageRecord, image_id) is None:
                 raise CatalogError(f"image {image_id} does not exist")
             face_ids = list(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id == image_id)))
+            sources = list(session.scalars(select(ImageRecord.source).where(ImageRecord.id == image_id)))
         count = self.delete_faces(face_ids)
         with self.catalog.session() as session, session.begin():
             session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
+        self._scrub_uploaded_copies(sources)
         return count
 
     @_locked
@@ -223,19 +225,33 @@ class FaceStore:
         with self.catalog.session() as session:
             found = list(session.scalars(select(ImageRecord.id).where(ImageRecord.id.in_(image_ids))))
             face_ids = list(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(found))))
+            sources = list(session.scalars(select(ImageRecord.source).where(ImageRecord.id.in_(found))))
         count = self.delete_faces(face_ids)
         with self.catalog.session() as session, session.begin():
             session.execute(delete(ImageRecord).where(ImageRecord.id.in_(found)))
+        self._scrub_uploaded_copies(sources)
         return len(found), count
 
     def delete_collection(self, name: str) -> None:
         collection = self.collection(name)
+        with self.catalog.session() as session:
+            sources = list(session.scalars(select(ImageRecord.source).where(ImageRecord.collection_id == collection.id)))
         with self.catalog.session() as session, session.begin():
             session.execute(delete(JournalEntry).where(JournalEntry.collection_id == collection.id))
             session.execute(delete(Collection).where(Collection.id == collection.id))
         self.indexes.pop(collection.id, None)
         for path in index_files(self._index_path(collection.id)):
             scrub_file(path)  # zeroed, then removed (the index and its full-precision vectors)
+        self._scrub_uploaded_copies(sources)
+
+    def _scrub_uploaded_copies(self, sources: list[str]) -> None:
+        """Photos uploaded to the server are kept under <data dir>/uploads so that results can show
+        them; erasing a photo's row erases that copy too. Operators' own folders are never touched."""
+        uploads = (self.data_dir / "uploads").resolve()
+        for source in sources:
+            path = Path(source).resolve()
+            if path.is_relative_to(uploads) and path.is_file():
+                scrub_file(path)
 
     # ----- reads ---------------------------------------------------------------------------
     @_locked
