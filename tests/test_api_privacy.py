@@ -60,6 +60,11 @@ def test_optout_through_the_api(served):
     assert all("Colin_Powell" in m["source"] for m in created["matches"])
     # Hidden from search at once: the probe is on the list, so nothing comes back.
     assert run_search(served.client("ivan"), person="Colin_Powell", case_id="P-2")["candidates"] == []
+    # ... and a past search's record no longer shows the face, even before the erasure.
+    ivan, past = served.client("ivan"), f"/api/searches/{before['id']}/candidates/1"
+    assert_error(ivan.get(past + "/thumbnail"), 404)
+    assert_error(ivan.get(past + "/photo"), 404)
+    assert ivan.get(past).json()["available"] is False
     listed = admin.get(f"/api/privacy/optouts/{created['id']}/matches").json()
     assert [m["face_id"] for m in listed] == [m["face_id"] for m in created["matches"]]
     assert_error(admin.post(f"/api/privacy/optouts/{created['id']}/erase", json={"face_ids": [999999]}), 400)

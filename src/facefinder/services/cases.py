@@ -36,6 +36,7 @@ from sqlalchemy import select, update
 
 from facefinder.errors import CatalogError, Conflict, FaceFinderError, ImageError, NotFound
 from facefinder.services.accounts import AccessDenied, Accounts, Principal
+from facefinder.services import optout
 from facefinder.services.audit import AuditLog
 from facefinder.services.search import Searcher
 from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
@@ -318,10 +319,10 @@ class Cases:
         """Where the candidate's photo came from (provenance), for an opened result; audited as a view."""
         self._with_faces(principal, search_id)
         record, candidate = self.candidate(principal, search_id, rank)
-        rows = self.store.faces([candidate.face_id])
-        details: dict[str, Any] = {"available": candidate.face_id in rows}
-        if candidate.face_id in rows:
-            face, image, _ = rows[candidate.face_id]
+        held = self._held(candidate.face_id)
+        details: dict[str, Any] = {"available": held is not None}
+        if held is not None:
+            face, image, _ = held
             from facefinder.storage.store import PROVENANCE_FIELDS
 
             details.update(source=image.source, width=image.width, height=image.height, box=face.box,
@@ -332,25 +333,37 @@ class Cases:
                           face_id=candidate.face_id, image_id=candidate.image_id)
         return details
 
+    def _held(self, face_id: int):
+        """The catalog rows of a past candidate, or None once it was erased or its person opted out
+        (a recorded search keeps the face id and score, but never shows an opted-out face again)."""
+        rows = self.store.faces([face_id])
+        if face_id not in rows:
+            return None
+        face = rows[face_id][0]
+        embedding = np.frombuffer(face.embedding, dtype=np.float32)[None]
+        if optout.screen_for(self.store.catalog).match(embedding, face.model_id)[0]:
+            return None
+        return rows[face_id]
+
+    def _require_held(self, face_id: int):
+        held = self._held(face_id)
+        if held is None:
+            raise NotFound(f"face {face_id} is no longer available (erased, or its person opted out)")
+        return held
+
     def probe_thumbnail(self, principal: Principal, search_id: int) -> bytes:
         return self._with_faces(principal, search_id).probe_thumbnail
 
     def candidate_thumbnail(self, principal: Principal, search_id: int, rank: int) -> bytes:
         self._with_faces(principal, search_id)
         _, candidate = self.candidate(principal, search_id, rank)
-        rows = self.store.faces([candidate.face_id])
-        if candidate.face_id not in rows:
-            raise NotFound(f"face {candidate.face_id} is no longer in the catalog (erased)")
-        return rows[candidate.face_id][0].thumbnail
+        return self._require_held(candidate.face_id)[0].thumbnail
 
     def candidate_photo(self, principal: Principal, search_id: int, rank: int) -> bytes:
         """The candidate's source photo with its face boxed, as JPEG; audited as a result view."""
         self._with_faces(principal, search_id)
         record, candidate = self.candidate(principal, search_id, rank)
-        rows = self.store.faces([candidate.face_id])
-        if candidate.face_id not in rows:
-            raise NotFound(f"face {candidate.face_id} is no longer in the catalog (erased)")
-        face, image_row, _ = rows[candidate.face_id]
+        face, image_row, _ = self._require_held(candidate.face_id)
         try:
             data = read_source(image_row.source)
             pixels = decode_image(data, image_row.source, self.max_pixels)
