@@ -36,6 +36,7 @@ DEMO_POLICY = {"purpose": "demonstration of facefinder on its bundled sample pho
 
 class State:
     data_dir: Optional[Path] = None
+    database_url: Optional[str] = None
     detector: Optional[str] = None
     recognizer: Optional[str] = None
 
@@ -48,14 +49,17 @@ def main(
     data_dir: Annotated[Optional[Path], typer.Option(envvar=DATA_DIR_ENV, help="Where the catalog, index and models live [default: ~/.facefinder].")] = None,
     detector: Annotated[Optional[str], typer.Option(help="An SCRFD-style ONNX detector to use instead of BlazeFace.")] = None,
     recognizer: Annotated[Optional[str], typer.Option(help="An ArcFace-style ONNX recognizer to use instead of MobileFaceNet.")] = None,
+    database_url: Annotated[Optional[str], typer.Option(envvar="FACEFINDER_DATABASE_URL", help="A PostgreSQL catalog (postgresql+psycopg://...) instead of <data dir>/catalog.db.")] = None,
 ) -> None:
     state.data_dir, state.detector, state.recognizer = data_dir, detector, recognizer
+    state.database_url = database_url
 
 
 def _engine(workers: Optional[int] = None):
     from facefinder.services.engine import FaceFinder
 
-    return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers)
+    return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers,
+                      catalog_url=state.database_url)
 
 
 def _fail(message: str) -> None:
