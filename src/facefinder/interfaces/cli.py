@@ -131,6 +131,7 @@ def search(
     purpose: Annotated[Optional[str], typer.Option(help="Why this search is run, written to the audit log.")] = None,
 ) -> None:
     """Find every face like the ones in PHOTOS, ranked. Results are leads, not identifications."""
+    matched = False
     try:
         with _engine() as ff:
             for record in ff.iter_search(photos, collection, top_k, threshold, case, purpose):
@@ -138,8 +139,12 @@ def search(
                     print(json.dumps(record.to_dict()), flush=True)
                 else:
                     _print_probe(record)
+                    matched = matched or record.match
     except FaceFinderError as exc:
         _fail(str(exc))
+    if matched:
+        console.print("score: cosine similarity; FMR: the measured share of different-person pairs that score "
+                      "this high. These are leads, not identifications.", highlight=False)
 
 
 def _short(path: str) -> str:
@@ -158,7 +163,7 @@ def _print_probe(record) -> None:
     if not record.candidates:
         console.print(f"[bold]{title}[/bold]: no match", highlight=False)
         return
-    table = Table("#", "score", "band", "false match rate", "collection", "source", "face", title=title,
+    table = Table("#", "score", "band", "FMR", "collection", "source", "face id", title=title,
                   title_justify="left")
     table.columns[5].overflow = "fold"
     for c in record.candidates:
@@ -284,8 +289,6 @@ def demo() -> None:
     ingest(gallery, "demo", None, None, False, **DEMO_POLICY)
     console.print(f"[bold]2. search[/bold] each photo in {probes}", highlight=False)
     search([probes], ["demo"], 3, None, False, "demo", "facefinder demo")
-    console.print("Scores are cosine similarities; 'false match rate' is the measured chance that a "
-                  "different person scores that high. Results are leads, not identifications.")
 
 
 from facefinder.interfaces import cli_privacy  # noqa: E402  (privacy commands: registered on the apps above)
