@@ -153,3 +153,15 @@ def test_vector_file_that_does_not_match_its_index_is_refused(tier, tmp_path):
     path.write_bytes(old)  # ... and a crash left the old index file
     with pytest.raises(ValueError, match="does not match"):
         VectorIndex.load(path)
+
+
+@pytest.mark.parametrize("dim", [128, 512, 100, 97])
+def test_any_embedding_size_works(tier, dim):
+    """Custom recognizers bring other sizes; PQ needs a sub-quantiser count that divides the size."""
+    assert dim % tiers.pq_m(dim) == 0 and tiers.pq_m(192) == tiers.PQ_M
+    vectors = np.random.default_rng(dim).normal(size=(40, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = VectorIndex(dim)
+    index.add(np.arange(40), vectors)
+    scores, ids = index.search(vectors[:3], 1)
+    assert list(ids[:, 0]) == [0, 1, 2] and scores[:, 0] == pytest.approx(1.0, abs=1e-5)

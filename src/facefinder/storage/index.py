@@ -48,10 +48,16 @@ COMPACT_FRACTION = 0.1   # rebuild an HNSW graph / rewrite the vector store past
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-PQ_M = 48                # 192-d / 48 = 4 dims per 4-bit sub-quantiser: 24 bytes a face
+PQ_M = 48                # 192-d / 48 = 4 dims per 4-bit sub-quantiser: 24 bytes a face (see pq_m)
 RERANK = 128             # IVF-PQ shortlist re-ranked exactly (256 finds no more mates at 1M)
 NPROBE_FRACTION = 0.375  # share of IVF lists probed (all under EXACT_BELOW faces): mate-recall@10 0.995 at 1M
 EXACT_BELOW = 20_000
+
+
+def pq_m(dim: int) -> int:
+    """Sub-quantisers for a ``dim``-d embedding: a divisor of ``dim`` near dim / 4 (48 for 192-d, 128 for
+    512-d), as FAISS needs; any other recognizer's size works too (the re-rank keeps scores exact)."""
+    return min((m for m in range(1, dim + 1) if dim % m == 0), key=lambda m: (abs(m - dim / 4), -m))
 
 
 def forced_tier() -> str | None:
@@ -344,7 +350,7 @@ class VectorIndex:
             return
         n = len(sample)
         nlist = int(min(4096, max(1, 2 ** round(np.log2(max(1.0, np.sqrt(n)))))))
-        index = faiss.index_factory(self.dim, f"IVF{nlist},PQ{PQ_M}x4fs", faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(self.dim, f"IVF{nlist},PQ{pq_m(self.dim)}x4fs", faiss.METRIC_INNER_PRODUCT)
         train = sample
         if len(train) > 64 * nlist:
             train = train[np.random.default_rng(0).choice(len(train), 64 * nlist, replace=False)]
