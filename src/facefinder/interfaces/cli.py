@@ -69,7 +69,7 @@ def _fail(message: str) -> None:
 
 @app.command()
 def ingest(
-    path: Annotated[Path, typer.Argument(help="A folder (recursive), a .zip / .tar(.gz) archive, or one photo.")],
+    path: Annotated[str, typer.Argument(help="A folder (recursive), a .zip / .tar(.gz) archive, one photo, or s3://bucket/prefix.")],
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to add the photos to (a new one needs --purpose, --legal-basis and --retention-days).")],
     manifest: Annotated[Optional[Path], typer.Option(help="CSV manifest with a 'path' column and provenance fields.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes [default: one per core; 0 = in-process].")] = None,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facefinder.errors import FaceFinderError
+from facefinder.services.object_storage import is_object_uri, iter_objects
 from facefinder.storage.store import PROVENANCE_FIELDS
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -44,7 +45,11 @@ def is_archive(path: Path) -> bool:
 
 
 def iter_sources(path: str | os.PathLike, manifest: str | os.PathLike | None = None) -> Iterator[SourceItem]:
-    """Every candidate photo under ``path`` (a folder, an archive, or a single file), sorted."""
+    """Every candidate photo under ``path`` (a folder, an archive, a single file, or an
+    ``s3://bucket/prefix`` of object storage), sorted."""
+    if is_object_uri(path):
+        yield from iter_objects(str(path), SourceItem, SKIPPED_SUFFIXES, ARCHIVE_SUFFIXES, MAX_FILE_BYTES)
+        return
     root = Path(path).expanduser()
     if not root.exists():
         raise SourceError(f"{root}: no such file or folder")

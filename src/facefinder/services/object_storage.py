@@ -1,0 +1,104 @@
+"""Photos in S3-compatible object storage the operator holds: ``s3://bucket/prefix``.
+
+Listed with boto3 (install ``facefinder[s3]``); credentials and endpoint come from the usual AWS
+settings (``AWS_ACCESS_KEY_ID``, ``AWS_PROFILE``, ``AWS_ENDPOINT_URL`` for MinIO, Ceph and the
+like). Provenance works as in folders: a sidecar ``key.json`` (or ``key`` with its suffix replaced
+by ``.json``) next to a photo, or a ``manifest.csv`` under the prefix with keys relative to it.
+Archives are not unpacked from object storage: download them and ingest the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+from facefinder.errors import FaceFinderError, ImageError
+from facefinder.storage.store import PROVENANCE_FIELDS
+
+
+def is_object_uri(path: object) -> bool:
+    return isinstance(path, str) and path.startswith("s3://")
+
+
+def iter_objects(uri: str, source_item, skipped_suffixes: tuple[str, ...], archive_suffixes: tuple[str, ...],
+                 max_bytes: int) -> Iterator:
+    """SourceItems for every object under ``uri``, sorted by key (``source_item`` builds them)."""
+    client, bucket, prefix = _client(uri)
+    try:
+        keys = {obj["Key"]: obj["Size"] for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])}
+    except Exception as exc:  # botocore raises many types: name the URI and what the service said
+        raise FaceFinderError(f"{uri}: cannot list objects ({exc})") from None
+    manifest = _manifest(client, bucket, prefix, keys)
+    for key in sorted(keys):
+        name = key.rsplit("/", 1)[-1]
+        if not name or name.startswith(".") or name.lower().endswith(skipped_suffixes):
+            continue
+        source = f"s3://{bucket}/{key}"
+        if name.lower().endswith(archive_suffixes):
+            yield source_item(source, 0, _refuse(source, "not-an-image", "archives are not unpacked from object "
+                                                 "storage: download the archive and ingest the file"), {})
+            continue
+        try:
+            provenance = {**manifest.get(key[len(prefix):].lstrip("/"), {}), **_sidecar(client, bucket, key, keys)}
+        except FaceFinderError as exc:
+            yield source_item(source, 0, _refuse(source, "bad-sidecar", str(exc)), {})
+            continue
+        yield source_item(source, keys[key], _reader(client, bucket, key, keys[key], max_bytes), provenance)
+
+
+def _client(uri: str):
+    try:
+        import boto3
+    except ImportError:
+        raise FaceFinderError(f"{uri}: object storage needs boto3: pip install 'facefinder[s3]'") from None
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise FaceFinderError(f"{uri}: expected s3://bucket/prefix")
+    return boto3.client("s3"), parsed.netloc, parsed.path.lstrip("/")
+
+
+def _get(client, bucket: str, key: str) -> bytes:
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _reader(client, bucket: str, key: str, size: int, max_bytes: int):
+    def read() -> bytes:
+        if size > max_bytes:
+            raise ImageError(f"s3://{bucket}/{key}", "too-large", f"{size:,} bytes exceeds the {max_bytes:,}-byte cap")
+        try:
+            return _get(client, bucket, key)
+        except Exception as exc:
+            raise ImageError(f"s3://{bucket}/{key}", "unreadable", str(exc)) from None
+    return read
+
+
+def _refuse(source: str, reason: str, detail: str):
+    def read() -> bytes:
+        raise ImageError(source, reason, detail)
+    return read
+
+
+def _sidecar(client, bucket: str, key: str, keys: dict[str, int]) -> dict[str, str]:
+    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
+    for candidate in (key + ".json", stem + ".json"):
+        if candidate in keys:
+            try:
+                data = json.loads(_get(client, bucket, candidate))
+            except ValueError as exc:
+                raise FaceFinderError(f"s3://{bucket}/{candidate}: sidecar is not valid JSON ({exc})") from None
+            return {k: str(data[k]) for k in PROVENANCE_FIELDS if data.get(k) is not None}
+    return {}
+
+
+def _manifest(client, bucket: str, prefix: str, keys: dict[str, int]) -> dict[str, dict[str, str]]:
+    key = (prefix.rstrip("/") + "/manifest.csv").lstrip("/") if prefix else "manifest.csv"
+    if key not in keys:
+        return {}
+    reader = csv.DictReader(io.StringIO(_get(client, bucket, key).decode("utf-8-sig")))
+    if not reader.fieldnames or "path" not in reader.fieldnames:
+        raise FaceFinderError(f"s3://{bucket}/{key}: a manifest needs a 'path' column")
+    return {row["path"].strip(): {k: row[k] for k in PROVENANCE_FIELDS if row.get(k)} for row in reader}

@@ -1,0 +1,56 @@
+"""Ingest from S3-compatible object storage (s3://bucket/prefix), against a real local S3 server (moto)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from facefinder.errors import FaceFinderError
+from helpers import POLICY, lfw
+
+boto3 = pytest.importorskip("boto3")
+server_module = pytest.importorskip("moto.server")
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="photos")
+    yield client
+    server.stop()
+
+
+def test_ingest_from_a_bucket(bucket, make_finder):
+    bucket.put_object(Bucket="photos", Key="case/blair1.jpg", Body=lfw("Tony_Blair", 1).read_bytes())
+    bucket.put_object(Bucket="photos", Key="case/blair1.jpg.json",
+                      Body=json.dumps({"case_id": "K-7", "source_url": "https://example.org/1"}).encode())
+    bucket.put_object(Bucket="photos", Key="case/sub/blair2.jpg", Body=lfw("Tony_Blair", 2).read_bytes())
+    bucket.put_object(Bucket="photos", Key="case/broken.jpg", Body=b"\xff\xd8\xff not a jpeg")
+    bucket.put_object(Bucket="photos", Key="case/pack.zip", Body=b"PK")
+    bucket.put_object(Bucket="photos", Key="other/powell.jpg", Body=lfw("Colin_Powell", 1).read_bytes())
+
+    ff = make_finder()
+    report = ff.ingest("s3://photos/case/", collection="bucket", **POLICY)
+    assert (report.ingested, report.faces) == (2, 2)
+    assert sorted((f.source, f.reason) for f in report.failures) == [
+        ("s3://photos/case/broken.jpg", "not-an-image"), ("s3://photos/case/pack.zip", "not-an-image")]
+
+    [record] = ff.search(lfw("Tony_Blair", 3), collections=["bucket"])
+    by_source = {c.source: c for c in record.candidates}
+    assert set(by_source) == {"s3://photos/case/blair1.jpg", "s3://photos/case/sub/blair2.jpg"}
+    assert by_source["s3://photos/case/blair1.jpg"].provenance["case_id"] == "K-7"
+
+    again = ff.ingest("s3://photos/case/", collection="bucket")
+    assert (again.ingested, again.duplicates) == (0, 2)
+
+
+def test_unknown_bucket_is_one_clear_error(bucket, make_finder):
+    with pytest.raises(FaceFinderError, match="s3://nowhere/x: cannot list objects"):
+        make_finder().ingest("s3://nowhere/x", collection="bucket", **POLICY)
