@@ -9,14 +9,12 @@ Archives are not unpacked from object storage: download them and ingest the file
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
 from facefinder.errors import FaceFinderError, ImageError
-from facefinder.storage.store import PROVENANCE_FIELDS
+from facefinder.services.provenance import failing_read, parse_manifest, parse_sidecar
 
 
 def is_object_uri(path: object) -> bool:
@@ -39,13 +37,13 @@ def iter_objects(uri: str, source_item, skipped_suffixes: tuple[str, ...], archi
             continue
         source = f"s3://{bucket}/{key}"
         if name.lower().endswith(archive_suffixes):
-            yield source_item(source, 0, _refuse(source, "not-an-image", "archives are not unpacked from object "
+            yield source_item(source, 0, failing_read(source, "not-an-image", "archives are not unpacked from object "
                                                  "storage: download the archive and ingest the file"), {})
             continue
         try:
             provenance = {**manifest.get(key[len(prefix):].lstrip("/"), {}), **_sidecar(client, bucket, key, keys)}
         except FaceFinderError as exc:
-            yield source_item(source, 0, _refuse(source, "bad-sidecar", str(exc)), {})
+            yield source_item(source, 0, failing_read(source, "bad-sidecar", str(exc)), {})
             continue
         yield source_item(source, keys[key], _reader(client, bucket, key, keys[key], max_bytes), provenance)
 
@@ -76,21 +74,11 @@ def _reader(client, bucket: str, key: str, size: int, max_bytes: int):
     return read
 
 
-def _refuse(source: str, reason: str, detail: str):
-    def read() -> bytes:
-        raise ImageError(source, reason, detail)
-    return read
-
-
 def _sidecar(client, bucket: str, key: str, keys: dict[str, int]) -> dict[str, str]:
     stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
     for candidate in (key + ".json", stem + ".json"):
         if candidate in keys:
-            try:
-                data = json.loads(_get(client, bucket, candidate))
-            except ValueError as exc:
-                raise FaceFinderError(f"s3://{bucket}/{candidate}: sidecar is not valid JSON ({exc})") from None
-            return {k: str(data[k]) for k in PROVENANCE_FIELDS if data.get(k) is not None}
+            return parse_sidecar(_get(client, bucket, candidate), f"s3://{bucket}/{candidate}")
     return {}
 
 
@@ -98,7 +86,4 @@ def _manifest(client, bucket: str, prefix: str, keys: dict[str, int]) -> dict[st
     key = (prefix.rstrip("/") + "/manifest.csv").lstrip("/") if prefix else "manifest.csv"
     if key not in keys:
         return {}
-    reader = csv.DictReader(io.StringIO(_get(client, bucket, key).decode("utf-8-sig")))
-    if not reader.fieldnames or "path" not in reader.fieldnames:
-        raise FaceFinderError(f"s3://{bucket}/{key}: a manifest needs a 'path' column")
-    return {row["path"].strip(): {k: row[k] for k in PROVENANCE_FIELDS if row.get(k)} for row in reader}
+    return parse_manifest(io.StringIO(_get(client, bucket, key).decode("utf-8-sig")), f"s3://{bucket}/{key}")

@@ -9,8 +9,6 @@ facefinder only reads sources the operator holds: no crawling, no bulk import of
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import tarfile
 import zipfile
@@ -19,9 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facefinder.errors import FaceFinderError
 from facefinder.services.object_storage import is_object_uri, iter_objects
-from facefinder.storage.store import PROVENANCE_FIELDS
+from facefinder.services.provenance import SourceError, failing_read, parse_manifest, parse_sidecar
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SKIPPED_SUFFIXES = (".json", ".csv", ".txt", ".md")  # sidecars, manifests and notes are not photos
@@ -36,8 +33,6 @@ class SourceItem:
     provenance: dict[str, str] = field(default_factory=dict)
 
 
-class SourceError(FaceFinderError):
-    pass
 
 
 def is_archive(path: Path) -> bool:
@@ -83,10 +78,10 @@ def _sidecar(file: Path) -> dict[str, str]:
     for candidate in (file.with_name(file.name + ".json"), file.with_suffix(".json")):
         if candidate.is_file():
             try:
-                data = json.loads(candidate.read_text())
-            except (ValueError, OSError) as exc:
-                raise SourceError(f"{candidate}: sidecar is not valid JSON ({exc})") from None
-            return {k: str(data[k]) for k in PROVENANCE_FIELDS if data.get(k) is not None}
+                text = candidate.read_text()
+            except OSError as exc:
+                raise SourceError(f"{candidate}: sidecar is not readable ({exc})") from None
+            return parse_sidecar(text, str(candidate))
     return {}
 
 
@@ -94,22 +89,12 @@ def _manifest(path: Path | None) -> dict[str, dict[str, str]]:
     if path is None or not path.is_file():
         return {}
     with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise SourceError(f"{path}: a manifest needs a 'path' column")
-        return {
-            row["path"].strip(): {k: row[k] for k in PROVENANCE_FIELDS if row.get(k)}
-            for row in reader
-        }
+        return parse_manifest(handle, str(path))
 
 
 def _failing_item(source: str, reason: str, detail: str) -> SourceItem:
     """An item whose read fails: how a bad archive or sidecar inside a folder becomes one report line."""
-    from facefinder.errors import ImageError
-
-    def read() -> bytes:
-        raise ImageError(source, reason, detail)
-    return SourceItem(source, 0, read)
+    return SourceItem(source, 0, failing_read(source, reason, detail))
 
 
 def _archive_items(archive: Path, manifest_rows: dict[str, dict[str, str]],
