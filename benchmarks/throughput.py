@@ -146,7 +146,7 @@ def profile_pipeline(paths: list[Path], models: Path) -> dict:
     from facefinder.vision.quality import face_quality
 
     pipeline = FacePipeline.default(models, threads=1)
-    det, mesh, rec = pipeline.detector, pipeline.landmarker, pipeline.recognizer
+    det, rec = pipeline.detector, pipeline.recognizer
     blobs = [p.read_bytes() for p in paths]
     warm = decode_image(blobs[0], "warm")
     pipeline.analyze([warm])  # load kernels / allocate before timing
