@@ -1029,9 +1029,10 @@ class SecurityHeaders:
 # ----- the app -----------------------------------------------------------------------------------------
 def create_app(data_dir: str | os.PathLike | None = None, catalog_url: str | None = None, *,
                config: ServiceConfig | None = None, finder=None, models_dir: str | os.PathLike | None = None,
-               detector: str | None = None, recognizer: str | None = None) -> FastAPI:
+               detector: str | None = None, recognizer: str | None = None, vectors: str | None = None) -> FastAPI:
     """The service on ``data_dir`` (default: $FACEFINDER_DATA_DIR or ~/.facefinder), its catalog in
-    SQLite there or at ``catalog_url`` (e.g. ``postgresql+psycopg://user:pw@host/db``).
+    SQLite there or at ``catalog_url`` (e.g. ``postgresql+psycopg://user:pw@host/db``), its vectors in
+    FAISS files there or in Milvus (``vectors="milvus://host:19530/namespace"``).
 
     ``finder`` serves an already open FaceFinder instead (its models stay loaded; tests use this).
     """
@@ -1041,7 +1042,7 @@ def create_app(data_dir: str | os.PathLike | None = None, catalog_url: str | Non
     owns = finder is None
     if finder is None:
         finder = FaceFinder(data_dir, models_dir=models_dir, detector=detector, recognizer=recognizer,
-                            catalog_url=catalog_url, workers=config.ingest_workers)
+                            catalog_url=catalog_url, vectors=vectors, workers=config.ingest_workers)
     service = Service(finder, config, owns_finder=owns)
 
     @asynccontextmanager

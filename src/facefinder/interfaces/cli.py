@@ -37,6 +37,7 @@ DEMO_POLICY = {"purpose": "demonstration of facefinder on its bundled sample pho
 class State:
     data_dir: Optional[Path] = None
     database_url: Optional[str] = None
+    vectors: Optional[str] = None
     detector: Optional[str] = None
     recognizer: Optional[str] = None
 
@@ -50,16 +51,17 @@ def main(
     detector: Annotated[Optional[str], typer.Option(help="An SCRFD-style ONNX detector to use instead of BlazeFace.")] = None,
     recognizer: Annotated[Optional[str], typer.Option(help="An ArcFace-style ONNX recognizer to use instead of MobileFaceNet.")] = None,
     database_url: Annotated[Optional[str], typer.Option(envvar="FACEFINDER_DATABASE_URL", help="A PostgreSQL catalog (postgresql+psycopg://...) instead of <data dir>/catalog.db.")] = None,
+    vectors: Annotated[Optional[str], typer.Option(envvar="FACEFINDER_VECTORS", help="Where vectors live: 'faiss' (files under the data dir) or milvus://host:19530/namespace.")] = None,
 ) -> None:
     state.data_dir, state.detector, state.recognizer = data_dir, detector, recognizer
-    state.database_url = database_url
+    state.database_url, state.vectors = database_url, vectors
 
 
 def _engine(workers: Optional[int] = None):
     from facefinder.services.engine import FaceFinder
 
     return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers,
-                      catalog_url=state.database_url)
+                      catalog_url=state.database_url, vectors=state.vectors)
 
 
 def _fail(message: str) -> None:

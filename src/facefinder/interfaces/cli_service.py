@@ -283,8 +283,8 @@ def serve(
                            import_roots=list(import_root or []), ingest_workers=workers,
                            secure_cookies=secure_cookies)
     try:
-        app = create_app(state.data_dir, database_url, config=config, detector=state.detector,
-                         recognizer=state.recognizer)
+        app = create_app(state.data_dir, database_url or state.database_url, config=config, detector=state.detector,
+                         recognizer=state.recognizer, vectors=state.vectors)
     except FaceFinderError as exc:
         _fail(str(exc))
     service = app.state.service

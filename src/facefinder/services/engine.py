@@ -32,17 +32,18 @@ from facefinder.vision.pipeline import Face, FacePipeline
 class FaceFinder:
     def __init__(self, data_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None,
                  detector: str | None = None, recognizer: str | None = None, workers: int | None = None,
-                 catalog_url: str | None = None, actor: str | None = None) -> None:
+                 catalog_url: str | None = None, vectors: str | None = None, actor: str | None = None) -> None:
         """Open (or create) a facefinder data directory.
 
         ``detector`` / ``recognizer`` point at other ONNX models (SCRFD-style / ArcFace-style);
         ``workers`` is the number of ingest processes (default: one per core, 0 = in-process);
+        ``catalog_url`` a PostgreSQL catalog; ``vectors`` ``milvus://host:port/namespace`` for Milvus;
         ``actor`` is who the audit log names for what this object does (default: local:<os user>).
         """
         self.data_dir = resolve_data_dir(data_dir)
         self.models_dir = Path(models_dir) if models_dir else resolve_models_dir(self.data_dir)
         self.detector, self.recognizer, self.workers = detector, recognizer, workers
-        self.store = FaceStore(self.data_dir, catalog_url)
+        self.store = FaceStore(self.data_dir, catalog_url, vectors)
         self.audit = AuditLog(self.store.catalog)
         self.actor = actor or f"local:{getpass.getuser()}"
         self._pipeline: FacePipeline | None = None

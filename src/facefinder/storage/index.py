@@ -373,6 +373,10 @@ class VectorIndex:
             return True
         return self.tier == "ivfpq" and len(self) >= 1000 and len(self) > 4 * max(self.trained_n, 1)
 
+    def reset(self, dim: int) -> None:
+        """Empty the index for embeddings of another size (the collection's first model)."""
+        self.__init__(dim, seq=self.seq)
+
     def rebuild(self, tier: str | None = None) -> None:
         """Rebuild into ``tier`` (default: the one for the current size), without holes."""
         ids, vectors = self._live_rows()
@@ -473,3 +477,37 @@ def scrub_file(path: Path, unlink: bool = True) -> None:
         os.fsync(handle.fileno())
     if unlink:
         path.unlink(missing_ok=True)
+
+
+class FaissFiles:
+    """Where FAISS indexes live: one checkpoint file per collection under ``<data dir>/index``.
+
+    The store talks to this or to ``MilvusBackend`` through the same five calls (load, new, save, drop,
+    describe), so the journal, crash recovery and erasure logic is written once for both."""
+
+    def __init__(self, index_dir: Path) -> None:
+        self.index_dir = index_dir
+
+    def describe(self) -> str:
+        return f"FAISS files in {self.index_dir}"
+
+    def path(self, cid: int) -> Path:
+        return self.index_dir / f"collection-{cid}.faiss"
+
+    def load(self, cid: int) -> VectorIndex | None:
+        """The checkpoint, or None if there is none; a damaged one raises (and is rebuilt)."""
+        path = self.path(cid)
+        return VectorIndex.load(path) if path.exists() else None
+
+    def new(self, cid: int, dim: int, seq: int = 0, tier: str | None = None) -> VectorIndex:
+        return VectorIndex(dim, seq=seq, tier=tier)
+
+    def save(self, cid: int, index: VectorIndex, scrub: bool = False) -> None:
+        index.save(self.path(cid), scrub=scrub)
+
+    def drop(self, cid: int) -> None:
+        for path in index_files(self.path(cid)):
+            scrub_file(path)  # zeroed, then removed (the index and its full-precision vectors)
+
+    def close(self) -> None:
+        pass

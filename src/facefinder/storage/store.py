@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +23,23 @@ from facefinder.errors import CatalogError
 from facefinder.storage.catalog import (
     Catalog, Collection, FaceRecord, ImageRecord, IngestFailure, JournalEntry, Setting,
 )
-from facefinder.storage.index import VectorIndex, index_files, scrub_file, tier_for
+from facefinder.storage.index import FaissFiles, VectorIndex, scrub_file, tier_for
+from facefinder.storage.milvus import MilvusBackend, is_milvus_uri
 
 log = logging.getLogger(__name__)
 
 PROVENANCE_FIELDS = ("source_url", "captured_at", "case_id", "consent_id", "notes")
+VECTORS_ENV = "FACEFINDER_VECTORS"
+
+
+def open_vectors(spec: str | None, index_dir: Path, catalog: Catalog):
+    """Where vectors live: ``faiss`` (default, files under the data dir) or ``milvus://host:port/namespace``."""
+    spec = (spec or os.environ.get(VECTORS_ENV) or "faiss").strip()
+    if spec == "faiss":
+        return FaissFiles(index_dir)
+    if is_milvus_uri(spec):
+        return MilvusBackend(spec, catalog)
+    raise CatalogError(f"vectors: 'faiss' or milvus://host:port/namespace, not {spec!r}")
 
 
 def _locked(method):
@@ -74,11 +87,13 @@ class CollectionInfo:
 
 
 class FaceStore:
-    def __init__(self, data_dir: Path, url: str | None = None) -> None:
+    def __init__(self, data_dir: Path, url: str | None = None, vectors: str | None = None) -> None:
+        """``url``: the catalog (default SQLite in ``data_dir``); ``vectors``: see ``open_vectors``."""
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(url or f"sqlite:///{self.data_dir / 'catalog.db'}")
         self.index_dir = self.data_dir / "index"
+        self.vectors = open_vectors(vectors, self.index_dir, self.catalog)
         self.indexes: dict[int, VectorIndex] = {}
         self.applied_seq = 0
         self._lock = threading.RLock()
@@ -240,8 +255,7 @@ class FaceStore:
             session.execute(delete(JournalEntry).where(JournalEntry.collection_id == collection.id))
             session.execute(delete(Collection).where(Collection.id == collection.id))
         self.indexes.pop(collection.id, None)
-        for path in index_files(self._index_path(collection.id)):
-            scrub_file(path)  # zeroed, then removed (the index and its full-precision vectors)
+        self.vectors.drop(collection.id)
         self._scrub_uploaded_copies(sources)
 
     def _scrub_uploaded_copies(self, sources: list[str]) -> None:
@@ -341,7 +355,7 @@ class FaceStore:
             if not index.dirty:
                 continue
             index.seq = max(index.seq, self.applied_seq)
-            index.save(self._index_path(cid), scrub=scrub)
+            self.vectors.save(cid, index, scrub=scrub)
             with self.catalog.session() as session, session.begin():
                 session.execute(delete(JournalEntry).where(JournalEntry.collection_id == cid,
                                                            JournalEntry.seq <= index.seq))
@@ -358,20 +372,16 @@ class FaceStore:
 
     def close(self) -> None:
         self.checkpoint()
+        self.vectors.close()
         self.catalog.close()
-
-    def _index_path(self, collection_id: int) -> Path:
-        return self.index_dir / f"collection-{collection_id}.faiss"
 
     def _load_collection(self, cid: int) -> VectorIndex:
         pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
-        path = self._index_path(cid)
         index = None
-        if path.exists():
-            try:
-                index = VectorIndex.load(path)
-            except Exception as exc:  # a damaged checkpoint is rebuilt, never trusted
-                log.warning("rebuilding %s: %s", path, exc)
+        try:
+            index = self.vectors.load(cid)
+        except Exception as exc:  # a damaged checkpoint is rebuilt, never trusted
+            log.warning("rebuilding collection %s (%s): %s", cid, self.vectors.describe(), exc)
         if index is None or index.seq < pruned:
             return self._rebuild(cid)
         with self.catalog.session() as session:
@@ -388,10 +398,9 @@ class FaceStore:
             # The catalog as it is now reflects every journal entry so far, pruned ones included.
             seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0, pruned)
             rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
-        dim = len(rows[0].embedding) // 4 if rows else 0
-        index = VectorIndex(dim or 1, seq=seq)
+        dim = len(rows[0].embedding) // 4 if rows else 1
+        index = self.vectors.new(cid, dim, seq=seq, tier=tier_for(len(rows)) if rows else None)
         if rows:
-            index = VectorIndex(dim, seq=seq, tier=tier_for(len(rows)))
             index.add(np.array([r.id for r in rows]), np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]))
         index.dirty = True
         return index
@@ -408,8 +417,8 @@ class FaceStore:
         index.remove(np.array([fid for fid in final if fid not in present], dtype=np.int64))
         if rows:
             vectors = np.stack([np.frombuffer(r.embedding, np.float32) for r in rows])
-            if len(index) == 0 and index.dim != vectors.shape[1]:
-                index.__init__(vectors.shape[1], seq=index.seq)
+            if index.dim != vectors.shape[1] and len(index) == 0:
+                index.reset(vectors.shape[1])
             index.add(np.array([r.id for r in rows]), vectors)
         index.seq = max(index.seq, entries[-1].seq)
         index.dirty = True
