@@ -79,6 +79,7 @@ def ingest(
     purpose: Annotated[Optional[str], typer.Option(help="Why the photos are held (required for a new collection).")] = None,
     legal_basis: Annotated[Optional[str], typer.Option(help="The legal basis for holding them (required for a new collection).")] = None,
     retention_days: Annotated[Optional[int], typer.Option(min=1, help="Days each photo is kept before `facefinder purge` erases it (required for a new collection).")] = None,
+    ray: Annotated[Optional[str], typer.Option(help="Analyze on a Ray cluster: 'local' (start one here), 'auto' (this machine's cluster) or ray://head:10001.")] = None,
 ) -> None:
     """Detect, align, embed and store every face in PATH. Re-run after a crash to resume."""
     try:
@@ -91,7 +92,7 @@ def ingest(
                 bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
 
             report = ff.ingest(path, collection, str(manifest) if manifest else None, update, purpose=purpose,
-                               legal_basis=legal_basis, retention_days=retention_days)
+                               legal_basis=legal_basis, retention_days=retention_days, ray=ray)
     except FaceFinderError as exc:
         _fail(str(exc))
     if as_json:

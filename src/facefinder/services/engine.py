@@ -68,12 +68,21 @@ class FaceFinder:
 
     def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
                on_progress: Callable[[Progress], None] | None = None, *, purpose: str | None = None,
-               legal_basis: str | None = None, retention_days: int | None = None) -> IngestReport:
+               legal_basis: str | None = None, retention_days: int | None = None,
+               ray: str | None = None) -> IngestReport:
         """Ingest into ``collection``; a new one is created with the given purpose, legal basis and
-        retention period (all three required then; for an existing one they must match or be left out)."""
+        retention period (all three required then; for an existing one they must match or be left out).
+        ``ray`` runs the analysis on a Ray cluster ("local", "auto" or "ray://head:10001"; see
+        services/distributed.py) with ``workers`` actors; the result is the same."""
         policy = self._ensure_collection(collection, purpose, legal_basis, retention_days)
-        ingestor = Ingestor(self.store, self.models_dir, self.workers, self.detector, self.recognizer,
-                            pipeline=self._pipeline)
+        if ray:
+            from facefinder.services.distributed import RayIngestor
+
+            ingestor = RayIngestor(self.store, self.models_dir, self.workers, self.detector, self.recognizer,
+                                   address=ray)
+        else:
+            ingestor = Ingestor(self.store, self.models_dir, self.workers, self.detector, self.recognizer,
+                                pipeline=self._pipeline)
         try:  # the ingestor creates a new collection once the models have loaded
             report = ingestor.ingest(path, collection, manifest, on_progress, policy)
         finally:

@@ -123,6 +123,11 @@ def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: Fac
     return {"results": results, "stages": stages, "model_id": pipeline.model_id}
 
 
+def batch_size_for(total: int, workers: int) -> int:
+    """Photos per batch: small ingests are split so that every worker gets a share."""
+    return max(1, min(BATCH_PHOTOS, -(-total // max(workers, 1))))
+
+
 # ----- main side ---------------------------------------------------------------------------
 class Ingestor:
     def __init__(self, store: FaceStore, models_dir: Path, workers: int | None = None,
@@ -185,17 +190,26 @@ class Ingestor:
             if on_progress:
                 on_progress(Progress(report.seen, total, report.faces, len(report.failures)))
 
-        # Small ingests are split so that every worker gets a share.
-        batch_size = max(1, min(BATCH_PHOTOS, -(-total // max(self.workers, 1))))
-        for batch in self._batches(path, manifest, coll.id, known, pending, report, on_progress, total, batch_size):
-            metas = [meta for meta, _ in batch]
-            self._inflight.append((self._submit([(m.source, data) for m, data in batch]), metas))
-            self._drain(handle, limit=2 * max(self.workers, 1))
-        self._drain(handle, limit=0)
-        self._close_pool()
+        for outcome, metas in self._analyzed(path, manifest, coll.id, known, pending, report, on_progress, total):
+            handle(outcome, metas)
         self.store.checkpoint()
         report.seconds = time.perf_counter() - started
         return report
+
+    def _analyzed(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
+                  report: IngestReport, on_progress, total: int) -> Iterator[tuple[dict, list[NewImage]]]:
+        """(outcome of analyze_batch, the photos' metadata) per batch, in source order, from worker
+        processes on this machine (services/distributed.py does the same on a Ray cluster)."""
+        batch_size = batch_size_for(total, self.workers)
+        try:
+            for batch in self._batches(path, manifest, collection_id, known, pending, report, on_progress, total,
+                                       batch_size):
+                metas = [meta for meta, _ in batch]
+                self._inflight.append((self._submit([(m.source, data) for m, data in batch]), metas))
+                yield from self._drain(limit=2 * max(self.workers, 1))
+            yield from self._drain(limit=0)
+        finally:
+            self._close_pool()
 
     def _batches(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
                  report: IngestReport, on_progress, total: int,
@@ -253,7 +267,7 @@ class Ingestor:
             )
         return self._pool.submit(analyze_batch, batch, self.max_pixels)
 
-    def _drain(self, handle, limit: int) -> None:
+    def _drain(self, limit: int) -> Iterator[tuple[dict, list[NewImage]]]:
         while len(self._inflight) > limit:
             job, metas = self._inflight.pop(0)
             try:
@@ -265,7 +279,7 @@ class Ingestor:
                 outcome = {"results": [Failure(m.source, "corrupt", f"worker failed: {exc}") for m in metas],
                            "stages": {}, "model_id": None}
                 self._close_pool()
-            handle(outcome, metas)
+            yield outcome, metas
 
     def _close_pool(self) -> None:
         if self._pool is not None:

@@ -9,6 +9,7 @@ Archives are not unpacked from object storage: download them and ingest the file
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -45,7 +46,22 @@ def iter_objects(uri: str, source_item, skipped_suffixes: tuple[str, ...], archi
         except FaceFinderError as exc:
             yield source_item(source, 0, failing_read(source, "bad-sidecar", str(exc)), {})
             continue
-        yield source_item(source, keys[key], _reader(client, bucket, key, keys[key], max_bytes), provenance)
+        yield source_item(source, keys[key], _reader(client, bucket, key, keys[key], max_bytes), provenance,
+                          location=source)
+
+
+def read_object(uri: str, size: int, max_bytes: int) -> bytes:
+    """One object's bytes, from any process (a distributed ingest's workers read this way)."""
+    _, bucket, key = _client(uri)
+    return _reader(_process_client(), bucket, key, size, max_bytes)()
+
+
+@functools.lru_cache(maxsize=1)
+def _process_client():
+    """One S3 client per process (making one costs tens of milliseconds; they are thread-safe)."""
+    import boto3
+
+    return boto3.client("s3")
 
 
 def _client(uri: str):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facefinder.services.object_storage import is_object_uri, iter_objects
+from facefinder.services.object_storage import is_object_uri, iter_objects, read_object
 from facefinder.services.provenance import SourceError, failing_read, parse_manifest, parse_sidecar
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -31,8 +31,9 @@ class SourceItem:
     size: int
     read: Callable[[], bytes]
     provenance: dict[str, str] = field(default_factory=dict)
-
-
+    # Where a worker on another machine reads it from (a file path or s3:// URI), or None when only
+    # this process can (archive members, items that stand for a failure): see services/distributed.py.
+    location: str | None = None
 
 
 def is_archive(path: Path) -> bool:
@@ -71,7 +72,15 @@ def iter_sources(path: str | os.PathLike, manifest: str | os.PathLike | None = N
 
 
 def _file_item(file: Path, provenance: dict[str, str]) -> SourceItem:
-    return SourceItem(str(file), file.stat().st_size, file.read_bytes, provenance)
+    return SourceItem(str(file), file.stat().st_size, file.read_bytes, provenance, location=str(file))
+
+
+def read_location(location: str, size: int) -> bytes:
+    """Read a photo by its ``location`` (see SourceItem), in any process: what remote workers do."""
+    if is_object_uri(location):
+        return read_object(location, size, MAX_FILE_BYTES)
+    _check_size(location, size)
+    return Path(location).read_bytes()
 
 
 def _sidecar(file: Path) -> dict[str, str]:
