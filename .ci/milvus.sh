@@ -4,8 +4,10 @@
 #   eval "$(.ci/milvus.sh start)"   starts it in a temp dir on 127.0.0.1:19530 and prints the exports
 #                                    FACEFINDER_TEST_MILVUS_URI and FACEFINDER_TEST_MILVUS_DIR
 #   .ci/milvus.sh stop DIR           stops that server and removes DIR
-# Everything but the exports goes to stderr. Garbage collection and message retention are set to
-# seconds instead of hours, so the erasure tests can watch deleted vectors leave the disk.
+# Everything but the exports goes to stderr. Garbage collection of dropped segments and message
+# retention are set to seconds instead of hours, so the erasure tests can watch deleted vectors leave
+# the disk. (Files without metadata keep a 10-minute grace: at 2 s the collector deleted a running
+# compaction's output and the server panicked.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +18,7 @@ start)
         echo "milvus: port 19530 is taken (another Milvus?); stop it first" >&2; exit 1
     fi
     dir=$(mktemp -d /tmp/facefinder-milvus.XXXXXX)
-    env DATACOORD_GC_INTERVAL=2 DATACOORD_GC_MISSINGTOLERANCE=2 DATACOORD_GC_DROPTOLERANCE=2 \
+    env DATACOORD_GC_INTERVAL=2 DATACOORD_GC_MISSINGTOLERANCE=600 DATACOORD_GC_DROPTOLERANCE=10 \
         DATACOORD_COMPACTION_SINGLE_RATIO_THRESHOLD=0.00001 \
         ROCKSMQ_RETENTIONTIMEINMINUTES=1 ROCKSMQ_COMPACTIONINTERVAL=10 \
         nohup .venv/bin/milvus-server --data "$dir/base" >"$dir/server.log" 2>&1 &

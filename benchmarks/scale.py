@@ -2,7 +2,8 @@
 
     python benchmarks/scale.py                                  # --sizes 100000,1000000
     python benchmarks/scale.py --sizes 100000 --tiers flat,hnsw,ivfpq
-    python benchmarks/scale.py --sizes 10000000 --tiers ivfpq   # 10M: not run here, see the README
+    python benchmarks/scale.py --sizes 10000000 --tiers ivfpq   # 10M
+    python benchmarks/scale.py --sizes 100000 --tiers none --milvus milvus://127.0.0.1:19530
 
 The gallery is N faces: every LFW embedding from ``benchmarks/results/lfw_embeddings.npz`` (keys
 ``embeddings``, ``names``; all-zero rows, photos with no face, skipped) except the held-out
@@ -66,9 +67,9 @@ def gallery(n: int, real: np.ndarray, people: np.ndarray, queries: int, rng: np.
     keep = np.setdiff1d(np.arange(len(real)), held)
     real_gallery, real_people = real[keep], people[keep]
     n_syn = n - len(real_gallery)
-    syn, centres = synthetic(n_syn, rng)
-    vectors = np.concatenate([real_gallery, syn])
-    del syn
+    vectors = np.empty((n, DIM), dtype=np.float32)  # filled in place: no second copy at 10M
+    vectors[:len(real_gallery)] = real_gallery
+    _, centres = synthetic(n_syn, rng, out=vectors[len(real_gallery):])
     query_vectors, mates = [], []
     for row in held:
         query_vectors.append(real[row])
@@ -194,6 +195,55 @@ def run_tier(tier: str, data: dict, truth: np.ndarray, workdir: Path, rng: np.ra
     return rows
 
 
+def run_milvus(uri: str, data: dict, truth: np.ndarray, rng: np.random.Generator) -> list[dict]:
+    """The Milvus backend (``storage/milvus.py``) as the store uses it: HNSW (M 32, ef = the 128-face
+    shortlist), Strong consistency, the shortlist re-scored exactly here. Latency is one client call
+    over gRPC to a server on this machine, so it includes the transfer of the shortlist's vectors."""
+    from pymilvus import utility
+
+    from facefinder.storage.milvus import MilvusBackend
+
+    vectors, queries = data["vectors"], data["queries"]
+    n = len(vectors)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    backend = MilvusBackend(f"{uri}/scale{os.getpid()}", catalog=None)
+    index = backend.new(1, DIM)
+    with CpuWatch() as build_cpu:  # this process only: the server's work shows in wall time
+        index.add(ids, vectors)
+        index.collection.flush()
+        utility.wait_for_index_building_complete(index.collection.name, using=backend.alias)
+    build_s = build_cpu.result["wall_s"]
+    index.collection.release()
+    index.collection.load()
+    for q in queries[:WARMUP]:
+        index.search(q[None], K)
+    times, found = [], []
+    with CpuWatch() as search_cpu:
+        for q in queries:
+            t0 = time.perf_counter()
+            _, got = index.search(q[None], K)
+            times.append(time.perf_counter() - t0)
+            found.append(got[0] - 1)
+    lat = percentiles(times)
+    recall = mate_recall(found, truth, data["mates"], data["kinds"])
+    extra = normalise(rng.standard_normal((INSERTS, DIM), dtype=np.float32))
+    t0 = time.perf_counter()
+    index.add(np.arange(n + 1, n + 1 + INSERTS, dtype=np.int64), extra)
+    insert_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    removed = index.remove(rng.choice(ids, 100, replace=False))
+    remove_s = time.perf_counter() - t0
+    backend.drop(1)
+    backend.close()
+    row = {"tier": "milvus-hnsw", "n": n, "build_s": round(build_s, 2), "build_cpu": build_cpu.result,
+           "ram_bytes_per_face": None, "disk_bytes_per_face": None, "latency": lat,
+           "qps_one_stream": round(1000 / lat["mean_ms"], 1), "mate_recall_at_10": recall, "search_cpu": search_cpu.result,
+           "insert_faces_per_s": round(INSERTS / insert_s), "remove_100_ms": round(remove_s * 1e3, 2), "removed": removed,
+           "server": uri}
+    print(f"  milvus n={n}: p50 {lat['p50_ms']} ms p99 {lat['p99_ms']} ms mate-recall {recall}", flush=True)
+    return [row]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
@@ -206,6 +256,8 @@ def main() -> None:
     parser.add_argument("--nprobe-fractions", default="0.25,0.375,0.5", help="IVF-PQ: shares of the lists probed to try")
     parser.add_argument("--rerank", default="128", help="IVF-PQ: shortlist sizes re-ranked exactly, to try")
     parser.add_argument("--lfw-npz", default=str(RESULTS_DIR / "lfw_embeddings.npz"))
+    parser.add_argument("--milvus", default=None, help="also measure the Milvus backend on this server "
+                        "(milvus://127.0.0.1:19530; start one with .ci/milvus.sh start)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -222,7 +274,9 @@ def main() -> None:
         truth = exact_top(data["vectors"], data["queries"])
         print(f"N={n}: {data['stats']}; exact ground truth {time.perf_counter() - t0:.1f} s", flush=True)
         chosen = [tiers.tier_for(n)] if args.tiers == "auto" else [
-            t for t in args.tiers.split(",") if not (t == "flat" and n > args.flat_max or t == "hnsw" and n > args.hnsw_max)]
+            t for t in args.tiers.split(",") if t in tiers.TIERS and not (t == "flat" and n > args.flat_max or t == "hnsw" and n > args.hnsw_max)]
+        if args.milvus:
+            results += run_milvus(args.milvus, data, truth, rng)
         with tempfile.TemporaryDirectory(prefix="ff-scale-") as tmp:
             for tier in chosen:
                 results += run_tier(tier, data, truth, Path(tmp), rng,

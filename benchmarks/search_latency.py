@@ -131,15 +131,17 @@ def real_faces(lfw: Path, count: int, models: Path, npz: Path, gallery_photo: Pa
             "model_id": pipeline.model_id}
 
 
-def synthetic(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``count`` face-like unit vectors, 5 per identity; returns (vectors, identity centres)."""
+def synthetic(count: int, rng: np.random.Generator, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` face-like unit vectors, 5 per identity; returns (vectors, identity centres).
+    ``out`` (count x DIM float32) receives them in place: at 10M faces a copy is 7.7 GB."""
     identities = -(-count // SAMPLES_PER_IDENTITY)
     centres = normalise(rng.standard_normal((identities, DIM), dtype=np.float32))
-    vectors = np.empty((identities * SAMPLES_PER_IDENTITY, DIM), dtype=np.float32)
+    vectors = out if out is not None else np.empty((count, DIM), dtype=np.float32)
     for s in range(SAMPLES_PER_IDENTITY):  # sample s of every identity, in place: no big temporaries
-        block = centres + SIGMA * rng.standard_normal((identities, DIM), dtype=np.float32)
+        rows = len(range(s, count, SAMPLES_PER_IDENTITY))
+        block = centres[:rows] + SIGMA * rng.standard_normal((rows, DIM), dtype=np.float32)
         vectors[s::SAMPLES_PER_IDENTITY] = normalise(block)
-    return vectors[:count], centres
+    return vectors, centres
 
 
 def cosine_stats(vectors: np.ndarray, rng: np.random.Generator, real: np.ndarray) -> dict:
