@@ -119,6 +119,21 @@ def mate_recall(found: list[np.ndarray], truth: np.ndarray, mates: list[np.ndarr
     return out
 
 
+def timed_queries(index, data: dict, truth: np.ndarray) -> tuple[dict, dict, CpuWatch]:
+    """Latency percentiles, mate-recall@10 and CPU of single top-K queries (after WARMUP calls)."""
+    queries = data["queries"]
+    for q in queries[:WARMUP]:
+        index.search(q[None], K)
+    times, found = [], []
+    with CpuWatch() as search_cpu:
+        for q in queries:
+            t0 = time.perf_counter()
+            _, got = index.search(q[None], K)
+            times.append(time.perf_counter() - t0)
+            found.append(got[0] - 1)  # face id = row + 1: back to rows
+    return percentiles(times), mate_recall(found, truth, data["mates"], data["kinds"]), search_cpu
+
+
 def dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
@@ -130,7 +145,7 @@ def run_tier(tier: str, data: dict, truth: np.ndarray, workdir: Path, rng: np.ra
     from facefinder.storage import index as tiers
     from facefinder.storage.index import VectorIndex
 
-    vectors, queries = data["vectors"], data["queries"]
+    vectors = data["vectors"]
     n = len(vectors)
     ids = np.arange(1, n + 1, dtype=np.int64)  # face id = row + 1
     os.environ["FACEFINDER_INDEX_TIER"] = tier  # measure this tier, whatever the size would choose
@@ -155,17 +170,7 @@ def run_tier(tier: str, data: dict, truth: np.ndarray, workdir: Path, rng: np.ra
         if fraction is not None:
             tiers.NPROBE_FRACTION, tiers.RERANK = fraction, short
             tiers.EXACT_BELOW = 0
-        for q in queries[:WARMUP]:
-            index.search(q[None], K)
-        times, found = [], []
-        with CpuWatch() as search_cpu:
-            for q in queries:
-                t0 = time.perf_counter()
-                _, got = index.search(q[None], K)
-                times.append(time.perf_counter() - t0)
-                found.append(got[0] - 1)  # back to rows
-        lat = percentiles(times)
-        recall = mate_recall(found, truth, data["mates"], data["kinds"])
+        lat, recall, search_cpu = timed_queries(index, data, truth)
         row = {"tier": tier, "n": n, "build_s": round(build_s, 2), "build_cpu": build_cpu.result,
                "ram_bytes_per_face": round(ram / n, 1), "disk_bytes_per_face": round(disk / n, 1),
                "save_s": round(save_s, 2), "load_s": round(load_s, 2), "latency": lat,
@@ -203,7 +208,7 @@ def run_milvus(uri: str, data: dict, truth: np.ndarray, rng: np.random.Generator
 
     from facefinder.storage.milvus import MilvusBackend
 
-    vectors, queries = data["vectors"], data["queries"]
+    vectors = data["vectors"]
     n = len(vectors)
     ids = np.arange(1, n + 1, dtype=np.int64)
     backend = MilvusBackend(f"{uri}/scale{os.getpid()}", catalog=None)
@@ -215,17 +220,7 @@ def run_milvus(uri: str, data: dict, truth: np.ndarray, rng: np.random.Generator
     build_s = build_cpu.result["wall_s"]
     index.collection.release()
     index.collection.load()
-    for q in queries[:WARMUP]:
-        index.search(q[None], K)
-    times, found = [], []
-    with CpuWatch() as search_cpu:
-        for q in queries:
-            t0 = time.perf_counter()
-            _, got = index.search(q[None], K)
-            times.append(time.perf_counter() - t0)
-            found.append(got[0] - 1)
-    lat = percentiles(times)
-    recall = mate_recall(found, truth, data["mates"], data["kinds"])
+    lat, recall, search_cpu = timed_queries(index, data, truth)
     extra = normalise(rng.standard_normal((INSERTS, DIM), dtype=np.float32))
     t0 = time.perf_counter()
     index.add(np.arange(n + 1, n + 1 + INSERTS, dtype=np.int64), extra)

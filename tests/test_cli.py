@@ -250,3 +250,10 @@ def test_demo_command_end_to_end(tmp_path, models_dir):
                                  text=True, timeout=120)
     [row] = json.loads(collections.stdout)
     assert (row["name"], row["images"], row["faces"]) == ("demo", 38, 32 + sum(GROUP_FACES.values()))
+
+
+def test_a_bad_vectors_setting_is_one_clear_error(cli):
+    result = cli("--vectors", "redis://somewhere", "collections", expect=2)  # global options go first
+    assert result.stderr.strip() == "error: vectors: 'faiss' or milvus://host:port/namespace, not 'redis://somewhere'"
+    result = cli("--vectors", "milvus://127.0.0.1:19530/no-dashes", "collections", expect=2)
+    assert result.stderr.strip() == "error: vectors: the namespace 'no-dashes' may hold letters, digits and _ only"

@@ -60,8 +60,11 @@ def main(
 def _engine(workers: Optional[int] = None):
     from facefinder.services.engine import FaceFinder
 
-    return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers,
-                      catalog_url=state.database_url, vectors=state.vectors)
+    try:  # a bad --vectors or --database-url is one line, whatever the command
+        return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers,
+                          catalog_url=state.database_url, vectors=state.vectors)
+    except FaceFinderError as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str) -> None:
