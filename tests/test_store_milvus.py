@@ -91,7 +91,7 @@ def test_scores_are_exact_and_ranges_complete(tmp_path):
 
 
 def test_a_deleted_face_is_never_returned_even_to_another_process(tmp_path):
-    """Milvus's default (Bounded) consistency returned deleted faces for a while; Strong must not."""
+    """Milvus applies deletes to reads lazily; the catalog check must keep them out at once."""
     vectors = unit_vectors(200, seed=24)
     writer, reader = FaceStore(tmp_path), FaceStore(tmp_path)
     add_photos(writer, "c", vectors, faces_per_photo=4)

@@ -8,10 +8,16 @@ Milvus standalone server and a Milvus cluster differ only in that URI.
 
 Three rules make it behave as the FAISS index does:
 
-* **Strong consistency** on every read, so a face deleted a moment ago is never returned (with
-  Milvus's default "Bounded" consistency, deleted faces came back in searches).
-* **Exact scores**: a shortlist (``RERANK`` or k, whichever is larger) comes back with its stored
-  float32 vectors and is re-scored here, as in the FAISS tiers, whatever index Milvus runs.
+* **Deleted faces never come back.** Milvus applies a delete to reads at a consistency level:
+  with its default ("Bounded") deleted faces came back in searches for a while, and "Strong" makes
+  every read wait for the next time tick (200 ms a read here, 400 ms with vectors). So reads use
+  "Session" consistency (this process's own writes are visible at once: every process applies the
+  journal entries it reads, deletes included) and every candidate is checked against the catalog,
+  which is the truth: a face it no longer holds is dropped, whatever Milvus still shows. Counts and
+  id lists, which have no catalog check, are read with "Strong" (and cached until the next write).
+* **Exact scores**: candidates come back with their stored float32 vectors and are re-scored here,
+  as in the FAISS tiers, whatever index Milvus runs; twice k are asked for, so that candidates
+  dropped as deleted do not shorten the list.
 * **Erasure**: deletes are Milvus delete records at once; ``save(scrub=True)`` (after an erasure)
   flushes them and runs a compaction, which rewrites segments without the deleted rows. Milvus then
   removes the old segment files by garbage collection (``dataCoord.gc.*``) and the message log by its
@@ -29,14 +35,18 @@ import threading
 from urllib.parse import urlparse
 
 import numpy as np
+from sqlalchemy import select
 
 from facefinder.errors import FaceFinderError
+from facefinder.storage.catalog import FaceRecord
 
-RERANK = 128          # shortlist re-scored exactly, as in the FAISS IVF tier
+SHORTLIST = 2         # candidates asked for, per result wanted (at least MIN_SHORTLIST)
+MIN_SHORTLIST = 20
 CHUNK = 10_000        # rows per insert/delete request (well under gRPC's message cap)
 MAX_TOPK = 16_384     # Milvus's limit on results per query
 HNSW = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 32, "efConstruction": 128}}
-STRONG = "Strong"
+SESSION = "Session"
+STRONG = "Strong"    # exact counts and id lists (index_size, checks): ~200 ms a call, so never in search
 TOKEN_ENV = "FACEFINDER_MILVUS_TOKEN"
 
 _aliases = itertools.count()
@@ -121,7 +131,7 @@ class MilvusBackend:
             pm.FieldSchema("face_id", pm.DataType.INT64, is_primary=True, auto_id=False),
             pm.FieldSchema("embedding", pm.DataType.FLOAT_VECTOR, dim=dim),
         ], description="facefinder faces: catalog face id -> embedding")
-        collection = pm.Collection(self.name(cid), schema, using=self.alias, consistency_level=STRONG)
+        collection = pm.Collection(self.name(cid), schema, using=self.alias, consistency_level=SESSION)
         collection.create_index("embedding", HNSW)
         collection.load()
         return collection
@@ -195,7 +205,7 @@ class MilvusIndex:
         if not len(ids):
             return []
         rows = self.collection.query(f"face_id in {ids.tolist()}", output_fields=["face_id"],
-                                     consistency_level=STRONG)
+                                     consistency_level=SESSION)
         return sorted(int(row["face_id"]) for row in rows)
 
     def save(self, scrub: bool = False) -> None:
@@ -219,11 +229,12 @@ class MilvusIndex:
             return np.full((len(queries), 1), -np.inf, np.float32), np.full((len(queries), 1), -1, np.int64)
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)
-        shortlist = min(max(RERANK, k), MAX_TOPK)
-        hits = self.collection.search(queries, "embedding", {"metric_type": "IP", "params": {"ef": shortlist}},
-                                      limit=shortlist, output_fields=["embedding"], consistency_level=STRONG)
+        shortlist = min(max(SHORTLIST * k, MIN_SHORTLIST), MAX_TOPK)
+        hits = self.collection.search(queries, "embedding", {"metric_type": "IP", "params": {"ef": max(shortlist, 64)}},
+                                      limit=shortlist, output_fields=["embedding"], consistency_level=SESSION)
+        live = self._in_catalog(hits)
         for q, found in enumerate(hits):
-            ids, scores = self._rescore(found, queries[q])
+            ids, scores = self._rescore(found, queries[q], live)
             order = np.argsort(-scores, kind="stable")[:k]
             out_scores[q, :len(order)], out_ids[q, :len(order)] = scores[order], ids[order]
         return out_scores, out_ids
@@ -237,19 +248,31 @@ class MilvusIndex:
         params = {"metric_type": "IP", "params": {"ef": MAX_TOPK, "radius": float(threshold) - 1e-3,
                                                   "range_filter": 1.0 + 1e-3}}
         hits = self.collection.search(queries, "embedding", params, limit=MAX_TOPK, output_fields=["embedding"],
-                                      consistency_level=STRONG)
+                                      consistency_level=SESSION)
+        live = self._in_catalog(hits)
         found = []
         for q, row in enumerate(hits):
-            ids, scores = self._rescore(row, queries[q])
+            ids, scores = self._rescore(row, queries[q], live)
             keep = np.nonzero(scores >= threshold)[0]
             keep = keep[np.argsort(-scores[keep], kind="stable")]
             found.append([(int(ids[i]), float(scores[i])) for i in keep])
         return found
 
+    def _in_catalog(self, hits) -> set[int] | None:
+        """The candidate ids the catalog still holds (None: no catalog to ask, as in benchmarks)."""
+        if self.backend.catalog is None:
+            return None
+        ids = list({hit.id for row in hits for hit in row})
+        if not ids:
+            return set()
+        with self.backend.catalog.session() as session:
+            return set(session.scalars(select(FaceRecord.id).where(FaceRecord.id.in_(ids))))
+
     @staticmethod
-    def _rescore(hits, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not len(hits):
+    def _rescore(hits, query: np.ndarray, live: set[int] | None) -> tuple[np.ndarray, np.ndarray]:
+        kept = [hit for hit in hits if live is None or hit.id in live]
+        if not kept:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        ids = np.array([hit.id for hit in hits], dtype=np.int64)
-        vectors = np.array([hit.entity.get("embedding") for hit in hits], dtype=np.float32)
+        ids = np.array([hit.id for hit in kept], dtype=np.int64)
+        vectors = np.array([hit.entity.get("embedding") for hit in kept], dtype=np.float32)
         return ids, vectors @ query
