@@ -28,9 +28,10 @@ from throughput import link_subset  # noqa: E402
 def run(folder: Path, label: str, workers: int, ray: str | None, catalog_url: str | None,
         vectors: str | None) -> dict:
     from facefinder import FaceFinder
+    from facefinder.config import data_dir, models_dir
 
     data = Path(tempfile.mkdtemp(prefix=f"ff-dist-{label}-"))
-    ff = FaceFinder(data, workers=workers, catalog_url=catalog_url, vectors=vectors)
+    ff = FaceFinder(data, models_dir=models_dir(data_dir()), workers=workers, catalog_url=catalog_url, vectors=vectors)
     started = time.perf_counter()
     report = ff.ingest(folder, collection=f"bench{int(started)}", purpose="benchmark", legal_basis="LFW research set",
                        retention_days=1, ray=ray)

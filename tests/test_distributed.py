@@ -79,7 +79,11 @@ def test_ray_ingest_stores_what_a_local_ingest_stores(tmp_path, photos, ray_clus
     for field in ("seen", "ingested", "duplicates", "faces", "photos_without_faces"):
         assert getattr(ray_report, field) == getattr(local_report, field), field
     assert (ray_report.ingested, ray_report.duplicates, len(ray_report.failures)) == (11, 1, 2)
-    assert catalog_rows(distributed) == catalog_rows(local)  # bit for bit: embeddings, thumbnails, boxes
+    ours, theirs = catalog_rows(distributed), catalog_rows(local)
+    for name, a, b in zip(("images", "faces", "failures"), ours, theirs):
+        assert len(a) == len(b), name
+        for row_a, row_b in zip(a, b) if name != "failures" else [(a, b)]:
+            assert row_a == row_b, name  # bit for bit: embeddings, thumbnails, boxes
 
     [record] = distributed.search(lfw(LFW_PEOPLE[0], 3))
     assert LFW_PEOPLE[0] in record.candidates[0].source

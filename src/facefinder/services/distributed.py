@@ -113,7 +113,7 @@ class RayIngestor(Ingestor):
             report.seen += 1
             for stage, seconds in row_stages.items():
                 stages[stage] = stages.get(stage, 0.0) + seconds
-            if result == "duplicate" or (digest is not None and digest in pending):
+            if result == "duplicate" or digest in pending or digest in known:
                 report.duplicates += 1
                 continue
             if digest is not None:

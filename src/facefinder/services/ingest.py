@@ -168,6 +168,7 @@ class Ingestor:
             t = time.perf_counter()
             report.opted_out += screen.screen_batch(outcome["results"], outcome["model_id"])
             report.stage_seconds["optout"] += time.perf_counter() - t
+            photos = []
             for meta, result in zip(metas, outcome["results"]):
                 pending.pop(meta.sha256, None)
                 if isinstance(result, Failure):
@@ -176,17 +177,19 @@ class Ingestor:
                 if result.get("opted_out") and not result["faces"]:
                     report.opted_out_photos += 1  # nothing of it is stored, not even its row
                     continue
-                t = time.perf_counter()
                 meta.width, meta.height = result["width"], result["height"]
-                try:
-                    self.store.add_image(coll.id, meta, result["faces"], outcome["model_id"])
-                except IntegrityError:  # another process stored the same photo meanwhile
+                photos.append((meta, result["faces"]))
+            t = time.perf_counter()
+            written = self._store(coll.id, photos, outcome["model_id"])
+            report.stage_seconds["store"] += time.perf_counter() - t
+            for (meta, faces), stored in zip(photos, written):
+                if not stored:  # another process stored the same photo meanwhile
                     report.duplicates += 1
                     continue
-                report.stage_seconds["store"] += time.perf_counter() - t
+                known.add(meta.sha256)  # a later copy in this run is a duplicate, not a failed write
                 report.ingested += 1
-                report.faces += len(result["faces"])
-                report.photos_without_faces += not result["faces"]
+                report.faces += len(faces)
+                report.photos_without_faces += not faces
             if on_progress:
                 on_progress(Progress(report.seen, total, report.faces, len(report.failures)))
 
@@ -210,6 +213,24 @@ class Ingestor:
             yield from self._drain(limit=0)
         finally:
             self._close_pool()
+
+    def _store(self, collection_id: int, photos: list[tuple[NewImage, list]], model_id: str) -> list[bool]:
+        """Write a batch in one transaction; if another process stored one of its photos meanwhile,
+        write them one at a time, so that only that one is skipped. Returns which were written."""
+        if not photos:
+            return []
+        try:
+            self.store.add_images(collection_id, photos, model_id)
+            return [True] * len(photos)
+        except IntegrityError:
+            written = []
+            for meta, faces in photos:
+                try:
+                    self.store.add_image(collection_id, meta, faces, model_id)
+                    written.append(True)
+                except IntegrityError:
+                    written.append(False)
+            return written
 
     def _batches(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
                  report: IngestReport, on_progress, total: int,

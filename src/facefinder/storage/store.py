@@ -176,30 +176,40 @@ class FaceStore:
 
     def add_image(self, collection_id: int, image: NewImage, faces: list[NewFace], model_id: str) -> int:
         """Store one photo and all its faces atomically; returns the image id."""
+        return self.add_images(collection_id, [(image, faces)], model_id)[0]
+
+    def add_images(self, collection_id: int, photos: list[tuple[NewImage, list[NewFace]]], model_id: str) -> list[int]:
+        """Store photos with all their faces in one transaction (all or none), in order; returns the image
+        ids. One round of catalog statements and one vector-index update for a whole ingest batch: with
+        PostgreSQL and Milvus, a photo at a time cost 10-30 ms."""
         with self.catalog.session() as session, session.begin():
-            record = ImageRecord(
-                collection_id=collection_id, sha256=image.sha256, source=image.source, width=image.width,
-                height=image.height, **{k: image.provenance.get(k) for k in PROVENANCE_FIELDS},
-            )
-            session.add(record)
-            session.flush()
-            rows = [
-                FaceRecord(
-                    image_id=record.id, collection_id=collection_id, box=f.box, landmarks=f.landmarks,
-                    detector_score=f.detector_score, quality=f.quality, quality_parts=f.quality_parts,
-                    model_id=model_id, embedding=np.asarray(f.embedding, dtype=np.float32).tobytes(),
-                    thumbnail=f.thumbnail,
-                )
-                for f in faces
-            ]
-            session.add_all(rows)
-            session.flush()
-            session.add_all([JournalEntry(collection_id=collection_id, face_id=r.id, op="add") for r in rows])
-            session.execute(delete(IngestFailure).where(
-                IngestFailure.collection_id == collection_id, IngestFailure.source == image.source))
-            image_id = record.id
+            image_ids = [self._write_image(session, collection_id, image, faces, model_id) for image, faces in photos]
         self.refresh()
-        return image_id
+        return image_ids
+
+    @staticmethod
+    def _write_image(session, collection_id: int, image: NewImage, faces: list[NewFace], model_id: str) -> int:
+        record = ImageRecord(
+            collection_id=collection_id, sha256=image.sha256, source=image.source, width=image.width,
+            height=image.height, **{k: image.provenance.get(k) for k in PROVENANCE_FIELDS},
+        )
+        session.add(record)
+        session.flush()
+        rows = [
+            FaceRecord(
+                image_id=record.id, collection_id=collection_id, box=f.box, landmarks=f.landmarks,
+                detector_score=f.detector_score, quality=f.quality, quality_parts=f.quality_parts,
+                model_id=model_id, embedding=np.asarray(f.embedding, dtype=np.float32).tobytes(),
+                thumbnail=f.thumbnail,
+            )
+            for f in faces
+        ]
+        session.add_all(rows)
+        session.flush()
+        session.add_all([JournalEntry(collection_id=collection_id, face_id=r.id, op="add") for r in rows])
+        session.execute(delete(IngestFailure).where(
+            IngestFailure.collection_id == collection_id, IngestFailure.source == image.source))
+        return record.id
 
     def record_failure(self, collection_id: int, source: str, reason: str, detail: str) -> None:
         with self.catalog.session() as session, session.begin():
