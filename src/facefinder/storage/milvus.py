@@ -35,10 +35,10 @@ import threading
 from urllib.parse import urlparse
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from facefinder.errors import FaceFinderError
-from facefinder.storage.catalog import FaceRecord
+from facefinder.storage.catalog import FaceRecord, Setting
 
 SHORTLIST = 2         # candidates asked for, per result wanted (at least MIN_SHORTLIST)
 MIN_SHORTLIST = 20
@@ -121,6 +121,9 @@ class MilvusBackend:
         name = self.name(cid)
         if pm.utility.has_collection(name, using=self.alias):
             pm.utility.drop_collection(name, using=self.alias)
+        if self.catalog is not None:
+            with self.catalog.session() as session, session.begin():
+                session.execute(delete(Setting).where(Setting.key == f"milvus_seq:{name}"))
 
     def close(self) -> None:
         _pymilvus().connections.disconnect(self.alias)
