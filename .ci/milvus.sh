@@ -46,7 +46,9 @@ stop)
     pid=$(cat "$dir/pid" 2>/dev/null || true)
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     pkill -f "$dir/base/bin/milvus" 2>/dev/null || true
-    for _ in $(seq 30); do pgrep -f "$dir/base/bin/milvus" >/dev/null || break; sleep 1; done
+    for _ in $(seq 10); do pgrep -f "$dir/base/bin/milvus" >/dev/null || break; sleep 1; done
+    pkill -9 -f "$dir/base/bin/milvus" 2>/dev/null || true  # it can take minutes to shut down gracefully
+    for _ in $(seq 10); do pgrep -f "$dir/base/bin/milvus" >/dev/null || break; sleep 1; done
     rm -rf "$dir"
     ;;
 *)
