@@ -152,6 +152,10 @@ class MilvusIndex:
         self.removed = False
         self._count: int | None = None
 
+    def __bool__(self) -> bool:
+        """Whether there is anything to search, without counting (a count waits for a time tick)."""
+        return self.collection is not None
+
     def __len__(self) -> int:
         if self.collection is None:
             return 0

@@ -285,7 +285,7 @@ class FaceStore:
         merged: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
         for cid in collection_ids:
             index = self.indexes.get(cid)
-            if index is None or len(index) == 0:
+            if not index:  # None or empty (for Milvus: no collection yet; counting would cost a round trip)
                 continue
             scores, ids = index.search(queries, k)
             for row, (s_row, i_row) in enumerate(zip(scores, ids)):
@@ -300,7 +300,7 @@ class FaceStore:
         merged: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
         for cid in collection_ids:
             index = self.indexes.get(cid)
-            if index is None or len(index) == 0 or index.dim != queries.shape[1]:
+            if not index or index.dim != queries.shape[1]:
                 continue
             for row, pairs in enumerate(index.above(queries, threshold)):
                 merged[row].extend(pairs)
