@@ -54,3 +54,19 @@ def test_ingest_from_a_bucket(bucket, make_finder):
 def test_unknown_bucket_is_one_clear_error(bucket, make_finder):
     with pytest.raises(FaceFinderError, match="s3://nowhere/x: cannot list objects"):
         make_finder().ingest("s3://nowhere/x", collection="bucket", **POLICY)
+
+
+def test_a_remote_worker_reads_an_object_by_its_location(bucket):
+    """What a Ray actor does with an s3:// item: one S3 client per process, the size cap enforced."""
+    from facefinder.errors import ImageError
+    from facefinder.services import object_storage
+    from facefinder.services.sources import iter_sources, read_location
+
+    photo = lfw("Tony_Blair", 1).read_bytes()
+    bucket.put_object(Bucket="photos", Key="worker/blair1.jpg", Body=photo)  # moto's state outlives a server
+    object_storage._process_client.cache_clear()  # each test's moto server has its own address
+    [item] = iter_sources("s3://photos/worker/")
+    assert item.location == "s3://photos/worker/blair1.jpg"
+    assert read_location(item.location, item.size) == photo
+    with pytest.raises(ImageError, match="too-large"):
+        object_storage.read_object(item.location, 10**12, 10**6)

@@ -52,7 +52,7 @@ def iter_objects(uri: str, source_item, skipped_suffixes: tuple[str, ...], archi
 
 def read_object(uri: str, size: int, max_bytes: int) -> bytes:
     """One object's bytes, from any process (a distributed ingest's workers read this way)."""
-    _, bucket, key = _client(uri)
+    bucket, key = _locate(uri)
     return _reader(_process_client(), bucket, key, size, max_bytes)()
 
 
@@ -69,10 +69,15 @@ def _client(uri: str):
         import boto3
     except ImportError:
         raise FaceFinderError(f"{uri}: object storage needs boto3: pip install 'facefinder[s3]'") from None
+    return (boto3.client("s3"), *_locate(uri))
+
+
+def _locate(uri: str) -> tuple[str, str]:
+    """(bucket, key or prefix) of an s3:// URI."""
     parsed = urlparse(uri)
     if not parsed.netloc:
         raise FaceFinderError(f"{uri}: expected s3://bucket/prefix")
-    return boto3.client("s3"), parsed.netloc, parsed.path.lstrip("/")
+    return parsed.netloc, parsed.path.lstrip("/")
 
 
 def _get(client, bucket: str, key: str) -> bytes:
