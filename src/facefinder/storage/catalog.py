@@ -211,6 +211,11 @@ class CaseSearch(Base):
     probe_thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG of the aligned probe face
     probe_photo: Mapped[bytes | None] = mapped_column(LargeBinary)  # only while retention allows
     probe_keep_until: Mapped[datetime | None] = mapped_column()
+    # Erasure of the probe's person (services/cases.py, erase_probes_of): the searched face's template
+    # (float32, of model_id) finds the searches whose probe was someone later erased; their thumbnail,
+    # photo and template are then emptied and probe_erased_at says when (the UI shows a placeholder).
+    probe_embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    probe_erased_at: Mapped[datetime | None] = mapped_column()
     collections: Mapped[list] = mapped_column(JSON)  # names searched
     top_k: Mapped[int] = mapped_column(Integer)
     threshold: Mapped[float] = mapped_column(Float)
@@ -240,6 +245,7 @@ class CaseCandidate(Base):
     confirmed_by: Mapped[str | None] = mapped_column(String(100))
     confirmed_at: Mapped[datetime | None] = mapped_column()
     confirmed_note: Mapped[str | None] = mapped_column(Text)
+    erased_at: Mapped[datetime | None] = mapped_column()  # when its face was erased (a placeholder shows)
 
 
 class Setting(Base):
