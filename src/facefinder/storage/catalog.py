@@ -13,10 +13,13 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, create_engine, event,
-    inspect, select,
+    inspect, select, text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+
+JOURNAL_LOCK_KEY = 0x66616365  # PostgreSQL advisory lock that orders journal writes ("face")
 
 
 def utcnow() -> datetime:
@@ -29,6 +32,7 @@ class Base(DeclarativeBase):
 
 class Collection(Base):
     __tablename__ = "collections"
+    __table_args__ = {"sqlite_autoincrement": True}  # a dropped collection's id (and index files) never come back
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
@@ -90,6 +94,22 @@ class JournalEntry(Base):
     collection_id: Mapped[int] = mapped_column(Integer)
     face_id: Mapped[int] = mapped_column(Integer)
     op: Mapped[str] = mapped_column(String(8))  # "add" | "delete"
+
+
+class IndexCheckpoint(Base):
+    """What a collection's last saved index checkpoint holds: the journal position it reflects and its token.
+
+    Written, with the journal pruned up to ``seq``, right after the index file is saved (under the
+    collection's checkpoint lock), so every process can tell when another one saved a newer checkpoint.
+    """
+
+    __tablename__ = "index_checkpoints"
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)  # every journal entry of the collection up to here is in the file
+    token: Mapped[str] = mapped_column(String(64))  # names this checkpoint; changes on every save
+    faces: Mapped[int] = mapped_column(Integer)
+    max_face_id: Mapped[int] = mapped_column(Integer)
+    saved_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class IngestFailure(Base):
@@ -263,7 +283,9 @@ def make_engine(url: str) -> Engine:
         def _pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the ingest writer
-            cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: committed survives a process kill
+            # FULL: every commit is fsynced to the WAL, so a commit survives a power loss too (NORMAL loses
+            # the last commits, after which an index checkpoint would claim faces the catalog lacks).
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA secure_delete=ON")  # erased faces are overwritten on disk, not just unlinked
             cursor.close()
@@ -301,6 +323,57 @@ class Catalog:
 
     def set_setting(self, session: Session, key: str, value: object) -> None:
         session.merge(Setting(key=key, value=json.dumps(value) if not isinstance(value, str) else value))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+    def lock_journal(self, session: Session) -> None:
+        """Make journal sequence numbers commit in order within this transaction.
+
+        A reader applies journal entries past the last one it saw; if entry 10 committed after a reader
+        saw entry 11, entry 10 would never be applied there. SQLite has one writer at a time, so its
+        order is the commit order already; PostgreSQL hands out sequence numbers before commit, so every
+        transaction that writes journal entries first takes one transaction-scoped advisory lock."""
+        if self.url.startswith("postgresql"):
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOURNAL_LOCK_KEY})
+
+    def high_water(self, session: Session, table: str, column: str) -> int:
+        """The largest id ``table.column`` has ever handed out (deleted rows included), or 0."""
+        largest = session.scalar(text(f'SELECT max("{column}") FROM "{table}"')) or 0
+        if self.is_sqlite:
+            counter = session.scalar(text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table})
+        elif self.url.startswith("postgresql"):
+            counter = session.scalar(text(
+                f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {self._pg_sequence(session, table, column)}"))
+        else:
+            counter = 0
+        return max(int(largest), int(counter or 0))
+
+    def raise_high_water(self, session: Session, table: str, column: str, value: int) -> None:
+        """Make the next id ``table.column`` hands out larger than ``value`` (ids an index still holds
+        must never be given to new rows)."""
+        if value <= self.high_water(session, table, column):
+            return
+        if self.is_sqlite:
+            updated = session.execute(text("UPDATE sqlite_sequence SET seq = :v WHERE name = :t"),
+                                      {"v": value, "t": table}).rowcount
+            if not updated:
+                session.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :v)"), {"v": value, "t": table})
+        elif self.url.startswith("postgresql"):
+            session.execute(text(f"SELECT setval('{self._pg_sequence(session, table, column)}', :v)"), {"v": value})
+
+    @staticmethod
+    def _pg_sequence(session: Session, table: str, column: str) -> str:
+        return session.scalar(text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": table, "c": column})
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own check of the database file (empty when sound); other databases check themselves."""
+        if not self.is_sqlite:
+            return []
+        with self.engine.connect() as connection:
+            rows = [row[0] for row in connection.exec_driver_sql("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
 
     def collection(self, session: Session, name: str) -> Collection | None:
         return session.scalar(select(Collection).where(Collection.name == name))

@@ -21,8 +21,15 @@ beside the index file in ``<index file>.vec`` and memory-mapped: every reported 
 float32 inner product with that store, as in the flat tier. Rows added since the last checkpoint
 are in RAM (inserts need no rebuild); a removed row is zeroed at once, in the mapped file too. Each
 checkpoint writes a new vector file under a new token, which the index file names, so a crash
-between the two writes is seen as a damaged checkpoint and rebuilt from the catalog. A collection that crosses a threshold is rebuilt into its new tier at the next
-checkpoint.
+between the two writes is seen as a damaged checkpoint and rebuilt from the catalog. A collection
+that crosses a threshold is rebuilt into its new tier at the next checkpoint.
+
+Every file carries a CRC-32 of its bytes (the index file in its header, the vector file in the index
+file's header), verified on load: a flipped bit is a damaged checkpoint, rebuilt from the catalog,
+never a wrong vector served. The header also says what the file holds (journal position, face
+count, id sum, largest id), which is how the store proves index == catalog and notices a catalog that
+lost committed data (see storage/store.py). A mapped vector file is never written in place (the
+mapping is copy-on-write): another process may be reading it.
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ import json
 import os
 import secrets
 import struct
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-MAGIC = b"FFIDX1\0\0"
-MAGIC2 = b"FFIDX2\0\0"
+MAGIC = b"FFIDX3\0\0"  # + u32 header length + JSON header + u32 CRC-32 of the header, then the payload
 VEC_MAGIC = b"FFVEC1\0\0"
 VEC_HEADER = 64
 
@@ -121,7 +129,7 @@ class _Vectors:
     def zero(self, rows: np.ndarray) -> None:
         for row in np.asarray(rows, np.int64):
             if row < self.nbase:
-                self.base[row] = 0  # a shared mapping: the file's bytes, flushed at the next save
+                self.base[row] = 0  # a private (copy-on-write) page: the file is rewritten at the next save
             else:
                 self.tail[row - self.nbase] = 0
 
@@ -136,45 +144,53 @@ class _Vectors:
         parts = [block for _, block in self.chunks()]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
-    def save(self, path: Path, scrub: bool) -> None:
-        """Write every row to a new file (new token) that atomically replaces ``path``.
+    def save(self, path: Path, token: str, scrub: bool) -> int:
+        """Write every row to a new file named by ``token`` that atomically replaces ``path``; returns its CRC-32.
 
-        A written file is never appended to or truncated, so another process that maps it (a server
-        beside an ingest) never reads past its end; the only change in place is zeroing the rows
-        of erased faces. ``scrub`` zeroes the replaced file first (it may hold erased faces' rows,
-        zeroed only in a mapping that is never written back once the file is gone).
+        A written file is never appended to, truncated or written in place, so another process that maps
+        it (a server beside an ingest) never reads past its end or sees a row change. ``scrub`` zeroes the
+        replaced file first: it may hold erased faces' rows.
         """
-        self.token = secrets.token_hex(8)
+        self.token = token
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
+        crc = 0
         with open(tmp, "wb") as handle:
             handle.write((VEC_MAGIC + self.token.encode() + struct.pack("<q", self.dim)).ljust(VEC_HEADER, b"\0"))
             for _, block in self.chunks():
-                handle.write(np.ascontiguousarray(block).tobytes())
+                data = np.ascontiguousarray(block).tobytes()
+                crc = zlib.crc32(data, crc)
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         rows = len(self)
-        if self.base is not None:
-            self.base.flush()
         self.base = None
         if scrub:
             scrub_file(path, unlink=False)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
         self.open(path, rows)
+        return crc
 
     def open(self, path: Path, rows: int) -> None:
-        self.base = np.memmap(path, np.float32, "r+", VEC_HEADER, (rows, self.dim)) if rows else None
+        self.base = np.memmap(path, np.float32, "c", VEC_HEADER, (rows, self.dim)) if rows else None
         self.nbase, self.path = rows, path
         self.tail, self.ntail = np.zeros((0, self.dim), np.float32), 0
 
     @classmethod
-    def load(cls, path: Path, dim: int, rows: int, token: str) -> "_Vectors":
+    def load(cls, path: Path, dim: int, rows: int, token: str, crc: int) -> "_Vectors":
         with open(path, "r+b") as handle:
             header = handle.read(VEC_HEADER)
             if not header.startswith(VEC_MAGIC) or header[8:24].decode(errors="replace") != token:
                 raise ValueError(f"{path}: does not match its index file")
             if handle.seek(0, 2) != VEC_HEADER + rows * dim * 4:
                 raise ValueError(f"{path}: does not match its index file (size)")
+            handle.seek(VEC_HEADER)
+            found = 0
+            while block := handle.read(1 << 24):
+                found = zlib.crc32(block, found)
+            if found != crc:
+                raise ValueError(f"{path}: checksum mismatch (the file is damaged)")
         vectors = cls(dim)
         vectors.token = token
         vectors.open(path, rows)
@@ -186,6 +202,7 @@ class VectorIndex:
         self.dim = dim
         self.tier = tier or ("flat" if index is not None else tier_for(0))
         self.seq = seq  # the last journal entry this index reflects
+        self.token: str | None = None  # the checkpoint this index was loaded from or last saved as
         self.dirty = False
         self.removed = False  # since the last save: the old files held vectors that are gone now
         self.vectors: _Vectors | None = None
@@ -205,6 +222,10 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return self.index.ntotal if self.tier == "flat" else self.live
+
+    def fingerprint(self) -> "Fingerprint":
+        """What the index holds, in three numbers the catalog can compute too (see Fingerprint)."""
+        return Fingerprint.of(self.face_ids())
 
     def face_ids(self) -> np.ndarray:
         """Every face id held."""
@@ -375,14 +396,17 @@ class VectorIndex:
 
     def reset(self, dim: int) -> None:
         """Empty the index for embeddings of another size (the collection's first model)."""
+        token = self.token
         self.__init__(dim, seq=self.seq)
+        self.token = token
 
     def rebuild(self, tier: str | None = None) -> None:
         """Rebuild into ``tier`` (default: the one for the current size), without holes."""
         ids, vectors = self._live_rows()
         self.tier = tier or tier_for(len(ids), self.tier)
-        removed, seq = self.removed, self.seq
+        removed, seq, token = self.removed, self.seq, self.token
         self.__init__(self.dim, seq=seq, tier=self.tier)
+        self.token = token
         if self.tier != "flat" and len(ids):
             self._build_inner(vectors)
         if self.tier == "hnsw":
@@ -392,7 +416,7 @@ class VectorIndex:
 
     # ----- files -------------------------------------------------------------------------------
     def save(self, path: Path, scrub: bool = False) -> None:
-        """Write atomically: a crash leaves either the old file or the new one, never half of one.
+        """Write atomically under a new token: a crash leaves either the old file or the new one, never half.
 
         ``scrub`` (after an erasure) also overwrites the old file's bytes with zeros before the new one
         replaces it, so the erased vectors are not left in freed disk blocks. A crash between the two
@@ -404,52 +428,103 @@ class VectorIndex:
         scrub = scrub or self.removed
         path.parent.mkdir(parents=True, exist_ok=True)
         vec_path = path.with_name(path.name + ".vec")
+        token = secrets.token_hex(8)
+        fingerprint = self.fingerprint()
+        header = {"seq": self.seq, "token": token, "dim": self.dim, "tier": self.tier,
+                  "faces": fingerprint.faces, "id_sum": fingerprint.id_sum, "max_id": fingerprint.max_id}
         if self.tier == "flat":
-            head = MAGIC + struct.pack("<qq", self.seq, self.dim)
             payload = faiss.serialize_index(self.index).tobytes()
         else:
-            self.vectors.save(vec_path, scrub=scrub)
-            meta = json.dumps({"tier": self.tier, "nrows": self.nrows, "live": self.live, "token": self.vectors.token,
-                               "trained_n": self.trained_n, "max_id": self.max_id}).encode()
-            head = MAGIC2 + struct.pack("<qqq", self.seq, self.dim, len(meta)) + meta
+            header["vec_crc"] = self.vectors.save(vec_path, token, scrub=scrub)
+            header.update(nrows=self.nrows, live=self.live, trained_n=self.trained_n, index_max_id=self.max_id)
             inner = faiss.serialize_index(self.index).tobytes() if self.index is not None else b""
-            payload = struct.pack("<q", self.nrows) + self.row_ids[: self.nrows].tobytes() + inner
+            payload = self.row_ids[: self.nrows].tobytes() + inner
+        header["payload_crc"] = zlib.crc32(payload)
+        header["payload_len"] = len(payload)
+        head = json.dumps(header).encode()
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "wb") as handle:
-            handle.write(head)
+            handle.write(MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<I", zlib.crc32(head)))
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         if scrub:
             scrub_file(path, unlink=False)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
         if self.tier == "flat" and vec_path.exists():
             scrub_file(vec_path)  # left from a larger tier
+        self.token = token
         self.dirty = self.removed = False
+
+    @staticmethod
+    def read_header(path: Path) -> dict:
+        """The checkpoint's header (journal position, token, fingerprint), its own checksum verified."""
+        with open(path, "rb") as handle:
+            return _parse_header(path, handle.read(len(MAGIC) + 4), handle)[0]
 
     @classmethod
     def load(cls, path: Path) -> "VectorIndex":
-        data = path.read_bytes()
-        if data.startswith(MAGIC):
-            seq, dim = struct.unpack("<qq", data[len(MAGIC) : len(MAGIC) + 16])
-            index = faiss.deserialize_index(np.frombuffer(data[len(MAGIC) + 16 :], dtype=np.uint8))
-            return cls(dim, index, seq, tier="flat")
-        if not data.startswith(MAGIC2):
-            raise ValueError(f"{path}: not a facefinder index file")
-        at = len(MAGIC2)
-        seq, dim, meta_len = struct.unpack("<qqq", data[at : at + 24])
-        at += 24
-        meta = json.loads(data[at : at + meta_len])
-        at += meta_len
-        (nrows,) = struct.unpack("<q", data[at : at + 8])
-        at += 8
-        self = cls(dim, seq=seq, tier=meta["tier"])
-        self.row_ids = np.frombuffer(data[at : at + 8 * nrows], np.int64).copy()
-        at += 8 * nrows
-        self.index = faiss.deserialize_index(np.frombuffer(data[at:], dtype=np.uint8)) if at < len(data) else None
-        self.nrows, self.live, self.trained_n, self.max_id = nrows, meta["live"], meta["trained_n"], meta["max_id"]
-        self.vectors = _Vectors.load(path.with_name(path.name + ".vec"), dim, nrows, meta["token"])
+        """The checkpoint in ``path``; raises ValueError if any byte of it (or of its vector file) is wrong."""
+        with open(path, "rb") as handle:
+            header, _ = _parse_header(path, handle.read(len(MAGIC) + 4), handle)
+            payload = handle.read()
+        if len(payload) != header["payload_len"] or zlib.crc32(payload) != header["payload_crc"]:
+            raise ValueError(f"{path}: checksum mismatch (the file is damaged)")
+        dim, tier = header["dim"], header["tier"]
+        if tier == "flat":
+            self = cls(dim, faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8)), header["seq"], tier="flat")
+        else:
+            nrows = header["nrows"]
+            self = cls(dim, seq=header["seq"], tier=tier)
+            self.row_ids = np.frombuffer(payload[: 8 * nrows], np.int64).copy()
+            inner = payload[8 * nrows:]
+            self.index = faiss.deserialize_index(np.frombuffer(inner, dtype=np.uint8)) if inner else None
+            self.nrows, self.live, self.trained_n = nrows, header["live"], header["trained_n"]
+            self.max_id = header["index_max_id"]
+            self.vectors = _Vectors.load(path.with_name(path.name + ".vec"), dim, nrows, header["token"],
+                                         header["vec_crc"])
+        self.token = header["token"]
+        if self.fingerprint() != Fingerprint(header["faces"], header["id_sum"], header["max_id"]):
+            raise ValueError(f"{path}: holds other faces than its header says")
         return self
+
+
+def _parse_header(path: Path, start: bytes, handle) -> tuple[dict, int]:
+    if not start.startswith(MAGIC):
+        raise ValueError(f"{path}: not a facefinder index file of this version")
+    (length,) = struct.unpack("<I", start[len(MAGIC):])
+    if length > 1 << 20:
+        raise ValueError(f"{path}: damaged header")
+    head = handle.read(length)
+    crc = handle.read(4)
+    if len(head) != length or len(crc) != 4 or struct.unpack("<I", crc)[0] != zlib.crc32(head):
+        raise ValueError(f"{path}: checksum mismatch in its header (the file is damaged)")
+    return json.loads(head), len(MAGIC) + 4 + length + 4
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A cheap summary of a set of face ids, computed the same way from an index and from the catalog:
+    equal fingerprints mean (short of a contrived collision) the same faces."""
+
+    faces: int
+    id_sum: int
+    max_id: int
+
+    @classmethod
+    def of(cls, ids: np.ndarray) -> "Fingerprint":
+        ids = np.asarray(ids, np.int64)
+        return cls(len(ids), int(ids.sum(dtype=np.int64)) if len(ids) else 0, int(ids.max()) if len(ids) else 0)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (the new name survives a power loss)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def index_files(path: Path) -> list[Path]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import threading
 from urllib.parse import urlparse
 
@@ -38,7 +39,7 @@ import numpy as np
 from sqlalchemy import delete, select
 
 from facefinder.errors import FaceFinderError
-from facefinder.storage.catalog import FaceRecord, Setting
+from facefinder.storage.catalog import FaceRecord, IndexCheckpoint, Setting
 
 SHORTLIST = 2         # candidates asked for, per result wanted (at least MIN_SHORTLIST)
 MIN_SHORTLIST = 20
@@ -103,7 +104,10 @@ class MilvusBackend:
         collection = pm.Collection(name, using=self.alias)
         dim = next(f.params["dim"] for f in collection.schema.fields if f.name == "embedding")
         collection.load()
-        return MilvusIndex(self, cid, dim, int(seq), collection)
+        index = MilvusIndex(self, cid, dim, int(seq), collection)
+        with self.catalog.session() as session:
+            index.token = session.scalar(select(IndexCheckpoint.token).where(IndexCheckpoint.collection_id == cid))
+        return index
 
     def new(self, cid: int, dim: int, seq: int = 0, tier: str | None = None) -> "MilvusIndex":
         """An empty index; any previous Milvus collection of that id is dropped now, and the new one is
@@ -112,7 +116,9 @@ class MilvusBackend:
         return MilvusIndex(self, cid, dim, seq, None)
 
     def save(self, cid: int, index: "MilvusIndex", scrub: bool = False) -> None:
+        """Flush, then record the journal position the server now holds; a new token names this checkpoint."""
         index.save(scrub)
+        index.token = secrets.token_hex(8)
         with self.catalog.session() as session, session.begin():
             self.catalog.set_setting(session, f"milvus_seq:{self.name(cid)}", str(index.seq))
 
@@ -147,6 +153,7 @@ class MilvusIndex:
 
     def __init__(self, backend: MilvusBackend, cid: int, dim: int, seq: int, collection) -> None:
         self.backend, self.cid, self.dim, self.seq = backend, cid, dim, seq
+        self.token: str | None = None  # the checkpoint (IndexCheckpoint.token) this index reflects
         self.collection = collection
         self.dirty = False
         self.removed = False

@@ -1,10 +1,23 @@
-"""The face store: the catalog and the vector index kept consistent, through crashes.
+"""The face store: the catalog and the vector index kept consistent, through crashes and across processes.
 
 The rule is write-ahead: a face goes into the catalog (with its embedding and a journal entry) in
 one transaction, and only then into the in-memory index. Index files are checkpoints tagged with
 the journal sequence number they reflect; opening the store loads each checkpoint and replays the
 journal after it. After ``kill -9`` at any moment the catalog holds whole images or nothing, and
 the index is rebuilt to match it: it never serves a face the catalog lacks, nor loses one it has.
+
+Any number of processes may open one store at once (a server, CLI ingests, a Ray driver):
+
+* every process applies every journal entry, in commit order (``Catalog.lock_journal``);
+* a checkpoint runs under a per-collection cross-process lock (storage/locks.py). It starts from the
+  newest checkpoint on disk if another process saved one since (``IndexCheckpoint.token`` says so),
+  applies every journal entry it has not seen, saves, records the checkpoint and prunes the journal.
+  A process never saves an index older than the one on disk;
+* opening a collection proves index == catalog (face count, id sum, largest id) and rebuilds what does
+  not match, saying so in one log line. A checkpoint that reflects journal entries or face ids the
+  catalog never reached means the catalog lost committed data (a lost or damaged SQLite WAL): that
+  collection is refused until ``facefinder check --repair`` rebuilds it, and the ids it held are never
+  handed to new faces.
 """
 
 from __future__ import annotations
@@ -21,9 +34,10 @@ from sqlalchemy import delete, func, select
 
 from facefinder.errors import CatalogError
 from facefinder.storage.catalog import (
-    Catalog, Collection, FaceRecord, ImageRecord, IngestFailure, JournalEntry, Setting,
+    Catalog, Collection, FaceRecord, ImageRecord, IndexCheckpoint, IngestFailure, JournalEntry, Setting,
 )
-from facefinder.storage.index import FaissFiles, VectorIndex, scrub_file, tier_for
+from facefinder.storage.index import FaissFiles, Fingerprint, VectorIndex, scrub_file, tier_for
+from facefinder.storage.locks import CheckpointLocks
 from facefinder.storage.milvus import MilvusBackend, is_milvus_uri
 
 log = logging.getLogger(__name__)
@@ -73,6 +87,16 @@ class NewImage:
 
 
 @dataclass
+class Problem:
+    """One thing ``FaceStore.check`` found wrong, in one line; ``repaired`` once ``check(repair=True)`` fixed it."""
+
+    kind: str  # catalog-damaged | catalog-lost-data | index-damaged | index-mismatch | orphan-index-file
+    message: str
+    collection: str | None = None
+    repaired: bool = False
+
+
+@dataclass
 class CollectionInfo:
     id: int
     name: str
@@ -94,7 +118,10 @@ class FaceStore:
         self.catalog = Catalog(url or f"sqlite:///{self.data_dir / 'catalog.db'}")
         self.index_dir = self.data_dir / "index"
         self.vectors = open_vectors(vectors, self.index_dir, self.catalog)
+        self.locks = CheckpointLocks(self.catalog.engine, self.index_dir)
         self.indexes: dict[int, VectorIndex] = {}
+        self.lost: dict[int, str] = {}  # collections refused: their catalog lost committed data
+        self.healed: dict[int, tuple[str, str]] = {}  # (kind, why) of indexes rebuilt on open, for check()
         self.applied_seq = 0
         self._lock = threading.RLock()
         self.reload()
@@ -182,7 +209,9 @@ class FaceStore:
         """Store photos with all their faces in one transaction (all or none), in order; returns the image
         ids. One round of catalog statements and one vector-index update for a whole ingest batch: with
         PostgreSQL and Milvus, a photo at a time cost 10-30 ms."""
+        self._require_sound(collection_id)
         with self.catalog.session() as session, session.begin():
+            self.catalog.lock_journal(session)
             image_ids = [self._write_image(session, collection_id, image, faces, model_id) for image, faces in photos]
         self.refresh()
         return image_ids
@@ -225,6 +254,7 @@ class FaceStore:
     def delete_faces(self, face_ids: list[int]) -> int:
         """Erase faces from catalog and index; returns how many existed."""
         with self.catalog.session() as session, session.begin():
+            self.catalog.lock_journal(session)
             rows = session.execute(select(FaceRecord.id, FaceRecord.collection_id).where(FaceRecord.id.in_(face_ids))).all()
             session.execute(delete(FaceRecord).where(FaceRecord.id.in_([r.id for r in rows])))
             session.add_all([JournalEntry(collection_id=r.collection_id, face_id=r.id, op="delete") for r in rows])
@@ -265,7 +295,9 @@ class FaceStore:
             session.execute(delete(JournalEntry).where(JournalEntry.collection_id == collection.id))
             session.execute(delete(Collection).where(Collection.id == collection.id))
         self.indexes.pop(collection.id, None)
-        self.vectors.drop(collection.id)
+        self.lost.pop(collection.id, None)
+        with self.locks.hold(collection.id):
+            self.vectors.drop(collection.id)
         self._scrub_uploaded_copies(sources)
 
     def _scrub_uploaded_copies(self, sources: list[str]) -> None:
@@ -284,6 +316,7 @@ class FaceStore:
         self.refresh()
         merged: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
         for cid in collection_ids:
+            self._require_sound(cid)
             index = self.indexes.get(cid)
             if not index:  # None or empty (for Milvus: no collection yet; counting would cost a round trip)
                 continue
@@ -299,6 +332,7 @@ class FaceStore:
         self.refresh()
         merged: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
         for cid in collection_ids:
+            self._require_sound(cid)
             index = self.indexes.get(cid)
             if not index or index.dim != queries.shape[1]:
                 continue
@@ -324,49 +358,66 @@ class FaceStore:
     # ----- consistency ---------------------------------------------------------------------
     @_locked
     def reload(self) -> None:
-        """Load every collection's checkpoint and replay the journal after it."""
-        self.indexes = {}
+        """Load every collection's checkpoint, replay the journal after it, and check it against the catalog."""
+        self.indexes, self.lost = {}, {}
         with self.catalog.session() as session:
             self.applied_seq = session.scalar(select(func.max(JournalEntry.seq))) or 0
             collection_ids = list(session.scalars(select(Collection.id)))
         for cid in collection_ids:
-            self.indexes[cid] = self._load_collection(cid)
+            self._open(cid)
 
     @_locked
     def refresh(self) -> None:
-        """Apply journal entries written since we last looked (by us or by another process)."""
+        """Apply journal entries written since we last looked (by us or by another process), and start
+        again from any checkpoint another process saved since (it may have pruned entries we need)."""
         with self.catalog.session() as session:
             entries = session.execute(
                 select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
                 .where(JournalEntry.seq > self.applied_seq).order_by(JournalEntry.seq)
             ).all()
             known = set(session.scalars(select(Collection.id)))
-            pruned = {int(key.split(":", 1)[1]): int(value) for key, value in session.execute(
-                select(Setting.key, Setting.value).where(Setting.key.like("pruned_through:%")))}
+            tokens = dict(session.execute(select(IndexCheckpoint.collection_id, IndexCheckpoint.token)).all())
         for cid in list(self.indexes):
-            # Gone, or another process checkpointed it and pruned journal entries we never saw: reload.
-            if cid not in known or pruned.get(cid, 0) > self.indexes[cid].seq:
+            if cid not in known or tokens.get(cid) != self.indexes[cid].token:
                 del self.indexes[cid]
-        for cid in known - set(self.indexes):
-            self.indexes[cid] = self._load_collection(cid)
+        for cid in known - set(self.indexes) - set(self.lost):
+            self._open(cid)
         by_collection: dict[int, list] = {}
         for entry in entries:
             by_collection.setdefault(entry.collection_id, []).append(entry)
         for cid, cid_entries in by_collection.items():
             if cid in self.indexes:
-                self._replay(self.indexes[cid], cid_entries)
+                self._replay(self.indexes[cid], [e for e in cid_entries if e.seq > self.indexes[cid].seq])
         if entries:
             self.applied_seq = entries[-1].seq
 
     @_locked
     def checkpoint(self, scrub: bool = False) -> None:
         """Persist changed indexes and drop the journal entries they now cover (``scrub``: see compact)."""
-        for cid, index in self.indexes.items():
+        for cid in list(self.indexes):
+            if self.indexes[cid].dirty:
+                self._checkpoint(cid, scrub)
+
+    def _checkpoint(self, cid: int, scrub: bool) -> None:
+        """Save one collection's index under its cross-process lock, never older than the one on disk."""
+        with self.locks.hold(cid):
+            index = self.indexes[cid]
+            if self._record_token(cid) != index.token:  # another process saved since: start from its file
+                removed = index.removed
+                index = self._open(cid)
+                if index is None:
+                    return
+                index.removed = index.removed or removed
+            else:
+                self._catch_up(cid, index)
             if not index.dirty:
-                continue
-            index.seq = max(index.seq, self.applied_seq)
+                return
             self.vectors.save(cid, index, scrub=scrub)
+            fingerprint = self._index_fingerprint(index)
             with self.catalog.session() as session, session.begin():
+                session.merge(IndexCheckpoint(collection_id=cid, seq=index.seq, token=index.token,
+                                              faces=fingerprint.faces if fingerprint else len(index),
+                                              max_face_id=fingerprint.max_id if fingerprint else 0))
                 session.execute(delete(JournalEntry).where(JournalEntry.collection_id == cid,
                                                            JournalEntry.seq <= index.seq))
                 self.catalog.set_setting(session, f"pruned_through:{cid}", str(index.seq))
@@ -385,38 +436,177 @@ class FaceStore:
         self.vectors.close()
         self.catalog.close()
 
-    def _load_collection(self, cid: int) -> VectorIndex:
-        pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
-        index = None
+    # ----- check and repair ----------------------------------------------------------------
+    @_locked
+    def check(self, repair: bool = False) -> list[Problem]:
+        """Everything wrong with the catalog and the indexes, one line each; ``repair`` fixes what the
+        catalog can fix (it is the truth): indexes are rebuilt from it and saved, stray files removed."""
+        problems = [Problem("catalog-damaged", f"catalog: {line}") for line in self.catalog.integrity_problems()]
+        self.refresh()
+        names = {c.id: c.name for c in self.collections()}
+        for cid, message in sorted(self.lost.items()):
+            problems.append(Problem("catalog-lost-data", message, names.get(cid), repaired=repair and self._repair_lost(cid)))
+        for cid, (kind, why) in sorted(self.healed.items()):
+            if cid in names:
+                problems.append(Problem(kind, f"collection {names[cid]!r}: {why}", names[cid], repaired=repair))
+        for cid, index in sorted(self.indexes.items()):
+            if cid in self.healed:
+                continue
+            held, stored = set(index.face_ids().tolist()), self._catalog_face_ids(cid)
+            if held != stored:
+                problems.append(Problem("index-mismatch", f"collection {names.get(cid, cid)!r}: index holds "
+                                        f"{len(held - stored)} faces the catalog lacks and lacks {len(stored - held)} "
+                                        f"it holds", names.get(cid), repaired=repair))
+                if repair:
+                    self.indexes[cid] = self._rebuild(cid)
+        problems += self._orphan_files(names, repair)
+        if repair:
+            for cid in list(self.indexes):
+                self.indexes[cid].dirty = True
+            self.checkpoint()
+            self.healed = {}
+        return problems
+
+    def _repair_lost(self, cid: int) -> bool:
+        """Rebuild a collection whose catalog lost data from what the catalog holds, and move the catalog's
+        id counters past everything the old checkpoint held, so no lost id is handed to a new face."""
+        claimed = VectorIndex.read_header(self.vectors.path(cid)) if isinstance(self.vectors, FaissFiles) else {}
+        with self.catalog.session() as session, session.begin():
+            self.catalog.raise_high_water(session, "index_journal", "seq", int(claimed.get("seq", 0)))
+            self.catalog.raise_high_water(session, "faces", "id", int(claimed.get("max_id", 0)))
+        del self.lost[cid]
+        self.indexes[cid] = self._rebuild(cid)
+        log.warning("collection %s: index rebuilt from the catalog after it lost data", cid)
+        return True
+
+    def _catalog_face_ids(self, cid: int) -> set[int]:
+        with self.catalog.session() as session:
+            return set(session.scalars(select(FaceRecord.id).where(FaceRecord.collection_id == cid)))
+
+    def _orphan_files(self, names: dict[int, str], repair: bool) -> list[Problem]:
+        """Index files of collections the catalog does not hold (left by a crash, or by a lost catalog)."""
+        if not isinstance(self.vectors, FaissFiles) or not self.index_dir.is_dir():
+            return []
+        problems = []
+        for path in sorted(self.index_dir.glob("collection-*")):
+            number = path.name.removeprefix("collection-").split(".", 1)[0]
+            if path.suffix == ".lock" or (number.isdigit() and int(number) in names):
+                continue
+            problems.append(Problem("orphan-index-file", f"{path}: index file of no collection", repaired=repair))
+            if repair:
+                scrub_file(path)
+        return problems
+
+    def _require_sound(self, cid: int) -> None:
+        if cid in self.lost:
+            raise CatalogError(self.lost[cid])
+
+    def _record_token(self, cid: int) -> str | None:
+        with self.catalog.session() as session:
+            return session.scalar(select(IndexCheckpoint.token).where(IndexCheckpoint.collection_id == cid))
+
+    def _open(self, cid: int) -> VectorIndex | None:
+        """Load a collection's index (checkpoint + journal), proved equal to the catalog; None if refused."""
+        self.indexes.pop(cid, None)
+        index = self._load_checkpoint(cid)
+        if cid in self.lost:
+            return None
+        if index is None:
+            index = self._rebuild(cid)
+        self._catch_up(cid, index)
+        problem = self._mismatch(cid, index)
+        if problem:
+            log.warning("collection %s: %s; rebuilding its index from the catalog", cid, problem)
+            self.healed[cid] = ("index-mismatch", problem)
+            index = self._rebuild(cid)
+            self._catch_up(cid, index)
+        self.indexes[cid] = index
+        return index
+
+    def _load_checkpoint(self, cid: int) -> VectorIndex | None:
+        """The saved checkpoint if it can be used; None to rebuild; a catalog that lost data is refused."""
         try:
             index = self.vectors.load(cid)
         except Exception as exc:  # a damaged checkpoint is rebuilt, never trusted
-            log.warning("rebuilding collection %s (%s): %s", cid, self.vectors.describe(), exc)
-        if index is None or index.seq < pruned:
-            return self._rebuild(cid)
+            log.warning("collection %s: rebuilding its index from the catalog (%s: %s)", cid, self.vectors.describe(), exc)
+            self.healed[cid] = ("index-damaged", f"index checkpoint unusable ({exc})")
+            return None
+        if index is None:
+            return None
+        with self.catalog.session() as session:
+            record = session.get(IndexCheckpoint, cid)
+            pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
+            journal_top = self.catalog.high_water(session, "index_journal", "seq")
+            faces_top = self.catalog.high_water(session, "faces", "id")
+        fingerprint = self._index_fingerprint(index)
+        if index.seq > max(journal_top, pruned) or (fingerprint and fingerprint.max_id > faces_top):
+            name = self._name(cid)
+            self.lost[cid] = (
+                f"collection {name!r}: the catalog lost committed data (its index checkpoint holds journal "
+                f"entries to {index.seq} and face ids to {fingerprint.max_id if fingerprint else '?'}, the catalog "
+                f"only {journal_top} and {faces_top}): refused until `facefinder check --repair`")
+            log.error("%s", self.lost[cid])
+            return None
+        if index.seq < max(pruned, record.seq if record else 0):
+            log.warning("collection %s: its index checkpoint is older than the journal kept; rebuilding", cid)
+            self.healed[cid] = ("index-mismatch", f"index checkpoint is stale (journal entry {index.seq}, "
+                                                  f"catalog checkpoint {max(pruned, record.seq if record else 0)})")
+            return None
+        return index
+
+    def _catch_up(self, cid: int, index: VectorIndex) -> None:
+        """Apply every journal entry of the collection after the one the index reflects."""
         with self.catalog.session() as session:
             entries = session.execute(
                 select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
                 .where(JournalEntry.collection_id == cid, JournalEntry.seq > index.seq).order_by(JournalEntry.seq)
             ).all()
         self._replay(index, entries)
-        return index
+
+    def _mismatch(self, cid: int, index: VectorIndex) -> str | None:
+        """Why the index does not hold exactly the catalog's faces (None when it does). Compared in one
+        snapshot of the catalog; retried while other processes change the collection meanwhile."""
+        for _ in range(5):
+            with self.catalog.session() as session:
+                row = session.execute(
+                    select(func.count(FaceRecord.id), func.coalesce(func.sum(FaceRecord.id), 0),
+                           func.coalesce(func.max(FaceRecord.id), 0),
+                           select(func.max(JournalEntry.seq)).where(JournalEntry.collection_id == cid).scalar_subquery())
+                    .where(FaceRecord.collection_id == cid)).one()
+            if row[3] is not None and row[3] > index.seq:
+                self._catch_up(cid, index)  # written meanwhile: catch up and compare again
+                continue
+            catalog = Fingerprint(int(row[0]), int(row[1]), int(row[2]))
+            held = self._index_fingerprint(index)
+            if held is None:  # a remote index (Milvus): the count is what can be compared cheaply
+                return None if len(index) == catalog.faces else f"index holds {len(index)} faces, catalog {catalog.faces}"
+            return None if held == catalog else f"index holds {held}, catalog {catalog}"
+        return None  # too busy to compare now; the next open or `facefinder check` will
+
+    @staticmethod
+    def _index_fingerprint(index) -> Fingerprint | None:
+        return index.fingerprint() if isinstance(index, VectorIndex) else None
+
+    def _name(self, cid: int) -> str:
+        with self.catalog.session() as session:
+            return session.scalar(select(Collection.name).where(Collection.id == cid)) or str(cid)
 
     def _rebuild(self, cid: int) -> VectorIndex:
-        pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
         with self.catalog.session() as session:
-            # The catalog as it is now reflects every journal entry so far, pruned ones included.
-            seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0, pruned)
+            # Read the position first: faces written after it are replayed again later, which is harmless.
+            seq = self.catalog.high_water(session, "index_journal", "seq")
             rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
         dim = len(rows[0].embedding) // 4 if rows else 1
         index = self.vectors.new(cid, dim, seq=seq, tier=tier_for(len(rows)) if rows else None)
+        index.token = self._record_token(cid)  # replaces that checkpoint at the next save
         if rows:
             index.add(np.array([r.id for r in rows]), np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]))
         index.dirty = True
         return index
 
     def _replay(self, index: VectorIndex, entries: list) -> None:
-        """Bring an index up to date: the last operation on each face wins."""
+        """Bring an index up to date: the last operation on each face wins, checked against the catalog as
+        it is now (so replaying an entry twice, or an old one after a newer checkpoint, is harmless)."""
         if not entries:
             return
         final = {e.face_id: e.op for e in entries}

@@ -1,0 +1,85 @@
+"""A process that writes to, reads from or erases in a store, for the fault tests (run as a script).
+
+    python store_worker.py write DATA_DIR TAG PHOTOS CHECKPOINT_EVERY
+    python store_worker.py read DATA_DIR SECONDS        (open, search now and then, close at the end)
+    python store_worker.py erase DATA_DIR SEED COUNT    (erase random photos, as the privacy service does)
+
+The catalog URL and the vector backend come from FACEFINDER_DATABASE_URL and FACEFINDER_VECTORS.
+Embeddings are random unit vectors derived from (tag, photo number), so a test can recompute them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from facefinder.storage.catalog import ImageRecord
+from facefinder.storage.store import FaceStore, NewFace, NewImage
+
+DIM = 192
+COLLECTION = "c"
+FACES_PER_PHOTO = 2
+
+
+def embedding(tag: str, photo: int, face: int) -> np.ndarray:
+    seed = int.from_bytes(f"{tag}/{photo}/{face}".encode(), "little") % (2**63)
+    vector = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def open_store(data_dir: str) -> FaceStore:
+    return FaceStore(Path(data_dir), os.environ.get("FACEFINDER_DATABASE_URL"), os.environ.get("FACEFINDER_VECTORS"))
+
+
+def write(data_dir: str, tag: str, photos: int, checkpoint_every: int) -> None:
+    store = open_store(data_dir)
+    cid = store.collection(COLLECTION).id
+    for photo in range(photos):
+        faces = [NewFace([0, 0, 10, 10], [[1, 1]] * 5, 0.9, 0.8, {}, embedding(tag, photo, face), b"thumb")
+                 for face in range(FACES_PER_PHOTO)]
+        store.add_image(cid, NewImage(f"{tag}-{photo}", f"/photos/{tag}/{photo}.jpg", 100, 100), faces, "test-model")
+        if checkpoint_every and photo % checkpoint_every == checkpoint_every - 1:
+            store.checkpoint()
+    store.close()
+
+
+def read(data_dir: str, seconds: float) -> None:
+    store = open_store(data_dir)
+    cid = store.collection(COLLECTION).id
+    query = embedding("probe", 0, 0)[None, :]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        store.search([cid], query, 5)
+        time.sleep(0.2)
+    store.close()
+
+
+def erase(data_dir: str, seed: int, count: int) -> None:
+    store = open_store(data_dir)
+    rng = random.Random(seed)
+    for _ in range(count):
+        with store.catalog.session() as session:
+            ids = list(session.scalars(select(ImageRecord.id)))
+        if ids:
+            store.delete_images([rng.choice(ids)])
+            store.compact()
+        time.sleep(0.05)
+    store.close()
+
+
+if __name__ == "__main__":
+    command, data_dir, *rest = sys.argv[1:]
+    if command == "write":
+        write(data_dir, rest[0], int(rest[1]), int(rest[2]))
+    elif command == "read":
+        read(data_dir, float(rest[0]))
+    elif command == "erase":
+        erase(data_dir, int(rest[0]), int(rest[1]))
+    else:
+        raise SystemExit(f"unknown command {command!r}")
