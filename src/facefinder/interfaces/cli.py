@@ -202,6 +202,29 @@ def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
 
 
 @app.command()
+def check(repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed from the catalog.")] = False,
+          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Verify the catalog, every index against it, their checksums, the audit chain and uploaded files.
+
+    Exits 0 when all is sound (or, with --repair, when everything found was repaired), else 1."""
+    from facefinder.services.check import check as run_check
+
+    try:
+        with _engine() as ff:
+            problems = run_check(ff, repair=repair)
+    except FaceFinderError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps({"ok": all(p.repaired for p in problems), "problems": [asdict(p) for p in problems]}))
+    elif not problems:
+        console.print("ok: catalog, indexes, audit log and uploads are sound", highlight=False)
+    for p in problems if not as_json else []:
+        console.print(f"{'repaired' if p.repaired else 'problem'}: {p.message}", highlight=False, soft_wrap=True)
+    if not all(p.repaired for p in problems):
+        raise typer.Exit(1)
+
+
+@app.command()
 def failures(collection: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Files an ingest into COLLECTION could not use, and why."""
     try:
