@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,10 +20,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from facefinder.config import DATA_DIR_ENV, data_dir as resolve_data_dir, models_dir as resolve_models_dir
-from facefinder.errors import FaceFinderError
+from facefinder.errors import DiskFullError, FaceFinderError, find_disk_full, is_disk_full
 
-app = typer.Typer(help="facefinder: self-hosted, accountable face search.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+
+class _App(typer.Typer):
+    """The CLI: a full disk met by any command is one line and exit status 2, never a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            console.print(f"[red]error:[/red] {_disk_full(exc)}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+
+app = _App(help="facefinder: self-hosted, accountable face search.", no_args_is_help=True,
+           pretty_exceptions_enable=False)
 models_app = typer.Typer(help="Fetch and list the face models.", no_args_is_help=True)
 delete_app = typer.Typer(help="Erase faces, photos or whole collections (catalog and index).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -60,16 +76,35 @@ def main(
 def _engine(workers: Optional[int] = None):
     from facefinder.services.engine import FaceFinder
 
-    try:  # a bad --vectors or --database-url is one line, whatever the command
+    with _errors():  # a bad --vectors or --database-url is one line, whatever the command
         return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers,
                           catalog_url=state.database_url, vectors=state.vectors)
-    except FaceFinderError as exc:
-        _fail(str(exc))
 
 
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(2)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """A FaceFinderError, or a full disk wherever it surfaces (catalog, index files, audit log), as one
+    line and exit status 2."""
+    try:
+        yield
+    except FaceFinderError as exc:
+        _fail(_disk_full(exc) if is_disk_full(exc) else str(exc))
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        _fail(_disk_full(exc))
+
+
+def _disk_full(exc: BaseException) -> str:
+    """The line for a full disk: the DiskFullError raised for it (an ingest's says how many photos
+    it stored), even when closing the store failed on top of it; else one naming the data dir."""
+    found = find_disk_full(exc)
+    return str(found or DiskFullError(resolve_data_dir(state.data_dir)))
 
 
 @app.command()

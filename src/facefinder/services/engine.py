@@ -13,6 +13,7 @@ subject access (services/privacy.py).
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,13 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from facefinder.config import data_dir as resolve_data_dir, models_dir as resolve_models_dir
-from facefinder.errors import CatalogError, FaceFinderError
+from facefinder.errors import CatalogError, DiskFullError, FaceFinderError, is_disk_full
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
 from facefinder.services.search import ProbeFace, Searcher
 from facefinder.storage.store import CollectionInfo, FaceStore, check_policy
-from facefinder.vision.image import read_image
+from facefinder.vision.image import decode_photo, read_photo_bytes
 from facefinder.vision.pipeline import Face, FacePipeline
+
+log = logging.getLogger(__name__)
 
 
 class FaceFinder:
@@ -85,14 +88,28 @@ class FaceFinder:
                                 pipeline=self._pipeline)
         try:  # the ingestor creates a new collection once the models have loaded
             report = ingestor.ingest(path, collection, manifest, on_progress, policy)
-        finally:
-            if policy and any(c.name == collection for c in self.store.collections()):
-                self.audit.record(self.actor, "collection.create", collection=collection, **policy)
-        self.audit.record(self.actor, "ingest", collection=collection, path=str(path), ingested=report.ingested,
-                          duplicates=report.duplicates, faces=report.faces, failed=len(report.failures),
-                          opted_out=report.opted_out, opted_out_photos=report.opted_out_photos,
-                          consent_withdrawn=report.consent_withdrawn)
+        except BaseException:
+            try:  # best effort: the ingest's own error (a full disk, say) is what the caller must see
+                self._record_creation(collection, policy)
+            except Exception as audit_error:
+                log.warning("could not log the creation of collection %r: %s", collection, audit_error)
+            raise
+        try:
+            self._record_creation(collection, policy)
+            self.audit.record(self.actor, "ingest", collection=collection, path=str(path),
+                              ingested=report.ingested, duplicates=report.duplicates, faces=report.faces,
+                              failed=len(report.failures), opted_out=report.opted_out,
+                              opted_out_photos=report.opted_out_photos, consent_withdrawn=report.consent_withdrawn)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(self.data_dir, report.ingested) from exc
+            raise
         return report
+
+    def _record_creation(self, collection: str, policy: dict | None) -> None:
+        """Log a collection this ingest created (the ingestor creates it once the models have loaded)."""
+        if policy and any(c.name == collection for c in self.store.collections()):
+            self.audit.record(self.actor, "collection.create", collection=collection, **policy)
 
     def create_collection(self, name: str, *, purpose: str, legal_basis: str, retention_days: int,
                           description: str = "") -> None:
@@ -146,17 +163,22 @@ class FaceFinder:
             raise FaceFinderError("top_k: must be at least 1")
         searcher = Searcher(self.store, self.pipeline)
         for record in searcher.search(probes, collections, top_k, threshold):
-            self.audit.record(
-                self.actor, "search", case_id, purpose=purpose, probe=record.probe, probe_sha256=record.probe_sha256,
-                face=record.face, collections=collections or "all", top_k=top_k,
-                threshold=searcher.calibration.threshold if threshold is None else threshold,
-                candidates=[[c.face_id, c.score] for c in record.candidates], error=record.error,
-            )
+            try:
+                self.audit.record(
+                    self.actor, "search", case_id, purpose=purpose, probe=record.probe,
+                    probe_sha256=record.probe_sha256, face=record.face, collections=collections or "all", top_k=top_k,
+                    threshold=searcher.calibration.threshold if threshold is None else threshold,
+                    candidates=[[c.face_id, c.score] for c in record.candidates], error=record.error,
+                )
+            except Exception as exc:  # no result is shown that the audit log could not record
+                if is_disk_full(exc):
+                    raise DiskFullError(self.data_dir, doing="the audit log cannot record this search") from exc
+                raise
             yield record
 
     def faces_in(self, photo: str | os.PathLike) -> list[Face]:
         """Every face in one photo: box, landmarks, quality, embedding, aligned crop."""
-        return self.pipeline.analyze([read_image(str(photo))])[0]
+        return self.pipeline.analyze_decoded([decode_photo(read_photo_bytes(photo), str(photo))])[0]
 
     def compare(self, photo_a: str | os.PathLike, photo_b: str | os.PathLike) -> float:
         """Cosine similarity of the most prominent face in each photo."""
@@ -191,8 +213,17 @@ class FaceFinder:
     def __enter__(self) -> "FaceFinder":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close; when an error is already on its way out (a full disk, say), a failure to close
+        (the checkpoint cannot be written either) is logged rather than raised over it: the catalog's
+        journal still holds what the checkpoint would have saved, and the next open replays it."""
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception as close_error:
+            log.warning("closing %s after %s also failed: %s", self.data_dir, exc_type.__name__, close_error)
 
     def _main_face(self, photo) -> Face:
         faces = self.faces_in(photo)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 
-from facefinder.errors import FaceFinderError, ImageError
+from facefinder.errors import DiskFullError, FaceFinderError, ImageError, is_disk_full
 from facefinder.services.consent import withdrawn_ids
 from facefinder.services.optout import screen_for
 from facefinder.services.sources import SourceItem, iter_sources
 from facefinder.storage.store import FaceStore, NewFace, NewImage
-from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
+from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
 from facefinder.vision.pipeline import FacePipeline
 
 BATCH_PHOTOS = 8  # photos per worker task: enough faces to batch, small enough to stream
@@ -85,7 +85,7 @@ def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: Fac
     images, results = [], []
     for source, data in batch:
         try:
-            images.append(decode_image(data, source, max_pixels))
+            images.append(decode_photo(data, source, max_pixels))
             results.append(None)
         except ImageError as exc:
             images.append(None)
@@ -93,21 +93,20 @@ def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: Fac
     decode = time.perf_counter() - started
     ok = [i for i, image in enumerate(images) if image is not None]
     try:
-        analyzed = pipeline.analyze([images[i] for i in ok])
+        analyzed = pipeline.analyze_decoded([images[i] for i in ok])
     except Exception:  # one pathological photo must not sink the batch: retry one by one
         analyzed = []
         for i in ok:
             try:
-                analyzed.append(pipeline.analyze([images[i]])[0])
+                analyzed.append(pipeline.analyze_decoded([images[i]])[0])
             except Exception as exc:
                 analyzed.append(Failure(batch[i][0], "corrupt", f"analysis failed: {exc}"))
     for i, faces in zip(ok, analyzed):
         if isinstance(faces, Failure):
             results[i] = faces
             continue
-        height, width = images[i].shape[:2]
         results[i] = {
-            "width": width, "height": height,
+            "width": images[i].width, "height": images[i].height,
             "faces": [
                 NewFace(
                     box=[round(float(v), 2) for v in f.box],
@@ -140,10 +139,28 @@ class Ingestor:
         self._pool: ProcessPoolExecutor | None = None
         self._inflight: list[tuple[Future | dict, list[NewImage]]] = []
         self._withdrawn: set[str] = set()
+        # sha256 -> sources of later copies of a photo still being analysed: they share its fate (a
+        # failure row each when it fails, a duplicate each when it is stored).
+        self._copies: dict[str, list[str]] = {}
 
     def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
                on_progress: Callable[[Progress], None] | None = None, policy: dict | None = None) -> IngestReport:
-        """``policy`` (purpose, legal_basis, retention_days) is needed when ``collection`` is new."""
+        """``policy`` (purpose, legal_basis, retention_days) is needed when ``collection`` is new.
+
+        A full disk stops the run with DiskFullError (one line: how many photos were stored); each
+        photo is written in one transaction with its faces, so a re-run after freeing space resumes.
+        """
+        report = IngestReport(collection=collection)
+        try:
+            return self._ingest(path, collection, manifest, on_progress, policy, report)
+        except Exception as exc:
+            if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+                raise
+            raise DiskFullError(self.store.data_dir, report.ingested) from exc
+
+    def _ingest(self, path: str | os.PathLike, collection: str, manifest: str | None,
+                on_progress: Callable[[Progress], None] | None, policy: dict | None,
+                report: IngestReport) -> IngestReport:
         started = time.perf_counter()
         if self._pipeline is None:
             # Load the models here first: a bad model path is then one ModelError, raised now, rather
@@ -153,7 +170,7 @@ class Ingestor:
             if self.workers == 0:
                 self._pipeline = pipeline
         coll = self.store.collection(collection, create=True, **(policy or {}))
-        report = IngestReport(collection=collection)
+        self._copies = {}
         screen = screen_for(self.store.catalog)
         self._withdrawn = withdrawn_ids(self.store.catalog)
         total = sum(1 for _ in iter_sources(path, manifest))
@@ -171,12 +188,15 @@ class Ingestor:
             photos = []
             for meta, result in zip(metas, outcome["results"]):
                 pending.pop(meta.sha256, None)
+                copies = self._copies.pop(meta.sha256, [])
                 if isinstance(result, Failure):
-                    self._fail(coll.id, report, result)
+                    for source in [meta.source, *copies]:  # every copy of a bad file gets its own row
+                        self._fail(coll.id, report, Failure(source, result.reason, result.detail))
                     continue
                 if result.get("opted_out") and not result["faces"]:
-                    report.opted_out_photos += 1  # nothing of it is stored, not even its row
+                    report.opted_out_photos += 1 + len(copies)  # nothing of it is stored, not even its row
                     continue
+                report.duplicates += len(copies)
                 meta.width, meta.height = result["width"], result["height"]
                 photos.append((meta, result["faces"]))
             t = time.perf_counter()
@@ -247,7 +267,10 @@ class Ingestor:
             if data is None:
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            if digest in known or digest in pending:
+            if digest in pending:  # a copy of a photo in flight: counted when that one's fate is known
+                self._copies.setdefault(digest, []).append(item.source)
+                continue
+            if digest in known:
                 report.duplicates += 1
                 if on_progress:
                     on_progress(Progress(report.seen, total, report.faces, len(report.failures)))

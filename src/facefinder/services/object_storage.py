@@ -10,7 +10,6 @@ Archives are not unpacked from object storage: download them and ingest the file
 from __future__ import annotations
 
 import functools
-import io
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
@@ -107,4 +106,4 @@ def _manifest(client, bucket: str, prefix: str, keys: dict[str, int]) -> dict[st
     key = (prefix.rstrip("/") + "/manifest.csv").lstrip("/") if prefix else "manifest.csv"
     if key not in keys:
         return {}
-    return parse_manifest(io.StringIO(_get(client, bucket, key).decode("utf-8-sig")), f"s3://{bucket}/{key}")
+    return parse_manifest(_get(client, bucket, key), f"s3://{bucket}/{key}")

@@ -7,6 +7,7 @@ rather than as whoever happens to be nearest. People on the opt-out list are nev
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,8 +19,10 @@ from facefinder.services.calibration import Calibration, default_calibration
 from facefinder.services.optout import screen_for
 from facefinder.services.sources import iter_sources
 from facefinder.storage.store import PROVENANCE_FIELDS, FaceStore
-from facefinder.vision.image import decode_image
+from facefinder.vision.image import Decoded, decode_photo
 from facefinder.vision.pipeline import FacePipeline
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,21 +71,28 @@ class Searcher:
         threshold = self.calibration.threshold if threshold is None else threshold
         collection_ids = self._collection_ids(collections)
         for probe in probes:
-            for item in iter_sources(probe):
+            for item in iter_sources(probe, provenance=False):
                 try:
                     data = item.read()
                     digest = hashlib.sha256(data).hexdigest()
-                    image = decode_image(data, item.source)
-                except ImageError as exc:
+                    photo = decode_photo(data, item.source)
+                except ImageError as exc:  # this probe is reported, the next one is searched
                     yield ProbeFace(item.source, None, None, None, error=exc.reason)
                     continue
-                for record in self.search_image(image, item.source, collection_ids, top_k, threshold):
+                except OSError as exc:
+                    log.warning("%s: unreadable (%s)", item.source, exc.strerror or exc)
+                    yield ProbeFace(item.source, None, None, None, error="unreadable")
+                    continue
+                for record in self.search_image(photo, item.source, collection_ids, top_k, threshold):
                     record.probe_sha256 = digest
                     yield record
 
-    def search_image(self, image: np.ndarray, source: str, collection_ids: list[int], top_k: int,
+    def search_image(self, image: np.ndarray | Decoded, source: str, collection_ids: list[int], top_k: int,
                      threshold: float) -> Iterator[ProbeFace]:
-        faces = self.pipeline.analyze([image])[0]
+        """One record per face of a decoded probe (boxes in the probe's own pixels)."""
+        if not isinstance(image, Decoded):
+            image = Decoded(image, image.shape[1], image.shape[0])
+        faces = self.pipeline.analyze_decoded([image])[0]
         if not faces:
             yield ProbeFace(source, None, None, None, error="no-face")
             return

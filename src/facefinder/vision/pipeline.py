@@ -15,6 +15,7 @@ from facefinder.errors import ModelError
 from facefinder.vision.align import align_face
 from facefinder.vision.detect import BlazeFace, Detection, Scrfd
 from facefinder.vision.embed import Recognizer
+from facefinder.vision.image import Decoded
 from facefinder.vision.inference import FloatArray, ImageArray
 from facefinder.vision.landmarks import FaceMesh
 from facefinder.vision.models import model_path, require_models
@@ -99,6 +100,19 @@ class FacePipeline:
         t.embed += embedded - aligned
         t.counts["images"] += len(images)
         t.counts["faces"] += cursor
+        return results
+
+    def analyze_decoded(self, photos: list[Decoded]) -> list[list[Face]]:
+        """Every face of photos decoded at a bounded size (vision/image.py decode_photo), with boxes and
+        landmarks in the photo's own pixels, whatever size it was analysed at."""
+        results = self.analyze([photo.image for photo in photos])
+        for photo, faces in zip(photos, results):
+            sx, sy = photo.scale
+            if (sx, sy) == (1.0, 1.0):
+                continue
+            for face in faces:
+                face.box = (face.box * np.array([sx, sy, sx, sy], dtype=np.float32)).astype(np.float32)
+                face.landmarks = face.landmarks * np.array([sx, sy], dtype=np.float32)
         return results
 
     def _detect(self, image: ImageArray) -> list[Detection]:
