@@ -8,6 +8,7 @@ import json
 import pytest
 
 from facefinder.services.calibration import default_calibration
+from facefinder.services.cases import placeholder_jpeg
 from helpers import GROUP, lfw
 from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 
@@ -52,6 +53,7 @@ def test_optout_through_the_api(served):
                  400, "bad_request")  # three faces: say which
     before = run_search(served.client("ivan"), person="Colin_Powell", case_id="P-1")
     assert before["candidates"], before
+    face = served.client("ivan").get(f"/api/searches/{before['id']}/candidates/1/thumbnail").content
     response = admin.post("/api/privacy/optouts?reference=REQ-9", content=lfw("Colin_Powell", 1).read_bytes(),
                           headers=JPEG)
     assert response.status_code == 201, response.text
@@ -60,9 +62,10 @@ def test_optout_through_the_api(served):
     assert all("Colin_Powell" in m["source"] for m in created["matches"])
     # Hidden from search at once: the probe is on the list, so nothing comes back.
     assert run_search(served.client("ivan"), person="Colin_Powell", case_id="P-2")["candidates"] == []
-    # ... and a past search's record no longer shows the face, even before the erasure.
+    # ... and a past search's record no longer shows the face, even before the erasure: a placeholder.
     ivan, past = served.client("ivan"), f"/api/searches/{before['id']}/candidates/1"
-    assert_error(ivan.get(past + "/thumbnail"), 404)
+    withheld = ivan.get(past + "/thumbnail")
+    assert withheld.status_code == 200 and withheld.content == placeholder_jpeg("withheld", "(opted out)") != face
     assert_error(ivan.get(past + "/photo"), 404)
     assert ivan.get(past).json()["available"] is False
     listed = admin.get(f"/api/privacy/optouts/{created['id']}/matches").json()
@@ -70,6 +73,12 @@ def test_optout_through_the_api(served):
     assert_error(admin.post(f"/api/privacy/optouts/{created['id']}/erase", json={"face_ids": [999999]}), 400)
     erased = admin.post(f"/api/privacy/optouts/{created['id']}/erase", json={"face_ids": None}).json()
     assert erased["faces"] == len(listed)
+    # The record now says when the face was erased; and its probe, this same person, is erased too.
+    record = ivan.get(f"/api/searches/{before['id']}").json()
+    day = record["candidates"][0]["erased_at"][:10]
+    assert record["probe_erased_at"][:10] == day and not record["probe_kept"]
+    assert ivan.get(past + "/thumbnail").content == placeholder_jpeg("erased on", day)
+    assert ivan.get(f"/api/searches/{before['id']}/probe/thumbnail").content == placeholder_jpeg("erased on", day)
     assert admin.get(f"/api/privacy/optouts/{created['id']}/matches").json() == []
     [row] = [o for o in admin.get("/api/privacy/optouts").json() if o["id"] == created["id"]]
     assert row["reference"] == "REQ-9" and row["channel"] == "admin" and row["erased_at"]

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import threading
 import time
 from collections import defaultdict, deque
@@ -49,6 +48,7 @@ from facefinder.services.accounts import ROLES, AccessDenied, Accounts, Authenti
 from facefinder.services.audit import as_dict as audit_as_dict, export_csv
 from facefinder.services.cases import Cases, FieldError
 from facefinder.services.jobs import IngestJobs
+from facefinder.services import uploads
 from facefinder.storage.catalog import CaseCandidate, CaseSearch
 from facefinder.vision.image import DEFAULT_MAX_PIXELS
 
@@ -176,7 +176,7 @@ class Service:
         self.jobs = IngestJobs(self.store, self.accounts, self.audit, self.acting_as)
         self.login_limiter = RateLimiter(*config.login_rate)
         self.search_limiter = RateLimiter(*config.search_rate)
-        self.uploads_dir = finder.data_dir / "uploads"
+        self.uploads_dir = uploads.uploads_dir(finder.data_dir)
         self.import_roots = [Path(r).expanduser().resolve() for r in config.import_roots]
         self.secret_key = config.secret_key or os.environ.get(SECRET_ENV) or self._stored_secret()
 
@@ -445,6 +445,8 @@ class CandidateOut(BaseModel):
     confirmed_by: str | None
     confirmed_at: UtcDatetime | None
     confirmed_note: str | None
+    erased_at: UtcDatetime | None = Field(None, description="When the candidate's face was erased; its thumbnail "
+                                                            "is then a placeholder saying so")
 
 
 class SearchOut(BaseModel):
@@ -459,6 +461,8 @@ class SearchOut(BaseModel):
     probe_box: list[float]
     probe_quality: float
     probe_kept: bool = Field(description="Whether the probe photo itself is kept (per the retention setting)")
+    probe_erased_at: UtcDatetime | None = Field(None, description="When the probe's person was erased: the probe "
+                                                                  "thumbnail is then a placeholder saying so")
     collections: list[str]
     top_k: int
     threshold: float
@@ -522,13 +526,15 @@ def candidate_out(c: CaseCandidate) -> CandidateOut:
     return CandidateOut(rank=c.rank, face_id=c.face_id, image_id=c.image_id, collection=c.collection, score=c.score,
                         false_match_rate=c.false_match_rate, band=c.band, status=c.status,
                         proposed_by=c.proposed_by, proposed_at=c.proposed_at, proposed_note=c.proposed_note,
-                        confirmed_by=c.confirmed_by, confirmed_at=c.confirmed_at, confirmed_note=c.confirmed_note)
+                        confirmed_by=c.confirmed_by, confirmed_at=c.confirmed_at, confirmed_note=c.confirmed_note,
+                        erased_at=c.erased_at)
 
 
 def search_out(s: CaseSearch) -> SearchOut:
     return SearchOut(id=s.id, at=s.at, username=s.username, case_id=s.case_id, purpose=s.purpose,
                      category=s.category, probe_sha256=s.probe_sha256, probe_face=s.probe_face,
                      probe_box=s.probe_box, probe_quality=s.probe_quality, probe_kept=s.probe_photo is not None,
+                     probe_erased_at=s.probe_erased_at,
                      collections=s.collections, top_k=s.top_k, threshold=s.threshold, model_id=s.model_id,
                      candidates=[candidate_out(c) for c in s.candidates])
 
@@ -769,23 +775,23 @@ def upload_ingest(collection: Annotated[str, Form(min_length=1, max_length=200)]
     name = safe_filename(file.filename)
     if not name.lower().endswith(UPLOAD_SUFFIXES):
         raise FieldError("file", f"upload an archive or a photo ({', '.join(UPLOAD_SUFFIXES)})")
-    folder = service.uploads_dir / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = uploads.new_folder(service.finder.data_dir)  # marked in flight until its job ends
     target = folder / name
-    written = 0
-    with open(target, "wb") as out:
-        while chunk := file.file.read(MiB):
-            written += len(chunk)
-            if written > service.config.max_upload_bytes:
-                out.close()
-                shutil.rmtree(folder, ignore_errors=True)
-                raise ApiError(413, "too_large", f"uploads are capped at {service.config.max_upload_bytes:,} bytes",
-                               "file")
-            out.write(chunk)
-    if written == 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise FieldError("file", "the upload is empty")
-    return job_out(service.jobs.start(principal, collection, target, f"upload:{name}", upload=True))
+    try:
+        written = 0
+        with open(target, "wb") as out:
+            while chunk := file.file.read(MiB):
+                written += len(chunk)
+                if written > service.config.max_upload_bytes:
+                    raise ApiError(413, "too_large",
+                                   f"uploads are capped at {service.config.max_upload_bytes:,} bytes", "file")
+                out.write(chunk)
+        if written == 0:
+            raise FieldError("file", "the upload is empty")
+        return job_out(service.jobs.start(principal, collection, target, f"upload:{name}", upload=True))
+    except BaseException:  # no job will run: what arrived is zeroed and removed now
+        uploads.scrub_tree(folder)
+        raise
 
 
 @router.get("/ingests/{job_id}", response_model=JobOut, tags=["ingest"], summary="Progress of an ingest job")
@@ -842,7 +848,7 @@ def get_search(search_id: DbId, principal: Reader, service: ServiceDep) -> Searc
 
 
 @router.get("/searches/{search_id}/probe/thumbnail", response_class=Response, responses=JPEG, tags=["search"],
-            summary="The searched probe face")
+            summary="The searched probe face (a placeholder once its person was erased)")
 def search_probe_thumbnail(search_id: DbId, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.probe_thumbnail(principal, search_id))
 
@@ -856,7 +862,7 @@ def get_result(search_id: DbId, rank: Rank, principal: CanSearch, service: Servi
 
 
 @router.get("/searches/{search_id}/candidates/{rank}/thumbnail", response_class=Response, responses=JPEG,
-            tags=["search"], summary="The candidate's face")
+            tags=["search"], summary="The candidate's face (a placeholder once it was erased or opted out)")
 def candidate_thumbnail(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.candidate_thumbnail(principal, search_id, rank))
 

@@ -318,6 +318,11 @@ def privacy_access(
 
     try:
         with _engine() as ff:
+            # The report holds face thumbnails; erasure reaches only what facefinder keeps itself, so it
+            # is never written among the data directory's files, where it would look like one of them.
+            if out.expanduser().resolve().is_relative_to(ff.data_dir.resolve()):
+                _fail(f"--out: {out} is inside the data directory {ff.data_dir}; choose a folder outside it "
+                      f"(the report holds face thumbnails that erasing the person would not reach)")
             report = ff.privacy.subject_access(probe, approved_by, face, threshold)
     except FaceFinderError as exc:
         _fail(str(exc))

@@ -10,6 +10,9 @@ as a record (who, when, on what, with which parameters, what came back), and its
   in ``case_searches`` / ``case_candidates`` and in the audit log.
 * Two-person rule: a candidate is *proposed* as a lead by one user and *confirmed* by another, each
   with a note; the proposer can never confirm their own proposal.
+* Erasure reaches the records (``mark_erased_candidates``, ``erase_probes_of``, called by
+  services/privacy.py): a candidate whose face was erased shows a placeholder saying when, and so
+  does the probe of a search whose probe face was a person later erased.
 
 Who sees what (deny by default): admins everything; investigators the searches whose collections
 are all granted to them (their own and their colleagues', so that a second person can confirm);
@@ -18,6 +21,7 @@ auditors the records without any face image.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import secrets
@@ -26,12 +30,13 @@ import time
 import zipfile
 import tarfile
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select, update
 
 from facefinder.errors import CatalogError, Conflict, FaceFinderError, ImageError, NotFound
@@ -39,7 +44,7 @@ from facefinder.services.accounts import AccessDenied, Accounts, Principal
 from facefinder.services import optout
 from facefinder.services.audit import AuditLog
 from facefinder.services.search import Searcher
-from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
+from facefinder.storage.catalog import Catalog, CaseCandidate, CaseSearch, FaceRecord, utcnow
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
 
@@ -225,6 +230,7 @@ class Cases:
                 user_id=principal.id, username=principal.username, case_id=case_id, purpose=purpose,
                 category=category, probe_sha256=probe.sha256, probe_face=face, probe_box=chosen.box,
                 probe_quality=chosen.quality, probe_thumbnail=chosen.thumbnail,
+                probe_embedding=np.asarray(chosen.embedding, dtype=np.float32).tobytes(),
                 probe_photo=probe.photo if days > 0 else None,
                 probe_keep_until=utcnow() + timedelta(days=days) if days > 0 and probe.photo else None,
                 collections=names, top_k=top_k, threshold=threshold, model_id=self.pipeline.model_id,
@@ -352,12 +358,22 @@ class Cases:
         return held
 
     def probe_thumbnail(self, principal: Principal, search_id: int) -> bytes:
-        return self._with_faces(principal, search_id).probe_thumbnail
+        """The searched face, or a placeholder saying when it was erased (its person was erased)."""
+        record = self._with_faces(principal, search_id)
+        if record.probe_erased_at is not None or not record.probe_thumbnail:
+            return placeholder_jpeg(*erased_lines(record.probe_erased_at))
+        return record.probe_thumbnail
 
     def candidate_thumbnail(self, principal: Principal, search_id: int, rank: int) -> bytes:
+        """The candidate's face from the catalog; once it is erased (or its person opted out), a placeholder."""
         self._with_faces(principal, search_id)
         _, candidate = self.candidate(principal, search_id, rank)
-        return self._require_held(candidate.face_id)[0].thumbnail
+        held = self._held(candidate.face_id)
+        if held is not None:
+            return held[0].thumbnail
+        if candidate.erased_at is not None or not self.store.faces([candidate.face_id]):
+            return placeholder_jpeg(*erased_lines(candidate.erased_at))
+        return placeholder_jpeg("withheld", "(opted out)")
 
     def candidate_photo(self, principal: Principal, search_id: int, rank: int) -> bytes:
         """The candidate's source photo with its face boxed, as JPEG; audited as a result view."""
@@ -435,6 +451,148 @@ class Cases:
         if count:
             self.audit.record("system", "probe.purge", count=count)
         return count
+
+
+# ----- erasure reaching the case records ----------------------------------------------------------
+PLACEHOLDER_SIDE = 112  # as large as the face thumbnails it stands in for
+
+
+@dataclass
+class ProbeErasure:
+    searches: list[int] = field(default_factory=list)  # probe face (thumbnail, template, kept photo) emptied
+    photos: list[int] = field(default_factory=list)  # only the kept probe photo dropped: the person was in it
+
+
+def erased_lines(at: datetime | None) -> tuple[str, ...]:
+    return ("erased on", f"{at:%Y-%m-%d}") if at else ("erased",)
+
+
+@functools.lru_cache(maxsize=128)
+def placeholder_jpeg(*lines: str) -> bytes:
+    """A plain grey JPEG with a few words on it, shown in a case record in place of an erased face."""
+    image = Image.new("RGB", (PLACEHOLDER_SIDE, PLACEHOLDER_SIDE), (226, 226, 226))
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.load_default(size=14)
+    except (TypeError, ImportError, OSError):  # no FreeType: the small bitmap font
+        font = ImageFont.load_default()
+    boxes = [draw.textbbox((0, 0), line, font=font) for line in lines]
+    step = max((b[3] - b[1] for b in boxes), default=0) + 6
+    y = (PLACEHOLDER_SIDE - step * len(lines)) / 2
+    for line, box in zip(lines, boxes):
+        draw.text(((PLACEHOLDER_SIDE - (box[2] - box[0])) / 2 - box[0], y - box[1]), line, fill=(80, 80, 80),
+                  font=font)
+        y += step
+    return encode_jpeg(np.asarray(image))
+
+
+def mark_erased_candidates(catalog: Catalog, at: datetime) -> int:
+    """Stamp ``erased_at`` on every candidate whose face the catalog no longer holds; returns how many.
+
+    Run after any erasure, whatever its route: face ids are never reused, so a face that is gone was
+    erased. The thumbnail always came from the faces table, so it is gone with the face; the stamp is
+    what lets the record say when."""
+    gone = ~select(FaceRecord.id).where(FaceRecord.id == CaseCandidate.face_id).exists()
+    with catalog.session() as session, session.begin():
+        result = session.execute(update(CaseCandidate).where(CaseCandidate.erased_at.is_(None), gone)
+                                 .values(erased_at=at))
+        return result.rowcount or 0
+
+
+def erase_probes_of(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float, at: datetime,
+                    pipeline: Callable[[], Any] | None = None) -> ProbeErasure:
+    """A person was erased: empty the probe face of every case search whose probe was that person.
+
+    Whose probe it was is decided the way the erasure decided which held faces were the person's:
+    the searched face's template (``probe_embedding``, kept with each search for this purpose; it
+    says no more than the thumbnail kept beside it, from which it can be recomputed) scores at or
+    above ``threshold`` (the privacy threshold) against any of ``templates`` (model id -> rows of
+    unit vectors: the erased faces' own templates, the subject's face, an opt-out's templates).
+    Matching by candidates instead (a search that returned an erased face at a strict score) would
+    miss every search whose probe was the person but which did not return that face, and would take
+    a lookalike's probe for the person's. Searches recorded before templates were kept get theirs
+    from the kept thumbnail, the aligned crop the recognizer reads, once (needs ``pipeline``).
+
+    The thumbnail is replaced by an empty value (the column predates erasure and is NOT NULL in old
+    catalogs), the template and any kept probe photo are cleared, and ``probe_erased_at`` is set: the
+    record and the audit log keep the case, the sha256 and the scores, never the face. A kept probe
+    photo in which any face (not only the searched one) is the person's is dropped too.
+    """
+    result = ProbeErasure()
+    if not templates:
+        return result
+    if pipeline is not None:
+        _backfill_probe_templates(catalog, pipeline, set(templates))
+    with catalog.session() as session:
+        rows = session.execute(select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_embedding)
+                               .where(CaseSearch.probe_erased_at.is_(None), CaseSearch.probe_embedding.is_not(None),
+                                      CaseSearch.model_id.in_(list(templates)))).all()
+    for row in rows:
+        probe = np.frombuffer(row.probe_embedding, dtype=np.float32)
+        if _matches(templates[row.model_id], probe[None], threshold):
+            result.searches.append(row.id)
+    if pipeline is not None:
+        result.photos = _kept_photos_showing(catalog, pipeline, templates, threshold, set(result.searches))
+    with catalog.session() as session, session.begin():
+        if result.searches:
+            session.execute(update(CaseSearch).where(CaseSearch.id.in_(result.searches)).values(
+                probe_thumbnail=b"", probe_embedding=None, probe_photo=None, probe_keep_until=None,
+                probe_erased_at=at))
+        if result.photos:
+            session.execute(update(CaseSearch).where(CaseSearch.id.in_(result.photos)).values(
+                probe_photo=None, probe_keep_until=None))
+    return result
+
+
+def _matches(templates: np.ndarray, faces: np.ndarray, threshold: float) -> bool:
+    if templates.size == 0 or faces.size == 0 or templates.shape[1] != faces.shape[1]:
+        return False
+    return bool((np.atleast_2d(faces) @ np.atleast_2d(templates).T).max() >= threshold)
+
+
+def _backfill_probe_templates(catalog: Catalog, pipeline: Callable[[], Any], models: set[str]) -> None:
+    """Searches recorded before probe templates were kept: compute them from the kept thumbnails."""
+    with catalog.session() as session:
+        missing = session.execute(select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_thumbnail).where(
+            CaseSearch.probe_erased_at.is_(None), CaseSearch.probe_embedding.is_(None),
+            CaseSearch.model_id.in_(list(models)))).all()
+    if not missing:
+        return
+    loaded = pipeline()
+    todo = [r for r in missing if r.model_id == loaded.model_id and r.probe_thumbnail]
+    for start in range(0, len(todo), 256):
+        chunk = todo[start:start + 256]
+        crops = [decode_image(r.probe_thumbnail, f"search {r.id} probe") for r in chunk]
+        vectors = loaded.recognizer.embed(crops)
+        with catalog.session() as session, session.begin():
+            for r, vector in zip(chunk, vectors):
+                session.execute(update(CaseSearch).where(CaseSearch.id == r.id).values(
+                    probe_embedding=np.asarray(vector, dtype=np.float32).tobytes()))
+
+
+def _kept_photos_showing(catalog: Catalog, pipeline: Callable[[], Any], templates: dict[str, np.ndarray],
+                         threshold: float, skip: set[int]) -> list[int]:
+    """Searches (other than ``skip``) whose kept probe photo shows the person in any of its faces."""
+    with catalog.session() as session:
+        kept = session.execute(select(CaseSearch.id, CaseSearch.model_id).where(
+            CaseSearch.probe_photo.is_not(None), CaseSearch.model_id.in_(list(templates)))).all()
+    kept = [r for r in kept if r.id not in skip]
+    if not kept:
+        return []
+    loaded = pipeline()
+    found = []
+    for row in kept:
+        if row.model_id != loaded.model_id:
+            continue
+        with catalog.session() as session:
+            photo = session.scalar(select(CaseSearch.probe_photo).where(CaseSearch.id == row.id))
+        try:
+            faces = loaded.analyze([decode_image(photo, f"search {row.id} probe photo")])[0]
+        except ImageError:
+            continue
+        if faces and _matches(templates[row.model_id], np.stack([f.embedding for f in faces]), threshold):
+            found.append(row.id)
+    return found
 
 
 def read_source(source: str) -> bytes:

@@ -8,6 +8,7 @@ re-running an ingest resumes it, skipping photos already stored).
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import secrets
@@ -26,8 +27,12 @@ from facefinder.errors import FaceFinderError, NotFound
 from facefinder.services.accounts import Accounts, Principal
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Progress
+from facefinder.services import uploads
 from facefinder.services.sources import ARCHIVE_SUFFIXES, MAX_FILE_BYTES
+from facefinder.storage.index import scrub_file
 from facefinder.storage.store import FaceStore
+
+log = logging.getLogger(__name__)
 
 
 def _now() -> str:
@@ -43,6 +48,7 @@ class IngestJob:
     label: str  # what the user gave: a server-side path, or "upload:<file name>"
     path: Path
     upload: bool = False  # an uploaded archive or photo, unpacked by the job
+    folder: Path | None = None  # an upload's own folder under <data dir>/uploads (services/uploads.py)
     state: str = "queued"  # queued | running | done | failed
     done: int = 0
     total: int = 0
@@ -76,7 +82,8 @@ class IngestJobs:
         principal.require("admin", "investigator")
         self.store.collection(collection)  # raises when it does not exist
         self.accounts.require_collections(principal, [collection])
-        job = IngestJob(secrets.token_hex(8), principal.id, principal.username, collection, label, Path(path), upload)
+        job = IngestJob(secrets.token_hex(8), principal.id, principal.username, collection, label, Path(path), upload,
+                        folder=Path(path).parent if upload else None)
         with self._lock:
             self._jobs[job.id] = job
             finished = [j for j in self._jobs.values() if j.state in ("done", "failed")]
@@ -124,8 +131,25 @@ class IngestJobs:
             self._run(job)
 
     def _run(self, job: IngestJob) -> None:
-        job.state = "running"
+        """Run a job; it shows as finished only once an upload's unused copies are gone."""
+        job.state, state = "running", "failed"
+        try:
+            state = self._ingest(job)
+        finally:
+            if job.folder is not None:
+                self._release(job)
+            job.state, job.finished_at = state, _now()
 
+    def _release(self, job: IngestJob) -> None:
+        """Whatever the outcome, an upload keeps only the files that became stored photos: duplicates,
+        failures, opted-out and consent-withdrawn photos, sidecars and the archive are zeroed and removed."""
+        try:
+            uploads.release(self.store, job.folder)
+        except Exception:  # never let the worker thread die; the next erasure's sweep retries
+            log.exception("could not clean up upload folder %s", job.folder)
+
+    def _ingest(self, job: IngestJob) -> str:
+        """Unpack and ingest; returns the job's final state."""
         def progress(p: Progress) -> None:
             job.done, job.total, job.faces, job.failures = p.done, p.total, p.faces, p.failures
 
@@ -135,9 +159,9 @@ class IngestJobs:
             report = self.finder_as(job.owner).ingest(job.path, job.collection, None, progress)
         except Exception as exc:  # never let the worker thread die; the job says what happened
             message = str(exc) if isinstance(exc, FaceFinderError) else f"internal error: {type(exc).__name__}"
-            job.state, job.error, job.finished_at = "failed", message, _now()
+            job.error = message
             self.audit.record(job.owner, "ingest.failed", collection=job.collection, path=job.label, error=message)
-            return
+            return "failed"
         job.report = {
             "collection": report.collection, "seen": report.seen, "ingested": report.ingested,
             "duplicates": report.duplicates, "faces": report.faces,
@@ -148,62 +172,82 @@ class IngestJobs:
             "seconds": round(report.seconds, 2),
         }
         job.done, job.total, job.faces, job.failures = report.seen, report.seen, report.faces, len(report.failures)
-        job.state, job.finished_at = "done", _now()
+        return "done"
 
 
 def unpack_upload(upload: Path, max_total: int) -> Path:
-    """An uploaded archive, unpacked next to it (then removed); returns the folder to ingest.
+    """An uploaded archive, unpacked next to it (then zeroed and removed); returns the folder to ingest.
 
     Each photo becomes its own file under ``<data dir>/uploads/``, so it can be shown with its face
-    boxed and erased on its own. Member names are sanitised (no absolute paths, no ``..``, no links
-    or devices), each member is capped at the ingest's per-file cap and the whole at ``max_total``.
-    A single uploaded photo is ingested as it is.
+    boxed and erased on its own: archives inside the archive are unpacked too (into ``NAME.d/``, up
+    to ``NESTED_DEPTH`` levels), since a photo read from inside one could not be erased without the
+    others. Member names are sanitised (no absolute paths, no ``..``, no links or devices), each
+    member is capped at the ingest's per-file cap and the whole at ``max_total``. A single uploaded
+    photo is ingested as it is.
     """
     folder = upload.parent
     if not upload.name.lower().endswith(ARCHIVE_SUFFIXES):
         return folder
     target = folder / "files"
     target.mkdir(exist_ok=True)
-    total = 0
-
-    def write(name: str, size: int, stream) -> None:
-        nonlocal total
-        relative = _safe_member(name)
-        if relative is None or size > MAX_FILE_BYTES:
-            return
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        written = 0
-        with open(path, "wb") as out:
-            while chunk := stream.read(1024 * 1024):
-                written += len(chunk)
-                total += len(chunk)
-                if written > MAX_FILE_BYTES:
-                    break
-                if total > max_total:
-                    raise FaceFinderError(f"file: the archive unpacks to more than {max_total:,} bytes")
-                out.write(chunk)
-        if written > MAX_FILE_BYTES:
-            path.unlink()
-
+    budget = [max_total]
     try:
-        if upload.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(upload) as zf:
-                for info in zf.infolist():
-                    if not info.is_dir():
-                        with zf.open(info) as stream:
-                            write(info.filename, info.file_size, stream)
-        else:
-            with tarfile.open(upload) as tf:
-                for member in tf:
-                    if member.isfile():
-                        stream = tf.extractfile(member)
-                        if stream is not None:
-                            write(member.name, member.size, stream)
+        _extract(upload, target, budget, max_total)
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise FaceFinderError(f"file: unreadable archive ({exc})") from None
-    upload.unlink()
+    scrub_file(upload)
+    unreadable: set[Path] = set()
+    for _ in range(NESTED_DEPTH):
+        for archive in sorted(target.rglob("*")):
+            if archive in unreadable or not archive.is_file() or not archive.name.lower().endswith(ARCHIVE_SUFFIXES):
+                continue
+            try:
+                _extract(archive, archive.with_name(archive.name + ".d"), budget, max_total)
+            except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError):
+                unreadable.add(archive)  # left in place: the ingest reports it as corrupt (the job's end scrubs it)
+                continue
+            scrub_file(archive)
     return target
+
+
+NESTED_DEPTH = 3
+
+
+def _extract(archive: Path, target: Path, budget: list[int], max_total: int) -> None:
+    """Write each regular member of ``archive`` under ``target``; ``budget[0]`` is the bytes still allowed."""
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    with zf.open(info) as stream:
+                        _write_member(target, info.filename, info.file_size, stream, budget, max_total)
+    else:
+        with tarfile.open(archive) as tf:
+            for member in tf:
+                if member.isfile():
+                    stream = tf.extractfile(member)
+                    if stream is not None:
+                        _write_member(target, member.name, member.size, stream, budget, max_total)
+
+
+def _write_member(target: Path, name: str, size: int, stream, budget: list[int], max_total: int) -> None:
+    relative = _safe_member(name)
+    if relative is None or size > MAX_FILE_BYTES:
+        return
+    path = target / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with open(path, "wb") as out:
+        while chunk := stream.read(1024 * 1024):
+            written += len(chunk)
+            budget[0] -= len(chunk)
+            if written > MAX_FILE_BYTES:
+                break
+            if budget[0] < 0:
+                raise FaceFinderError(f"file: the archive unpacks to more than {max_total:,} bytes")
+            out.write(chunk)
+    if written > MAX_FILE_BYTES:
+        scrub_file(path)  # a part of a photo is still a copy: zeroed, not just unlinked
 
 
 def _safe_member(name: str) -> Path | None:

@@ -6,11 +6,17 @@ actor). Every operation here writes an audit entry.
 Erasure (of a face, a photo, a collection, or a person found by a probe photo) removes the catalog
 rows (faces with their embeddings and thumbnails, and the photo's row with its provenance), which
 SQLite overwrites on disk (``secure_delete``), and the vectors, which the flat FAISS index removes
-physically. Right after it, ``FaceStore.compact`` rewrites the changed index files (zeroing the old
-file's bytes first) and empties SQLite's write-ahead log (``wal_checkpoint(TRUNCATE)``). A collection
-does not keep copies of photos ingested from the operator's folders (it holds the path or URI), which
-stay the operator's; photos uploaded through the server are kept under ``<data dir>/uploads`` and
-are zeroed and removed with their row (``FaceStore._scrub_uploaded_copies``).
+physically. Right after it (``Privacy.after_erasure``), the case records stop showing the face:
+candidates whose face is gone are stamped (their thumbnail came from the faces table), and when a
+person is erased (by probe photo, opt-out or consent withdrawal) the probe face of every case search
+whose probe was that person is emptied (services/cases.py, ``erase_probes_of``, says how those are
+found); upload copies that no photo row names any more are zeroed and removed (services/uploads.py);
+then ``FaceStore.compact`` rewrites the changed index files (zeroing the old file's bytes first) and
+empties SQLite's write-ahead log (``wal_checkpoint(TRUNCATE)``), after all of the above, so that no
+old copy of a row lingers there. A collection does not keep copies of photos ingested from the
+operator's folders (it holds the path or URI), which stay the operator's; photos uploaded through the
+server are kept under ``<data dir>/uploads`` and are zeroed and removed with their row
+(``FaceStore._scrub_uploaded_copies``).
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import numpy as np
 from sqlalchemy import select
 
 from facefinder.errors import FaceFinderError
+from facefinder.services import cases
 from facefinder.services import consent as consents
 from facefinder.services import optout as optouts
+from facefinder.services import uploads
 from facefinder.services.calibration import PRIVACY_FMR, default_calibration
 from facefinder.services.retention import PurgeReport, expires_at, run_purge
 from facefinder.services.search import Searcher
@@ -67,6 +75,9 @@ class PersonMatches:
     probe_sha256: str
     threshold: float
     matches: list[HeldMatch]
+    # The person's face template (never in to_dict): erasure also empties case probes that were them.
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    model_id: str | None = None
 
     @property
     def face_ids(self) -> list[int]:
@@ -84,6 +95,9 @@ class Erasure:
     face_ids: list[int] = field(default_factory=list)
     image_ids: list[int] = field(default_factory=list)
     wal: tuple[int, int, int] | None = None  # SQLite wal_checkpoint(TRUNCATE): (busy, frames, checkpointed)
+    case_searches: list[int] = field(default_factory=list)  # case searches whose probe face was emptied
+    case_probe_photos: list[int] = field(default_factory=list)  # ... whose kept probe photo showed the person
+    upload_copies: int = 0  # unnamed upload copies zeroed and removed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -164,14 +178,22 @@ class Privacy:
         matches = self.find(subject.embedding, collections, threshold)
         self.audit.record(self._actor(actor), "privacy.find", probe_sha256=digest, threshold=threshold,
                           collections=collections or "all", face_ids=[m.face_id for m in matches])
-        return PersonMatches(digest, threshold, matches)
+        return PersonMatches(digest, threshold, matches, subject.embedding, self.ff.pipeline.model_id)
 
     # ----- erasure ----------------------------------------------------------------------------
     def erase_faces(self, face_ids: list[int], action: str = "delete.face", drop_empty_images: bool = False,
-                    actor: str | None = None, **details: Any) -> Erasure:
+                    actor: str | None = None, person: dict[str, np.ndarray] | None = None,
+                    **details: Any) -> Erasure:
         """Erase faces (rows, embeddings, thumbnails, vectors); with ``drop_empty_images``, also the
-        rows of photos left without a face. Logged as ``action`` when anything was erased."""
+        rows of photos left without a face. Logged as ``action`` when anything was erased.
+
+        ``person`` (model id -> templates, possibly empty) says that these faces are a person's, erased
+        at their request: the faces' own templates are added to it, and case searches whose probe was
+        that person lose their probe face too (see ``after_erasure``). None for a face erased as such."""
         rows = self.store.faces(list(face_ids))
+        if person is not None:
+            person = _by_model([*((v, m) for m, vs in person.items() for v in np.atleast_2d(vs)),
+                                *((record.embedding, record.model_id) for record, _, _ in rows.values())])
         image_ids = sorted({image.id for _, image, _ in rows.values()})
         count = self.store.delete_faces(list(rows))
         emptied: list[int] = []
@@ -182,26 +204,48 @@ class Privacy:
             if emptied:
                 self.store.delete_images(emptied)
         result = Erasure(count, len(emptied), sorted(rows), emptied)
-        if count or emptied:
-            result.wal = self.store.compact()
+        if count or emptied or person:
+            self._finish(result, person)
+        if count or emptied or result.case_searches or result.case_probe_photos:
             self.audit.record(self._actor(actor), action, faces=count, face_ids=result.face_ids,
-                              images=len(emptied), image_ids=emptied, **details)
+                              images=len(emptied), image_ids=emptied, **_case_details(result), **details)
         return result
 
     def erase_image(self, image_id: int, actor: str | None = None) -> Erasure:
         """Erase one photo: its row and provenance, and all its faces."""
         count = self.store.delete_image(image_id)
-        result = Erasure(count, 1, [], [image_id], self.store.compact())
+        result = self._finish(Erasure(count, 1, [], [image_id]))
         self.audit.record(self._actor(actor), "delete.image", image_id=image_id, faces=count)
         return result
 
     def erase_collection(self, name: str, actor: str | None = None) -> Erasure:
-        """Erase a whole collection; its index file is zeroed and removed."""
+        """Erase a whole collection; its index file is zeroed and removed, and its upload copies."""
         info = next((c for c in self.store.collections() if c.name == name), None)
         self.store.delete_collection(name)
-        result = Erasure(info.faces if info else 0, info.images if info else 0, wal=self.store.compact())
+        result = self._finish(Erasure(info.faces if info else 0, info.images if info else 0))
         self.audit.record(self._actor(actor), "delete.collection", collection=name, images=result.images,
                           faces=result.faces)
+        return result
+
+    def after_erasure(self, person: dict[str, np.ndarray] | None = None
+                      ) -> tuple[tuple[int, int, int] | None, cases.ProbeErasure, int]:
+        """What every erasure does last (purge too): stamp case candidates whose face is gone; when a
+        person was erased (``person``: their templates by model), empty the probe face of the case
+        searches whose probe was them; zero and remove upload copies that no photo row names; then
+        compact (index files rewritten, the WAL cut to zero bytes), last, so that the old copies of
+        the rows changed here do not linger in catalog.db-wal either.
+        Returns (the WAL checkpoint result, the case searches changed, upload copies removed)."""
+        now = utcnow()
+        cases.mark_erased_candidates(self.store.catalog, now)
+        probes = cases.ProbeErasure()
+        if person:
+            probes = cases.erase_probes_of(self.store.catalog, person, self.threshold, now, lambda: self.ff.pipeline)
+        copies = uploads.sweep(self.store)
+        return self.store.compact(), probes, copies
+
+    def _finish(self, result: Erasure, person: dict[str, np.ndarray] | None = None) -> Erasure:
+        result.wal, probes, result.upload_copies = self.after_erasure(person)
+        result.case_searches, result.case_probe_photos = probes.searches, probes.photos
         return result
 
     def erase_person(self, matches: PersonMatches, face_ids: list[int] | None = None,
@@ -209,7 +253,8 @@ class Privacy:
         """Step two of erasure by person: erase the reviewed matches (all, or the ``face_ids`` kept after
         review). Photos left without faces go too; photos that still show others keep their row."""
         chosen = self._chosen(matches.face_ids, face_ids)
-        return self.erase_faces(chosen, "delete.person", drop_empty_images=True, actor=actor,
+        subject = {matches.model_id: matches.embedding} if matches.embedding is not None else {}
+        return self.erase_faces(chosen, "delete.person", drop_empty_images=True, actor=actor, person=subject,
                                 probe_sha256=matches.probe_sha256, threshold=matches.threshold,
                                 listed=len(matches.matches))
 
@@ -265,9 +310,9 @@ class Privacy:
         vectors = by_model.get(self.ff.pipeline.model_id)
         listed = [m.face_id for m in self.find(vectors)] if vectors is not None else []
         chosen = self._chosen(listed, face_ids)
-        result = self.erase_faces(chosen, "optout.erase", drop_empty_images=True, actor=actor, optout_id=optout_id,
-                                  listed=len(listed))
-        if not chosen:
+        result = self.erase_faces(chosen, "optout.erase", drop_empty_images=True, actor=actor, person=by_model,
+                                  optout_id=optout_id, listed=len(listed))
+        if not chosen and not (result.case_searches or result.case_probe_photos):
             self.audit.record(self._actor(actor), "optout.erase", optout_id=optout_id, faces=0, listed=len(listed))
         optouts.mark_erased(self.store.catalog, optout_id, self._actor(actor), utcnow())
         return result
@@ -303,11 +348,23 @@ class Privacy:
         """Record the withdrawal and erase every photo that carries the consent id."""
         existed = consents.mark_withdrawn(self.store.catalog, consent_id, self._actor(actor), note, utcnow())
         image_ids = consents.linked_images(self.store.catalog, consent_id)
+        person = self._templates_of_images(image_ids)  # the consenting person's faces, before they go
         images, faces = self.store.delete_images(image_ids) if image_ids else (0, 0)
-        result = Erasure(faces, images, [], image_ids, self.store.compact() if image_ids else None)
+        result = Erasure(faces, images, [], image_ids)
+        if image_ids:
+            self._finish(result, person)
         self.audit.record(self._actor(actor), "consent.withdraw", consent_id=consent_id, note=note,
-                          recorded_before=existed, images=images, faces=faces, image_ids=image_ids)
+                          recorded_before=existed, images=images, faces=faces, image_ids=image_ids,
+                          **_case_details(result))
         return result
+
+    def _templates_of_images(self, image_ids: list[int]) -> dict[str, np.ndarray]:
+        if not image_ids:
+            return {}
+        with self.store.catalog.session() as session:
+            rows = session.execute(select(FaceRecord.embedding, FaceRecord.model_id)
+                                   .where(FaceRecord.image_id.in_(image_ids))).all()
+        return _by_model([(r.embedding, r.model_id) for r in rows])
 
     # ----- retention ----------------------------------------------------------------------------
     def purge(self, now: datetime | None = None, dry_run: bool = False, actor: str | None = None) -> PurgeReport:
@@ -389,6 +446,26 @@ class Privacy:
                         "audit_id": entry.id, "at": entry.at, "actor": entry.actor, "case_id": entry.case_id,
                         "purpose": details.get("purpose"), "score": score})
         return found
+
+
+def _by_model(pairs: list[tuple[bytes | np.ndarray, str]]) -> dict[str, np.ndarray]:
+    """(template, model id) pairs -> model id -> stacked float32 templates."""
+    grouped: dict[str, list[np.ndarray]] = {}
+    for vector, model_id in pairs:
+        data = np.frombuffer(vector, dtype=np.float32) if isinstance(vector, (bytes, bytearray, memoryview)) \
+            else np.asarray(vector, dtype=np.float32).ravel()
+        grouped.setdefault(model_id, []).append(data)
+    return {m: np.stack(vs) for m, vs in grouped.items() if m}
+
+
+def _case_details(result: Erasure) -> dict[str, list[int]]:
+    """For the audit entry: which case records lost a probe face or photo (ids only)."""
+    details = {}
+    if result.case_searches:
+        details["case_searches"] = result.case_searches
+    if result.case_probe_photos:
+        details["case_probe_photos"] = result.case_probe_photos
+    return details
 
 
 def render_access_html(report: dict) -> str:

@@ -87,7 +87,7 @@ def run_purge(ff: "FaceFinder", now: datetime | None = None, dry_run: bool = Fal
         images += plan.images
         faces += plan.faces
     if images and not dry_run:
-        store.compact()
+        ff.privacy.after_erasure()  # case candidates stamped, upload copies scrubbed, then compacted
     report = PurgeReport(now.isoformat(timespec="seconds"), dry_run, plans, images, faces,
                          round(time.perf_counter() - started, 3))
     ff.audit.record(actor or ff.actor, "purge", dry_run=dry_run, as_of=report.at, images=images, faces=faces,
