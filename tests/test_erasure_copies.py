@@ -177,6 +177,33 @@ def test_deleting_a_collection_removes_its_uploads(served):
         assert files_holding(served.data_dir, content) == []
 
 
+def test_an_archive_inside_an_upload_is_unpacked_so_each_photo_can_be_erased(served):
+    """A photo read from inside a nested archive could not be erased without rewriting the archive."""
+    inner = zip_of({"putin.jpg": lfw("Vladimir_Putin", 1).read_bytes(), "bush.jpg": lfw("George_W_Bush", 1).read_bytes()})
+    job = upload(served, "outer.zip", zip_of({"inner.zip": inner}))
+    assert job["state"] == "done" and job["report"]["ingested"] == 2, job
+    assert all(f.split("/", 1)[1] in ("files/inner.zip.d/bush.jpg", "files/inner.zip.d/putin.jpg")
+               for f in upload_files(served))
+    stored = uploaded_images(served)
+    [putin] = [image_id for source, (image_id, _) in stored.items() if source.endswith("putin.jpg")]
+    assert served.client("admin").delete(f"/api/images/{putin}").status_code == 200
+    assert files_holding(served.data_dir, lfw("Vladimir_Putin", 1).read_bytes()) == []
+    assert len(files_holding(served.data_dir, lfw("George_W_Bush", 1).read_bytes())) == 1
+
+
+def test_subject_access_reports_are_not_written_into_the_data_directory(tmp_path):
+    """The report holds thumbnails; inside the data directory it would be a copy no erasure reaches."""
+    from typer.testing import CliRunner
+
+    from facefinder.interfaces.cli import app
+
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["--data-dir", str(data), "privacy", "access", str(UPLOADED),
+                                      "--approved-by", "dpo", "--out", str(data / "reports")])
+    assert result.exit_code == 2 and "inside the data directory" in result.stderr, result.stderr
+    assert not (data / "reports").exists()
+
+
 # ----- case records ----------------------------------------------------------------------------------
 def probe_row(served, search_id: int) -> CaseSearch:
     with served.finder.store.catalog.session() as session:
