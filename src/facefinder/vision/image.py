@@ -62,7 +62,9 @@ def decode_photo(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS,
         image.draft("RGB", (width // factor, height // factor))  # decodes at the next DCT scale above
     else:
         _check_budget(image, source)
-    array, turned = _load([image], source, reduce_to=work_pixels)
+    holder = [image]
+    del image  # _load frees the full-size buffer once it is reduced: no other reference may keep it
+    array, turned = _load(holder, source, reduce_to=work_pixels)
     return Decoded(array, *((height, width) if turned else (width, height)))
 
 
@@ -121,15 +123,29 @@ def _load(holder: list[Image.Image], source: str, reduce_to: int | None = None) 
             before = image.size
             ImageOps.exif_transpose(image, in_place=True)
             turned = image.size != before
-            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            if min(image.size) < 16:
+                raise ImageError(source, "not-an-image", f"{image.size[0]}x{image.size[1]} is too small to hold a face")
+            return _rgb_array(image), turned
+    except ImageError:
+        raise
     except OSError as exc:
         reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
         raise ImageError(source, reason, str(exc)) from None
     except Exception as exc:
         raise ImageError(source, "corrupt", str(exc)) from None
-    if min(rgb.size) < 16:
-        raise ImageError(source, "not-an-image", f"{rgb.size[0]}x{rgb.size[1]} is too small to hold a face")
-    return np.asarray(rgb, dtype=np.uint8), turned
+
+
+def _rgb_array(image: Image.Image) -> ImageArray:
+    """H x W x 3 uint8. Grey and palette photos go through numpy: PIL's RGB is 4 bytes a pixel, and
+    converting first would hold that as well as the array (a 4000x4000 grey bomb: 64 MB more)."""
+    if image.mode == "L":
+        return np.repeat(np.asarray(image)[:, :, None], 3, axis=2)
+    if image.mode == "P" and image.palette is not None and image.palette.mode == "RGB":
+        palette = np.zeros((256, 3), dtype=np.uint8)
+        colours = np.asarray(image.getpalette("RGB"), dtype=np.uint8).reshape(-1, 3)[:256]
+        palette[: len(colours)] = colours
+        return palette[np.asarray(image)]
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _reduce(image: Image.Image, factor: int) -> Image.Image:
