@@ -66,6 +66,8 @@ def test_optout_through_the_api(served):
     ivan, past = served.client("ivan"), f"/api/searches/{before['id']}/candidates/1"
     withheld = ivan.get(past + "/thumbnail")
     assert withheld.status_code == 200 and withheld.content == placeholder_jpeg("withheld", "(opted out)") != face
+    probe = ivan.get(f"/api/searches/{before['id']}/probe/thumbnail")  # the probe was this person too
+    assert probe.content == placeholder_jpeg("withheld", "(opted out)")
     assert_error(ivan.get(past + "/photo"), 404)
     assert ivan.get(past).json()["available"] is False
     listed = admin.get(f"/api/privacy/optouts/{created['id']}/matches").json()

@@ -358,10 +358,16 @@ class Cases:
         return held
 
     def probe_thumbnail(self, principal: Principal, search_id: int) -> bytes:
-        """The searched face, or a placeholder saying when it was erased (its person was erased)."""
+        """The searched face, or a placeholder saying when it was erased (its person was erased), or
+        that it is withheld (its person opted out and the erasure is still to be reviewed), as
+        candidates are."""
         record = self._with_faces(principal, search_id)
         if record.probe_erased_at is not None or not record.probe_thumbnail:
             return placeholder_jpeg(*erased_lines(record.probe_erased_at))
+        if record.probe_embedding:
+            embedding = np.frombuffer(record.probe_embedding, dtype=np.float32)[None]
+            if optout.screen_for(self.store.catalog).match(embedding, record.model_id)[0]:
+                return placeholder_jpeg("withheld", "(opted out)")
         return record.probe_thumbnail
 
     def candidate_thumbnail(self, principal: Principal, search_id: int, rank: int) -> bytes:
