@@ -100,6 +100,25 @@ def _errors() -> Iterator[None]:
         _fail(_disk_full(exc))
 
 
+@contextmanager
+def _reading() -> Iterator:
+    """The engine for a command that only reads (collections, failures), with one-line errors. On a
+    full disk, the index checkpoint that closing it may try to save is skipped: the catalog's journal
+    still holds what it would have saved, and the answer needs no space."""
+    ff = _engine()
+    with _errors():
+        try:
+            yield ff
+        except BaseException:
+            ff.__exit__(*sys.exc_info())
+            raise
+        try:
+            ff.close()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+
+
 def _disk_full(exc: BaseException) -> str:
     """The line for a full disk: the DiskFullError raised for it (an ingest's says how many photos
     it stored), even when closing the store failed on top of it; else one naming the data dir."""
@@ -223,7 +242,7 @@ def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
     """List collections with their photo, face and failure counts and their retention policy."""
     if ctx.invoked_subcommand is not None:
         return
-    with _engine() as ff:
+    with _reading() as ff:
         infos = ff.collections()
     if as_json:
         print(json.dumps([asdict(c) for c in infos], indent=2))
@@ -262,11 +281,8 @@ def check(repair: Annotated[bool, typer.Option("--repair", help="Fix what can be
 @app.command()
 def failures(collection: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Files an ingest into COLLECTION could not use, and why."""
-    try:
-        with _engine() as ff:
-            rows = [{"source": f.source, "reason": f.reason, "detail": f.detail} for f in ff.failures(collection)]
-    except FaceFinderError as exc:
-        _fail(str(exc))
+    with _reading() as ff:
+        rows = [{"source": f.source, "reason": f.reason, "detail": f.detail} for f in ff.failures(collection)]
     if as_json:
         print(json.dumps(rows, indent=2))
         return

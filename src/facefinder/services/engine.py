@@ -223,7 +223,7 @@ class FaceFinder:
         try:
             self.close()
         except Exception as close_error:
-            log.warning("closing %s after %s also failed: %s", self.data_dir, exc_type.__name__, close_error)
+            log.info("closing %s after %s also failed: %s", self.data_dir, exc_type.__name__, close_error)
 
     def _main_face(self, photo) -> Face:
         faces = self.faces_in(photo)
