@@ -80,7 +80,7 @@ def files_holding(data: Path, blob: bytes) -> list[str]:
 
 def index_files_holding(data: Path, blob: bytes) -> list[str]:
     """The files of collection 1's index that hold ``blob``: the FAISS file, or (HNSW, IVF-PQ tiers) the
-    full-precision vectors beside it, collection-1.faiss.vec."""
+    full-precision vectors beside it, collection-1.faiss.TOKEN.vec."""
     return [name for name in files_holding(data, blob) if name.startswith("collection-1.faiss")]
 
 

@@ -3,9 +3,11 @@
     python store_worker.py write DATA_DIR TAG PHOTOS CHECKPOINT_EVERY
     python store_worker.py read DATA_DIR SECONDS        (open, search now and then, close at the end)
     python store_worker.py erase DATA_DIR SEED COUNT    (erase random photos, as the privacy service does)
+    python store_worker.py churn DATA_DIR TAG           (write, checkpoint, erase, compact: until killed)
 
 The catalog URL and the vector backend come from FACEFINDER_DATABASE_URL and FACEFINDER_VECTORS.
-Embeddings are random unit vectors derived from (tag, photo number), so a test can recompute them.
+With FF_WORKER_EXIT_HARD set, ``write`` checkpoints the index and exits without closing the catalog, so
+the photos it wrote are still in SQLite's write-ahead log. Embeddings are random unit vectors derived from (tag, photo number), so a test can recompute them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def write(data_dir: str, tag: str, photos: int, checkpoint_every: int) -> None:
         store.add_image(cid, NewImage(f"{tag}-{photo}", f"/photos/{tag}/{photo}.jpg", 100, 100), faces, "test-model")
         if checkpoint_every and photo % checkpoint_every == checkpoint_every - 1:
             store.checkpoint()
+    if os.environ.get("FF_WORKER_EXIT_HARD"):  # leave without closing: SQLite's WAL stays as it is
+        store.checkpoint()
+        os._exit(0)
     store.close()
 
 
@@ -73,12 +78,30 @@ def erase(data_dir: str, seed: int, count: int) -> None:
     store.close()
 
 
+def churn(data_dir: str, tag: str) -> None:
+    store = open_store(data_dir)
+    cid = store.collection(COLLECTION).id
+    rng = random.Random(tag)
+    for round_ in range(10_000):
+        photos = [(NewImage(f"{tag}-{round_}-{n}", f"/photos/{tag}/{round_}-{n}.jpg", 100, 100),
+                   [NewFace([0, 0, 10, 10], [[1, 1]] * 5, 0.9, 0.8, {}, embedding(tag, round_ * 10 + n, face), b"t")
+                    for face in range(FACES_PER_PHOTO)]) for n in range(4)]
+        store.add_images(cid, photos, "test-model")
+        store.checkpoint()
+        with store.catalog.session() as session:
+            ids = list(session.scalars(select(ImageRecord.id)))
+        store.delete_images([rng.choice(ids)])
+        store.compact()
+
+
 if __name__ == "__main__":
     command, data_dir, *rest = sys.argv[1:]
     if command == "write":
         write(data_dir, rest[0], int(rest[1]), int(rest[2]))
     elif command == "read":
         read(data_dir, float(rest[0]))
+    elif command == "churn":
+        churn(data_dir, rest[0])
     elif command == "erase":
         erase(data_dir, int(rest[0]), int(rest[1]))
     else:

@@ -16,7 +16,10 @@ from sqlalchemy import (
     inspect, select, text,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+from facefinder.errors import CatalogError
 
 
 JOURNAL_LOCK_KEY = 0x66616365  # PostgreSQL advisory lock that orders journal writes ("face")
@@ -312,8 +315,13 @@ class Catalog:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
+        try:
+            Base.metadata.create_all(self.engine)
+            add_missing_columns(self.engine)
+        except OperationalError as exc:  # e.g. a WAL removed from under its -shm file, a file that is not SQLite
+            self.engine.dispose()
+            where = self.engine.url.database if self.is_sqlite else self.engine.url.render_as_string()
+            raise CatalogError(f"{where}: cannot open the catalog ({exc.orig})") from None
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def get_setting(self, key: str, default: str | None = None) -> str | None:

@@ -144,12 +144,12 @@ class _Vectors:
         parts = [block for _, block in self.chunks()]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
-    def save(self, path: Path, token: str, scrub: bool) -> int:
-        """Write every row to a new file named by ``token`` that atomically replaces ``path``; returns its CRC-32.
+    def save(self, path: Path, token: str) -> int:
+        """Write every row to a new file ``path`` (named by ``token``); returns its CRC-32.
 
-        A written file is never appended to, truncated or written in place, so another process that maps
-        it (a server beside an ingest) never reads past its end or sees a row change. ``scrub`` zeroes the
-        replaced file first: it may hold erased faces' rows.
+        A written file is never appended to, truncated or overwritten, so another process that maps it
+        (a server beside an ingest) never reads past its end or sees a live row change; the index file
+        that names ``token`` replaces the old one only once this file is complete.
         """
         self.token = token
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,13 +164,22 @@ class _Vectors:
             handle.flush()
             os.fsync(handle.fileno())
         rows = len(self)
-        self.base = None
-        if scrub:
-            scrub_file(path, unlink=False)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
         self.open(path, rows)
         return crc
+
+    def scrub_rows(self, path: Path, rows: np.ndarray) -> None:
+        """Zero ``rows`` of the vector file ``path`` on disk: erased faces' rows in a file being retired.
+        Only dead rows are touched, so a process still mapping the file loses nothing it may serve."""
+        if not len(rows):
+            return
+        zeros = b"\0" * (self.dim * 4)
+        with open(path, "r+b") as handle:
+            for row in np.asarray(rows, np.int64):
+                handle.seek(VEC_HEADER + int(row) * self.dim * 4)
+                handle.write(zeros)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def open(self, path: Path, rows: int) -> None:
         self.base = np.memmap(path, np.float32, "c", VEC_HEADER, (rows, self.dim)) if rows else None
@@ -179,7 +188,9 @@ class _Vectors:
 
     @classmethod
     def load(cls, path: Path, dim: int, rows: int, token: str, crc: int) -> "_Vectors":
-        with open(path, "r+b") as handle:
+        if not path.is_file():
+            raise ValueError(f"{path}: missing (the index file does not match the vector files beside it)")
+        with open(path, "rb") as handle:
             header = handle.read(VEC_HEADER)
             if not header.startswith(VEC_MAGIC) or header[8:24].decode(errors="replace") != token:
                 raise ValueError(f"{path}: does not match its index file")
@@ -202,7 +213,8 @@ class VectorIndex:
         self.dim = dim
         self.tier = tier or ("flat" if index is not None else tier_for(0))
         self.seq = seq  # the last journal entry this index reflects
-        self.token: str | None = None  # the checkpoint this index was loaded from or last saved as
+        self.token: str | None = None  # the checkpoint file this index was loaded from or last saved as
+        self.basis: str | None = None  # the catalog's checkpoint token when loaded (IndexCheckpoint; see store)
         self.dirty = False
         self.removed = False  # since the last save: the old files held vectors that are gone now
         self.vectors: _Vectors | None = None
@@ -396,17 +408,17 @@ class VectorIndex:
 
     def reset(self, dim: int) -> None:
         """Empty the index for embeddings of another size (the collection's first model)."""
-        token = self.token
+        token, basis = self.token, self.basis
         self.__init__(dim, seq=self.seq)
-        self.token = token
+        self.token, self.basis = token, basis
 
     def rebuild(self, tier: str | None = None) -> None:
         """Rebuild into ``tier`` (default: the one for the current size), without holes."""
         ids, vectors = self._live_rows()
         self.tier = tier or tier_for(len(ids), self.tier)
-        removed, seq, token = self.removed, self.seq, self.token
+        removed, seq, token, basis = self.removed, self.seq, self.token, self.basis
         self.__init__(self.dim, seq=seq, tier=self.tier)
-        self.token = token
+        self.token, self.basis = token, basis
         if self.tier != "flat" and len(ids):
             self._build_inner(vectors)
         if self.tier == "hnsw":
@@ -423,11 +435,12 @@ class VectorIndex:
         leaves a zeroed file, which the store treats as damaged and rebuilds from the catalog.
         A collection past its tier's thresholds (or with too many holes) is rebuilt first.
         """
+        scrub = scrub or self.removed
+        retired = self.vectors.path if self.vectors is not None else None
+        dead = np.nonzero(self.row_ids[: self.vectors.nbase] < 0)[0] if retired else np.zeros(0, np.int64)
         if self.needs_rebuild():
             self.rebuild()
-        scrub = scrub or self.removed
         path.parent.mkdir(parents=True, exist_ok=True)
-        vec_path = path.with_name(path.name + ".vec")
         token = secrets.token_hex(8)
         fingerprint = self.fingerprint()
         header = {"seq": self.seq, "token": token, "dim": self.dim, "tier": self.tier,
@@ -435,7 +448,7 @@ class VectorIndex:
         if self.tier == "flat":
             payload = faiss.serialize_index(self.index).tobytes()
         else:
-            header["vec_crc"] = self.vectors.save(vec_path, token, scrub=scrub)
+            header["vec_crc"] = self.vectors.save(vector_path(path, token), token)
             header.update(nrows=self.nrows, live=self.live, trained_n=self.trained_n, index_max_id=self.max_id)
             inner = faiss.serialize_index(self.index).tobytes() if self.index is not None else b""
             payload = self.row_ids[: self.nrows].tobytes() + inner
@@ -448,14 +461,19 @@ class VectorIndex:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        if scrub:
-            scrub_file(path, unlink=False)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        if self.tier == "flat" and vec_path.exists():
-            scrub_file(vec_path)  # left from a larger tier
+        _replace(tmp, path, scrub)
+        self._retire_vector_files(path, token, retired, dead if scrub else np.zeros(0, np.int64))
         self.token = token
         self.dirty = self.removed = False
+
+    def _retire_vector_files(self, path: Path, keep: str, retired: Path | None, dead: np.ndarray) -> None:
+        """Remove the vector files the new checkpoint does not name. The one this index mapped gets its
+        erased rows zeroed first (``dead``); a process still mapping it keeps its live rows."""
+        if retired is not None and retired.exists() and dead.size:
+            _Vectors(self.dim).scrub_rows(retired, dead)
+        for stale in path.parent.glob(f"{path.name}.*.vec"):
+            if stale.name != vector_path(path, keep).name:
+                stale.unlink(missing_ok=True)
 
     @staticmethod
     def read_header(path: Path) -> dict:
@@ -482,12 +500,36 @@ class VectorIndex:
             self.index = faiss.deserialize_index(np.frombuffer(inner, dtype=np.uint8)) if inner else None
             self.nrows, self.live, self.trained_n = nrows, header["live"], header["trained_n"]
             self.max_id = header["index_max_id"]
-            self.vectors = _Vectors.load(path.with_name(path.name + ".vec"), dim, nrows, header["token"],
+            self.vectors = _Vectors.load(vector_path(path, header["token"]), dim, nrows, header["token"],
                                          header["vec_crc"])
         self.token = header["token"]
         if self.fingerprint() != Fingerprint(header["faces"], header["id_sum"], header["max_id"]):
             raise ValueError(f"{path}: holds other faces than its header says")
         return self
+
+
+def vector_path(path: Path, token: str) -> Path:
+    """The full-precision vector file of the checkpoint ``token`` of index file ``path``."""
+    return path.with_name(f"{path.name}.{token}.vec")
+
+
+def _replace(tmp: Path, path: Path, scrub: bool) -> None:
+    """Rename ``tmp`` over ``path`` durably; with ``scrub`` the replaced file's bytes are zeroed after the
+    rename (through a handle opened before it), so a crash never leaves a zeroed file in its place."""
+    old = open(path, "r+b") if scrub and path.exists() else None
+    try:
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        if old is not None:
+            size = os.fstat(old.fileno()).st_size
+            chunk = b"\0" * (1 << 20)
+            for start in range(0, size, len(chunk)):
+                old.write(chunk[: min(len(chunk), size - start)])
+            old.flush()
+            os.fsync(old.fileno())
+    finally:
+        if old is not None:
+            old.close()
 
 
 def _parse_header(path: Path, start: bytes, handle) -> tuple[dict, int]:
@@ -528,9 +570,8 @@ def fsync_dir(folder: Path) -> None:
 
 
 def index_files(path: Path) -> list[Path]:
-    """An index file and the files beside it (full-precision vectors, an unfinished write)."""
-    return [path, path.with_name(path.name + ".vec"), path.with_name(path.name + ".vec.tmp"),
-            path.with_suffix(path.suffix + ".tmp")]
+    """An index file and the files beside it (full-precision vectors, unfinished writes)."""
+    return [path, path.with_suffix(path.suffix + ".tmp"), *sorted(path.parent.glob(f"{path.name}.*vec*"))]
 
 
 def scrub_file(path: Path, unlink: bool = True) -> None:

@@ -154,6 +154,7 @@ class MilvusIndex:
     def __init__(self, backend: MilvusBackend, cid: int, dim: int, seq: int, collection) -> None:
         self.backend, self.cid, self.dim, self.seq = backend, cid, dim, seq
         self.token: str | None = None  # the checkpoint (IndexCheckpoint.token) this index reflects
+        self.basis: str | None = None  # the catalog's checkpoint token when loaded (see store)
         self.collection = collection
         self.dirty = False
         self.removed = False

@@ -378,7 +378,7 @@ class FaceStore:
             known = set(session.scalars(select(Collection.id)))
             tokens = dict(session.execute(select(IndexCheckpoint.collection_id, IndexCheckpoint.token)).all())
         for cid in list(self.indexes):
-            if cid not in known or tokens.get(cid) != self.indexes[cid].token:
+            if cid not in known or tokens.get(cid) != self.indexes[cid].basis:
                 del self.indexes[cid]
         for cid in known - set(self.indexes) - set(self.lost):
             self._open(cid)
@@ -402,7 +402,7 @@ class FaceStore:
         """Save one collection's index under its cross-process lock, never older than the one on disk."""
         with self.locks.hold(cid):
             index = self.indexes[cid]
-            if self._record_token(cid) != index.token:  # another process saved since: start from its file
+            if self._record_token(cid) != index.basis:  # another process saved since: start from its file
                 removed = index.removed
                 index = self._open(cid)
                 if index is None:
@@ -414,6 +414,7 @@ class FaceStore:
                 return
             self.vectors.save(cid, index, scrub=scrub)
             fingerprint = self._index_fingerprint(index)
+            index.basis = index.token
             with self.catalog.session() as session, session.begin():
                 session.merge(IndexCheckpoint(collection_id=cid, seq=index.seq, token=index.token,
                                               faces=fingerprint.faces if fingerprint else len(index),
@@ -508,11 +509,13 @@ class FaceStore:
     def _open(self, cid: int) -> VectorIndex | None:
         """Load a collection's index (checkpoint + journal), proved equal to the catalog; None if refused."""
         self.indexes.pop(cid, None)
+        basis = self._record_token(cid)
         index = self._load_checkpoint(cid)
         if cid in self.lost:
             return None
         if index is None:
             index = self._rebuild(cid)
+        index.basis = basis
         self._catch_up(cid, index)
         problem = self._mismatch(cid, index)
         if problem:
@@ -520,6 +523,7 @@ class FaceStore:
             self.healed[cid] = ("index-mismatch", problem)
             index = self._rebuild(cid)
             self._catch_up(cid, index)
+        index.basis = basis
         self.indexes[cid] = index
         return index
 
@@ -598,7 +602,7 @@ class FaceStore:
             rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
         dim = len(rows[0].embedding) // 4 if rows else 1
         index = self.vectors.new(cid, dim, seq=seq, tier=tier_for(len(rows)) if rows else None)
-        index.token = self._record_token(cid)  # replaces that checkpoint at the next save
+        index.basis = self._record_token(cid)  # replaces that checkpoint at the next save
         if rows:
             index.add(np.array([r.id for r in rows]), np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]))
         index.dirty = True
