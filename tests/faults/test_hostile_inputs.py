@@ -99,7 +99,7 @@ def build_corpus(root: Path, scale: int = 1) -> tuple[dict[str, set[str]], set[s
         (root / f"{LOCKED}{i}" / "hidden.jpg").write_bytes(jpeg)
         expected[str(root / f"{LOCKED}{i}")] = {"unreadable"}
     stored = {str(shutil.copy(photo, root / f"real-{i}{photo.suffix}")) for i, photo in enumerate(REAL)}
-    for i in range(2 if scale == 1 else 0):  # pixel bombs under every cap: 7999 x 7999 grey PNGs of ~62 KB, stored without a face
+    for i in range(2 if scale == 1 else 0):  # pixel bombs under every cap: 7999 x 7999 grey PNGs of ~62 KB
         path = root / f"bomb-{i}.png"
         Image.new("L", (7999, 7999), i).save(path)
         stored.add(str(path))
