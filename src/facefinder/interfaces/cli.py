@@ -102,7 +102,7 @@ def _errors() -> Iterator[None]:
 
 @contextmanager
 def _reading() -> Iterator:
-    """The engine for a command that only reads (collections, failures), with one-line errors. On a
+    """The engine for a command that only reads (collections, failures, search), with one-line errors. On a
     full disk, the index checkpoint that closing it may try to save is skipped: the catalog's journal
     still holds what it would have saved, and the answer needs no space."""
     ff = _engine()
@@ -193,7 +193,7 @@ def search(
     """Find every face like the ones in PHOTOS, ranked. Results are leads, not identifications."""
     matched = False
     try:
-        with _engine() as ff:
+        with _reading() as ff:  # the audit log is written per probe face; nothing else needs space
             for record in ff.iter_search(photos, collection, top_k, threshold, case, purpose):
                 if as_json:
                     print(json.dumps(record.to_dict()), flush=True)

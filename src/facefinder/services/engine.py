@@ -16,6 +16,7 @@ import getpass
 import logging
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -193,13 +194,30 @@ class FaceFinder:
 
     # Deletes are erasures (services/privacy.py): rows overwritten, index files rewritten, WAL emptied.
     def delete_face(self, face_id: int) -> bool:
-        return self.privacy.erase_faces([face_id]).faces == 1
+        with self._erasing():
+            return self.privacy.erase_faces([face_id]).faces == 1
 
     def delete_image(self, image_id: int) -> int:
-        return self.privacy.erase_image(image_id).faces
+        with self._erasing():
+            return self.privacy.erase_image(image_id).faces
 
     def delete_collection(self, name: str) -> None:
-        self.privacy.erase_collection(name)
+        with self._erasing():
+            self.privacy.erase_collection(name)
+
+    @contextmanager
+    def _erasing(self) -> Iterator[None]:
+        """A full disk during an erasure is a DiskFullError naming the data dir. The catalog commits the
+        erasure in one transaction or not at all, and a face it no longer holds is never served; what
+        may be left is rewriting the index files, which the next erasure or checkpoint does."""
+        try:
+            yield
+        except FaceFinderError:
+            raise
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(self.data_dir, doing="the erasure could not be completed") from exc
+            raise
 
     def thumbnail(self, face_id: int) -> bytes:
         rows = self.store.faces([face_id])
