@@ -78,15 +78,14 @@ def sweep(store: FaceStore) -> int:
     root = uploads_dir(store.data_dir)
     if not root.is_dir():
         return 0
+    named = _named(store, root)  # one query (images.source has no index: one scan, not one per folder)
     count = 0
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not (p / IN_FLIGHT).exists()):
-        count += _scrub_unnamed(store, folder)
-        _remove_empty_dirs(folder)
-    loose = [p for p in root.iterdir() if p.is_file() and not p.is_symlink()]
-    named = _named(store, root) if loose else set()
-    for file in loose:
-        if not _is_named(file, root, named):
-            scrub_file(file)
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and not entry.is_symlink() and not (entry / IN_FLIGHT).exists():
+            count += _scrub_unnamed(store, entry, named)
+            _remove_empty_dirs(entry)
+        elif entry.is_file() and not entry.is_symlink() and not _is_named(entry, root, named):
+            scrub_file(entry)
             count += 1
     return count
 
@@ -101,9 +100,9 @@ def orphans(store: FaceStore) -> list[Path]:
 
 
 # ----- helpers ------------------------------------------------------------------------------------
-def _scrub_unnamed(store: FaceStore, folder: Path) -> int:
+def _scrub_unnamed(store: FaceStore, folder: Path, named: set[str] | None = None) -> int:
     root = uploads_dir(store.data_dir)
-    named = _named(store, folder)
+    named = _named(store, folder) if named is None else named
     count = 0
     for file in _files(folder):
         if not _is_named(file, root, named):
