@@ -5,7 +5,7 @@ memory. Saving a checkpoint is "catch up with the journal, write the file, recor
 journal"; two processes doing that at once, or one doing it from a stale copy, would lose faces. So
 it runs under one lock per collection, held by whichever process saves:
 
-* a SQLite catalog lives on this machine, so an ``flock`` on ``<data dir>/index/collection-N.lock``
+* a SQLite catalog lives on this machine, so an ``flock`` on ``<data dir>/locks/collection-N.lock``
   (released by the kernel if the process dies, even by ``kill -9``);
 * a PostgreSQL catalog may be shared by processes on several machines, so a session-level advisory
   lock on a connection of its own (released when that connection closes, or the process dies).

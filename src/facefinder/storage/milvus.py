@@ -33,6 +33,7 @@ import itertools
 import os
 import secrets
 import threading
+import time
 from urllib.parse import urlparse
 
 import numpy as np
@@ -103,17 +104,27 @@ class MilvusBackend:
             return None
         collection = pm.Collection(name, using=self.alias)
         dim = next(f.params["dim"] for f in collection.schema.fields if f.name == "embedding")
-        collection.load()
+        self._load(collection)
         index = MilvusIndex(self, cid, dim, int(seq), collection)
         with self.catalog.session() as session:
             index.token = session.scalar(select(IndexCheckpoint.token).where(IndexCheckpoint.collection_id == cid))
         return index
 
     def new(self, cid: int, dim: int, seq: int = 0, tier: str | None = None) -> "MilvusIndex":
-        """An empty index; any previous Milvus collection of that id is dropped now, and the new one is
-        made at the first add, when the embedding size is known."""
-        self.drop(cid)
-        return MilvusIndex(self, cid, dim, seq, None)
+        """The index to rebuild from the catalog. A Milvus collection that exists is kept, not dropped:
+        other processes may be writing to it right now (the store upserts every catalog row into it and
+        deletes what the catalog lacks). A missing one is made at the first add, when the size is known."""
+        pm = _pymilvus()
+        name = self.name(cid)
+        if not pm.utility.has_collection(name, using=self.alias):
+            return MilvusIndex(self, cid, dim, seq, None)
+        collection = pm.Collection(name, using=self.alias)
+        found = next(f.params["dim"] for f in collection.schema.fields if f.name == "embedding")
+        if found != dim:  # another model's vectors: none of them can stay
+            self.drop(cid)
+            return MilvusIndex(self, cid, dim, seq, None)
+        self._load(collection)
+        return MilvusIndex(self, cid, dim, seq, collection)
 
     def save(self, cid: int, index: "MilvusIndex", scrub: bool = False) -> None:
         """Flush, then record the journal position the server now holds; a new token names this checkpoint."""
@@ -140,10 +151,28 @@ class MilvusBackend:
             pm.FieldSchema("face_id", pm.DataType.INT64, is_primary=True, auto_id=False),
             pm.FieldSchema("embedding", pm.DataType.FLOAT_VECTOR, dim=dim),
         ], description="facefinder faces: catalog face id -> embedding")
-        collection = pm.Collection(self.name(cid), schema, using=self.alias, consistency_level=SESSION)
-        collection.create_index("embedding", HNSW)
-        collection.load()
+        try:  # another process may be making it at the same moment: then use theirs
+            collection = pm.Collection(self.name(cid), schema, using=self.alias, consistency_level=SESSION)
+            if not collection.has_index():
+                collection.create_index("embedding", HNSW)
+        except pm.exceptions.MilvusException:
+            collection = pm.Collection(self.name(cid), using=self.alias)
+        self._load(collection)
         return collection
+
+    @staticmethod
+    def _load(collection, attempts: int = 20) -> None:
+        """Load a collection into the server's memory; retried while another process creates or loads it."""
+        for attempt in range(attempts):
+            try:
+                if not collection.has_index():
+                    raise _pymilvus().exceptions.MilvusException(message="index not built yet")
+                collection.load()
+                return
+            except _pymilvus().exceptions.MilvusException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.25)
 
 
 class MilvusIndex:

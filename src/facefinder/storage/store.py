@@ -118,7 +118,7 @@ class FaceStore:
         self.catalog = Catalog(url or f"sqlite:///{self.data_dir / 'catalog.db'}")
         self.index_dir = self.data_dir / "index"
         self.vectors = open_vectors(vectors, self.index_dir, self.catalog)
-        self.locks = CheckpointLocks(self.catalog.engine, self.index_dir)
+        self.locks = CheckpointLocks(self.catalog.engine, self.data_dir / "locks")
         self.indexes: dict[int, VectorIndex] = {}
         self.lost: dict[int, str] = {}  # collections refused: their catalog lost committed data
         self.healed: dict[int, tuple[str, str]] = {}  # (kind, why) of indexes rebuilt on open, for check()
@@ -491,7 +491,7 @@ class FaceStore:
         problems = []
         for path in sorted(self.index_dir.glob("collection-*")):
             number = path.name.removeprefix("collection-").split(".", 1)[0]
-            if path.suffix == ".lock" or (number.isdigit() and int(number) in names):
+            if number.isdigit() and int(number) in names:
                 continue
             problems.append(Problem("orphan-index-file", f"{path}: index file of no collection", repaired=repair))
             if repair:
@@ -605,6 +605,8 @@ class FaceStore:
         index.basis = self._record_token(cid)  # replaces that checkpoint at the next save
         if rows:
             index.add(np.array([r.id for r in rows]), np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]))
+        if not isinstance(index, VectorIndex):  # a shared remote index is kept: take out what the catalog lacks
+            index.remove(np.array(sorted(set(index.face_ids().tolist()) - {r.id for r in rows}), dtype=np.int64))
         index.dirty = True
         return index
 
