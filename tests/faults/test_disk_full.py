@@ -167,6 +167,7 @@ def test_erasure_on_a_full_disk(small_disk, tmp_path, make_finder):
     ff.ingest(photos(tmp_path / "a", ["Tony_Blair", "Colin_Powell", "Hugo_Chavez"]), collection="c", **POLICY)
     [blair] = ff.search(lfw("Tony_Blair", 1), top_k=1)
     image_id, face_id = blair.candidates[0].image_id, blair.candidates[0].face_id
+    embedding = ff.store.faces([face_id])[face_id][0].embedding
 
     fill(small_disk)
     with pytest.raises(DiskFullError, match="disk full at .*: the erasure could not be completed"):
@@ -189,5 +190,9 @@ def test_erasure_on_a_full_disk(small_disk, tmp_path, make_finder):
     free_space(small_disk)
     [after] = ff.search(lfw("Tony_Blair", 1), top_k=1)
     assert face_id not in {c.face_id for c in after.candidates}
+    if any(embedding in path.read_bytes() for path in (data / "index").iterdir()):  # the old checkpoint
+        assert "erasure-pending" in [p.kind for p in ff.store.check()]
+        assert all(p.repaired for p in ff.store.check(repair=True))
+    assert not [path for path in data.rglob("*") if path.is_file() and embedding in path.read_bytes()]
     ff.close()
     assert assert_sound(data, erased={face_id}) > 0

@@ -39,6 +39,8 @@ import os
 import secrets
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,14 +157,12 @@ class _Vectors:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         crc = 0
-        with open(tmp, "wb") as handle:
+        with _written(tmp) as handle:
             handle.write((VEC_MAGIC + self.token.encode() + struct.pack("<q", self.dim)).ljust(VEC_HEADER, b"\0"))
             for _, block in self.chunks():
                 data = np.ascontiguousarray(block).tobytes()
                 crc = zlib.crc32(data, crc)
                 handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         rows = len(self)
         os.replace(tmp, path)
         self.open(path, rows)
@@ -456,11 +456,9 @@ class VectorIndex:
         header["payload_len"] = len(payload)
         head = json.dumps(header).encode()
         tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "wb") as handle:
+        with _written(tmp) as handle:
             handle.write(MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<I", zlib.crc32(head)))
             handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
         _replace(tmp, path, scrub)
         self._retire_vector_files(path, token, retired, dead if scrub else np.zeros(0, np.int64))
         self.token = token
@@ -506,6 +504,19 @@ class VectorIndex:
         if self.fingerprint() != Fingerprint(header["faces"], header["id_sum"], header["max_id"]):
             raise ValueError(f"{path}: holds other faces than its header says")
         return self
+
+
+@contextmanager
+def _written(tmp: Path) -> Iterator:
+    """A new file, flushed and fsynced when the block ends; removed if writing it fails (a full disk)."""
+    try:
+        with open(tmp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def vector_path(path: Path, token: str) -> Path:

@@ -90,7 +90,8 @@ class NewImage:
 class Problem:
     """One thing ``FaceStore.check`` found wrong, in one line; ``repaired`` once ``check(repair=True)`` fixed it."""
 
-    kind: str  # catalog-damaged | catalog-lost-data | index-damaged | index-mismatch | orphan-index-file
+    kind: str  # catalog-damaged | catalog-lost-data | index-damaged | index-mismatch | orphan-index-file |
+    #            erasure-pending
     message: str
     collection: str | None = None
     repaired: bool = False
@@ -461,12 +462,26 @@ class FaceStore:
                 if repair:
                     self.indexes[cid] = self._rebuild(cid)
         problems += self._orphan_files(names, repair)
+        problems += self._pending_erasures(names, repair)
         if repair:
             for cid in list(self.indexes):
                 self.indexes[cid].dirty = True
-            self.checkpoint()
+            self.checkpoint(scrub=True)
+            self.catalog.truncate_wal()
             self.healed = {}
         return problems
+
+    def _pending_erasures(self, names: dict[int, str], repair: bool) -> list[Problem]:
+        """Erased faces whose vectors an index checkpoint still holds: the erasure committed in the catalog
+        (they are never served) but the index file could not be rewritten (a full disk, a crash)."""
+        with self.catalog.session() as session:
+            pending = session.execute(
+                select(JournalEntry.collection_id, func.count())
+                .join(IndexCheckpoint, IndexCheckpoint.collection_id == JournalEntry.collection_id)  # a file exists
+                .where(JournalEntry.op == "delete").group_by(JournalEntry.collection_id)).all()
+        return [Problem("erasure-pending", f"collection {names.get(cid, cid)!r}: {count} erased faces are still in "
+                        f"its index file (never served; rewritten by the next checkpoint)", names.get(cid),
+                        repaired=repair) for cid, count in pending if isinstance(self.vectors, FaissFiles)]
 
     def _repair_lost(self, cid: int) -> bool:
         """Rebuild a collection whose catalog lost data from what the catalog holds, and move the catalog's
