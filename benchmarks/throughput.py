@@ -34,6 +34,14 @@ What it does:
    quality, thumbnail, sha256, catalog write) per photo and per face, and an onnxruntime per-op
    profile of the three models, to show where the time goes.
 
+4. Durability (``--durability ROUNDS``, default 2; ``--durability-only`` runs just this): what the
+   store's crash and concurrency safety costs per photo. (a) The real LFW ingest again, ROUNDS times
+   each with SQLite ``synchronous=FULL`` (the default: every commit fsynced) and with ``NORMAL`` (the
+   setting before, patched in for this run only), alternating; (b) the store's write path alone
+   (synthetic photos of one face, batches of 8 as the ingest writes them) in both modes, and the
+   cross-process checks by themselves: the per-write look for another process's checkpoint, a
+   checkpoint under the cross-process lock, and the index == catalog proof made when a collection opens.
+
 Results: a table on stdout and JSON in benchmarks/results/throughput.json.
 The issue's target is >= 50 photos/s for 250x250 LFW photos on 2 cores.
 """
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -338,6 +347,100 @@ def print_run(title: str, run: dict) -> None:
     print(table(stage_rows, ("stage", "seconds", "% of wall", "ms/photo", "measured in")))
 
 
+# ----- durability cost ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def sqlite_synchronous(mode: str):
+    """Every catalog this process opens meanwhile runs with ``PRAGMA synchronous=mode`` (benchmark only)."""
+    from sqlalchemy import event
+
+    from facefinder.storage import catalog
+
+    original = catalog.make_engine
+
+    def patched(url: str):
+        engine = original(url)
+        if url.startswith("sqlite"):
+            event.listen(engine, "connect", lambda conn, _: conn.execute(f"PRAGMA synchronous={mode}"))
+        return engine
+
+    catalog.make_engine = patched
+    try:
+        yield
+    finally:
+        catalog.make_engine = original
+
+
+def store_write_path(scratch: Path, photos: int = 1000) -> dict:
+    """ms per photo of FaceStore.add_images (batches of 8, one face each, a 3 KB thumbnail) in both
+    modes, and the cross-process checks timed on their own."""
+    from facefinder.storage.store import FaceStore, NewFace, NewImage
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(photos, 192)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    thumb = rng.integers(0, 255, 3000, dtype=np.uint8).tobytes()
+    out: dict = {"photos": photos}
+    for mode in ("NORMAL", "FULL", "NORMAL", "FULL"):
+        data = Path(tempfile.mkdtemp(prefix=f"store-{mode}-", dir=scratch))
+        with sqlite_synchronous(mode):
+            store = FaceStore(data)
+            cid = store.collection("b", create=True, purpose="b", legal_basis="b", retention_days=1).id
+            started = time.perf_counter()
+            for start in range(0, photos, 8):
+                batch = [(NewImage(f"{mode}{i}", f"/p/{i}.jpg", 250, 250),
+                          [NewFace([0, 0, 9, 9], [[1, 1]] * 5, 0.9, 0.9, {}, vectors[i], thumb)])
+                         for i in range(start, min(start + 8, photos))]
+                store.add_images(cid, batch, "m")
+            elapsed = time.perf_counter() - started
+            t = time.perf_counter()
+            store.checkpoint()
+            checkpoint_ms = (time.perf_counter() - t) * 1e3
+            t = time.perf_counter()
+            for _ in range(200):
+                store.refresh()
+            refresh_ms = (time.perf_counter() - t) / 200 * 1e3
+            store.close()
+            t = time.perf_counter()
+            reopened = FaceStore(data)  # load + checksum + index == catalog proof
+            open_ms = (time.perf_counter() - t) * 1e3
+            reopened.close()
+        shutil.rmtree(data, ignore_errors=True)
+        out.setdefault(mode, []).append({"ms_per_photo": round(elapsed / photos * 1e3, 3),
+                                         "idle_refresh_ms": round(refresh_ms, 3),
+                                         "checkpoint_ms": round(checkpoint_ms, 1), "open_ms": round(open_ms, 1)})
+    return out
+
+
+def durability_cost(folder: Path, models: Path, workers: int | None, scratch: Path, rounds: int) -> dict:
+    runs: dict[str, list[dict]] = {"NORMAL": [], "FULL": []}
+    for _ in range(rounds):
+        for mode in ("NORMAL", "FULL"):
+            with sqlite_synchronous(mode):
+                run = run_ingest(folder, models, workers, scratch, f"sync-{mode.lower()}")
+            runs[mode].append({k: run[k] for k in ("photos_per_s", "seconds", "ingested", "stage_seconds",
+                                                   "cpu_ms_per_photo")})
+    best = {mode: max(r["photos_per_s"] for r in rs) for mode, rs in runs.items()}
+    store_ms = {mode: min(r["stage_seconds"]["store"] / max(r["ingested"], 1) * 1e3 for r in rs)
+                for mode, rs in runs.items()}
+    return {"ingest_runs": runs, "best_photos_per_s": best,
+            "full_vs_normal_pct": round((best["NORMAL"] / best["FULL"] - 1) * 100, 2),
+            "store_stage_ms_per_photo": {k: round(v, 3) for k, v in store_ms.items()},
+            "store_write_path": store_write_path(scratch)}
+
+
+def print_durability(d: dict) -> None:
+    print("\n== durability cost: SQLite synchronous=FULL (default) vs NORMAL ==")
+    rows = [(mode, ", ".join(f"{r['photos_per_s']:.1f}" for r in d["ingest_runs"][mode]),
+             d["store_stage_ms_per_photo"][mode]) for mode in ("NORMAL", "FULL")]
+    print(table(rows, ("mode", "ingest photos/s (each run)", "store stage ms/photo (best)")))
+    print(f"FULL costs {d['full_vs_normal_pct']}% of ingest throughput (best run of each)")
+    w = d["store_write_path"]
+    rows = [(mode, r["ms_per_photo"], r["idle_refresh_ms"], r["checkpoint_ms"], r["open_ms"])
+            for mode in ("NORMAL", "FULL") for r in w[mode]]
+    print(f"store write path alone, {w['photos']} photos in batches of 8:")
+    print(table(rows, ("mode", "ms/photo", "refresh (nothing new) ms", "checkpoint ms", "open + proof ms")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -349,6 +452,8 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="models dir (default $FACEFINDER_MODELS_DIR or ~/.facefinder/models)")
     parser.add_argument("--profile", type=int, default=300, help="photos for the in-process profile (0 = skip)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput.json)")
+    parser.add_argument("--durability", type=int, default=2, help="rounds of the FULL vs NORMAL ingest (0 = skip)")
+    parser.add_argument("--durability-only", action="store_true", help="run only the durability section")
     args = parser.parse_args()
 
     lfw = require_dir(args.lfw.expanduser().resolve(), "LFW images folder",
@@ -387,6 +492,10 @@ def main() -> None:
             folder = scratch / "lfw-subset"
             link_subset(subset, lfw, folder)
 
+        if args.durability_only:
+            results["durability"] = durability_cost(folder, models, workers_list[-1], scratch, max(args.durability, 1))
+            print_durability(results["durability"])
+            return finish(results, args.out)
         runs = []
         for workers in workers_list:
             run = run_ingest(folder, models, workers, scratch, "lfw")
@@ -435,11 +544,18 @@ def main() -> None:
                          for k, v in ops.items()], ("model", "input", "ms/run", "ms/item", "time by op")))
             results["profile"] = prof
             results["profile"]["onnx_ops"] = ops
+        if args.durability:
+            results["durability"] = durability_cost(folder, models, workers_list[-1], scratch, args.durability)
+            print_durability(results["durability"])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    finish(results, args.out)
 
+
+def finish(results: dict, out: str | None) -> None:
     results["machine"]["loadavg_at_end"] = loadavg()
-    path = write_json("throughput.json", results, args.out)
+    name = "throughput_durability.json" if "lfw_runs" not in results else "throughput.json"
+    path = write_json(name, results, out)
     print(f"\nwrote {path}")
 
 
