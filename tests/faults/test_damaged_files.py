@@ -7,6 +7,7 @@ another person's photo at score 1.0. A flipped bit in an index file must never s
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -108,7 +109,8 @@ def test_a_flipped_bit_in_an_index_file_is_caught_and_rebuilt(tmp_path, monkeypa
         store = FaceStore(data)
         assert [p.kind for p in store.check()] == ["index-damaged"]
         assert [row[0][1] > 0.999 for row in store.search([cid], vectors, 1)] == [True] * 40
-        store.close()  # saves the rebuilt index
+        assert all(p.repaired for p in store.check(repair=True))  # saves the rebuilt index
+        store.close()
         assert assert_sound(data) == 40
 
 
@@ -125,3 +127,29 @@ def test_check_finds_and_removes_a_stray_index_file(tmp_path):
     assert not stray.exists()
     store.close()
     assert_sound(data)
+
+
+def test_the_check_command_reports_repairs_and_is_audited(tmp_path):
+    from typer.testing import CliRunner
+
+    from facefinder.interfaces.cli import app
+    from facefinder.services.audit import AuditLog
+
+    data = tmp_path / "data"
+    store = FaceStore(data)
+    add_photos(store, "c", unit_vectors(6, seed=2))
+    store.close()
+    run = lambda *args: CliRunner().invoke(app, ["--data-dir", str(data), "check", *args])  # noqa: E731
+    ok = run()
+    assert ok.exit_code == 0 and "ok:" in ok.stdout, ok.stdout
+    flip_bit(next((data / "index").glob("collection-*.faiss")), random.Random(1))
+    found = run()
+    assert found.exit_code == 1 and "problem: collection 'c': index checkpoint unusable" in found.stdout, found.stdout
+    repaired = run("--repair", "--json")
+    report = json.loads(repaired.stdout)
+    assert repaired.exit_code == 0 and report["ok"] and report["problems"][0]["kind"] == "index-damaged"
+    assert run().exit_code == 0
+    catalog = Catalog(f"sqlite:///{data / 'catalog.db'}")
+    checks = [e for e in AuditLog(catalog).entries() if e.action == "store.check"]
+    catalog.close()
+    assert len(checks) == 4 and json.loads(checks[2].details)["repaired"] == 1

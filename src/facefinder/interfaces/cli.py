@@ -271,9 +271,9 @@ def check(repair: Annotated[bool, typer.Option("--repair", help="Fix what can be
     if as_json:
         print(json.dumps({"ok": all(p.repaired for p in problems), "problems": [asdict(p) for p in problems]}))
     elif not problems:
-        console.print("ok: catalog, indexes, audit log and uploads are sound", highlight=False)
+        print("ok: catalog, indexes, audit log and uploads are sound")
     for p in problems if not as_json else []:
-        console.print(f"{'repaired' if p.repaired else 'problem'}: {p.message}", highlight=False, soft_wrap=True)
+        print(f"{'repaired' if p.repaired else 'problem'}: {p.message}")
     if not all(p.repaired for p in problems):
         raise typer.Exit(1)
 

@@ -469,6 +469,9 @@ class FaceStore:
             self.checkpoint(scrub=True)
             self.catalog.truncate_wal()
             self.healed = {}
+        else:  # a check only looks: what it found stays on disk for --repair (the next open heals it too)
+            for cid in set(self.healed) & set(self.indexes):
+                self.indexes[cid].dirty = False
         return problems
 
     def _pending_erasures(self, names: dict[int, str], repair: bool) -> list[Problem]:
@@ -563,7 +566,7 @@ class FaceStore:
             self.lost[cid] = (
                 f"collection {name!r}: the catalog lost committed data (its index checkpoint holds journal "
                 f"entries to {index.seq} and face ids to {fingerprint.max_id if fingerprint else '?'}, the catalog "
-                f"only {journal_top} and {faces_top}): refused until `facefinder check --repair`")
+                f"only {journal_top} and {faces_top}): refused until facefinder check --repair")
             log.error("%s", self.lost[cid])
             return None
         if index.seq < max(pruned, record.seq if record else 0):
