@@ -39,8 +39,8 @@ def ray_cluster():
 
 @pytest.fixture
 def photos(tmp_path):
-    """Fourteen files as an operator might hold them: a folder with sidecars, a zip, a corrupt file,
-    and the same photo twice."""
+    """Fifteen files as an operator might hold them: a folder with sidecars, a zip, a corrupt file and
+    a byte-identical copy of it (each copy gets its own failure row), and the same photo twice."""
     folder = tmp_path / "photos"
     folder.mkdir()
     for person in LFW_PEOPLE:
@@ -49,6 +49,7 @@ def photos(tmp_path):
     (folder / f"{LFW_PEOPLE[0]}_1.jpg.json").write_text('{"source_url": "https://example.org/1", "case_id": "K-1"}')
     shutil.copy(lfw(LFW_PEOPLE[1], 1), folder / "copy-of-the-same-photo.jpg")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    shutil.copy(folder / "broken.jpg", folder / "broken-again.jpg")  # analysed in the same batch as broken.jpg
     with zipfile.ZipFile(folder / "archive.zip", "w") as archive:
         archive.write(lfw(LFW_PEOPLE[2], 3), "inner/a.jpg")
         archive.writestr("inner/b.jpg", b"garbage")
@@ -78,7 +79,11 @@ def test_ray_ingest_stores_what_a_local_ingest_stores(tmp_path, photos, ray_clus
 
     for field in ("seen", "ingested", "duplicates", "faces", "photos_without_faces"):
         assert getattr(ray_report, field) == getattr(local_report, field), field
-    assert (ray_report.ingested, ray_report.duplicates, len(ray_report.failures)) == (11, 1, 2)
+    assert (ray_report.ingested, ray_report.duplicates, len(ray_report.failures)) == (11, 1, 3)
+    broken = {(f.source, f.reason) for f in ray_report.failures if "broken" in f.source}
+    assert broken == {(str(photos / "broken.jpg"), "corrupt"), (str(photos / "broken-again.jpg"), "corrupt")}
+    assert sorted((f.source, f.reason, f.detail) for f in ray_report.failures) == sorted(
+        (f.source, f.reason, f.detail) for f in local_report.failures)
     ours, theirs = catalog_rows(distributed), catalog_rows(local)
     for name, a, b in zip(("images", "faces", "failures"), ours, theirs):
         assert len(a) == len(b), name

@@ -113,8 +113,11 @@ class RayIngestor(Ingestor):
             report.seen += 1
             for stage, seconds in row_stages.items():
                 stages[stage] = stages.get(stage, 0.0) + seconds
-            if result == "duplicate" or digest in pending or digest in known:
+            if result == "duplicate" or digest in known:
                 report.duplicates += 1
+                continue
+            if digest in pending:  # a copy of a photo in flight shares its fate, as in a local ingest:
+                self._copies.setdefault(digest, []).append(meta.source)  # a failure row each if it fails
                 continue
             if digest is not None:
                 meta.sha256 = digest
