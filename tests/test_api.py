@@ -11,12 +11,13 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
 from facefinder.storage.catalog import CaseCandidate, CaseSearch, ImageRecord, utcnow
-from helpers import lfw
+from helpers import POLICY, box_iou, lfw
 from service_helpers import (  # noqa: F401
     COLLECTION, assert_error, backend, make_served, password, probe_bytes, run_search,
 )
@@ -409,6 +410,31 @@ def test_upload_size_and_pixel_caps(fresh):
     assert_error(admin.post("/api/probes", files={"photo": ("x.jpg", b"not an image", "image/jpeg")}), 400,
                  "bad_image", "photo")
     assert_error(admin.post("/api/probes", files={"photo": ("x.jpg", b"", "image/jpeg")}), 400, "bad_image")
+
+
+def test_large_probe_and_candidate_photo_in_their_own_pixels(fresh, tmp_path):
+    """A probe over the work size is analysed reduced (as at ingest) but answers in its own pixels, and a
+    large candidate photo is decoded only as large as it is shown, its box drawn where the face is."""
+    app = fresh()
+    big = tmp_path / "gallery" / "blair-large.jpg"
+    big.parent.mkdir()
+    Image.open(lfw("Tony_Blair", 1)).resize((5000, 5000), Image.Resampling.BICUBIC).save(big, quality=90)
+    assert app.finder.ingest(big.parent, "c", **POLICY).ingested == 1
+    admin = app.client("admin")
+    small = admin.post("/api/probes", files={"photo": ("small.jpg", probe_bytes(), "image/jpeg")}).json()
+    large = admin.post("/api/probes", files={"photo": ("large.jpg", big.read_bytes(), "image/jpeg")}).json()
+    assert (large["width"], large["height"]) == (5000, 5000)
+    [face_small], [face_large] = small["faces"], large["faces"]
+    assert box_iou(face_large["box"], [v * 20 for v in face_small["box"]]) > 0.85, (face_large, face_small)
+
+    record = run_search(admin)
+    details = admin.get(f"/api/searches/{record['id']}/candidates/1").json()
+    assert (details["width"], details["height"]) == (5000, 5000)
+    shown = np.asarray(Image.open(io.BytesIO(admin.get(f"/api/searches/{record['id']}/candidates/1/photo").content)))
+    assert shown.shape == (1600, 1600, 3)
+    x1, y1, x2, y2 = (round(v * 1600 / 5000) for v in details["box"])
+    edges = np.concatenate([shown[y1 + 2, x1:x2], shown[y2 - 2, x1:x2], shown[y1:y2, x1 + 2], shown[y1:y2, x2 - 2]])
+    assert np.abs(np.median(edges, axis=0) - (234, 88, 12)).max() < 30, np.median(edges, axis=0)  # the outline
 
 
 def test_error_shape_for_unknown_routes_methods_and_bad_json(served):

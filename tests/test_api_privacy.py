@@ -3,9 +3,12 @@ photos taken as the request body and never kept, and every call in the audit log
 
 from __future__ import annotations
 
+import io
 import json
+import time
 
 import pytest
+from PIL import Image
 
 from facefinder.services.calibration import default_calibration
 from facefinder.services.cases import placeholder_jpeg
@@ -120,6 +123,24 @@ def test_public_optout_form_is_off_until_switched_on(served):
     finally:
         admin.put("/api/privacy/public-optout", json={"enabled": False})
     assert json.loads(served.finder.audit.entries(action="optout.public_form")[-1].details) == {"enabled": False}
+
+
+def test_privacy_photos_are_decoded_within_the_budget(served, tmp_path):
+    """Erasure by person, opt-out and subject access read a photo as a probe is read: a 7999x7999 JPEG
+    is decoded reduced (no face: a 400 in well under 3 s), a colour PNG over the decode budget is a 413
+    from its header, in the API's error shape."""
+    admin = served.client("admin")
+    bomb = io.BytesIO()
+    Image.new("RGB", (7999, 7999), 40).save(bomb, format="JPEG", quality=50)
+    started = time.perf_counter()
+    error = assert_error(admin.post("/api/privacy/persons/find", content=bomb.getvalue(), headers=JPEG), 400)
+    assert time.perf_counter() - started < 3 and "no face found" in error["message"], error
+    flat = io.BytesIO()
+    Image.new("RGB", (6000, 6000)).save(flat, format="PNG")  # 36 MP: 137 MB to decode, over the 128 MB budget
+    for path in ("/api/privacy/persons/find", "/api/privacy/optouts", "/api/privacy/access"):
+        error = assert_error(admin.post(path, content=flat.getvalue(), headers={"Content-Type": "image/png"}),
+                             413, "too_large", "photo")
+        assert "budget" in error["message"], error
 
 
 def test_erase_person_needs_the_confirmed_face_ids(served):

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,6 +45,66 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "extra_mb": peak - max(base, 0), "peak_mb": peak, "before_mb": before,
                   "shape": list(photo.image.shape), "size": [photo.width, photo.height], "faces": len(faces)}))
 """
+
+
+SERVE_MEASURE = """
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[4])
+from facefinder.vision.pipeline import FacePipeline
+from service_helpers import make_served, probe_bytes
+
+pipeline = FacePipeline.default(Path(sys.argv[2]), threads=1)
+served = make_served(Path(sys.argv[3]) / "data", pipeline, None, seed=False)
+admin = served.client("admin")
+admin.post("/api/collections", json={"name": "c", "purpose": "p", "legal_basis": "l", "retention_days": 5})
+assert admin.post("/api/probes", files={"photo": ("warm.jpg", probe_bytes(), "image/jpeg")}).status_code == 201
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+started = time.perf_counter()
+response = admin.post("/api/probes", files={"photo": (Path(sys.argv[1]).name, Path(sys.argv[1]).read_bytes(),
+                                                      "application/octet-stream")})
+seconds = time.perf_counter() - started
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": seconds, "peak_mb": peak, "before_mb": before, "status": response.status_code,
+                  "body": response.json()}))
+served.close()
+"""
+
+
+def serve_probe(path, models_dir, tmp_path) -> dict:
+    """POST /api/probes with the photo at ``path`` on a fresh server in a fresh process: the answer,
+    the seconds it took and the peak RSS before and after (after a warm-up probe)."""
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", SERVE_MEASURE, str(path), str(models_dir), str(tmp_path), tests_dir],
+                         capture_output=True, text=True, timeout=180, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB-jpeg"])
+def test_probe_bomb_through_the_server_costs_little(tmp_path, models_dir, mode):
+    """The server's probe path (POST /api/probes, the web UI's upload) decodes as ingest does: a
+    7999x7999 grey PNG (62 KB) or JPEG costs about half a second and under 100 MB, not the 1.6-1.9 s
+    and 370-490 MB of a full decode (8 s and 2.2 GB before issue 9), and the answer gives the photo's
+    own size."""
+    bomb = tmp_path / ("bomb.png" if mode == "L" else "bomb.jpg")
+    Image.new("L" if mode == "L" else "RGB", (7999, 7999), 40).save(bomb, **({} if mode == "L" else {"quality": 50}))
+    figures = serve_probe(bomb, models_dir, tmp_path)
+    assert figures["status"] == 201, figures
+    assert (figures["body"]["width"], figures["body"]["height"]) == (7999, 7999) and figures["body"]["faces"] == []
+    assert figures["seconds"] < 3, figures
+    assert figures["peak_mb"] - figures["before_mb"] < 300, figures  # the issue's budget
+
+
+def test_probe_over_the_decode_budget_is_a_413_through_the_server(tmp_path, models_dir):
+    """A colour PNG whose decode buffer exceeds the budget: refused from its header, in the API's error
+    shape (413 too_large, field photo), never a 500."""
+    big = tmp_path / "bomb"  # no suffix: the file's name must not be mistaken for the field
+    big.write_bytes(png_header(6000, 6000))
+    figures = serve_probe(big, models_dir, tmp_path)
+    assert figures["status"] == 413, figures
+    error = figures["body"]["error"]
+    assert (error["code"], error["field"]) == ("too_large", "photo") and "budget" in error["message"], error
+    assert figures["seconds"] < 1, figures
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB-jpeg"])

@@ -124,9 +124,10 @@ def api_error_for(exc: Exception) -> ApiError:
         return ApiError(401, "unauthenticated", message, headers={"WWW-Authenticate": "Bearer"})
     if isinstance(exc, AccessDenied):
         return ApiError(403, "forbidden", message)
-    if isinstance(exc, ImageError):
+    if isinstance(exc, ImageError):  # its message starts with the file's name, never a field's: "photo"
         status, code = (413, "too_large") if exc.reason == "too-large" else (400, "bad_image")
-        return ApiError(status, code, f"{exc.reason}" + (f": {exc.detail}" if exc.detail else ""), field_name or "photo")
+        return ApiError(status, code, f"{exc.reason}" + (f": {exc.detail}" if exc.detail else ""),
+                        getattr(exc, "field", None) or "photo")
     if isinstance(exc, FieldError):
         return ApiError(400, "bad_request", message, exc.field)
     if isinstance(exc, NotFound) or "does not exist" in message or message.startswith("username: no user"):

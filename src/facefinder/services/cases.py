@@ -46,7 +46,9 @@ from facefinder.services.audit import AuditLog
 from facefinder.services.search import Searcher
 from facefinder.storage.catalog import Catalog, CaseCandidate, CaseSearch, FaceRecord, utcnow
 from facefinder.storage.store import FaceStore
-from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg
+from facefinder.vision.image import (
+    DEFAULT_MAX_PIXELS, Decoded, decode_image, decode_photo, encode_jpeg, read_photo_bytes,
+)
 
 DEFAULT_CATEGORIES = [
     "criminal investigation",
@@ -60,6 +62,9 @@ RETENTION_KEY = "probe_retention_days"
 MAX_TOP_K = 100
 PHOTO_MAX_SIDE = 1600  # source photos are shown at most this large...
 PHOTO_MIN_SIDE = 480  # ...and small ones enlarged to this, so that the box stays a thin outline
+# A shown photo is decoded at most this large: reduced by ceil(sqrt(pixels / this)), never below
+# PHOTO_MAX_SIDE on its longest side (ceil(x / 2) <= x), so it is only ever scaled down to be shown.
+SHOWN_WORK_PIXELS = (2 * PHOTO_MAX_SIDE) ** 2
 
 
 class FieldError(FaceFinderError):
@@ -171,18 +176,22 @@ class Cases:
 
     # ----- probes -----------------------------------------------------------------------------
     def analyze_probe(self, principal: Principal, data: bytes, filename: str = "probe") -> Probe:
-        """Every face in an uploaded probe photo, held in memory for the user to pick one."""
+        """Every face in an uploaded probe photo, held in memory for the user to pick one.
+
+        Decoded within the same budget as an ingest (``decode_photo``): a pixel bomb under the pixel
+        cap costs a fraction of a second, and boxes, width and height are in the photo's own pixels.
+        A photo over the budget is an ImageError ("too-large"), which the API answers with a 413.
+        """
         import hashlib
 
         principal.require("admin", "investigator")
         if not self.accounts.allowed_collections(principal):
             raise AccessDenied(f"{principal.username} has no collection granted to search")
-        image = decode_image(data, filename or "probe", self.max_pixels)
-        faces = self.pipeline.analyze([image])[0]
-        height, width = image.shape[:2]
+        photo = decode_photo(data, filename or "probe", self.max_pixels)
+        faces = self.pipeline.analyze_decoded([photo])[0]
         probe = Probe(
             id=secrets.token_urlsafe(16), owner_id=principal.id, sha256=hashlib.sha256(data).hexdigest(),
-            width=width, height=height,
+            width=photo.width, height=photo.height,
             faces=[ProbeFaceData([round(float(v), 2) for v in f.box], round(f.quality.score, 4),
                                  np.asarray(f.embedding, dtype=np.float32), encode_jpeg(f.aligned)) for f in faces],
             photo=data if self.settings().probe_retention_days > 0 else None,
@@ -388,13 +397,13 @@ class Cases:
         face, image_row, _ = self._require_held(candidate.face_id)
         try:
             data = read_source(image_row.source)
-            pixels = decode_image(data, image_row.source, self.max_pixels)
+            photo = decode_photo(data, image_row.source, self.max_pixels, work_pixels=SHOWN_WORK_PIXELS)
         except (OSError, ImageError, FaceFinderError):
             raise NotFound(f"the source photo of image {image_row.id} is no longer readable where it was "
                            f"ingested from") from None
         self.audit.record(principal.username, "result.view", record.case_id, search_id=search_id, rank=rank,
                           face_id=candidate.face_id, image_id=image_row.id, photo=True)
-        return boxed_jpeg(pixels, face.box)
+        return boxed_jpeg(photo.image, _box_in(photo, face.box))
 
     # ----- leads: the two-person rule -------------------------------------------------------------
     def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> CaseCandidate:
@@ -568,6 +577,7 @@ def _backfill_probe_templates(catalog: Catalog, pipeline: Callable[[], Any], mod
     todo = [r for r in missing if r.model_id == loaded.model_id and r.probe_thumbnail]
     for start in range(0, len(todo), 256):
         chunk = todo[start:start + 256]
+        # our own 112x112 JPEGs (the aligned crop): decoded as they are, the recognizer's input size
         crops = [decode_image(r.probe_thumbnail, f"search {r.id} probe") for r in chunk]
         vectors = loaded.recognizer.embed(crops)
         with catalog.session() as session, session.begin():
@@ -593,7 +603,7 @@ def _kept_photos_showing(catalog: Catalog, pipeline: Callable[[], Any], template
         with catalog.session() as session:
             photo = session.scalar(select(CaseSearch.probe_photo).where(CaseSearch.id == row.id))
         try:
-            faces = loaded.analyze([decode_image(photo, f"search {row.id} probe photo")])[0]
+            faces = loaded.analyze_decoded([decode_photo(photo, f"search {row.id} probe photo")])[0]
         except ImageError:
             continue
         if faces and _matches(templates[row.model_id], np.stack([f.embedding for f in faces]), threshold):
@@ -601,11 +611,19 @@ def _kept_photos_showing(catalog: Catalog, pipeline: Callable[[], Any], template
     return found
 
 
+def _box_in(photo: Decoded, box: list[float]) -> list[float]:
+    """A box in the photo's own pixels (as stored) -> in the pixels of ``photo.image``, which may be
+    reduced: the candidate's photo is decoded only as large as it is shown."""
+    sx, sy = photo.scale
+    return [float(v) / s for v, s in zip(box, (sx, sy, sx, sy))]
+
+
 def read_source(source: str) -> bytes:
-    """The bytes of an ingested photo from where it was ingested: a path, or ``archive!member``."""
+    """The bytes of an ingested photo from where it was ingested: a path, or ``archive!member``.
+    A file is read under the same byte cap as at ingest (it may have been replaced since)."""
     path = Path(source)
     if path.is_file():
-        return path.read_bytes()
+        return read_photo_bytes(path)
     cut = source.find("!")
     while cut != -1:
         archive, member = Path(source[:cut]), source[cut + 1:]

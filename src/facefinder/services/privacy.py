@@ -43,7 +43,7 @@ from facefinder.services.retention import PurgeReport, expires_at, run_purge
 from facefinder.services.search import Searcher
 from facefinder.storage.catalog import Collection, FaceRecord, utcnow
 from facefinder.storage.store import PROVENANCE_FIELDS
-from facefinder.vision.image import decode_image
+from facefinder.vision.image import decode_photo, read_photo_bytes
 from facefinder.vision.pipeline import Face
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -130,16 +130,16 @@ class Privacy:
     def subject_face(self, photo: Photo, face: int | None = None) -> tuple[Face, str]:
         """The person's face in ``photo`` (path or bytes) and the photo's sha256.
 
-        A photo with several faces needs ``face`` (0-based, in the order ``faces_in`` lists them)."""
+        A photo with several faces needs ``face`` (0-based, in the order ``faces_in`` lists them).
+        It is read and decoded within the ingest's budget (an uploaded or named photo is untrusted):
+        over the byte cap or the decode budget it is an ImageError ("too-large"), and the boxes it
+        lists are in the photo's own pixels."""
         if isinstance(photo, (bytes, bytearray)):
             data, source = bytes(photo), "uploaded photo"
         else:
             source = str(photo)
-            try:
-                data = Path(photo).read_bytes()
-            except OSError as exc:
-                raise FaceFinderError(f"{source}: {exc.strerror or exc}") from None
-        faces = self.ff.pipeline.analyze([decode_image(data, source)])[0]
+            data = read_photo_bytes(photo)
+        faces = self.ff.pipeline.analyze_decoded([decode_photo(data, source)])[0]
         if not faces:
             raise FaceFinderError(f"{source}: no face found")
         if face is None and len(faces) > 1:
