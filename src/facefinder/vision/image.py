@@ -1,7 +1,7 @@
 """Decoding photos safely: EXIF orientation, a pixel cap against decompression bombs, a memory
 budget for decoding, and errors that say which file failed and why.
 
-``decode_photo`` (ingest and search) decodes at a bounded size: a JPEG is reduced while it is
+``decode_photo`` (ingest, search, server probes, privacy photos) decodes at a bounded size: a JPEG is reduced while it is
 decoded (DCT scaling), other formats are decoded whole only when that fits ``FULL_DECODE_BYTES`` and
 then reduced, so a 62 KB 7999x7999 PNG costs a fraction of a second and tens of MB instead of
 seconds and gigabytes. Faces are found relative to the photo's size (the detector's tiles scale with
@@ -72,7 +72,8 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
     """Bytes of a photo -> H x W x 3 RGB uint8 at full size, upright per its EXIF orientation.
 
     Raises ImageError naming ``source`` with reason not-an-image, too-large, truncated or corrupt.
-    Ingest and search use ``decode_photo``, which bounds the memory a decode may take.
+    Every untrusted photo goes through ``decode_photo``, which bounds the memory a decode may take;
+    this is for our own small images (112x112 probe thumbnails), tools and tests.
     """
     return _load([_open(data, source, max_pixels)], source)[0]
 
