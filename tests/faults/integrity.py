@@ -35,7 +35,9 @@ def assert_sound(data_dir: Path, url: str | None = None, vectors: str | None = N
     Returns how many faces are stored."""
     store = FaceStore(data_dir, url, vectors)
     try:
-        problems = store.check()
+        # An erasure killed between its commit and its checkpoint is pending (never served); this store's
+        # close completes it, which the check at the end proves.
+        problems = [p for p in store.check() if p.kind != "erasure-pending"]
         assert problems == [], [p.message for p in problems]
         with store.catalog.session() as session:
             rows = session.execute(select(FaceRecord.id, FaceRecord.collection_id, FaceRecord.embedding)).all()
@@ -51,6 +53,12 @@ def assert_sound(data_dir: Path, url: str | None = None, vectors: str | None = N
                 for face_id, top in zip(ids[start:start + 256], found):
                     assert top and top[0][1] >= 0.99, f"face {face_id} does not find itself: {top}"
                     assert top[0][0] == face_id or top[0][1] >= 0.9999, f"face {face_id} finds {top}"
-        return len(rows)
     finally:
         store.close()
+    again = FaceStore(data_dir, url, vectors)
+    try:
+        leftover = again.check()
+        assert leftover == [], [p.message for p in leftover]
+    finally:
+        again.close()
+    return len(rows)

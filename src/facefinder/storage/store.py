@@ -475,16 +475,24 @@ class FaceStore:
         return problems
 
     def _pending_erasures(self, names: dict[int, str], repair: bool) -> list[Problem]:
-        """Erased faces whose vectors an index checkpoint still holds: the erasure committed in the catalog
-        (they are never served) but the index file could not be rewritten (a full disk, a crash)."""
-        with self.catalog.session() as session:
-            pending = session.execute(
-                select(JournalEntry.collection_id, func.count())
-                .join(IndexCheckpoint, IndexCheckpoint.collection_id == JournalEntry.collection_id)  # a file exists
-                .where(JournalEntry.op == "delete").group_by(JournalEntry.collection_id)).all()
-        return [Problem("erasure-pending", f"collection {names.get(cid, cid)!r}: {count} erased faces are still in "
-                        f"its index file (never served; rewritten by the next checkpoint)", names.get(cid),
-                        repaired=repair) for cid, count in pending if isinstance(self.vectors, FaissFiles)]
+        """Erased faces whose vectors an index file still holds: the erasure committed in the catalog (they
+        are never served) but the file could not be rewritten yet (a full disk, a crash)."""
+        if not isinstance(self.vectors, FaissFiles):
+            return []
+        problems = []
+        for cid in sorted(self.indexes):
+            try:
+                saved_seq = VectorIndex.read_header(self.vectors.path(cid))["seq"]
+            except (OSError, ValueError):
+                continue  # no file (nothing to hold), or damaged (reported as such)
+            with self.catalog.session() as session:
+                count = session.scalar(select(func.count()).select_from(JournalEntry).where(
+                    JournalEntry.collection_id == cid, JournalEntry.op == "delete", JournalEntry.seq > saved_seq))
+            if count:
+                problems.append(Problem("erasure-pending", f"collection {names.get(cid, cid)!r}: {count} erased faces "
+                                        f"may still be in its index file (never served; rewritten by the next checkpoint)",
+                                        names.get(cid), repaired=repair))
+        return problems
 
     def _repair_lost(self, cid: int) -> bool:
         """Rebuild a collection whose catalog lost data from what the catalog holds, and move the catalog's
