@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,25 @@ from facefinder.storage.catalog import FaceRecord
 from facefinder.storage.store import FaceStore
 
 WORKER = Path(__file__).resolve().parent / "store_worker.py"
+
+
+def postgres_and_milvus(monkeypatch):
+    """Generator for a fixture: (catalog url, vectors) of a fresh PostgreSQL database and Milvus namespace,
+    also set as FACEFINDER_DATABASE_URL / FACEFINDER_VECTORS for the processes a test starts; skips the
+    test when CI's servers are not there (.ci/run starts both)."""
+    import pytest
+
+    milvus = os.environ.get("FACEFINDER_TEST_MILVUS_URI")
+    if not (os.environ.get("FACEFINDER_TEST_POSTGRES_URL") and milvus):
+        pytest.skip("needs FACEFINDER_TEST_POSTGRES_URL and FACEFINDER_TEST_MILVUS_URI (.ci/run starts both)")
+    from service_helpers import make_backend
+
+    made = make_backend("postgresql")
+    url, vectors = made.new_url(), f"{milvus}/t{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("FACEFINDER_DATABASE_URL", url)
+    monkeypatch.setenv("FACEFINDER_VECTORS", vectors)
+    yield url, vectors
+    made.drop_all()
 
 
 def worker(*args: object, env: dict | None = None) -> subprocess.Popen:

@@ -35,6 +35,13 @@ def embedding(tag: str, photo: int, face: int) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+def photo(tag: str, number: int) -> tuple[NewImage, list[NewFace]]:
+    """Photo ``number`` of ``tag``: its own bytes (sha256 stand-in) and FACES_PER_PHOTO faces."""
+    faces = [NewFace([0, 0, 10, 10], [[1, 1]] * 5, 0.9, 0.8, {}, embedding(tag, number, face), b"thumb")
+             for face in range(FACES_PER_PHOTO)]
+    return NewImage(f"{tag}-{number}", f"/photos/{tag}/{number}.jpg", 100, 100), faces
+
+
 def open_store(data_dir: str) -> FaceStore:
     return FaceStore(Path(data_dir), os.environ.get("FACEFINDER_DATABASE_URL"), os.environ.get("FACEFINDER_VECTORS"))
 
@@ -42,11 +49,9 @@ def open_store(data_dir: str) -> FaceStore:
 def write(data_dir: str, tag: str, photos: int, checkpoint_every: int) -> None:
     store = open_store(data_dir)
     cid = store.collection(COLLECTION).id
-    for photo in range(photos):
-        faces = [NewFace([0, 0, 10, 10], [[1, 1]] * 5, 0.9, 0.8, {}, embedding(tag, photo, face), b"thumb")
-                 for face in range(FACES_PER_PHOTO)]
-        store.add_image(cid, NewImage(f"{tag}-{photo}", f"/photos/{tag}/{photo}.jpg", 100, 100), faces, "test-model")
-        if checkpoint_every and photo % checkpoint_every == checkpoint_every - 1:
+    for number in range(photos):
+        store.add_image(cid, *photo(tag, number), "test-model")
+        if checkpoint_every and number % checkpoint_every == checkpoint_every - 1:
             store.checkpoint()
     if os.environ.get("FF_WORKER_EXIT_HARD"):  # leave without closing: SQLite's WAL stays as it is
         store.checkpoint()
@@ -65,15 +70,20 @@ def read(data_dir: str, seconds: float) -> None:
     store.close()
 
 
+def erase_one(store: FaceStore, rng: random.Random) -> None:
+    """Erase a random stored photo as the privacy service does: delete, then rewrite the index files."""
+    with store.catalog.session() as session:
+        ids = list(session.scalars(select(ImageRecord.id)))
+    if ids:
+        store.delete_images([rng.choice(ids)])
+        store.compact()
+
+
 def erase(data_dir: str, seed: int, count: int) -> None:
     store = open_store(data_dir)
     rng = random.Random(seed)
     for _ in range(count):
-        with store.catalog.session() as session:
-            ids = list(session.scalars(select(ImageRecord.id)))
-        if ids:
-            store.delete_images([rng.choice(ids)])
-            store.compact()
+        erase_one(store, rng)
         time.sleep(0.05)
     store.close()
 
@@ -83,15 +93,9 @@ def churn(data_dir: str, tag: str) -> None:
     cid = store.collection(COLLECTION).id
     rng = random.Random(tag)
     for round_ in range(10_000):
-        photos = [(NewImage(f"{tag}-{round_}-{n}", f"/photos/{tag}/{round_}-{n}.jpg", 100, 100),
-                   [NewFace([0, 0, 10, 10], [[1, 1]] * 5, 0.9, 0.8, {}, embedding(tag, round_ * 10 + n, face), b"t")
-                    for face in range(FACES_PER_PHOTO)]) for n in range(4)]
-        store.add_images(cid, photos, "test-model")
+        store.add_images(cid, [photo(tag, round_ * 10 + n) for n in range(4)], "test-model")
         store.checkpoint()
-        with store.catalog.session() as session:
-            ids = list(session.scalars(select(ImageRecord.id)))
-        store.delete_images([rng.choice(ids)])
-        store.compact()
+        erase_one(store, rng)
 
 
 if __name__ == "__main__":

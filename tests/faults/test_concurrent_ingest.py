@@ -8,14 +8,12 @@ hold exactly the catalog's faces, no photo may be stored twice, and no erased fa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ from sqlalchemy import func, select
 from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
 from helpers import GALLERY, LFW, POLICY_ARGS, cli_command, open_finder
-from integrity import assert_sound
+from integrity import assert_sound, postgres_and_milvus
 
 PEOPLE = sorted(p.name for p in GALLERY.iterdir() if p.is_dir() and p.name != "group")
 
@@ -93,16 +91,7 @@ def servers(request, monkeypatch):
     if request.param == "sqlite+faiss":
         yield None, None
         return
-    if not (os.environ.get("FACEFINDER_TEST_POSTGRES_URL") and os.environ.get("FACEFINDER_TEST_MILVUS_URI")):
-        pytest.skip("needs FACEFINDER_TEST_POSTGRES_URL and FACEFINDER_TEST_MILVUS_URI (.ci/run starts both)")
-    from service_helpers import make_backend
-
-    made = make_backend("postgresql")
-    url, vectors = made.new_url(), f"{os.environ['FACEFINDER_TEST_MILVUS_URI']}/t{uuid.uuid4().hex[:12]}"
-    monkeypatch.setenv("FACEFINDER_DATABASE_URL", url)
-    monkeypatch.setenv("FACEFINDER_VECTORS", vectors)
-    yield url, vectors
-    made.drop_all()
+    yield from postgres_and_milvus(monkeypatch)
 
 
 @pytest.mark.slow

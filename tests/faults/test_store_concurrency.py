@@ -7,9 +7,7 @@ when CI provides them (FACEFINDER_TEST_POSTGRES_URL, FACEFINDER_TEST_MILVUS_URI)
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 
 import pytest
 from sqlalchemy import select
@@ -17,27 +15,16 @@ from sqlalchemy import select
 from facefinder.storage.catalog import FaceRecord
 from facefinder.storage.store import FaceStore
 from helpers import POLICY
-from integrity import assert_sound, finish, worker
+from integrity import assert_sound, finish, postgres_and_milvus, worker
 from store_worker import COLLECTION, FACES_PER_PHOTO
 
-POSTGRES = os.environ.get("FACEFINDER_TEST_POSTGRES_URL")
-MILVUS = os.environ.get("FACEFINDER_TEST_MILVUS_URI")
 
 
 @pytest.fixture(params=["sqlite+faiss", "sqlite+faiss-hnsw", "postgresql+milvus"])
 def backend(request, tmp_path, monkeypatch):
     """(catalog url, vectors) for one store, with the environment the worker processes read."""
     if request.param == "postgresql+milvus":
-        if not (POSTGRES and MILVUS):
-            pytest.skip("needs FACEFINDER_TEST_POSTGRES_URL and FACEFINDER_TEST_MILVUS_URI (.ci/run starts both)")
-        from service_helpers import make_backend
-
-        made = make_backend("postgresql")
-        url, vectors = made.new_url(), f"{MILVUS}/t{uuid.uuid4().hex[:12]}"
-        monkeypatch.setenv("FACEFINDER_DATABASE_URL", url)
-        monkeypatch.setenv("FACEFINDER_VECTORS", vectors)
-        yield url, vectors
-        made.drop_all()
+        yield from postgres_and_milvus(monkeypatch)
         return
     if request.param.endswith("hnsw"):
         monkeypatch.setenv("FACEFINDER_INDEX_TIER", "hnsw")  # memory-mapped vector files, shared between processes
