@@ -50,6 +50,9 @@ INSERTS = 20_000
 
 
 def lfw_real(npz: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not npz.is_file():  # made by the accuracy benchmark (every LFW photo embedded once, ~10 min on 2 cores)
+        sys.exit(f"error: {npz} not found: the real LFW embeddings come from the accuracy benchmark.\n"
+                 f"Run first: .venv/bin/python benchmarks/accuracy.py   (or pass --lfw-npz FILE)")
     data = np.load(npz, allow_pickle=True)
     vectors = np.asarray(data["embeddings"], np.float32)
     people = np.array([str(n).split("/")[0] for n in data["names"]])
