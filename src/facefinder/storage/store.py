@@ -33,6 +33,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 
 from facefinder.errors import CatalogError
+from facefinder.storage.backend import CollectionIndex, VectorBackend
 from facefinder.storage.catalog import (
     Catalog, Collection, FaceRecord, ImageRecord, IndexCheckpoint, IngestFailure, JournalEntry, Setting,
 )
@@ -46,7 +47,7 @@ PROVENANCE_FIELDS = ("source_url", "captured_at", "case_id", "consent_id", "note
 VECTORS_ENV = "FACEFINDER_VECTORS"
 
 
-def open_vectors(spec: str | None, index_dir: Path, catalog: Catalog):
+def open_vectors(spec: str | None, index_dir: Path, catalog: Catalog) -> VectorBackend:
     """Where vectors live: ``faiss`` (default, files under the data dir) or ``milvus://host:port/namespace``."""
     spec = (spec or os.environ.get(VECTORS_ENV) or "faiss").strip()
     if spec == "faiss":
@@ -120,7 +121,7 @@ class FaceStore:
         self.index_dir = self.data_dir / "index"
         self.vectors = open_vectors(vectors, self.index_dir, self.catalog)
         self.locks = CheckpointLocks(self.catalog.engine, self.data_dir / "locks")
-        self.indexes: dict[int, VectorIndex] = {}
+        self.indexes: dict[int, CollectionIndex] = {}
         self.lost: dict[int, str] = {}  # collections refused: their catalog lost committed data
         self.healed: dict[int, tuple[str, str]] = {}  # (kind, why) of indexes rebuilt on open, for check()
         self.applied_seq = 0
@@ -532,7 +533,7 @@ class FaceStore:
         with self.catalog.session() as session:
             return session.scalar(select(IndexCheckpoint.token).where(IndexCheckpoint.collection_id == cid))
 
-    def _open(self, cid: int) -> VectorIndex | None:
+    def _open(self, cid: int) -> CollectionIndex | None:
         """Load a collection's index (checkpoint + journal), proved equal to the catalog; None if refused."""
         self.indexes.pop(cid, None)
         basis = self._record_token(cid)
@@ -553,7 +554,7 @@ class FaceStore:
         self.indexes[cid] = index
         return index
 
-    def _load_checkpoint(self, cid: int) -> VectorIndex | None:
+    def _load_checkpoint(self, cid: int) -> CollectionIndex | None:
         """The saved checkpoint if it can be used; None to rebuild; a catalog that lost data is refused."""
         try:
             index = self.vectors.load(cid)
@@ -584,7 +585,7 @@ class FaceStore:
             return None
         return index
 
-    def _catch_up(self, cid: int, index: VectorIndex) -> None:
+    def _catch_up(self, cid: int, index: CollectionIndex) -> None:
         """Apply every journal entry of the collection after the one the index reflects."""
         with self.catalog.session() as session:
             entries = session.execute(
@@ -593,7 +594,7 @@ class FaceStore:
             ).all()
         self._replay(index, entries)
 
-    def _mismatch(self, cid: int, index: VectorIndex) -> str | None:
+    def _mismatch(self, cid: int, index: CollectionIndex) -> str | None:
         """Why the index does not hold exactly the catalog's faces (None when it does). Compared in one
         snapshot of the catalog; retried while other processes change the collection meanwhile."""
         for _ in range(5):
@@ -621,7 +622,7 @@ class FaceStore:
         with self.catalog.session() as session:
             return session.scalar(select(Collection.name).where(Collection.id == cid)) or str(cid)
 
-    def _rebuild(self, cid: int) -> VectorIndex:
+    def _rebuild(self, cid: int) -> CollectionIndex:
         with self.catalog.session() as session:
             # Read the position first: faces written after it are replayed again later, which is harmless.
             seq = self.catalog.high_water(session, "index_journal", "seq")
@@ -636,7 +637,7 @@ class FaceStore:
         index.dirty = True
         return index
 
-    def _replay(self, index: VectorIndex, entries: list) -> None:
+    def _replay(self, index: CollectionIndex, entries: list) -> None:
         """Bring an index up to date: the last operation on each face wins, checked against the catalog as
         it is now (so replaying an entry twice, or an old one after a newer checkpoint, is harmless)."""
         if not entries:
