@@ -130,7 +130,7 @@ class Served:
 def make_served(data_dir: Path, pipeline, catalog_url: str | None, seed: bool = True, **config) -> Served:
     """An app on a fresh catalog with the five users (and their API tokens); with ``seed``, a collection
     of 10 LFW photos (photos 2 and 3 of five people) granted to ivan and inga."""
-    from facefinder.interfaces.api import ServiceConfig, create_app
+    from facefinder.interfaces.http.app import ServiceConfig, create_app
     from facefinder.services.accounts import Principal
 
     import_root = data_dir.parent / f"{data_dir.name}-imports"

@@ -8,8 +8,9 @@ API, and a refused page is a 403 page. Forms carry the session's CSRF token.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
@@ -17,7 +18,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from facefinder import __version__
+from facefinder.interfaces.http.collections import collections_for
+from facefinder.interfaces.http.deps import ApiError, check_csrf, get_service, session_principal, sign_in
+from facefinder.interfaces.http.deps import csrf_token as session_csrf_token
 from facefinder.services.accounts import AuthenticationFailed, Principal
+from facefinder.services.audit import as_dict
+from facefinder.services.calibration import default_calibration
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -40,38 +47,27 @@ class LoginRequired(Exception):
 
 
 def is_page_request(request: Request) -> bool:
+    """Whether a request is for a web page (not the API, not a static file): its errors are HTML pages."""
     path = request.url.path
     return not (path.startswith("/api") or path.startswith("/static"))
 
 
-def _service(request: Request):
-    return request.app.state.service
-
-
-def render(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
-    from facefinder.interfaces.api import csrf_token
-
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """A page from its template, with the signed-in user, the CSRF token and the navigation."""
     principal = getattr(request.state, "principal", None)
     nav = [(path, label) for path, label, roles in NAV if principal and principal.role in roles]
     return templates.TemplateResponse(request, template, {
-        "principal": principal, "csrf": csrf_token(request), "nav": nav, "path": request.url.path,
-        "version": _version(), **context}, status_code=status_code)
+        "principal": principal, "csrf": session_csrf_token(request), "nav": nav, "path": request.url.path,
+        "version": __version__, **context}, status_code=status_code)
 
 
-def _version() -> str:
-    from facefinder import __version__
-
-    return __version__
-
-
-def html_error(request: Request, error) -> HTMLResponse:
+def html_error(request: Request, error: ApiError) -> Response:
+    """An error as a page (401: the redirect to /login)."""
     if error.status == 401:
         return LoginRequired().response(request)
     if not hasattr(request.state, "principal"):
-        from facefinder.interfaces.api import session_principal
-
         try:
-            request.state.principal = session_principal(request, _service(request))
+            request.state.principal = session_principal(request, get_service(request))
         except Exception:  # the error page must render even when the catalog does not answer
             request.state.principal = None
     response = render(request, "error.html", status_code=error.status, error=error)
@@ -81,23 +77,29 @@ def html_error(request: Request, error) -> HTMLResponse:
 
 
 def page_user(request: Request) -> Principal:
-    from facefinder.interfaces.api import session_principal
-
-    principal = session_principal(request, _service(request))
+    """The signed-in user of a page (a dependency; raises LoginRequired)."""
+    principal = session_principal(request, get_service(request))
     if principal is None:
         raise LoginRequired()
     request.state.principal = principal
     return principal
 
 
-def page_role(*roles: str):
+def page_role(*roles: str) -> Callable[[Principal], Principal]:
+    """A page dependency: the signed-in user, who must hold one of ``roles`` (a 403 page otherwise)."""
+
     def dependency(principal: Annotated[Principal, Depends(page_user)]) -> Principal:
         principal.require(*roles)
         return principal
+
     return dependency
 
 
 User = Annotated[Principal, Depends(page_user)]
+Reader = Annotated[Principal, Depends(page_role("admin", "investigator", "auditor"))]
+Searcher = Annotated[Principal, Depends(page_role("admin", "investigator"))]
+Auditor = Annotated[Principal, Depends(page_role("auditor"))]
+Admin = Annotated[Principal, Depends(page_role("admin"))]
 router = APIRouter(include_in_schema=False)
 
 
@@ -109,9 +111,7 @@ def _safe_next(target: str | None) -> str | None:
 
 @router.get("/login")
 def login_page(request: Request, next: str | None = None) -> Response:
-    from facefinder.interfaces.api import session_principal
-
-    principal = session_principal(request, _service(request))
+    principal = session_principal(request, get_service(request))
     if principal is not None:
         return RedirectResponse(_safe_next(next) or HOME[principal.role], status_code=303)
     request.state.principal = None
@@ -123,12 +123,10 @@ def login_submit(request: Request, username: Annotated[str, Form(max_length=100)
                  password: Annotated[str, Form(max_length=1000)] = "",
                  csrf_token: Annotated[str, Form(max_length=200)] = "",
                  next: Annotated[str, Form(max_length=2000)] = "") -> Response:
-    from facefinder.interfaces.api import ApiError, check_csrf, sign_in
-
     request.state.principal = None
     try:
         check_csrf(request, csrf_token)
-        principal = sign_in(request, _service(request), username, password)
+        principal = sign_in(request, get_service(request), username, password)
     except ApiError as exc:
         return render(request, "login.html", status_code=exc.status, next=_safe_next(next) or "",
                       error=exc.message, username=username)
@@ -140,13 +138,11 @@ def login_submit(request: Request, username: Annotated[str, Form(max_length=100)
 
 @router.post("/logout")
 def logout_submit(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
-    from facefinder.interfaces.api import check_csrf, session_principal
-
     check_csrf(request, csrf_token)
-    principal = session_principal(request, _service(request))
+    principal = session_principal(request, get_service(request))
     request.session.clear()
     if principal is not None:
-        _service(request).audit.record(principal.username, "logout")
+        get_service(request).audit.record(principal.username, "logout")
     return RedirectResponse("/login", status_code=303)
 
 
@@ -156,10 +152,8 @@ def home(principal: User) -> Response:
 
 
 @router.get("/collections")
-def collections_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin", "investigator", "auditor"))]) -> Response:
-    from facefinder.interfaces.api import collections_for
-
-    service = _service(request)
+def collections_page(request: Request, principal: Reader) -> Response:
+    service = get_service(request)
     can_ingest = principal.role in ("admin", "investigator")
     return render(request, "collections.html", collections=collections_for(principal, service),
                   allowed=service.accounts.allowed_collections(principal) if can_ingest else [],
@@ -168,54 +162,44 @@ def collections_page(request: Request, principal: Annotated[Principal, Depends(p
 
 
 @router.get("/search")
-def search_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin", "investigator"))]) -> Response:
-    service = _service(request)
+def search_page(request: Request, principal: Searcher) -> Response:
+    service = get_service(request)
     return render(request, "search.html", allowed=service.accounts.allowed_collections(principal),
                   categories=service.cases.settings().categories, max_probe=service.config.max_probe_bytes)
 
 
 @router.get("/searches")
-def searches_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin", "investigator", "auditor"))],
+def searches_page(request: Request, principal: Reader,
                   case_id: Annotated[str | None, Query(max_length=200)] = None) -> Response:
-    service = _service(request)
+    service = get_service(request)
     records = service.cases.searches(principal, case_id=case_id or None, limit=200)
     return render(request, "searches.html", searches=records, case_id=case_id or "")
 
 
 @router.get("/searches/{search_id}")
-def search_result_page(request: Request, search_id: int,
-                       principal: Annotated[Principal, Depends(page_role("admin", "investigator", "auditor"))]) -> Response:
-    service = _service(request)
+def search_result_page(request: Request, search_id: int, principal: Reader) -> Response:
+    service = get_service(request)
     record = service.cases.get(principal, search_id)
     return render(request, "result.html", search=record, faces=service.cases.can_see_faces(principal))
 
 
 @router.get("/searches/{search_id}/candidates/{rank}")
-def candidate_page(request: Request, search_id: int, rank: int,
-                   principal: Annotated[Principal, Depends(page_role("admin", "investigator"))]) -> Response:
-    service = _service(request)
+def candidate_page(request: Request, search_id: int, rank: int, principal: Searcher) -> Response:
+    service = get_service(request)
     details = service.cases.candidate_details(principal, search_id, rank)
     record, candidate = service.cases.candidate(principal, search_id, rank)
     return render(request, "candidate.html", search=record, c=candidate, details=details,
-                  calibration=_calibration())
-
-
-def _calibration():
-    from facefinder.services.calibration import default_calibration
-
-    return default_calibration()
+                  calibration=default_calibration())
 
 
 @router.get("/audit")
-def audit_page(request: Request, principal: Annotated[Principal, Depends(page_role("auditor"))],
+def audit_page(request: Request, principal: Auditor,
                action: Annotated[str | None, Query(max_length=60)] = None,
                actor: Annotated[str | None, Query(max_length=100)] = None,
                case_id: Annotated[str | None, Query(max_length=200)] = None,
                since: Annotated[str | None, Query(max_length=40)] = None,
                until: Annotated[str | None, Query(max_length=40)] = None) -> Response:
-    from facefinder.services.audit import as_dict
-
-    service = _service(request)
+    service = get_service(request)
     filters = {"action": action or None, "actor": actor or None, "case_id": case_id or None,
                "since": since or None, "until": until or None}
     entries = [as_dict(e) for e in service.audit.entries(**filters, limit=300, newest_first=True)]
@@ -225,20 +209,21 @@ def audit_page(request: Request, principal: Annotated[Principal, Depends(page_ro
 
 
 @router.get("/accounts")
-def accounts_page(request: Request, principal: Annotated[Principal, Depends(page_role("admin"))]) -> Response:
-    service = _service(request)
+def accounts_page(request: Request, principal: Admin) -> Response:
+    service = get_service(request)
     return render(request, "accounts.html", users=service.accounts.users(), grants=service.accounts.grants(),
                   collections=[c.name for c in service.store.collections()], settings=service.cases.settings())
 
 
 @router.get("/account")
 def account_page(request: Request, principal: User) -> Response:
-    service = _service(request)
+    service = get_service(request)
     return render(request, "account.html", tokens=service.accounts.tokens(principal),
                   collections=service.accounts.allowed_collections(principal))
 
 
 def mount_web(app: FastAPI) -> None:
+    """Add the pages and /static to the app."""
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     templates.env.filters["ago"] = _ago
@@ -246,5 +231,5 @@ def mount_web(app: FastAPI) -> None:
     templates.env.globals["now"] = time.time
 
 
-def _ago(value) -> str:
+def _ago(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") + " UTC" if value else ""

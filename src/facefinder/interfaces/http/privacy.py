@@ -13,117 +13,22 @@ from __future__ import annotations
 
 import secrets
 import threading
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, Field
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from facefinder.errors import FaceFinderError
-from facefinder.interfaces.api import Admin, ApiError, RateLimiter, Service, ServiceDep, get_service
+from facefinder.interfaces.http.deps import Admin, ApiError, RateLimiter, Service, ServiceDep, get_service
+from facefinder.interfaces.http.schemas import (ConsentIn, ConsentOut, ErasureOut, FaceIds, MatchOut, OptOutCreated,
+                                                OptOutOut, PersonMatchesOut, PublicForm, PublicOptOutOut, PurgeIn,
+                                                StatusOut, Withdrawal, erasure_out, matches_out)
 from facefinder.services.calibration import PRIVACY_FMR
-from facefinder.services.privacy import HeldMatch, render_access_html
+from facefinder.services.privacy import Erasure, render_access_html
 
 router = APIRouter(prefix="/api/privacy", tags=["privacy"])
 PUBLIC_RATE = (5, 3600.0)  # public opt-out submissions per client address per hour
-
-
-# ----- models ------------------------------------------------------------------------------------------
-class MatchOut(BaseModel):
-    face_id: int
-    score: float
-    false_match_rate: float
-    collection: str
-    image_id: int
-    source: str
-    box: list[float]
-    quality: float
-    provenance: dict[str, str | None]
-
-
-class PersonMatchesOut(BaseModel):
-    probe_sha256: str
-    threshold: float
-    matches: list[MatchOut]
-
-
-class ErasureOut(BaseModel):
-    faces: int = Field(description="Faces erased")
-    images: int = Field(description="Photos erased (rows and provenance)")
-    face_ids: list[int]
-    image_ids: list[int]
-
-
-class FaceIds(BaseModel):
-    face_ids: list[int] | None = Field(None, description="Erase only these listed faces (after review); "
-                                                         "null: every face that matches now")
-
-
-class OptOutCreated(BaseModel):
-    id: int
-    templates: int
-    matches: list[MatchOut] = Field(description="Faces held now that match: hidden from search at once; "
-                                                "review, then POST .../erase")
-
-
-class OptOutOut(BaseModel):
-    id: int
-    reference: str
-    channel: str
-    created_at: Any
-    created_by: str
-    templates: int
-    erased_at: Any | None
-    erased_by: str | None
-
-
-class PublicOptOutOut(BaseModel):
-    received: bool
-    reference: str = Field(description="Quote this to the operator to follow up")
-    message: str
-
-
-class ConsentIn(BaseModel):
-    consent_id: str = Field(min_length=1, max_length=200)
-    subject: str = Field(min_length=1, max_length=1000, description="Who consented")
-    scope: str = Field(min_length=1, max_length=4000, description="To what")
-    given_at: str = Field(min_length=4, max_length=64, description="When (ISO 8601)")
-    collection: str | None = Field(None, max_length=200)
-
-
-class ConsentOut(BaseModel):
-    consent_id: str
-    subject: str
-    scope: str
-    given_at: str
-    collection: str | None
-    recorded_at: Any
-    recorded_by: str
-    withdrawn_at: Any | None
-    withdrawn_by: str | None
-    withdrawal_note: str | None
-    images: int
-
-
-class Withdrawal(BaseModel):
-    note: str | None = Field(None, max_length=4000)
-
-
-class PurgeIn(BaseModel):
-    dry_run: bool = False
-
-
-class PublicForm(BaseModel):
-    enabled: bool
-
-
-class StatusOut(BaseModel):
-    threshold: float
-    threshold_false_match_rate: float
-    optouts: int
-    public_optout_form: bool
-    collections_without_retention: list[str]
 
 
 # ----- helpers -----------------------------------------------------------------------------------------
@@ -142,20 +47,12 @@ async def photo_body(request: Request, service: Service) -> bytes:
     return b"".join(chunks)
 
 
-def matches_out(matches: list[HeldMatch]) -> list[MatchOut]:
-    return [MatchOut(**m.to_dict()) for m in matches]
-
-
-def erasure_out(erasure) -> ErasureOut:
-    return ErasureOut(faces=erasure.faces, images=erasure.images, face_ids=erasure.face_ids,
-                      image_ids=erasure.image_ids)
-
-
 _limiters: dict[int, RateLimiter] = {}
 _limiters_lock = threading.Lock()
 
 
 def public_limiter(service: Service) -> RateLimiter:
+    """The public form's rate limiter of this service."""
     with _limiters_lock:
         return _limiters.setdefault(id(service), RateLimiter(*PUBLIC_RATE))
 
@@ -197,7 +94,7 @@ async def erase_person(request: Request, admin: Admin, service: ServiceDep,
     data = await photo_body(request, service)
     privacy = service.acting_as(admin).privacy
 
-    def work():
+    def work() -> Erasure:
         found = privacy.find_person(data, face, None, threshold)
         return privacy.erase_person(found, face_id)
 
@@ -350,6 +247,4 @@ async def subject_access(request: Request, admin: Admin, service: ServiceDep,
     report = await run_in_threadpool(privacy.subject_access, data, admin.username, face)
     if format == "html":
         return HTMLResponse(render_access_html(report))
-    from fastapi.responses import JSONResponse
-
     return JSONResponse(report)

@@ -1,0 +1,116 @@
+"""Sign-in, my API tokens, user accounts and grants (admin), and the search settings (admin)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request
+
+from facefinder.errors import NotFound
+from facefinder.interfaces.http.deps import Admin, AnyUser, ApiError, Service, ServiceDep, sign_in
+from facefinder.interfaces.http.schemas import (ERRORS, DbId, LoginRequest, MeOut, SessionOut, SettingsOut,
+                                                SettingsUpdate, TokenCreate, TokenCreated, TokenOut, UserCreate,
+                                                UserOut, UserUpdate, user_out)
+
+if TYPE_CHECKING:
+    from facefinder.storage.catalog import User
+
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+# -- sign-in and tokens
+@router.post("/session", response_model=SessionOut, tags=["accounts"], summary="Sign in (sets the session cookie)")
+def login(body: LoginRequest, request: Request, service: ServiceDep) -> SessionOut:
+    principal = sign_in(request, service, body.username, body.password)
+    grants = service.accounts.grants()
+    user = next(u for u in service.accounts.users() if u.id == principal.id)
+    return SessionOut(user=user_out(user, grants), csrf_token=request.session["csrf"])
+
+
+@router.delete("/session", tags=["accounts"], summary="Sign out")
+def logout(request: Request, principal: AnyUser, service: ServiceDep) -> dict[str, bool]:
+    request.session.clear()
+    service.audit.record(principal.username, "logout")
+    return {"signed_out": True}
+
+
+@router.get("/me", response_model=MeOut, tags=["accounts"], summary="Who am I, what may I search")
+def me(principal: AnyUser, service: ServiceDep) -> MeOut:
+    return MeOut(id=principal.id, username=principal.username, role=principal.role,
+                 collections=service.accounts.allowed_collections(principal),
+                 categories=service.cases.settings().categories)
+
+
+@router.get("/tokens", response_model=list[TokenOut], tags=["accounts"], summary="My API tokens")
+def list_tokens(principal: AnyUser, service: ServiceDep) -> list[TokenOut]:
+    return [TokenOut(id=t.id, name=t.name, created_at=t.created_at, last_used_at=t.last_used_at)
+            for t in service.accounts.tokens(principal)]
+
+
+@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["accounts"],
+             summary="Create an API token for myself (shown once)")
+def create_token(body: TokenCreate, principal: AnyUser, service: ServiceDep) -> TokenCreated:
+    return TokenCreated(name=body.name, token=service.accounts.create_token(principal, body.name))
+
+
+@router.delete("/tokens/{token_id}", tags=["accounts"], summary="Revoke one of my tokens (admins: anyone's)")
+def revoke_token(token_id: DbId, principal: AnyUser, service: ServiceDep) -> dict[str, int]:
+    service.accounts.revoke_token(principal, token_id)
+    return {"revoked": token_id}
+
+
+# -- accounts (admin)
+@router.get("/users", response_model=list[UserOut], tags=["accounts"], summary="All users with their grants")
+def list_users(admin: Admin, service: ServiceDep) -> list[UserOut]:
+    grants = service.accounts.grants()
+    return [user_out(u, grants) for u in service.accounts.users()]
+
+
+@router.post("/users", response_model=UserOut, status_code=201, tags=["accounts"], summary="Create a user")
+def create_user(body: UserCreate, admin: Admin, service: ServiceDep) -> UserOut:
+    principal = service.accounts.add_user(body.username, body.password, body.role, by=admin.username)
+    user = next(u for u in service.accounts.users() if u.id == principal.id)
+    return user_out(user, {})
+
+
+def _user(service: Service, username: str) -> User:
+    user = next((u for u in service.accounts.users() if u.username == username), None)
+    if user is None:
+        raise NotFound(f"user {username!r} does not exist")
+    return user
+
+
+@router.patch("/users/{username}", response_model=UserOut, tags=["accounts"], summary="Enable or disable a user")
+def update_user(username: str, body: UserUpdate, admin: Admin, service: ServiceDep) -> UserOut:
+    _user(service, username)
+    if username == admin.username and not body.active:
+        raise ApiError(409, "conflict", "you cannot disable your own account", "active")
+    service.accounts.set_active(admin, username, body.active)
+    return user_out(_user(service, username), service.accounts.grants())
+
+
+@router.put("/users/{username}/grants/{collection}", response_model=UserOut, tags=["accounts"],
+            summary="Grant a user a collection")
+def add_grant(username: str, collection: str, admin: Admin, service: ServiceDep) -> UserOut:
+    service.accounts.grant(admin, username, collection, allow=True)
+    return user_out(_user(service, username), service.accounts.grants())
+
+
+@router.delete("/users/{username}/grants/{collection}", response_model=UserOut, tags=["accounts"],
+               summary="Take a collection grant away")
+def remove_grant(username: str, collection: str, admin: Admin, service: ServiceDep) -> UserOut:
+    service.accounts.grant(admin, username, collection, allow=False)
+    return user_out(_user(service, username), service.accounts.grants())
+
+
+# -- settings (admin)
+@router.get("/settings", response_model=SettingsOut, tags=["settings"], summary="Search categories, retention")
+def get_settings(admin: Admin, service: ServiceDep) -> SettingsOut:
+    s = service.cases.settings()
+    return SettingsOut(categories=s.categories, probe_retention_days=s.probe_retention_days)
+
+
+@router.put("/settings", response_model=SettingsOut, tags=["settings"], summary="Change categories or retention")
+def put_settings(body: SettingsUpdate, admin: Admin, service: ServiceDep) -> SettingsOut:
+    s = service.cases.update_settings(admin, body.categories, body.probe_retention_days)
+    return SettingsOut(categories=s.categories, probe_retention_days=s.probe_retention_days)

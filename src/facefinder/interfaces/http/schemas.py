@@ -1,0 +1,400 @@
+"""The Pydantic models of the JSON API (requests, responses, the error shape) and the converters that fill them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Path as PathParam
+from pydantic import AfterValidator, BaseModel, Field
+
+if TYPE_CHECKING:
+    from facefinder.services.jobs import IngestJob
+    from facefinder.services.privacy import Erasure, HeldMatch
+    from facefinder.storage.catalog import CaseCandidate, CaseSearch, User
+
+
+# ----- the error shape -------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code: unauthenticated, forbidden, csrf_failed, "
+                                  "not_found, conflict, invalid, bad_request, bad_image, too_large, "
+                                  "rate_limited, method_not_allowed, internal")
+    message: str
+    field: str | None = Field(None, description="The request field the error is about, when there is one")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 429)}
+JPEG = {200: {"content": {"image/jpeg": {}}, "description": "A JPEG image"}}
+
+
+# ----- accounts, collections, ingest, search, audit ---------------------------------------------------
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+# Catalog ids are 32-bit integers in PostgreSQL; a larger one cannot name anything.
+DbId = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
+Rank = Annotated[int, PathParam(ge=1, le=100_000)]
+# The catalog stores naive UTC times; the API says so (RFC 3339 with an offset).
+UtcDatetime = Annotated[datetime, AfterValidator(lambda d: d if d.tzinfo else d.replace(tzinfo=timezone.utc))]
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    active: bool
+    created_at: UtcDatetime
+    grants: list[str]
+
+
+class SessionOut(BaseModel):
+    user: UserOut
+    csrf_token: str = Field(description="Send as X-CSRF-Token with every state-changing request of this session")
+
+
+class MeOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    collections: list[str] = Field(description="Collections this user may search and ingest into")
+    categories: list[str] = Field(description="Search purpose categories")
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._@-]+$")
+    password: str = Field(min_length=10, max_length=1000)
+    role: Literal["admin", "investigator", "auditor"]
+
+
+class UserUpdate(BaseModel):
+    active: bool
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+
+
+class TokenCreated(BaseModel):
+    name: str
+    token: str = Field(description="Shown once: only its hash is kept")
+
+
+class CollectionCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^/\\\x00-\x1f]+$")
+    description: str = Field("", max_length=2000)
+    purpose: str = Field(min_length=1, max_length=2000, description="Why the photos are held")
+    legal_basis: str = Field(min_length=1, max_length=2000, description="The legal basis for holding them")
+    retention_days: int = Field(ge=1, le=36500, description="Days each photo is kept before purge erases it")
+
+
+class CollectionOut(BaseModel):
+    name: str
+    description: str
+    purpose: str | None = None
+    legal_basis: str | None = None
+    retention_days: int | None = None
+    model_id: str | None
+    images: int
+    faces: int
+    failures: int
+
+
+class FailureOut(BaseModel):
+    source: str
+    reason: str
+    detail: str
+
+
+class IngestRequest(BaseModel):
+    collection: Name
+    path: str = Field(min_length=1, max_length=4096, description="A folder, archive or photo inside an import root")
+
+
+class JobOut(BaseModel):
+    id: str
+    owner: str
+    collection: str
+    source: str
+    state: Literal["queued", "running", "done", "failed"]
+    done: int
+    total: int
+    faces: int
+    failures: int
+    report: dict | None
+    error: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class DeletedOut(BaseModel):
+    deleted: str
+    faces: int | None = None
+
+
+class SettingsOut(BaseModel):
+    categories: list[str]
+    probe_retention_days: int = Field(description="Days a probe photo is kept with its search; 0 = never kept")
+
+
+class SettingsUpdate(BaseModel):
+    categories: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
+    probe_retention_days: int | None = Field(None, ge=0, le=3650)
+
+
+class ProbeFaceOut(BaseModel):
+    face: int
+    box: list[float]
+    quality: float
+
+
+class ProbeOut(BaseModel):
+    probe_id: str = Field(description="Refer to this probe in POST /api/searches (held in memory for 30 min)")
+    sha256: str
+    width: int
+    height: int
+    faces: list[ProbeFaceOut]
+
+
+class SearchRequest(BaseModel):
+    probe_id: str = Field(min_length=1, max_length=100)
+    face: int = Field(0, ge=0, le=10_000, description="Which face of the probe to search")
+    case_id: str = Field(min_length=1, max_length=200, description="Case number")
+    purpose: str = Field(min_length=1, max_length=2000, description="Why this search is run")
+    category: str = Field(min_length=1, max_length=100, description="One of the configured categories")
+    collections: list[Name] | None = Field(None, max_length=100, description="Default: every granted collection")
+    top_k: int = Field(10, ge=1, le=100)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Default: the calibrated threshold")
+
+
+class CandidateOut(BaseModel):
+    rank: int
+    face_id: int
+    image_id: int
+    collection: str
+    score: float = Field(description="Cosine similarity, -1..1")
+    false_match_rate: float = Field(description="Share of different-person pairs scoring at least this high")
+    band: str = Field(description="strong / possible / weak")
+    status: Literal["candidate", "proposed", "confirmed"]
+    proposed_by: str | None
+    proposed_at: UtcDatetime | None
+    proposed_note: str | None
+    confirmed_by: str | None
+    confirmed_at: UtcDatetime | None
+    confirmed_note: str | None
+    erased_at: UtcDatetime | None = Field(None, description="When the candidate's face was erased; its thumbnail "
+                                                            "is then a placeholder saying so")
+
+
+class SearchOut(BaseModel):
+    id: int
+    at: UtcDatetime
+    username: str
+    case_id: str
+    purpose: str
+    category: str
+    probe_sha256: str
+    probe_face: int
+    probe_box: list[float]
+    probe_quality: float
+    probe_kept: bool = Field(description="Whether the probe photo itself is kept (per the retention setting)")
+    probe_erased_at: UtcDatetime | None = Field(None, description="When the probe's person was erased: the probe "
+                                                                  "thumbnail is then a placeholder saying so")
+    collections: list[str]
+    top_k: int
+    threshold: float
+    model_id: str
+    candidates: list[CandidateOut]
+
+
+class LeadNote(BaseModel):
+    note: str = Field("", max_length=4000)
+
+
+class ResultOut(BaseModel):
+    search_id: int
+    case_id: str
+    candidate: CandidateOut
+    available: bool = Field(description="False when the face has since been erased from the catalog")
+    source: str | None = None
+    width: int | None = None
+    height: int | None = None
+    box: list[float] | None = None
+    quality: float | None = None
+    sha256: str | None = None
+    ingested_at: str | None = None
+    provenance: dict[str, str | None] | None = None
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: str
+    actor: str
+    action: str
+    case_id: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditProblem(BaseModel):
+    entry_id: int
+    problem: str
+
+
+class AuditHead(BaseModel):
+    id: int
+    hash: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    entries: int
+    problems: list[AuditProblem]
+    head: AuditHead
+
+
+# ----- privacy -----------------------------------------------------------------------------------------
+class MatchOut(BaseModel):
+    face_id: int
+    score: float
+    false_match_rate: float
+    collection: str
+    image_id: int
+    source: str
+    box: list[float]
+    quality: float
+    provenance: dict[str, str | None]
+
+
+class PersonMatchesOut(BaseModel):
+    probe_sha256: str
+    threshold: float
+    matches: list[MatchOut]
+
+
+class ErasureOut(BaseModel):
+    faces: int = Field(description="Faces erased")
+    images: int = Field(description="Photos erased (rows and provenance)")
+    face_ids: list[int]
+    image_ids: list[int]
+
+
+class FaceIds(BaseModel):
+    face_ids: list[int] | None = Field(None, description="Erase only these listed faces (after review); "
+                                                         "null: every face that matches now")
+
+
+class OptOutCreated(BaseModel):
+    id: int
+    templates: int
+    matches: list[MatchOut] = Field(description="Faces held now that match: hidden from search at once; "
+                                                "review, then POST .../erase")
+
+
+class OptOutOut(BaseModel):
+    id: int
+    reference: str
+    channel: str
+    created_at: Any
+    created_by: str
+    templates: int
+    erased_at: Any | None
+    erased_by: str | None
+
+
+class PublicOptOutOut(BaseModel):
+    received: bool
+    reference: str = Field(description="Quote this to the operator to follow up")
+    message: str
+
+
+class ConsentIn(BaseModel):
+    consent_id: str = Field(min_length=1, max_length=200)
+    subject: str = Field(min_length=1, max_length=1000, description="Who consented")
+    scope: str = Field(min_length=1, max_length=4000, description="To what")
+    given_at: str = Field(min_length=4, max_length=64, description="When (ISO 8601)")
+    collection: str | None = Field(None, max_length=200)
+
+
+class ConsentOut(BaseModel):
+    consent_id: str
+    subject: str
+    scope: str
+    given_at: str
+    collection: str | None
+    recorded_at: Any
+    recorded_by: str
+    withdrawn_at: Any | None
+    withdrawn_by: str | None
+    withdrawal_note: str | None
+    images: int
+
+
+class Withdrawal(BaseModel):
+    note: str | None = Field(None, max_length=4000)
+
+
+class PurgeIn(BaseModel):
+    dry_run: bool = False
+
+
+class PublicForm(BaseModel):
+    enabled: bool
+
+
+class StatusOut(BaseModel):
+    threshold: float
+    threshold_false_match_rate: float
+    optouts: int
+    public_optout_form: bool
+    collections_without_retention: list[str]
+
+
+# ----- converters ------------------------------------------------------------------------------------
+def user_out(user: User, grants: dict[str, list[str]]) -> UserOut:
+    return UserOut(id=user.id, username=user.username, role=user.role, active=user.active,
+                   created_at=user.created_at, grants=grants.get(user.username, []))
+
+
+def candidate_out(c: CaseCandidate) -> CandidateOut:
+    return CandidateOut(rank=c.rank, face_id=c.face_id, image_id=c.image_id, collection=c.collection, score=c.score,
+                        false_match_rate=c.false_match_rate, band=c.band, status=c.status,
+                        proposed_by=c.proposed_by, proposed_at=c.proposed_at, proposed_note=c.proposed_note,
+                        confirmed_by=c.confirmed_by, confirmed_at=c.confirmed_at, confirmed_note=c.confirmed_note,
+                        erased_at=c.erased_at)
+
+
+def search_out(s: CaseSearch) -> SearchOut:
+    return SearchOut(id=s.id, at=s.at, username=s.username, case_id=s.case_id, purpose=s.purpose,
+                     category=s.category, probe_sha256=s.probe_sha256, probe_face=s.probe_face,
+                     probe_box=s.probe_box, probe_quality=s.probe_quality, probe_kept=s.probe_photo is not None,
+                     probe_erased_at=s.probe_erased_at,
+                     collections=s.collections, top_k=s.top_k, threshold=s.threshold, model_id=s.model_id,
+                     candidates=[candidate_out(c) for c in s.candidates])
+
+
+def job_out(job: IngestJob) -> JobOut:
+    return JobOut(**job.as_dict())
+
+
+def matches_out(matches: list[HeldMatch]) -> list[MatchOut]:
+    return [MatchOut(**m.to_dict()) for m in matches]
+
+
+def erasure_out(erasure: Erasure) -> ErasureOut:
+    return ErasureOut(faces=erasure.faces, images=erasure.images, face_ids=erasure.face_ids,
+                      image_ids=erasure.image_ids)
