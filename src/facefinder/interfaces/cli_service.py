@@ -273,7 +273,7 @@ def serve(
     """Start the web UI and JSON API (OpenAPI at /api/docs) in one process."""
     import uvicorn
 
-    from facefinder.interfaces.api import MiB, ServiceConfig, create_app
+    from facefinder.interfaces.http.app import MiB, ServiceConfig, create_app
     from facefinder.interfaces.cli import state
 
     for root in import_root or []:
