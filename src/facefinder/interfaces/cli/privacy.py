@@ -1,16 +1,4 @@
-"""Privacy commands: collections' retention policy, erasure by person, opt-out, consent, purge, subject access.
-
-    facefinder collections create NAME --purpose P --legal-basis B --retention-days N
-    facefinder collections set NAME [--purpose P] [--legal-basis B] [--retention-days N]
-    facefinder delete person PROBE [--face-id ID]... [--yes]
-    facefinder optout add PHOTO... [--reference R] | list | review ID | erase ID | remove ID
-    facefinder consent add ID --subject S --scope S --given-at DATE | list | withdraw ID
-    facefinder purge [--dry-run]
-    facefinder privacy access PROBE --approved-by NAME --out DIR | status | public-optout on|off
-
-Everything here writes to the audit log (services/privacy.py). Erasures list what they will erase
-and ask before erasing unless given --yes.
-"""
+"""Privacy commands: the `optout`, `consent` and `privacy` groups and `purge`; each writes to the audit log."""
 
 from __future__ import annotations
 
@@ -19,125 +7,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from facefinder.errors import FaceFinderError
+from facefinder.interfaces.cli.common import (
+    FaceIdsOpt, FaceOpt, JsonOpt, ThresholdOpt, YesOpt, engine, fail, matches_table, print_table, say,
+)
 
 optout_app = typer.Typer(help="Opt-out by face: people who asked to be left out of every collection.",
                          no_args_is_help=True)
 consent_app = typer.Typer(help="Consent records of consented galleries, and withdrawal (which erases).",
                           no_args_is_help=True)
 privacy_app = typer.Typer(help="Subject access reports, privacy settings and status.", no_args_is_help=True)
-
-FaceOpt = Annotated[Optional[int], typer.Option("--face", help="Which face in the photo is the person (0-based), when it shows several.")]
-ThresholdOpt = Annotated[Optional[float], typer.Option(help="Lowest score that counts as the person [default: the strict privacy threshold, see README].")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")]
-FaceIdsOpt = Annotated[Optional[list[int]], typer.Option("--face-id", help="Erase only these listed faces (repeatable), after review.")]
-
-
-def _cli():
-    from facefinder.interfaces import cli
-
-    return cli
-
-
-def _engine():
-    return _cli()._engine()
-
-
-def _fail(message: str) -> None:
-    _cli()._fail(message)
-
-
-def _say(message: str) -> None:
-    _cli().console.print(message, highlight=False, soft_wrap=True)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the privacy commands to the main CLI (called by interfaces/cli.py)."""
-    cli = _cli()
-    cli.collections_app.command("create")(collections_create)
-    cli.collections_app.command("set")(collections_set)
-    cli.delete_app.command("person")(delete_person)
-    app.add_typer(optout_app, name="optout")
-    app.add_typer(consent_app, name="consent")
-    app.add_typer(privacy_app, name="privacy")
-    app.command("purge")(purge)
-
-
-def _matches_table(matches, title: str) -> None:
-    table = Table("face", "score", "collection", "image", "source", title=title, title_justify="left")
-    table.columns[4].overflow = "fold"
-    for m in matches:
-        table.add_row(str(m.face_id), f"{m.score:.3f}", m.collection, str(m.image_id), m.source)
-    Console(stderr=True).print(table)
-
-
-# ----- collections --------------------------------------------------------------------------
-def collections_create(
-    name: str,
-    purpose: Annotated[str, typer.Option(help="Why the photos are held.")],
-    legal_basis: Annotated[str, typer.Option(help="The legal basis for holding them (e.g. GDPR Art. 6(1)(e) and 9(2)(g), or consent).")],
-    retention_days: Annotated[int, typer.Option(min=1, help="Days each photo is kept before `facefinder purge` erases it.")],
-    description: Annotated[str, typer.Option(help="Free text.")] = "",
-) -> None:
-    """Create a collection. It cannot exist without a purpose, a legal basis and a retention period."""
-    try:
-        with _engine() as ff:
-            ff.create_collection(name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days,
-                                 description=description)
-    except FaceFinderError as exc:
-        _fail(str(exc))
-    _say(f"created collection {name}: kept {retention_days} days per photo")
-
-
-def collections_set(
-    name: str,
-    purpose: Annotated[Optional[str], typer.Option(help="Why the photos are held.")] = None,
-    legal_basis: Annotated[Optional[str], typer.Option(help="The legal basis for holding them.")] = None,
-    retention_days: Annotated[Optional[int], typer.Option(min=1, help="Days each photo is kept.")] = None,
-) -> None:
-    """Change a collection's purpose, legal basis or retention period (applies at the next purge)."""
-    try:
-        with _engine() as ff:
-            ff.set_collection_policy(name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days)
-    except FaceFinderError as exc:
-        _fail(str(exc))
-    _say(f"updated collection {name}")
-
-
-# ----- erasure by person ----------------------------------------------------------------------
-def delete_person(
-    probe: Annotated[Path, typer.Argument(help="A photo of the person.")],
-    face: FaceOpt = None,
-    threshold: ThresholdOpt = None,
-    collection: Annotated[Optional[list[str]], typer.Option("--collection", "-c", help="Only this collection (repeatable) [default: all].")] = None,
-    face_id: FaceIdsOpt = None,
-    yes: YesOpt = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Erase every face of a person: lists the faces above the strict threshold, then erases them."""
-    try:
-        with _engine() as ff:
-            found = ff.privacy.find_person(probe, face, collection, threshold)
-            if not found.matches:
-                _say(f"nothing held matches {probe} at or above {found.threshold:.3f}")
-                if as_json:
-                    print(json.dumps({**found.to_dict(), "erased": None}))
-                return
-            _matches_table(found.matches, f"{len(found.matches)} faces match {probe} (score >= {found.threshold:.3f})")
-            chosen = face_id or found.face_ids
-            if not yes and not typer.confirm(f"Erase {len(chosen)} of these faces (and photos left without a face)?",
-                                             err=True):
-                raise typer.Exit(1)
-            erased = ff.privacy.erase_person(found, face_id)
-    except FaceFinderError as exc:
-        _fail(str(exc))
-    if as_json:
-        print(json.dumps({**found.to_dict(), "erased": erased.to_dict()}))
-    _say(f"erased {erased.faces} faces and {erased.images} photos left without a face")
 
 
 # ----- opt-out --------------------------------------------------------------------------------
@@ -152,26 +33,26 @@ def optout_add(
     """Put a person on the opt-out list. Only their face template is kept: the photo files are
     overwritten and deleted unless --keep-photo. Lists the faces already held that match, for review."""
     try:
-        with _engine() as ff:
+        with engine() as ff:
             result = ff.privacy.optout_add(photos, reference=reference, face=face, delete_photos=not keep_photo)
     except FaceFinderError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps({"id": result.id, "templates": result.templates, "photo_deleted": result.photo_deleted,
                           "matches": [m.to_dict() for m in result.matches]}))
-    _say(f"opt-out {result.id}: {result.templates} face template(s) on the list"
-         + ("; photo file(s) deleted" if result.photo_deleted else ""))
+    say(f"opt-out {result.id}: {result.templates} face template(s) on the list"
+        + ("; photo file(s) deleted" if result.photo_deleted else ""))
     if result.matches:
-        _matches_table(result.matches, f"{len(result.matches)} faces held match: hidden from search now; review, "
-                                       f"then `facefinder optout erase {result.id}`")
+        matches_table(result.matches, f"{len(result.matches)} faces held match: hidden from search now; review, "
+                                      f"then `facefinder optout erase {result.id}`")
     else:
-        _say("no face held matches")
+        say("no face held matches")
 
 
 @optout_app.command("list")
 def optout_list(as_json: JsonOpt = False) -> None:
     """The opt-out list (no photos or templates are shown: there are only templates)."""
-    with _engine() as ff:
+    with engine() as ff:
         rows = ff.privacy.optout_list()
     if as_json:
         print(json.dumps([{**vars(r), "created_at": str(r.created_at), "erased_at": str(r.erased_at) if r.erased_at else None}
@@ -181,41 +62,41 @@ def optout_list(as_json: JsonOpt = False) -> None:
     for r in rows:
         table.add_row(str(r.id), r.reference, r.channel, str(r.templates), f"{r.created_at:%Y-%m-%d %H:%M}",
                       r.created_by, f"{r.erased_at:%Y-%m-%d} by {r.erased_by}" if r.erased_at else "not yet")
-    Console().print(table)
+    print_table(table)
 
 
 @optout_app.command("review")
 def optout_review(optout_id: int, as_json: JsonOpt = False) -> None:
     """The faces held now that match an opt-out."""
     try:
-        with _engine() as ff:
+        with engine() as ff:
             matches = ff.privacy.optout_matches(optout_id)
     except FaceFinderError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps([m.to_dict() for m in matches], indent=2))
         return
     if matches:
-        _matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
+        matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
     else:
-        _say(f"opt-out {optout_id}: no face held matches")
+        say(f"opt-out {optout_id}: no face held matches")
 
 
 @optout_app.command("erase")
 def optout_erase(optout_id: int, face_id: FaceIdsOpt = None, yes: YesOpt = False) -> None:
     """Erase the faces held that match an opt-out (all, or the --face-id ones kept after review)."""
     try:
-        with _engine() as ff:
+        with engine() as ff:
             matches = ff.privacy.optout_matches(optout_id)
             if matches:
-                _matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
+                matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
             chosen = face_id or [m.face_id for m in matches]
             if chosen and not yes and not typer.confirm(f"Erase {len(chosen)} faces?", err=True):
                 raise typer.Exit(1)
             erased = ff.privacy.optout_erase(optout_id, face_id)
     except FaceFinderError as exc:
-        _fail(str(exc))
-    _say(f"opt-out {optout_id}: erased {erased.faces} faces and {erased.images} photos left without a face")
+        fail(str(exc))
+    say(f"opt-out {optout_id}: erased {erased.faces} faces and {erased.images} photos left without a face")
 
 
 @optout_app.command("remove")
@@ -225,11 +106,11 @@ def optout_remove(optout_id: int, note: Annotated[str, typer.Option(help="Why (l
     if not yes and not typer.confirm(f"Remove opt-out {optout_id}? Their faces become searchable again.", err=True):
         raise typer.Exit(1)
     try:
-        with _engine() as ff:
+        with engine() as ff:
             ff.privacy.optout_remove(optout_id, note)
     except FaceFinderError as exc:
-        _fail(str(exc))
-    _say(f"removed opt-out {optout_id}")
+        fail(str(exc))
+    say(f"removed opt-out {optout_id}")
 
 
 # ----- consent --------------------------------------------------------------------------------
@@ -243,17 +124,17 @@ def consent_add(
 ) -> None:
     """Record a consent."""
     try:
-        with _engine() as ff:
+        with engine() as ff:
             ff.privacy.consent_record(consent_id, subject, scope, given_at, collection)
     except FaceFinderError as exc:
-        _fail(str(exc))
-    _say(f"recorded consent {consent_id}")
+        fail(str(exc))
+    say(f"recorded consent {consent_id}")
 
 
 @consent_app.command("list")
 def consent_list(as_json: JsonOpt = False) -> None:
     """Consent records, with the photos held under each."""
-    with _engine() as ff:
+    with engine() as ff:
         rows = ff.privacy.consents()
     if as_json:
         print(json.dumps([{**vars(r), "recorded_at": str(r.recorded_at),
@@ -263,7 +144,7 @@ def consent_list(as_json: JsonOpt = False) -> None:
     for r in rows:
         table.add_row(r.consent_id, r.subject, r.scope, r.given_at, r.collection or "-", str(r.images),
                       f"{r.withdrawn_at:%Y-%m-%d} by {r.withdrawn_by}" if r.withdrawn_at else "-")
-    Console().print(table)
+    print_table(table)
 
 
 @consent_app.command("withdraw")
@@ -271,7 +152,7 @@ def consent_withdraw(consent_id: str, note: Annotated[Optional[str], typer.Optio
                      yes: YesOpt = False) -> None:
     """Record that a consent was withdrawn and erase every photo that carries it."""
     try:
-        with _engine() as ff:
+        with engine() as ff:
             from facefinder.services.consent import linked_images
 
             count = len(linked_images(ff.store.catalog, consent_id))
@@ -280,15 +161,15 @@ def consent_withdraw(consent_id: str, note: Annotated[Optional[str], typer.Optio
                 raise typer.Exit(1)
             erased = ff.privacy.consent_withdraw(consent_id, note)
     except FaceFinderError as exc:
-        _fail(str(exc))
-    _say(f"consent {consent_id} withdrawn: erased {erased.images} photos and {erased.faces} faces")
+        fail(str(exc))
+    say(f"consent {consent_id} withdrawn: erased {erased.images} photos and {erased.faces} faces")
 
 
 # ----- retention ------------------------------------------------------------------------------
 def purge(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what has expired.")] = False,
           as_json: JsonOpt = False) -> None:
     """Erase every photo older than its collection's retention period (logged)."""
-    with _engine() as ff:
+    with engine() as ff:
         report = ff.privacy.purge(dry_run=dry_run)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -296,11 +177,11 @@ def purge(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report w
     verb = "would erase" if dry_run else "erased"
     for c in report.collections:
         if c.retention_days is None:
-            _say(f"{c.collection}: [red]no retention period[/red]; set one with `facefinder collections set`")
+            say(f"{c.collection}: [red]no retention period[/red]; set one with `facefinder collections set`")
         else:
-            _say(f"{c.collection}: {verb} {c.images} photos, {c.faces} faces ingested before {c.cutoff} "
-                 f"({c.retention_days} days)")
-    _say(f"purge {'(dry run) ' if dry_run else ''}done: {report.images} photos, {report.faces} faces")
+            say(f"{c.collection}: {verb} {c.images} photos, {c.faces} faces ingested before {c.cutoff} "
+                f"({c.retention_days} days)")
+    say(f"purge {'(dry run) ' if dry_run else ''}done: {report.images} photos, {report.faces} faces")
 
 
 # ----- subject access and settings ------------------------------------------------------------
@@ -317,19 +198,19 @@ def privacy_access(
     from facefinder.services.privacy import render_access_html
 
     try:
-        with _engine() as ff:
+        with engine() as ff:
             # The report holds face thumbnails; erasure reaches only what facefinder keeps itself, so it
             # is never written among the data directory's files, where it would look like one of them.
             if out.expanduser().resolve().is_relative_to(ff.data_dir.resolve()):
-                _fail(f"--out: {out} is inside the data directory {ff.data_dir}; choose a folder outside it "
-                      f"(the report holds face thumbnails that erasing the person would not reach)")
+                fail(f"--out: {out} is inside the data directory {ff.data_dir}; choose a folder outside it "
+                     f"(the report holds face thumbnails that erasing the person would not reach)")
             report = ff.privacy.subject_access(probe, approved_by, face, threshold)
     except FaceFinderError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     (out / "subject-access.json").write_text(json.dumps(report, indent=2))
     (out / "subject-access.html").write_text(render_access_html(report))
-    _say(f"{len(report['faces'])} faces held; wrote {out / 'subject-access.json'} and {out / 'subject-access.html'}")
+    say(f"{len(report['faces'])} faces held; wrote {out / 'subject-access.json'} and {out / 'subject-access.html'}")
 
 
 @privacy_app.command("status")
@@ -337,7 +218,7 @@ def privacy_status(as_json: JsonOpt = False) -> None:
     """The privacy threshold, the opt-out list, the public form, and collections without a policy."""
     from facefinder.services.calibration import PRIVACY_FMR
 
-    with _engine() as ff:
+    with engine() as ff:
         status = {
             "threshold": ff.privacy.threshold, "threshold_false_match_rate": PRIVACY_FMR,
             "optouts": len(ff.privacy.optout_list()), "public_optout_form": ff.privacy.public_optout_enabled(),
@@ -347,14 +228,14 @@ def privacy_status(as_json: JsonOpt = False) -> None:
         print(json.dumps(status, indent=2))
         return
     for key, value in status.items():
-        _say(f"{key}: {value}")
+        say(f"{key}: {value}")
 
 
 @privacy_app.command("public-optout")
 def privacy_public_optout(state: Annotated[str, typer.Argument(help="on | off")]) -> None:
     """Switch the public opt-out form of the server (POST /api/privacy/public/optout) on or off."""
     if state not in ("on", "off"):
-        _fail("state: on or off")
-    with _engine() as ff:
+        fail("state: on or off")
+    with engine() as ff:
         ff.privacy.set_public_optout(state == "on")
-    _say(f"public opt-out form: {state}")
+    say(f"public opt-out form: {state}")
