@@ -121,8 +121,11 @@ def test_check_finds_and_removes_a_stray_index_file(tmp_path):
     store.close()
     stray = data / "index" / "collection-99.faiss"
     stray.write_bytes(b"left over")
+    unfinished = data / "index" / "collection-1.faiss.0123456789abcdef.vec.tmp"  # a save killed midway
+    unfinished.write_bytes(b"vectors")
     store = FaceStore(data)
-    assert [p.kind for p in store.check()] == ["orphan-index-file"]
+    assert not unfinished.exists()  # opening sweeps what an interrupted save left beside a live checkpoint
+    assert [p.kind for p in store.check()] == ["orphan-index-file"]  # a file of no collection: evidence, kept
     assert all(p.repaired for p in store.check(repair=True))
     assert not stray.exists()
     store.close()

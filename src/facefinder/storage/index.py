@@ -146,27 +146,29 @@ class _Vectors:
         parts = [block for _, block in self.chunks()]
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
-    def save(self, path: Path, token: str) -> int:
-        """Write every row to a new file ``path`` (named by ``token``); returns its CRC-32.
+    def write(self, path: Path, token: str) -> int:
+        """Write every row to a new file ``path`` (named by ``token``); returns its CRC-32. The rows stay where
+        they are (``adopt`` moves them to the file once the index file that names it is in place).
 
         A written file is never appended to, truncated or overwritten, so another process that maps it
-        (a server beside an ingest) never reads past its end or sees a live row change; the index file
-        that names ``token`` replaces the old one only once this file is complete.
+        (a server beside an ingest) never reads past its end or sees a live row change.
         """
-        self.token = token
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         crc = 0
         with _written(tmp) as handle:
-            handle.write((VEC_MAGIC + self.token.encode() + struct.pack("<q", self.dim)).ljust(VEC_HEADER, b"\0"))
+            handle.write((VEC_MAGIC + token.encode() + struct.pack("<q", self.dim)).ljust(VEC_HEADER, b"\0"))
             for _, block in self.chunks():
                 data = np.ascontiguousarray(block).tobytes()
                 crc = zlib.crc32(data, crc)
                 handle.write(data)
-        rows = len(self)
         os.replace(tmp, path)
-        self.open(path, rows)
         return crc
+
+    def adopt(self, path: Path, token: str) -> None:
+        """Serve every row from the file ``write`` made (the index file that names it is saved)."""
+        self.token = token
+        self.open(path, len(self))
 
     def scrub_rows(self, path: Path, rows: np.ndarray) -> None:
         """Zero ``rows`` of the vector file ``path`` on disk: erased faces' rows in a file being retired.
@@ -428,11 +430,11 @@ class VectorIndex:
 
     # ----- files -------------------------------------------------------------------------------
     def save(self, path: Path, scrub: bool = False) -> None:
-        """Write atomically under a new token: a crash leaves either the old file or the new one, never half.
+        """Write atomically under a new token: a crash leaves either the old checkpoint or the new one, whole.
 
-        ``scrub`` (after an erasure) also overwrites the old file's bytes with zeros before the new one
-        replaces it, so the erased vectors are not left in freed disk blocks. A crash between the two
-        leaves a zeroed file, which the store treats as damaged and rebuilds from the catalog.
+        The vector file (hnsw, ivfpq) is written first under its own new name, then the index file that
+        names it replaces the old one. ``scrub`` (after an erasure) then zeroes the replaced index file and
+        the erased rows of the retired vector file, so the erased vectors are not left in freed disk blocks.
         A collection past its tier's thresholds (or with too many holes) is rebuilt first.
         """
         scrub = scrub or self.removed
@@ -442,35 +444,56 @@ class VectorIndex:
             self.rebuild()
         path.parent.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(8)
+        written = vector_path(path, token) if self.tier != "flat" else None
+        try:
+            header, payload = self._checkpoint_bytes(token, written)
+            head = json.dumps(header).encode()
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            with _written(tmp) as handle:
+                handle.write(MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<I", zlib.crc32(head)))
+                handle.write(payload)
+            _replace(tmp, path, scrub)
+        except BaseException:  # e.g. a full disk: the old checkpoint stays whole and in use
+            if written is not None:
+                written.unlink(missing_ok=True)
+            raise
+        if written is not None:
+            self.vectors.adopt(written, token)
+        self._retire_vector_files(path, token, retired, dead, scrub)
+        self.token = token
+        self.dirty = self.removed = False
+
+    def _checkpoint_bytes(self, token: str, vector_file: Path | None) -> tuple[dict, bytes]:
+        """The index file's header and payload (after writing the vector file, for the tiers that have one)."""
         fingerprint = self.fingerprint()
         header = {"seq": self.seq, "token": token, "dim": self.dim, "tier": self.tier,
                   "faces": fingerprint.faces, "id_sum": fingerprint.id_sum, "max_id": fingerprint.max_id}
-        if self.tier == "flat":
+        if vector_file is None:
             payload = faiss.serialize_index(self.index).tobytes()
         else:
-            header["vec_crc"] = self.vectors.save(vector_path(path, token), token)
+            header["vec_crc"] = self.vectors.write(vector_file, token)
             header.update(nrows=self.nrows, live=self.live, trained_n=self.trained_n, index_max_id=self.max_id)
             inner = faiss.serialize_index(self.index).tobytes() if self.index is not None else b""
             payload = self.row_ids[: self.nrows].tobytes() + inner
         header["payload_crc"] = zlib.crc32(payload)
         header["payload_len"] = len(payload)
-        head = json.dumps(header).encode()
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with _written(tmp) as handle:
-            handle.write(MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<I", zlib.crc32(head)))
-            handle.write(payload)
-        _replace(tmp, path, scrub)
-        self._retire_vector_files(path, token, retired, dead if scrub else np.zeros(0, np.int64))
-        self.token = token
-        self.dirty = self.removed = False
+        return header, payload
 
-    def _retire_vector_files(self, path: Path, keep: str, retired: Path | None, dead: np.ndarray) -> None:
-        """Remove the vector files the new checkpoint does not name. The one this index mapped gets its
-        erased rows zeroed first (``dead``); a process still mapping it keeps its live rows."""
-        if retired is not None and retired.exists() and dead.size:
-            _Vectors(self.dim).scrub_rows(retired, dead)
-        for stale in path.parent.glob(f"{path.name}.*.vec"):
-            if stale.name != vector_path(path, keep).name:
+    def _retire_vector_files(self, path: Path, keep: str, retired: Path | None, dead: np.ndarray,
+                             scrub: bool) -> None:
+        """Remove the vector files the new checkpoint does not name (unfinished ones included). The one this
+        index mapped gets its erased rows zeroed first (``dead``): a process still mapping it keeps its live
+        rows. With ``scrub``, any other one (whose rows this index does not know) is zeroed whole."""
+        for stale in path.parent.glob(f"{path.name}.*.vec*"):
+            if stale.name == vector_path(path, keep).name:
+                continue
+            if stale == retired:
+                if scrub and dead.size:
+                    _Vectors(self.dim).scrub_rows(stale, dead)
+                stale.unlink(missing_ok=True)
+            elif scrub:
+                scrub_file(stale)
+            else:
                 stale.unlink(missing_ok=True)
 
     @staticmethod

@@ -24,6 +24,22 @@ from sqlalchemy.engine import Engine
 
 CHECKPOINT_LOCK_CLASS = 0x66666978  # advisory lock namespace for index checkpoints ("ffix")
 
+# Lock files this process holds now. A forked child (an ingest worker started while another thread of a
+# server checkpoints) would share them and keep the lock held for as long as it lives: it closes its copies.
+_held: set[int] = set()
+
+
+def _close_inherited() -> None:
+    for fd in list(_held):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited)
+
 
 class CheckpointLocks:
     """``with locks.hold(collection_id):`` serialises checkpoints of one collection across processes."""
@@ -45,21 +61,23 @@ class CheckpointLocks:
     @contextmanager
     def _flock(self, collection_id: int) -> Iterator[None]:
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_dir / f"collection-{collection_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.lock_dir / f"collection-{collection_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _held.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
+            _held.discard(fd)
             os.close(fd)  # closing releases the lock
 
     @contextmanager
     def _advisory(self, collection_id: int) -> Iterator[None]:
+        args = {"cls": CHECKPOINT_LOCK_CLASS, "cid": int(collection_id) & 0x7FFFFFFF}
         with self.engine.connect() as connection:
-            args = {"cls": CHECKPOINT_LOCK_CLASS, "cid": int(collection_id) & 0x7FFFFFFF}
-            connection.execute(text("SELECT pg_advisory_lock(:cls, :cid)"), args)
-            connection.commit()
             try:
+                connection.execute(text("SELECT pg_advisory_lock(:cls, :cid)"), args)
+                connection.commit()
                 yield
-            finally:
-                connection.execute(text("SELECT pg_advisory_unlock(:cls, :cid)"), args)
+            finally:  # also after an interrupt while waiting: a pooled connection must not keep the lock
+                connection.execute(text("SELECT pg_advisory_unlock_all()"))
                 connection.commit()

@@ -120,7 +120,9 @@ class MilvusBackend:
             return MilvusIndex(self, cid, dim, seq, None)
         collection = pm.Collection(name, using=self.alias)
         found = next(f.params["dim"] for f in collection.schema.fields if f.name == "embedding")
-        if found != dim:  # another model's vectors: none of them can stay
+        if dim <= 1:  # the catalog holds no face yet, so no size to check: the collection is someone's new one
+            dim = found
+        elif found != dim:  # another model's vectors: none of them can stay
             self.drop(cid)
             return MilvusIndex(self, cid, dim, seq, None)
         self._load(collection)
@@ -214,9 +216,10 @@ class MilvusIndex:
 
     # ----- writes ------------------------------------------------------------------------------
     def reset(self, dim: int) -> None:
-        """Empty the index for embeddings of another size (the collection's first model)."""
-        self.backend.drop(self.cid)
-        self.collection, self.dim, self._count, self.dirty = None, dim, 0, True
+        """Take embeddings of ``dim`` (the collection's first model). A Milvus collection another process
+        made for them meanwhile is used as it is; only one of another size is dropped."""
+        fresh = self.backend.new(self.cid, dim, self.seq)
+        self.collection, self.dim, self._count, self.dirty = fresh.collection, dim, None, True
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add or replace vectors (an upsert, so replaying the journal twice is harmless)."""

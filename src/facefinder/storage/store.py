@@ -22,6 +22,7 @@ Any number of processes may open one store at once (a server, CLI ingests, a Ray
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -37,7 +38,7 @@ from facefinder.storage.backend import CollectionIndex, VectorBackend
 from facefinder.storage.catalog import (
     Catalog, Collection, FaceRecord, ImageRecord, IndexCheckpoint, IngestFailure, JournalEntry, Setting,
 )
-from facefinder.storage.index import FaissFiles, Fingerprint, VectorIndex, scrub_file, tier_for
+from facefinder.storage.index import FaissFiles, Fingerprint, VectorIndex, scrub_file, tier_for, vector_path
 from facefinder.storage.locks import CheckpointLocks
 from facefinder.storage.milvus import MilvusBackend, is_milvus_uri
 
@@ -367,6 +368,7 @@ class FaceStore:
             collection_ids = list(session.scalars(select(Collection.id)))
         for cid in collection_ids:
             self._open(cid)
+        self._sweep_crash_debris(collection_ids)
 
     @_locked
     def refresh(self) -> None:
@@ -379,9 +381,13 @@ class FaceStore:
             ).all()
             known = set(session.scalars(select(Collection.id)))
             tokens = dict(session.execute(select(IndexCheckpoint.collection_id, IndexCheckpoint.token)).all())
+            refused = {int(key.split(":", 1)[1]) for key in session.scalars(
+                select(Setting.key).where(Setting.key.like("lost:%")))}
         for cid in list(self.indexes):
-            if cid not in known or tokens.get(cid) != self.indexes[cid].basis:
+            if cid not in known or tokens.get(cid) != self.indexes[cid].basis or cid in refused:
                 del self.indexes[cid]
+        for cid in set(self.lost) - refused:  # repaired by another process
+            del self.lost[cid]
         for cid in known - set(self.indexes) - set(self.lost):
             self._open(cid)
         by_collection: dict[int, list] = {}
@@ -403,6 +409,9 @@ class FaceStore:
     def _checkpoint(self, cid: int, scrub: bool) -> None:
         """Save one collection's index under its cross-process lock, never older than the one on disk."""
         with self.locks.hold(cid):
+            if self._name(cid) is None:  # deleted by another process meanwhile: nothing to save
+                self.indexes.pop(cid, None)
+                return
             index = self.indexes[cid]
             if self._record_token(cid) != index.basis:  # another process saved since: start from its file
                 removed = index.removed
@@ -455,7 +464,7 @@ class FaceStore:
         for cid, index in sorted(self.indexes.items()):
             if cid in self.healed:
                 continue
-            held, stored = set(index.face_ids().tolist()), self._catalog_face_ids(cid)
+            held, stored = self._held_and_stored(cid, index)
             if held != stored:
                 problems.append(Problem("index-mismatch", f"collection {names.get(cid, cid)!r}: index holds "
                                         f"{len(held - stored)} faces the catalog lacks and lacks {len(stored - held)} "
@@ -496,34 +505,72 @@ class FaceStore:
         return problems
 
     def _repair_lost(self, cid: int) -> bool:
-        """Rebuild a collection whose catalog lost data from what the catalog holds, and move the catalog's
-        id counters past everything the old checkpoint held, so no lost id is handed to a new face."""
-        claimed = VectorIndex.read_header(self.vectors.path(cid)) if isinstance(self.vectors, FaissFiles) else {}
+        """Rebuild a collection whose catalog lost data from what the catalog holds (the id counters were
+        moved past the lost ids when the loss was found) and serve it again, in every process."""
         with self.catalog.session() as session, session.begin():
-            self.catalog.raise_high_water(session, "index_journal", "seq", int(claimed.get("seq", 0)))
-            self.catalog.raise_high_water(session, "faces", "id", int(claimed.get("max_id", 0)))
+            session.execute(delete(Setting).where(Setting.key == f"lost:{cid}"))
         del self.lost[cid]
         self.indexes[cid] = self._rebuild(cid)
         log.warning("collection %s: index rebuilt from the catalog after it lost data", cid)
         return True
 
-    def _catalog_face_ids(self, cid: int) -> set[int]:
-        with self.catalog.session() as session:
-            return set(session.scalars(select(FaceRecord.id).where(FaceRecord.collection_id == cid)))
+    def _held_and_stored(self, cid: int, index: CollectionIndex) -> tuple[set[int], set[int]]:
+        """The face ids the index holds and the catalog holds, compared again after catching up while other
+        processes write (a difference that is only a write in flight is not a problem)."""
+        for _ in range(3):
+            self._catch_up(cid, index)
+            with self.catalog.session() as session:
+                stored = set(session.scalars(select(FaceRecord.id).where(FaceRecord.collection_id == cid)))
+            held = set(index.face_ids().tolist())
+            if held == stored:
+                break
+        return held, stored
 
     def _orphan_files(self, names: dict[int, str], repair: bool) -> list[Problem]:
-        """Index files of collections the catalog does not hold (left by a crash, or by a lost catalog)."""
+        """Index files no checkpoint names: of collections the catalog does not hold (a crash, a lost catalog),
+        and unfinished or replaced vector files (a crash during a save). Looked at under each collection's
+        checkpoint lock, so a save in progress in another process is never taken for a stray."""
         if not isinstance(self.vectors, FaissFiles) or not self.index_dir.is_dir():
             return []
-        problems = []
+        by_collection: dict[str, list[Path]] = {}
         for path in sorted(self.index_dir.glob("collection-*")):
-            number = path.name.removeprefix("collection-").split(".", 1)[0]
-            if number.isdigit() and int(number) in names:
-                continue
-            problems.append(Problem("orphan-index-file", f"{path}: index file of no collection", repaired=repair))
-            if repair:
-                scrub_file(path)
+            by_collection.setdefault(path.name.removeprefix("collection-").split(".", 1)[0], []).append(path)
+        problems = []
+        for number, paths in by_collection.items():
+            cid = int(number) if number.isdigit() else None
+            with self.locks.hold(cid) if cid is not None else contextlib.nullcontext():
+                for path in self._strays(cid if cid in names else None, paths):
+                    problems.append(Problem("orphan-index-file", f"{path}: an index file no checkpoint names",
+                                            names.get(cid), repaired=repair))
+                    if repair:
+                        scrub_file(path)
         return problems
+
+    def _sweep_crash_debris(self, collection_ids: list[int]) -> None:
+        """Zero and remove what a save killed midway left beside a collection's checkpoint (an unfinished
+        .tmp, a vector file no checkpoint names): it may hold erased vectors, and nothing will read it."""
+        if not isinstance(self.vectors, FaissFiles):
+            return
+        for cid in collection_ids:
+            files = list(self.index_dir.glob(f"collection-{cid}.*"))
+            if not any(f.suffix == ".tmp" for f in files) and sum(f.suffix == ".vec" for f in files) <= 1:
+                continue  # the index file and its vector file at most: nothing left over
+            with self.locks.hold(cid):
+                for path in self._strays(cid, files):
+                    log.info("collection %s: removing %s, left by an interrupted save", cid, path.name)
+                    scrub_file(path)
+
+    def _strays(self, cid: int | None, paths: list[Path]) -> list[Path]:
+        """Of a collection's files, those its current checkpoint does not name (all of them if it is gone)."""
+        if cid is None:
+            return paths
+        index_file = self.vectors.path(cid)
+        try:
+            token = VectorIndex.read_header(index_file)["token"]
+        except (OSError, ValueError):
+            return []  # no checkpoint, or a damaged one: reported as such, its files rebuilt at the next save
+        named = {index_file, vector_path(index_file, token)}
+        return [path for path in paths if path not in named and path.exists()]
 
     def _require_sound(self, cid: int) -> None:
         if cid in self.lost:
@@ -534,36 +581,51 @@ class FaceStore:
             return session.scalar(select(IndexCheckpoint.token).where(IndexCheckpoint.collection_id == cid))
 
     def _open(self, cid: int) -> CollectionIndex | None:
-        """Load a collection's index (checkpoint + journal), proved equal to the catalog; None if refused."""
+        """Load a collection's index (checkpoint + journal), proved equal to the catalog; None if refused.
+
+        A load that finds a problem is tried again if another process saved a checkpoint meanwhile (its
+        file may have replaced the one being read): only a problem that stays is healed and reported."""
         self.indexes.pop(cid, None)
-        basis = self._record_token(cid)
-        index = self._load_checkpoint(cid)
-        if cid in self.lost:
-            return None
-        if index is None:
-            index = self._rebuild(cid)
-        index.basis = basis
-        self._catch_up(cid, index)
-        problem = self._mismatch(cid, index)
-        if problem:
-            log.warning("collection %s: %s; rebuilding its index from the catalog", cid, problem)
-            self.healed[cid] = ("index-mismatch", problem)
+        for attempt in range(3):
+            basis = self._record_token(cid)
+            index, problem = self._load_checkpoint(cid)
+            if cid in self.lost:
+                return None
+            if index is None and problem is None:  # no checkpoint yet
+                index = self._rebuild(cid)
+                self._catch_up(cid, index)
+                break
+            if index is not None:
+                self._catch_up(cid, index)
+                mismatch = self._mismatch(cid, index)
+                problem = ("index-mismatch", mismatch) if mismatch else None
+            if problem is None:
+                break
+            if attempt < 2 and self._record_token(cid) != basis:
+                continue
+            log.warning("collection %s: %s; rebuilding its index from the catalog", cid, problem[1])
+            self.healed[cid] = problem
             index = self._rebuild(cid)
             self._catch_up(cid, index)
+            break
         index.basis = basis
         self.indexes[cid] = index
         return index
 
-    def _load_checkpoint(self, cid: int) -> CollectionIndex | None:
-        """The saved checkpoint if it can be used; None to rebuild; a catalog that lost data is refused."""
+    def _load_checkpoint(self, cid: int) -> tuple[CollectionIndex | None, tuple[str, str] | None]:
+        """(the saved checkpoint, None) if it can be used; (None, (kind, why)) to rebuild it; (None, None)
+        when there is none. A checkpoint that holds more than the catalog ever reached means the catalog lost
+        committed data: the collection is refused (see _refuse_lost)."""
+        refused = self.catalog.get_setting(f"lost:{cid}")
+        if refused:
+            self.lost[cid] = refused
+            return None, None
         try:
             index = self.vectors.load(cid)
         except Exception as exc:  # a damaged checkpoint is rebuilt, never trusted
-            log.warning("collection %s: rebuilding its index from the catalog (%s: %s)", cid, self.vectors.describe(), exc)
-            self.healed[cid] = ("index-damaged", f"index checkpoint unusable ({exc})")
-            return None
+            return None, ("index-damaged", f"index checkpoint unusable ({exc})")
         if index is None:
-            return None
+            return None, None
         with self.catalog.session() as session:
             record = session.get(IndexCheckpoint, cid)
             pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
@@ -571,19 +633,26 @@ class FaceStore:
             faces_top = self.catalog.high_water(session, "faces", "id")
         fingerprint = self._index_fingerprint(index)
         if index.seq > max(journal_top, pruned) or (fingerprint and fingerprint.max_id > faces_top):
-            name = self._name(cid)
-            self.lost[cid] = (
-                f"collection {name!r}: the catalog lost committed data (its index checkpoint holds journal "
-                f"entries to {index.seq} and face ids to {fingerprint.max_id if fingerprint else '?'}, the catalog "
-                f"only {journal_top} and {faces_top}): refused until facefinder check --repair")
-            log.error("%s", self.lost[cid])
-            return None
-        if index.seq < max(pruned, record.seq if record else 0):
-            log.warning("collection %s: its index checkpoint is older than the journal kept; rebuilding", cid)
-            self.healed[cid] = ("index-mismatch", f"index checkpoint is stale (journal entry {index.seq}, "
-                                                  f"catalog checkpoint {max(pruned, record.seq if record else 0)})")
-            return None
-        return index
+            self._refuse_lost(cid, index.seq, fingerprint.max_id if fingerprint else 0, journal_top, faces_top)
+            return None, None
+        kept = max(pruned, record.seq if record else 0)
+        if index.seq < kept:
+            return None, ("index-mismatch", f"index checkpoint is stale (journal entry {index.seq}, catalog "
+                                            f"checkpoint {kept})")
+        return index, None
+
+    def _refuse_lost(self, cid: int, seq: int, max_id: int, journal_top: int, faces_top: int) -> None:
+        """The catalog lost committed data: refuse the collection in every process until it is repaired, and
+        move the id counters past what the checkpoint held now, so no new face anywhere gets a lost id."""
+        message = (f"collection {self._name(cid) or cid!r}: the catalog lost committed data (its index checkpoint holds "
+                   f"journal entries to {seq} and face ids to {max_id}, the catalog only {journal_top} and "
+                   f"{faces_top}): refused until facefinder check --repair")
+        with self.catalog.session() as session, session.begin():
+            self.catalog.raise_high_water(session, "index_journal", "seq", seq)
+            self.catalog.raise_high_water(session, "faces", "id", max_id)
+            self.catalog.set_setting(session, f"lost:{cid}", message)
+        self.lost[cid] = message
+        log.error("%s", message)
 
     def _catch_up(self, cid: int, index: CollectionIndex) -> None:
         """Apply every journal entry of the collection after the one the index reflects."""
@@ -618,14 +687,19 @@ class FaceStore:
     def _index_fingerprint(index) -> Fingerprint | None:
         return index.fingerprint() if isinstance(index, VectorIndex) else None
 
-    def _name(self, cid: int) -> str:
+    def _name(self, cid: int) -> str | None:
         with self.catalog.session() as session:
-            return session.scalar(select(Collection.name).where(Collection.id == cid)) or str(cid)
+            return session.scalar(select(Collection.name).where(Collection.id == cid))
 
     def _rebuild(self, cid: int) -> CollectionIndex:
-        with self.catalog.session() as session:
-            # Read the position first: faces written after it are replayed again later, which is harmless.
-            seq = self.catalog.high_water(session, "index_journal", "seq")
+        with self.catalog.session() as session, session.begin():
+            # No journal writer is in flight while we hold its lock (PostgreSQL: a sequence number handed out
+            # to an uncommitted entry must not count as reflected). On SQLite, a write between the two reads
+            # is replayed again later, which is harmless.
+            self.catalog.lock_journal(session)
+            seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0,
+                      int(self.catalog.get_setting(f"pruned_through:{cid}", "0")),
+                      session.scalar(select(IndexCheckpoint.seq).where(IndexCheckpoint.collection_id == cid)) or 0)
             rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
         dim = len(rows[0].embedding) // 4 if rows else 1
         index = self.vectors.new(cid, dim, seq=seq, tier=tier_for(len(rows)) if rows else None)
