@@ -500,13 +500,13 @@ class VectorIndex:
     def read_header(path: Path) -> dict:
         """The checkpoint's header (journal position, token, fingerprint), its own checksum verified."""
         with open(path, "rb") as handle:
-            return _parse_header(path, handle.read(len(MAGIC) + 4), handle)[0]
+            return _parse_header(path, handle)
 
     @classmethod
     def load(cls, path: Path) -> "VectorIndex":
         """The checkpoint in ``path``; raises ValueError if any byte of it (or of its vector file) is wrong."""
         with open(path, "rb") as handle:
-            header, _ = _parse_header(path, handle.read(len(MAGIC) + 4), handle)
+            header = _parse_header(path, handle)
             payload = handle.read()
         if len(payload) != header["payload_len"] or zlib.crc32(payload) != header["payload_crc"]:
             raise ValueError(f"{path}: checksum mismatch (the file is damaged)")
@@ -566,7 +566,9 @@ def _replace(tmp: Path, path: Path, scrub: bool) -> None:
             old.close()
 
 
-def _parse_header(path: Path, start: bytes, handle) -> tuple[dict, int]:
+def _parse_header(path: Path, handle) -> dict:
+    """The header of the index file open in ``handle``, which is left at the start of the payload."""
+    start = handle.read(len(MAGIC) + 4)
     if not start.startswith(MAGIC):
         raise ValueError(f"{path}: not a facefinder index file of this version")
     (length,) = struct.unpack("<I", start[len(MAGIC):])
@@ -576,7 +578,7 @@ def _parse_header(path: Path, start: bytes, handle) -> tuple[dict, int]:
     crc = handle.read(4)
     if len(head) != length or len(crc) != 4 or struct.unpack("<I", crc)[0] != zlib.crc32(head):
         raise ValueError(f"{path}: checksum mismatch in its header (the file is damaged)")
-    return json.loads(head), len(MAGIC) + 4 + length + 4
+    return json.loads(head)
 
 
 @dataclass(frozen=True)

@@ -432,7 +432,6 @@ class FaceStore:
                                               max_face_id=fingerprint.max_id if fingerprint else 0))
                 session.execute(delete(JournalEntry).where(JournalEntry.collection_id == cid,
                                                            JournalEntry.seq <= index.seq))
-                self.catalog.set_setting(session, f"pruned_through:{cid}", str(index.seq))
 
     @_locked
     def compact(self) -> tuple[int, int, int] | None:
@@ -627,15 +626,13 @@ class FaceStore:
         if index is None:
             return None, None
         with self.catalog.session() as session:
-            record = session.get(IndexCheckpoint, cid)
-            pruned = int(self.catalog.get_setting(f"pruned_through:{cid}", "0"))
+            kept = self._pruned_through(session, cid)
             journal_top = self.catalog.high_water(session, "index_journal", "seq")
             faces_top = self.catalog.high_water(session, "faces", "id")
         fingerprint = self._index_fingerprint(index)
-        if index.seq > max(journal_top, pruned) or (fingerprint and fingerprint.max_id > faces_top):
+        if index.seq > max(journal_top, kept) or (fingerprint and fingerprint.max_id > faces_top):
             self._refuse_lost(cid, index.seq, fingerprint.max_id if fingerprint else 0, journal_top, faces_top)
             return None, None
-        kept = max(pruned, record.seq if record else 0)
         if index.seq < kept:
             return None, ("index-mismatch", f"index checkpoint is stale (journal entry {index.seq}, catalog "
                                             f"checkpoint {kept})")
@@ -684,6 +681,14 @@ class FaceStore:
         return None  # too busy to compare now; the next open or `facefinder check` will
 
     @staticmethod
+    def _pruned_through(session, cid: int) -> int:
+        """The journal position up to which the collection's entries were pruned by its last checkpoint
+        (``pruned_through:<cid>`` is how catalogs from before ``index_checkpoints`` recorded it)."""
+        recorded = session.scalar(select(IndexCheckpoint.seq).where(IndexCheckpoint.collection_id == cid)) or 0
+        legacy = session.scalar(select(Setting.value).where(Setting.key == f"pruned_through:{cid}"))
+        return max(int(recorded), int(legacy or 0))
+
+    @staticmethod
     def _index_fingerprint(index) -> Fingerprint | None:
         return index.fingerprint() if isinstance(index, VectorIndex) else None
 
@@ -697,9 +702,7 @@ class FaceStore:
             # to an uncommitted entry must not count as reflected). On SQLite, a write between the two reads
             # is replayed again later, which is harmless.
             self.catalog.lock_journal(session)
-            seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0,
-                      int(self.catalog.get_setting(f"pruned_through:{cid}", "0")),
-                      session.scalar(select(IndexCheckpoint.seq).where(IndexCheckpoint.collection_id == cid)) or 0)
+            seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0, self._pruned_through(session, cid))
             rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
         dim = len(rows[0].embedding) // 4 if rows else 1
         index = self.vectors.new(cid, dim, seq=seq, tier=tier_for(len(rows)) if rows else None)
