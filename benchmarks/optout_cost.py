@@ -86,7 +86,7 @@ def micro(catalog, model_id: str, embeddings: np.ndarray, repeats: int) -> dict:
     """screen_batch on synthetic-but-real-sized batches, and its two parts alone."""
     import faiss
 
-    from facefinder.services.optout import OptOutScreen
+    from facefinder.services.privacy.optout import OptOutScreen
     from facefinder.storage.store import NewFace
 
     rng = np.random.default_rng(0)
@@ -171,7 +171,7 @@ def reach(names: list[str], embeddings: np.ndarray, threshold: float) -> dict | 
 def run_ingest(folder: Path, models: Path, workers: int | None, data: Path, people: list[np.ndarray] | None,
                model_id: str) -> dict:
     from facefinder import FaceFinder
-    from facefinder.services import optout
+    from facefinder.services.privacy import optout
 
     ff = FaceFinder(data, models_dir=models, workers=workers)
     if people is not None:
@@ -223,7 +223,7 @@ def main() -> None:
     results: dict = {"machine": info, "people": len(names), "ingest_photos": len(photos),
                      "photos_of_people_on_the_list": on_list}
     try:
-        from facefinder.services import optout
+        from facefinder.services.privacy import optout
         from facefinder.storage.catalog import Catalog
 
         catalog = Catalog(f"sqlite:///{scratch / 'micro.db'}")

@@ -18,7 +18,7 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from facefinder.services import accounts as accounts_module
+from facefinder.services.server import accounts as accounts_module
 
 from helpers import LFW, LFW_PEOPLE, POLICY, lfw, open_finder
 
@@ -131,7 +131,7 @@ def make_served(data_dir: Path, pipeline, catalog_url: str | None, seed: bool = 
     """An app on a fresh catalog with the five users (and their API tokens); with ``seed``, a collection
     of 10 LFW photos (photos 2 and 3 of five people) granted to ivan and inga."""
     from facefinder.interfaces.http.app import ServiceConfig, create_app
-    from facefinder.services.accounts import Principal
+    from facefinder.services.server.accounts import Principal
 
     import_root = data_dir.parent / f"{data_dir.name}-imports"
     import_root.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from facefinder.services import uploads
-from facefinder.services.cases import placeholder_jpeg
+from facefinder.services.server import uploads
+from facefinder.services.server.cases import placeholder_jpeg
 from facefinder.storage.catalog import CaseSearch, FaceRecord, ImageRecord
 from helpers import lfw
 from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401

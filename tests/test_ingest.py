@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from facefinder import FaceFinder
 from facefinder.errors import FaceFinderError, ModelError
 from facefinder.services.ingest import Ingestor
-from facefinder.services.sources import SourceError, iter_sources
+from facefinder.services.sources.folders import SourceError, iter_sources
 from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
 from helpers import GROUP, LFW, LFW_PEOPLE, POLICY, lfw, save_jpeg

@@ -59,8 +59,8 @@ def test_unknown_bucket_is_one_clear_error(bucket, make_finder):
 def test_a_remote_worker_reads_an_object_by_its_location(bucket):
     """What a Ray actor does with an s3:// item: one S3 client per process, the size cap enforced."""
     from facefinder.errors import ImageError
-    from facefinder.services import object_storage
-    from facefinder.services.sources import iter_sources, read_location
+    from facefinder.services.sources import object_storage
+    from facefinder.services.sources.folders import iter_sources, read_location
 
     photo = lfw("Tony_Blair", 1).read_bytes()
     bucket.put_object(Bucket="photos", Key="worker/blair1.jpg", Body=photo)  # moto's state outlives a server

@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 from facefinder.errors import CatalogError, FaceFinderError
 from facefinder.interfaces.cli import app
-from facefinder.services import optout as optouts
+from facefinder.services.privacy import optout as optouts
 from facefinder.services.calibration import PRIVACY_FMR, default_calibration
-from facefinder.services.privacy import render_access_html
+from facefinder.services.privacy.service import render_access_html
 from facefinder.storage.catalog import Catalog, ImageRecord, utcnow
 from helpers import GALLERY, GROUP, LFW, POLICY, POLICY_ARGS, PROBES, lfw, open_finder
 
@@ -538,7 +538,7 @@ def test_purge_erases_only_what_has_expired(tmp_path, make_finder):
 
 
 def test_run_purge_is_the_function_a_scheduler_calls(tmp_path, make_finder):
-    from facefinder.services.retention import run_purge
+    from facefinder.services.privacy.retention import run_purge
 
     ff = make_finder(tmp_path / "data")
     ff.ingest(lfw("Tony_Blair", 1), collection="c", **POLICY)

@@ -48,7 +48,7 @@ def test_users_commands(cli):
     cli("users", "add", "aud", "--role", "auditor", input="prompted-password\nprompted-password\n")
     catalog = Catalog(cli.url)
     try:
-        from facefinder.services.accounts import Accounts
+        from facefinder.services.server.accounts import Accounts
         from facefinder.services.audit import AuditLog
         from facefinder.storage.store import FaceStore
 

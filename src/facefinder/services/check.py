@@ -8,7 +8,7 @@ that no photo names. The check itself is audited.
 
 from __future__ import annotations
 
-from facefinder.services import uploads
+from facefinder.services.server import uploads
 from facefinder.storage.store import Problem
 
 

@@ -26,7 +26,7 @@ from facefinder.errors import FaceFinderError, ImageError
 from facefinder.services.ingest import (
     BATCH_PHOTOS, Failure, IngestReport, Ingestor, analyze_batch, batch_size_for,
 )
-from facefinder.services.sources import iter_sources, read_location
+from facefinder.services.sources.folders import iter_sources, read_location
 from facefinder.storage.store import NewImage
 
 

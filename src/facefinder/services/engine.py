@@ -7,7 +7,7 @@
 
 A new collection needs a purpose, a legal basis and a retention period (``create_collection``, or the
 same keywords on the first ``ingest``); ``ff.privacy`` holds erasure, opt-out, consent, purge and
-subject access (services/privacy.py).
+subject access (services/privacy/service.py).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ class FaceFinder:
 
     @property
     def privacy(self):
-        """Erasure, opt-out, consent, purge and subject access (services/privacy.py)."""
+        """Erasure, opt-out, consent, purge and subject access (services/privacy/service.py)."""
         if self._privacy is None:
-            from facefinder.services.privacy import Privacy
+            from facefinder.services.privacy.service import Privacy
 
             self._privacy = Privacy(self)
         return self._privacy
@@ -192,7 +192,7 @@ class FaceFinder:
     def failures(self, collection: str):
         return self.store.failures(self.store.collection(collection).id)
 
-    # Deletes are erasures (services/privacy.py): rows overwritten, index files rewritten, WAL emptied.
+    # Deletes are erasures (services/privacy/service.py): rows overwritten, index files rewritten, WAL emptied.
     def delete_face(self, face_id: int) -> bool:
         with self._erasing():
             return self.privacy.erase_faces([face_id]).faces == 1

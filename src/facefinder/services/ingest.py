@@ -5,7 +5,7 @@ processes decode and run the vision pipeline on batches of photos, and the main 
 each photo with all its faces in one transaction. A crash loses at most the photos in flight;
 re-running the same ingest skips everything already stored, so it resumes without duplicates.
 Faces on the opt-out list are dropped before they are written (one check per batch), and photos
-whose consent was withdrawn are not read at all (services/optout.py, services/consent.py).
+whose consent was withdrawn are not read at all (services/privacy/optout.py, services/privacy/consent.py).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 
 from facefinder.errors import DiskFullError, FaceFinderError, ImageError, is_disk_full
-from facefinder.services.consent import withdrawn_ids
-from facefinder.services.optout import screen_for
-from facefinder.services.sources import SourceItem, iter_sources
+from facefinder.services.privacy.consent import withdrawn_ids
+from facefinder.services.privacy.optout import screen_for
+from facefinder.services.sources.folders import SourceItem, iter_sources
 from facefinder.storage.store import FaceStore, NewFace, NewImage
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
 from facefinder.vision.pipeline import FacePipeline

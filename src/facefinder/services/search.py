@@ -16,8 +16,8 @@ import numpy as np
 
 from facefinder.errors import CatalogError, ImageError
 from facefinder.services.calibration import Calibration, default_calibration
-from facefinder.services.optout import screen_for
-from facefinder.services.sources import iter_sources
+from facefinder.services.privacy.optout import screen_for
+from facefinder.services.sources.folders import iter_sources
 from facefinder.storage.store import PROVENANCE_FIELDS, FaceStore
 from facefinder.vision.image import Decoded, decode_photo
 from facefinder.vision.pipeline import FacePipeline
@@ -106,7 +106,7 @@ class Searcher:
         """Ranked candidates at or above the threshold for each embedding (the service searches these)."""
         hits = self.store.search(collection_ids, embeddings, top_k)
         rows = self.store.faces([fid for row in hits for fid, _ in row])
-        # Opt-out: nothing for a probe face on the list, and no candidate on it (services/optout.py).
+        # Opt-out: nothing for a probe face on the list, and no candidate on it (services/privacy/optout.py).
         hits = screen_for(self.store.catalog).filter_hits(embeddings, hits, rows, threshold, self.pipeline.model_id)
         results = []
         for row in hits:

@@ -41,7 +41,7 @@ class Collection(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     model_id: Mapped[str | None] = mapped_column(String(200))  # embeddings of one model per collection
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Retention policy (services/retention.py): required for every collection created since; NULL only in
+    # Retention policy (services/privacy/retention.py): required for every collection created since; NULL only in
     # catalogs from before, until `facefinder collections set` fills them in.
     purpose: Mapped[str | None] = mapped_column(Text)
     legal_basis: Mapped[str | None] = mapped_column(Text)
@@ -172,7 +172,7 @@ class AuditEntry(Base):
 
 
 class OptOut(Base):
-    """A person's request to be left out (services/optout.py). Their photo is never stored: only templates."""
+    """A person's request to be left out (services/privacy/optout.py). Their photo is never stored: only templates."""
 
     __tablename__ = "optouts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -213,7 +213,7 @@ class ConsentRecord(Base):
 
 
 class CaseSearch(Base):
-    """One case-bound search run through the service (services/cases.py): who, for which case, why, on what.
+    """One case-bound search run through the service (services/server/cases.py): who, for which case, why, on what.
 
     The probe photo itself is kept only while the retention setting allows (default: not at all);
     its sha256 and the searched face's thumbnail are always kept.
@@ -234,7 +234,7 @@ class CaseSearch(Base):
     probe_thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG of the aligned probe face
     probe_photo: Mapped[bytes | None] = mapped_column(LargeBinary)  # only while retention allows
     probe_keep_until: Mapped[datetime | None] = mapped_column()
-    # Erasure of the probe's person (services/cases.py, erase_probes_of): the searched face's template
+    # Erasure of the probe's person (services/server/cases.py, erase_probes_of): the searched face's template
     # (float32, of model_id) finds the searches whose probe was someone later erased; their thumbnail,
     # photo and template are then emptied and probe_erased_at says when (the UI shows a placeholder).
     probe_embedding: Mapped[bytes | None] = mapped_column(LargeBinary)

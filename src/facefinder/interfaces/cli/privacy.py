@@ -153,7 +153,7 @@ def consent_withdraw(consent_id: str, note: Annotated[Optional[str], typer.Optio
     """Record that a consent was withdrawn and erase every photo that carries it."""
     try:
         with engine() as ff:
-            from facefinder.services.consent import linked_images
+            from facefinder.services.privacy.consent import linked_images
 
             count = len(linked_images(ff.store.catalog, consent_id))
             if not yes and not typer.confirm(f"Withdraw consent {consent_id} and erase the {count} photos under it?",
@@ -195,7 +195,7 @@ def privacy_access(
 ) -> None:
     """Export what is held on a person: faces, photos' sources and provenance, the searches that
     returned them. Writes JSON and a readable HTML report."""
-    from facefinder.services.privacy import render_access_html
+    from facefinder.services.privacy.service import render_access_html
 
     try:
         with engine() as ff:

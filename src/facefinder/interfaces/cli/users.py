@@ -16,7 +16,7 @@ from facefinder.interfaces.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from facefinder.services.accounts import Accounts, Principal
+    from facefinder.services.server.accounts import Accounts, Principal
     from facefinder.storage.catalog import Catalog
 
 users_app = typer.Typer(help="Accounts of the service: users, roles, collection grants, API tokens.",
@@ -29,7 +29,7 @@ def _users(database_url: DatabaseUrl = None) -> None:
 
 
 def _accounts() -> tuple[Accounts, Catalog]:
-    from facefinder.services.accounts import Accounts
+    from facefinder.services.server.accounts import Accounts
     from facefinder.services.audit import AuditLog
 
     catalog = open_catalog()
@@ -37,7 +37,7 @@ def _accounts() -> tuple[Accounts, Catalog]:
 
 
 def _local_admin() -> Principal:
-    from facefinder.services.accounts import Principal
+    from facefinder.services.server.accounts import Principal
 
     return Principal(0, local_actor(), "admin")
 
@@ -127,7 +127,7 @@ def users_token(username: str, name: Annotated[str, typer.Option(help="What the 
     """Create an API token for USERNAME and print it (once; only its hash is kept)."""
     from sqlalchemy import select
 
-    from facefinder.services.accounts import Principal
+    from facefinder.services.server.accounts import Principal
     from facefinder.storage.catalog import User
 
     accounts, catalog = _accounts()

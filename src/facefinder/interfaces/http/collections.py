@@ -8,8 +8,8 @@ from facefinder.errors import NotFound
 from facefinder.interfaces.http.deps import Admin, ApiError, CanSearch, Reader, Service, ServiceDep
 from facefinder.interfaces.http.schemas import (ERRORS, CollectionCreate, CollectionOut, DbId, DeletedOut,
                                                 FailureOut)
-from facefinder.services.accounts import Principal
-from facefinder.services.cases import FieldError
+from facefinder.services.server.accounts import Principal
+from facefinder.services.server.cases import FieldError
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 

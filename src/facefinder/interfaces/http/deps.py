@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Annotated, Callable
 from fastapi import Depends, Request
 
 from facefinder.errors import CatalogError, Conflict, ImageError, NotFound
-from facefinder.services import uploads
-from facefinder.services.accounts import ROLES, AccessDenied, Accounts, AuthenticationFailed, Principal
-from facefinder.services.cases import Cases, FieldError
-from facefinder.services.jobs import IngestJobs
+from facefinder.services.server import uploads
+from facefinder.services.server.accounts import ROLES, AccessDenied, Accounts, AuthenticationFailed, Principal
+from facefinder.services.server.cases import Cases, FieldError
+from facefinder.services.server.jobs import IngestJobs
 from facefinder.vision.image import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from facefinder.interfaces.http.deps import ApiError, CanSearch, MiB, Service, ServiceDep, safe_filename
 from facefinder.interfaces.http.schemas import ERRORS, IngestRequest, JobOut, job_out
-from facefinder.services import uploads
-from facefinder.services.cases import FieldError
+from facefinder.services.server import uploads
+from facefinder.services.server.cases import FieldError
 
 UPLOAD_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".jpg", ".jpeg", ".png", ".webp",
                    ".bmp", ".tif", ".tiff", ".gif")

@@ -2,7 +2,7 @@
 
 Admins only, except the public opt-out form (``/api/privacy/public/optout``), which is off until an
 admin switches it on (``PUT /api/privacy/public-optout`` or ``facefinder privacy public-optout on``).
-Every call is written to the audit log under the caller's name (services/privacy.py).
+Every call is written to the audit log under the caller's name (services/privacy/service.py).
 
 Photos (of a person to find, opt out or report on) are sent as the raw request body, e.g.
 ``curl --data-binary @me.jpg -H 'Content-Type: image/jpeg'``: the server reads them into memory,
@@ -25,7 +25,7 @@ from facefinder.interfaces.http.schemas import (ConsentIn, ConsentOut, ErasureOu
                                                 OptOutOut, PersonMatchesOut, PublicForm, PublicOptOutOut, PurgeIn,
                                                 StatusOut, Withdrawal, erasure_out, matches_out)
 from facefinder.services.calibration import PRIVACY_FMR
-from facefinder.services.privacy import Erasure, render_access_html
+from facefinder.services.privacy.service import Erasure, render_access_html
 
 router = APIRouter(prefix="/api/privacy", tags=["privacy"])
 PUBLIC_RATE = (5, 3600.0)  # public opt-out submissions per client address per hour

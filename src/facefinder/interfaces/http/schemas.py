@@ -9,8 +9,8 @@ from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, Field
 
 if TYPE_CHECKING:
-    from facefinder.services.jobs import IngestJob
-    from facefinder.services.privacy import Erasure, HeldMatch
+    from facefinder.services.server.jobs import IngestJob
+    from facefinder.services.privacy.service import Erasure, HeldMatch
     from facefinder.storage.catalog import CaseCandidate, CaseSearch, User
 
 

@@ -22,7 +22,7 @@ from facefinder import __version__
 from facefinder.interfaces.http.collections import collections_for
 from facefinder.interfaces.http.deps import ApiError, check_csrf, get_service, session_principal, sign_in
 from facefinder.interfaces.http.deps import csrf_token as session_csrf_token
-from facefinder.services.accounts import AuthenticationFailed, Principal
+from facefinder.services.server.accounts import AuthenticationFailed, Principal
 from facefinder.services.audit import as_dict
 from facefinder.services.calibration import default_calibration
 

@@ -11,7 +11,7 @@ as a record (who, when, on what, with which parameters, what came back), and its
 * Two-person rule: a candidate is *proposed* as a lead by one user and *confirmed* by another, each
   with a note; the proposer can never confirm their own proposal.
 * Erasure reaches the records (``mark_erased_candidates``, ``erase_probes_of``, called by
-  services/privacy.py): a candidate whose face was erased shows a placeholder saying when, and so
+  services/privacy/service.py): a candidate whose face was erased shows a placeholder saying when, and so
   does the probe of a search whose probe face was a person later erased.
 
 Who sees what (deny by default): admins everything; investigators the searches whose collections
@@ -40,8 +40,8 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select, update
 
 from facefinder.errors import CatalogError, Conflict, FaceFinderError, ImageError, NotFound
-from facefinder.services.accounts import AccessDenied, Accounts, Principal
-from facefinder.services import optout
+from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
+from facefinder.services.privacy import optout
 from facefinder.services.audit import AuditLog
 from facefinder.services.search import Searcher
 from facefinder.storage.catalog import Catalog, CaseCandidate, CaseSearch, FaceRecord, utcnow

@@ -9,8 +9,8 @@ SQLite overwrites on disk (``secure_delete``), and the vectors, which the flat F
 physically. Right after it (``Privacy.after_erasure``), the case records stop showing the face:
 candidates whose face is gone are stamped (their thumbnail came from the faces table), and when a
 person is erased (by probe photo, opt-out or consent withdrawal) the probe face of every case search
-whose probe was that person is emptied (services/cases.py, ``erase_probes_of``, says how those are
-found); upload copies that no photo row names any more are zeroed and removed (services/uploads.py);
+whose probe was that person is emptied (services/server/cases.py, ``erase_probes_of``, says how those are
+found); upload copies that no photo row names any more are zeroed and removed (services/server/uploads.py);
 then ``FaceStore.compact`` rewrites the changed index files (zeroing the old file's bytes first) and
 empties SQLite's write-ahead log (``wal_checkpoint(TRUNCATE)``), after all of the above, so that no
 old copy of a row lingers there. A collection does not keep copies of photos ingested from the
@@ -34,12 +34,12 @@ import numpy as np
 from sqlalchemy import select
 
 from facefinder.errors import FaceFinderError
-from facefinder.services import cases
-from facefinder.services import consent as consents
-from facefinder.services import optout as optouts
-from facefinder.services import uploads
+from facefinder.services.server import cases
+from facefinder.services.privacy import consent as consents
+from facefinder.services.privacy import optout as optouts
+from facefinder.services.server import uploads
 from facefinder.services.calibration import PRIVACY_FMR, default_calibration
-from facefinder.services.retention import PurgeReport, expires_at, run_purge
+from facefinder.services.privacy.retention import PurgeReport, expires_at, run_purge
 from facefinder.services.search import Searcher
 from facefinder.storage.catalog import Collection, FaceRecord, utcnow
 from facefinder.storage.store import PROVENANCE_FIELDS

@@ -35,7 +35,7 @@ from facefinder.storage.store import FaceStore
 log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
-IN_FLIGHT = ".ingesting"  # a dot file: ingest skips it (services/sources.py)
+IN_FLIGHT = ".ingesting"  # a dot file: ingest skips it (services/sources/folders.py)
 
 
 def uploads_dir(data_dir: Path) -> Path:

@@ -8,7 +8,7 @@ stored. From then on:
   once per batch of photos);
 * search returns nothing for a probe face that matches a template, and drops every candidate that
   matches one (``OptOutScreen.filter_hits``);
-* faces already held that match are listed for an admin to review, then erased (services/privacy.py).
+* faces already held that match are listed for an admin to review, then erased (services/privacy/service.py).
 
 "Matches" means a cosine score at or above the strict privacy threshold
 (``Calibration.privacy_threshold``: the score at a false match rate of 2.5e-6 per comparison).

@@ -24,11 +24,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from facefinder.errors import FaceFinderError, NotFound
-from facefinder.services.accounts import Accounts, Principal
+from facefinder.services.server.accounts import Accounts, Principal
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Progress
-from facefinder.services import uploads
-from facefinder.services.sources import ARCHIVE_SUFFIXES, MAX_FILE_BYTES
+from facefinder.services.server import uploads
+from facefinder.services.sources.folders import ARCHIVE_SUFFIXES, MAX_FILE_BYTES
 from facefinder.storage.index import scrub_file
 from facefinder.storage.store import FaceStore
 
@@ -48,7 +48,7 @@ class IngestJob:
     label: str  # what the user gave: a server-side path, or "upload:<file name>"
     path: Path
     upload: bool = False  # an uploaded archive or photo, unpacked by the job
-    folder: Path | None = None  # an upload's own folder under <data dir>/uploads (services/uploads.py)
+    folder: Path | None = None  # an upload's own folder under <data dir>/uploads (services/server/uploads.py)
     state: str = "queued"  # queued | running | done | failed
     done: int = 0
     total: int = 0

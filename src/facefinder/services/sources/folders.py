@@ -25,8 +25,8 @@ from pathlib import Path
 from zlib import error as zlib_error
 
 from facefinder.errors import ImageError
-from facefinder.services.object_storage import is_object_uri, iter_objects, read_object
-from facefinder.services.provenance import (
+from facefinder.services.sources.object_storage import is_object_uri, iter_objects, read_object
+from facefinder.services.sources.provenance import (
     MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, Manifest, SourceError, failing_read, parse_sidecar, read_manifest,
 )
 from facefinder.vision.image import MAX_PHOTO_BYTES, read_photo_bytes

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from urllib.parse import urlparse
 
 from facefinder.errors import FaceFinderError, ImageError
-from facefinder.services.provenance import failing_read, parse_manifest, parse_sidecar
+from facefinder.services.sources.provenance import failing_read, parse_manifest, parse_sidecar
 
 
 def is_object_uri(path: object) -> bool:

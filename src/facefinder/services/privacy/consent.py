@@ -2,7 +2,7 @@
 
 Photos link to a consent by the ``consent_id`` in their provenance (sidecar JSON or manifest). A
 record here says who gave that consent, when, and its scope. Withdrawing it erases every photo that
-carries the id (services/privacy.py does the erasing and the audit entry), and later ingests skip
+carries the id (services/privacy/service.py does the erasing and the audit entry), and later ingests skip
 photos that carry a withdrawn id, so a re-run of an old manifest cannot bring them back.
 """
 

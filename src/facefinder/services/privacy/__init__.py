@@ -1,0 +1,1 @@
+"""Privacy by design: erasure, opt-out by face, consent, retention and subject access."""

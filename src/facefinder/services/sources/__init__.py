@@ -1,0 +1,1 @@
+"""Where photos come from: folders, zip and tar archives, object storage, and their provenance."""
