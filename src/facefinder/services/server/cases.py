@@ -27,12 +27,9 @@ import json
 import secrets
 import threading
 import time
-import zipfile
-import tarfile
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,10 +41,12 @@ from facefinder.services.server.accounts import AccessDenied, Accounts, Principa
 from facefinder.services.privacy import optout
 from facefinder.services.audit import AuditLog
 from facefinder.services.search import Searcher
+from facefinder.services.sources import archives
+from facefinder.services.sources.folders import read_source
 from facefinder.storage.catalog import Catalog, CaseCandidate, CaseSearch, FaceRecord, utcnow
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import (
-    DEFAULT_MAX_PIXELS, Decoded, decode_image, decode_photo, encode_jpeg, read_photo_bytes,
+    DEFAULT_MAX_PIXELS, Decoded, decode_image, decode_photo, encode_jpeg,
 )
 
 DEFAULT_CATEGORIES = [
@@ -398,7 +397,7 @@ class Cases:
         try:
             data = read_source(image_row.source)
             photo = decode_photo(data, image_row.source, self.max_pixels, work_pixels=SHOWN_WORK_PIXELS)
-        except (OSError, ImageError, FaceFinderError):
+        except (*archives.ARCHIVE_ERRORS, ImageError, FaceFinderError):
             raise NotFound(f"the source photo of image {image_row.id} is no longer readable where it was "
                            f"ingested from") from None
         self.audit.record(principal.username, "result.view", record.case_id, search_id=search_id, rank=rank,
@@ -616,28 +615,6 @@ def _box_in(photo: Decoded, box: list[float]) -> list[float]:
     reduced: the candidate's photo is decoded only as large as it is shown."""
     sx, sy = photo.scale
     return [float(v) / s for v, s in zip(box, (sx, sy, sx, sy))]
-
-
-def read_source(source: str) -> bytes:
-    """The bytes of an ingested photo from where it was ingested: a path, or ``archive!member``.
-    A file is read under the same byte cap as at ingest (it may have been replaced since)."""
-    path = Path(source)
-    if path.is_file():
-        return read_photo_bytes(path)
-    cut = source.find("!")
-    while cut != -1:
-        archive, member = Path(source[:cut]), source[cut + 1:]
-        if archive.is_file():
-            if archive.name.lower().endswith(".zip"):
-                with zipfile.ZipFile(archive) as zf:
-                    return zf.read(member)
-            with tarfile.open(archive) as tf:
-                handle = tf.extractfile(member)
-                if handle is None:
-                    raise FileNotFoundError(source)
-                return handle.read()
-        cut = source.find("!", cut + 1)
-    raise FileNotFoundError(source)
 
 
 def boxed_jpeg(pixels: np.ndarray, box: list[float], max_side: int = PHOTO_MAX_SIDE,

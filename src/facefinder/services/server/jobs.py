@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import secrets
-import tarfile
 import threading
 import time
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from facefinder.errors import FaceFinderError, NotFound
@@ -28,8 +24,7 @@ from facefinder.services.server.accounts import Accounts, Principal
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Progress
 from facefinder.services.server import uploads
-from facefinder.services.sources.folders import ARCHIVE_SUFFIXES, MAX_FILE_BYTES
-from facefinder.storage.index import scrub_file
+from facefinder.services.sources import archives
 from facefinder.storage.store import FaceStore
 
 log = logging.getLogger(__name__)
@@ -179,85 +174,16 @@ def unpack_upload(upload: Path, max_total: int) -> Path:
     """An uploaded archive, unpacked next to it (then zeroed and removed); returns the folder to ingest.
 
     Each photo becomes its own file under ``<data dir>/uploads/``, so it can be shown with its face
-    boxed and erased on its own: archives inside the archive are unpacked too (into ``NAME.d/``, up
-    to ``NESTED_DEPTH`` levels), since a photo read from inside one could not be erased without the
-    others. Member names are sanitised (no absolute paths, no ``..``, no links or devices), each
-    member is capped at the ingest's per-file cap and the whole at ``max_total``. A single uploaded
-    photo is ingested as it is.
+    boxed and erased on its own: archives inside the archive are unpacked too (sources/archives.py
+    says how, and how untrusted names and sizes are kept in check). A single uploaded photo is
+    ingested as it is.
     """
-    folder = upload.parent
-    if not upload.name.lower().endswith(ARCHIVE_SUFFIXES):
-        return folder
-    target = folder / "files"
-    target.mkdir(exist_ok=True)
-    budget = [max_total]
+    if not archives.is_archive_name(upload.name):
+        return upload.parent
     try:
-        _extract(upload, target, budget, max_total)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        return archives.unpack(upload, upload.parent / "files", max_total)
+    except archives.ARCHIVE_ERRORS as exc:
         raise FaceFinderError(f"file: unreadable archive ({exc})") from None
-    scrub_file(upload)
-    unreadable: set[Path] = set()
-    for _ in range(NESTED_DEPTH):
-        for archive in sorted(target.rglob("*")):
-            if archive in unreadable or not archive.is_file() or not archive.name.lower().endswith(ARCHIVE_SUFFIXES):
-                continue
-            try:
-                _extract(archive, archive.with_name(archive.name + ".d"), budget, max_total)
-            except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError):
-                unreadable.add(archive)  # left in place: the ingest reports it as corrupt (the job's end scrubs it)
-                continue
-            scrub_file(archive)
-    return target
-
-
-NESTED_DEPTH = 3
-
-
-def _extract(archive: Path, target: Path, budget: list[int], max_total: int) -> None:
-    """Write each regular member of ``archive`` under ``target``; ``budget[0]`` is the bytes still allowed."""
-    if archive.name.lower().endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if not info.is_dir():
-                    with zf.open(info) as stream:
-                        _write_member(target, info.filename, info.file_size, stream, budget, max_total)
-    else:
-        with tarfile.open(archive) as tf:
-            for member in tf:
-                if member.isfile():
-                    stream = tf.extractfile(member)
-                    if stream is not None:
-                        _write_member(target, member.name, member.size, stream, budget, max_total)
-
-
-def _write_member(target: Path, name: str, size: int, stream, budget: list[int], max_total: int) -> None:
-    relative = _safe_member(name)
-    if relative is None or size > MAX_FILE_BYTES:
-        return
-    path = target / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with open(path, "wb") as out:
-        while chunk := stream.read(1024 * 1024):
-            written += len(chunk)
-            budget[0] -= len(chunk)
-            if written > MAX_FILE_BYTES:
-                break
-            if budget[0] < 0:
-                raise FaceFinderError(f"file: the archive unpacks to more than {max_total:,} bytes")
-            out.write(chunk)
-    if written > MAX_FILE_BYTES:
-        scrub_file(path)  # a part of a photo is still a copy: zeroed, not just unlinked
-
-
-def _safe_member(name: str) -> Path | None:
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if not parts or parts[0] == "/" or any(p in ("..", "") for p in parts):
-        return None
-    cleaned = [re.sub(r"[^A-Za-z0-9._ -]+", "_", p).strip() or "_" for p in parts]
-    if any(p in (".", "..") for p in cleaned):
-        return None
-    return Path(*cleaned)
 
 
 def _relative(source: str, job: IngestJob) -> str:

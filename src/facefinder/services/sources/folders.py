@@ -14,29 +14,21 @@ facefinder only reads sources the operator holds: no crawling, no bulk import of
 from __future__ import annotations
 
 import errno
-import lzma
 import os
 import stat
-import tarfile
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from zlib import error as zlib_error
 
 from facefinder.errors import ImageError
+from facefinder.services.sources import archives
 from facefinder.services.sources.object_storage import is_object_uri, iter_objects, read_object
 from facefinder.services.sources.provenance import (
     MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, Manifest, SourceError, failing_read, parse_sidecar, read_manifest,
 )
 from facefinder.vision.image import MAX_PHOTO_BYTES, read_photo_bytes
 
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 SKIPPED_SUFFIXES = (".json", ".csv", ".txt", ".md")  # sidecars, manifests and notes are not photos
-MAX_FILE_BYTES = 200 * 1024 * 1024  # an archive member (or uploaded archive) over this is refused
-# What a damaged archive raises while it is listed or a member is read (bz2 raises OSError).
-ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib_error, lzma.LZMAError, OSError,
-                  RuntimeError, NotImplementedError, ValueError)
 
 
 @dataclass
@@ -50,22 +42,18 @@ class SourceItem:
     location: str | None = None
 
 
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
 def iter_sources(path: str | os.PathLike, manifest: str | os.PathLike | None = None,
                  provenance: bool = True) -> Iterator[SourceItem]:
     """Every candidate photo under ``path`` (a folder, an archive, a single file, or an
     ``s3://bucket/prefix`` of object storage), sorted. ``provenance=False`` (search probes) reads
     no sidecar or manifest."""
     if is_object_uri(path):
-        yield from iter_objects(str(path), SourceItem, SKIPPED_SUFFIXES, ARCHIVE_SUFFIXES, MAX_PHOTO_BYTES)
+        yield from iter_objects(str(path), SourceItem, SKIPPED_SUFFIXES, archives.ARCHIVE_SUFFIXES, MAX_PHOTO_BYTES)
         return
     root = Path(path).expanduser()
     if not root.exists():
         raise SourceError(f"{root}: no such file or folder")
-    if root.is_file() and not is_archive(root):
+    if root.is_file() and not archives.is_archive_name(root.name):
         yield _photo_item(root, root.stat().st_size, {}, provenance)
         return
     rows = Manifest()
@@ -82,7 +70,7 @@ def iter_sources(path: str | os.PathLike, manifest: str | os.PathLike | None = N
             continue
         file, size = found
         relative = file.relative_to(root).as_posix()
-        if file.name.lower().endswith(ARCHIVE_SUFFIXES):
+        if archives.is_archive_name(file.name):
             yield from _archive_items(file, rows, inside_folder=True)
         elif not file.name.lower().endswith(SKIPPED_SUFFIXES):
             if relative in rows.bad:  # this photo waits for a fixed manifest row; the rest go on
@@ -156,6 +144,15 @@ def read_location(location: str, size: int) -> bytes:
     return read_photo_bytes(location)
 
 
+def read_source(source: str) -> bytes:
+    """The bytes of an ingested photo from where it was ingested: a path, or ``archive!member``.
+    A file is read under the same byte cap as at ingest (it may have been replaced since)."""
+    path = Path(source)
+    if path.is_file():
+        return read_photo_bytes(path)
+    return archives.read_member(source)
+
+
 def _sidecar(file: Path) -> dict[str, str]:
     for candidate in (file.with_name(file.name + ".json"), file.with_suffix(".json")):
         if candidate.is_file():
@@ -196,28 +193,20 @@ def _archive_items(archive: Path, manifest: Manifest, inside_folder: bool = Fals
     truncated or damaged archive) is a failed item either way, and listing stops there.
     """
     try:
-        if archive.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    if not info.is_dir() and _wanted(info.filename):
-                        yield _member(archive, info.filename, info.file_size, lambda i=info: zf.read(i), manifest)
-        else:
-            with tarfile.open(archive) as tf:
-                for member in tf:
-                    if member.isfile() and _wanted(member.name):
-                        yield _member(archive, member.name, member.size,
-                                      lambda m=member: tf.extractfile(m).read(), manifest)
-    except ARCHIVE_ERRORS as exc:
+        for member in archives.iter_members(archive):
+            if _wanted(member.name):
+                yield _member(archive, member, manifest)
+    except archives.ARCHIVE_ERRORS as exc:
         if not inside_folder:
             raise SourceError(f"{archive}: unreadable archive ({exc})") from None
         yield _failing_item(str(archive), "corrupt", f"unreadable archive ({exc})")
 
 
-def _member(archive: Path, name: str, size: int, read: Callable[[], bytes], manifest: Manifest) -> SourceItem:
-    source = f"{archive}!{name}"
-    if name in manifest.bad:
-        return _failing_item(source, "bad-manifest", manifest.bad[name])
-    return SourceItem(source, size, _member_reader(source, size, read), manifest.rows.get(name, {}))
+def _member(archive: Path, member: archives.Member, manifest: Manifest) -> SourceItem:
+    source = archives.address(archive, member.name)
+    if member.name in manifest.bad:
+        return _failing_item(source, "bad-manifest", manifest.bad[member.name])
+    return SourceItem(source, member.size, _member_reader(source, member), manifest.rows.get(member.name, {}))
 
 
 def _wanted(member: str) -> bool:
@@ -225,16 +214,11 @@ def _wanted(member: str) -> bool:
     return bool(base) and not base.startswith(".") and not base.lower().endswith(SKIPPED_SUFFIXES)
 
 
-def _member_reader(source: str, size: int, read: Callable[[], bytes]) -> Callable[[], bytes]:
+def _member_reader(source: str, member: archives.Member) -> Callable[[], bytes]:
     def checked() -> bytes:
-        _check_size(source, size)
+        archives.check_size(source, member.size)
         try:
-            return read()
-        except ARCHIVE_ERRORS as exc:  # a truncated .tar.gz ends in EOFError: a bad member, not a bad run
+            return member.read()
+        except archives.ARCHIVE_ERRORS as exc:  # a truncated .tar.gz ends in EOFError: a bad member, not a bad run
             raise ImageError(source, "corrupt", f"damaged archive member ({exc})") from None
     return checked
-
-
-def _check_size(source: str, size: int) -> None:
-    if size > MAX_FILE_BYTES:
-        raise ImageError(source, "too-large", f"{size:,} bytes exceeds the {MAX_FILE_BYTES:,}-byte cap")

@@ -1,0 +1,65 @@
+"""sources/archives.py: the one place zip and tar archives are read, addressed and unpacked."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from facefinder.errors import FaceFinderError, ImageError
+from facefinder.services.sources import archives
+from facefinder.services.sources.folders import iter_sources, read_source
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def make_tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("make, name", [(make_zip, "a!b.zip"), (make_tar, "a!b.tar.gz")])
+def test_a_member_is_read_back_by_the_address_ingest_gave_it(tmp_path, make, name):
+    """The address iter_sources writes is the one read_source reads, even with a '!' in the archive's name."""
+    archive = make(tmp_path / name, {"in/one.jpg": b"one", "two.jpg": b"two"})
+    sources = {item.source: item.read() for item in iter_sources(archive)}
+    assert sources == {archives.address(archive, "in/one.jpg"): b"one", archives.address(archive, "two.jpg"): b"two"}
+    for source, data in sources.items():
+        assert read_source(source) == data
+    with pytest.raises(FileNotFoundError):
+        read_source(archives.address(archive, "three.jpg"))
+
+
+def test_a_member_over_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    archive = make_zip(tmp_path / "big.zip", {"big.jpg": b"x" * 100})
+    monkeypatch.setattr(archives, "MAX_FILE_BYTES", 10)
+    with pytest.raises(ImageError, match="too-large|exceeds"):
+        archives.read_member(archives.address(archive, "big.jpg"))
+
+
+def test_unpacking_keeps_every_name_inside_the_target(tmp_path):
+    inner = make_zip(tmp_path / "inner.zip", {"deep.jpg": b"deep"})
+    outer = make_tar(tmp_path / "up.tar.gz", {"../escape.jpg": b"no", "/abs.jpg": b"no", "ok/p.jpg": b"yes",
+                                              "nested.zip": inner.read_bytes()})
+    target = archives.unpack(outer, tmp_path / "files", max_total=10_000)
+    found = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    assert found == ["nested.zip.d/deep.jpg", "ok/p.jpg"]
+    assert not outer.exists() and not (tmp_path / "escape.jpg").exists()
+
+
+def test_unpacking_stops_at_the_total_budget(tmp_path):
+    outer = make_zip(tmp_path / "up.zip", {f"{i}.jpg": b"x" * 1000 for i in range(5)})
+    with pytest.raises(FaceFinderError, match="more than 2,500 bytes"):
+        archives.unpack(outer, tmp_path / "files", max_total=2500)
