@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from facefinder.services.calibration import default_calibration
-from facefinder.services.server.cases import placeholder_jpeg
+from facefinder.services.server.pictures import placeholder_jpeg
 from helpers import GROUP, lfw
 from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 

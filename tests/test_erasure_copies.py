@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select, update
 
 from facefinder.services.server import uploads
-from facefinder.services.server.cases import placeholder_jpeg
+from facefinder.services.server.pictures import placeholder_jpeg
 from facefinder.storage.catalog import CaseSearch, FaceRecord, ImageRecord
 from helpers import lfw
 from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401

@@ -25,7 +25,7 @@ from facefinder.errors import CatalogError, FaceFinderError
 from facefinder.interfaces.cli import app
 from facefinder.services.privacy import optout as optouts
 from facefinder.services.calibration import PRIVACY_FMR, default_calibration
-from facefinder.services.privacy.service import render_access_html
+from facefinder.interfaces.web.documents import access_report_html
 from facefinder.storage.catalog import Catalog, ImageRecord, utcnow
 from helpers import GALLERY, GROUP, LFW, POLICY, POLICY_ARGS, PROBES, lfw, open_finder
 
@@ -537,12 +537,10 @@ def test_purge_erases_only_what_has_expired(tmp_path, make_finder):
     assert entries[1]["collections"][1]["collection"] == "short" and len(entries[1]["collections"][1]["image_ids"]) == 3
 
 
-def test_run_purge_is_the_function_a_scheduler_calls(tmp_path, make_finder):
-    from facefinder.services.privacy.retention import run_purge
-
+def test_a_scheduler_purges_under_its_own_name(tmp_path, make_finder):
     ff = make_finder(tmp_path / "data")
     ff.ingest(lfw("Tony_Blair", 1), collection="c", **POLICY)
-    report = run_purge(ff, now=utcnow() + timedelta(days=31), actor="system:purge")
+    report = ff.privacy.purge(now=utcnow() + timedelta(days=31), actor="system:purge")
     assert report.images == 1 and report.to_dict()["unmanaged"] == []
     assert ff.audit.entries(action="purge")[0].actor == "system:purge"
 
@@ -574,7 +572,7 @@ def test_subject_access_export(tmp_path, make_finder):
     assert with_consent["consent"]["subject"] == "S. Cooper"
     assert with_consent["image"]["provenance"]["source_url"] == "https://x/<1>"
 
-    html = render_access_html(report)
+    html = access_report_html(report)
     assert html.startswith("<!doctype html>") and "Subject access report" in html
     assert "https://x/&lt;1&gt;" in html and "<1>" not in html  # escaped
     assert html.count("<section class=\"face\">") == 4 and "K-42" in html

@@ -84,3 +84,11 @@ def find_disk_full(exc: BaseException | None) -> DiskFullError | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+class FieldError(FaceFinderError):
+    """A request field is missing or invalid; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        self.field = field_name
+        super().__init__(f"{field_name}: {message}")

@@ -84,9 +84,7 @@ class RayIngestor(Ingestor):
 
     def _analyzed(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
                   report: IngestReport, on_progress, total: int) -> Iterator[tuple[dict, list[NewImage]]]:
-        ray = _connect(self.address, self.workers)
-        import ray.data
-
+        ray = _connect(self.address, self.workers)  # ray with ray.data loaded
         rows, metas = [], []
         for item in iter_sources(path, manifest):
             if item.provenance.get("consent_id") in self._withdrawn:
@@ -147,6 +145,7 @@ class RayIngestor(Ingestor):
 def _connect(address: str | None, workers: int | None):
     try:
         import ray
+        import ray.data  # noqa: F401  (loads the submodule the ingest uses as ray.data)
     except ImportError:
         raise FaceFinderError("a distributed ingest needs Ray: pip install 'facefinder[ray]'") from None
     if not ray.is_initialized():

@@ -12,6 +12,7 @@ subject access (services/privacy/service.py).
 
 from __future__ import annotations
 
+import copy
 import getpass
 import logging
 import os
@@ -25,6 +26,7 @@ from facefinder.config import data_dir as resolve_data_dir, models_dir as resolv
 from facefinder.errors import CatalogError, DiskFullError, FaceFinderError, is_disk_full
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
+from facefinder.services.privacy.service import Privacy
 from facefinder.services.search import ProbeFace, Searcher
 from facefinder.storage.store import CollectionInfo, FaceStore, check_policy
 from facefinder.vision.image import decode_photo, read_photo_bytes
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 
 
 class FaceFinder:
+    """The one object that wires a data directory's store, audit log and models to the services: the
+    Python API uses it directly, and the HTTP service builds its accounts, cases and jobs on it."""
+
     def __init__(self, data_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None,
                  detector: str | None = None, recognizer: str | None = None, workers: int | None = None,
                  catalog_url: str | None = None, vectors: str | None = None, actor: str | None = None) -> None:
@@ -51,7 +56,7 @@ class FaceFinder:
         self.audit = AuditLog(self.store.catalog)
         self.actor = actor or f"local:{getpass.getuser()}"
         self._pipeline: FacePipeline | None = None
-        self._privacy = None
+        self._privacy: Privacy | None = None
 
     @property
     def pipeline(self) -> FacePipeline:
@@ -62,13 +67,19 @@ class FaceFinder:
         return self._pipeline
 
     @property
-    def privacy(self):
-        """Erasure, opt-out, consent, purge and subject access (services/privacy/service.py)."""
+    def privacy(self) -> Privacy:
+        """Erasure, opt-out, consent, purge and subject access (services/privacy/service.py), audited
+        under this FaceFinder's actor."""
         if self._privacy is None:
-            from facefinder.services.privacy.service import Privacy
-
-            self._privacy = Privacy(self)
+            self._privacy = Privacy(self.store, self.audit, lambda: self.pipeline, self.actor)
         return self._privacy
+
+    def acting_as(self, actor: str) -> FaceFinder:
+        """This FaceFinder auditing under another name: the same store, models and audit log (what the
+        server hands each request, and each ingest job, for the user behind it)."""
+        view = copy.copy(self)
+        view.actor, view._privacy = actor, None
+        return view
 
     def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
                on_progress: Callable[[Progress], None] | None = None, *, purpose: str | None = None,

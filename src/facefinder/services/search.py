@@ -25,19 +25,31 @@ from facefinder.vision.pipeline import FacePipeline
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Candidate:
-    rank: int
+@dataclass(kw_only=True)
+class Match:
+    """A held face that matched a probe face, with where its photo came from: the one shape that
+    search results, opt-out and erasure reviews, and case records build on."""
+
     face_id: int
     score: float  # cosine similarity of the embeddings, -1..1
     false_match_rate: float  # estimated share of different-person pairs scoring this high
-    band: str  # strong / possible / weak
     collection: str
     image_id: int
     source: str  # the path or URI the photo was ingested from
     box: list[float]
     quality: float
     provenance: dict[str, str | None]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(kw_only=True)
+class Candidate(Match):
+    """A search result: a Match with its rank among the probe face's results and its score band."""
+
+    rank: int
+    band: str  # strong / possible / weak
 
 
 @dataclass
@@ -114,16 +126,18 @@ class Searcher:
             for face_id, score in row:
                 if score < threshold or face_id not in rows:  # never serve a face the catalog lacks
                     continue
-                record, image_row, collection = rows[face_id]
-                candidates.append(Candidate(
-                    rank=len(candidates) + 1, face_id=face_id, score=round(score, 4),
-                    false_match_rate=float(f"{self.calibration.false_match_rate(score):.2e}"),
-                    band=self.calibration.band(score), collection=collection, image_id=image_row.id,
-                    source=image_row.source, box=record.box, quality=record.quality,
-                    provenance={k: getattr(image_row, k) for k in PROVENANCE_FIELDS},
-                ))
+                candidates.append(Candidate(rank=len(candidates) + 1, band=self.calibration.band(score),
+                                            **self.match_fields(face_id, score, rows)))
             results.append(candidates)
         return results
+
+    def match_fields(self, face_id: int, score: float, rows: dict) -> dict:
+        """The Match fields of a held face (``rows`` from ``FaceStore.faces``), scored and calibrated."""
+        record, image_row, collection = rows[face_id]
+        return dict(face_id=face_id, score=round(score, 4),
+                    false_match_rate=float(f"{self.calibration.false_match_rate(score):.2e}"),
+                    collection=collection, image_id=image_row.id, source=image_row.source, box=record.box,
+                    quality=record.quality, provenance={k: getattr(image_row, k) for k in PROVENANCE_FIELDS})
 
     def collection_ids(self, names: list[str] | None) -> list[int]:
         """Catalog ids of the named collections (default: all) that these models can search."""

@@ -195,7 +195,7 @@ def privacy_access(
 ) -> None:
     """Export what is held on a person: faces, photos' sources and provenance, the searches that
     returned them. Writes JSON and a readable HTML report."""
-    from facefinder.services.privacy.service import render_access_html
+    from facefinder.interfaces.web.documents import access_report_html
 
     try:
         with engine() as ff:
@@ -209,7 +209,7 @@ def privacy_access(
         fail(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     (out / "subject-access.json").write_text(json.dumps(report, indent=2))
-    (out / "subject-access.html").write_text(render_access_html(report))
+    (out / "subject-access.html").write_text(access_report_html(report))
     say(f"{len(report['faces'])} faces held; wrote {out / 'subject-access.json'} and {out / 'subject-access.html'}")
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from facefinder.errors import NotFound
+from facefinder.errors import FieldError, NotFound
 from facefinder.interfaces.http.deps import Admin, ApiError, CanSearch, Reader, Service, ServiceDep
 from facefinder.interfaces.http.schemas import (ERRORS, CollectionCreate, CollectionOut, DbId, DeletedOut,
                                                 FailureOut)
 from facefinder.services.server.accounts import Principal
-from facefinder.services.server.cases import FieldError
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 

@@ -14,7 +14,6 @@ or the ``ServiceDep``/``AnyUser``/``Admin``/... aliases; they raise ``ApiError``
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import secrets
@@ -27,10 +26,10 @@ from typing import TYPE_CHECKING, Annotated, Callable
 
 from fastapi import Depends, Request
 
-from facefinder.errors import CatalogError, Conflict, ImageError, NotFound
+from facefinder.errors import CatalogError, Conflict, FieldError, ImageError, NotFound
 from facefinder.services.server import uploads
 from facefinder.services.server.accounts import ROLES, AccessDenied, Accounts, AuthenticationFailed, Principal
-from facefinder.services.server.cases import Cases, FieldError
+from facefinder.services.server.cases import Cases
 from facefinder.services.server.jobs import IngestJobs
 from facefinder.vision.image import DEFAULT_MAX_PIXELS
 
@@ -161,11 +160,7 @@ class Service:
 
     def acting_as(self, who: Principal | str) -> FaceFinder:
         """The engine, auditing under this user (a shallow copy: the same store, models and log)."""
-        view = copy.copy(self.finder)
-        view.actor = who.username if isinstance(who, Principal) else who
-        if hasattr(view, "_privacy"):
-            view._privacy = None  # bound to the engine it was made for: make a fresh one for this actor
-        return view
+        return self.finder.acting_as(who.username if isinstance(who, Principal) else who)
 
     def close(self) -> None:
         """Stop the ingest jobs; close the engine when this service opened it."""

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from facefinder.errors import FieldError
 from facefinder.interfaces.http.deps import ApiError, CanSearch, MiB, Service, ServiceDep, safe_filename
 from facefinder.interfaces.http.schemas import ERRORS, IngestRequest, JobOut, job_out
 from facefinder.services.server import uploads
-from facefinder.services.server.cases import FieldError
 
 UPLOAD_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".jpg", ".jpeg", ".png", ".webp",
                    ".bmp", ".tif", ".tiff", ".gif")

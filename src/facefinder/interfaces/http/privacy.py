@@ -25,7 +25,8 @@ from facefinder.interfaces.http.schemas import (ConsentIn, ConsentOut, ErasureOu
                                                 OptOutOut, PersonMatchesOut, PublicForm, PublicOptOutOut, PurgeIn,
                                                 StatusOut, Withdrawal, erasure_out, matches_out)
 from facefinder.services.calibration import PRIVACY_FMR
-from facefinder.services.privacy.service import Erasure, render_access_html
+from facefinder.interfaces.web import documents
+from facefinder.services.privacy.service import Erasure
 
 router = APIRouter(prefix="/api/privacy", tags=["privacy"])
 PUBLIC_RATE = (5, 3600.0)  # public opt-out submissions per client address per hour
@@ -167,46 +168,16 @@ async def public_optout(request: Request) -> PublicOptOutOut:
                                    "Faces of you that are held will be reviewed and erased.")
 
 
-PUBLIC_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Opt out of face search</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}</style>
-<script src="/api/privacy/public/optout.js" defer></script></head><body>
-<h1>Opt out of face search</h1>
-<p>Send a photo of your face (only you in it). We make a face template from it, put the template on our
-opt-out list and do not keep the photo. Faces of you already held are reviewed and erased; new photos of you
-are not stored, and searches do not return you.</p>
-<p>Matching is by face similarity: a photo of you that looks very different may still be missed, and we
-cannot act on copies held outside this system.</p>
-<form id="optout"><input type="file" id="photo" accept="image/*" required> <button>Send</button></form>
-<p id="result" role="status"></p>
-</body></html>
-"""
-
-PUBLIC_SCRIPT = """document.getElementById('optout').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const file = document.getElementById('photo').files[0];
-  const out = document.getElementById('result');
-  if (!file) return;
-  out.textContent = 'Sending...';
-  const response = await fetch('/api/privacy/public/optout', {method: 'POST', body: file,
-    headers: {'Content-Type': file.type || 'application/octet-stream'}});
-  const body = await response.json();
-  out.textContent = response.ok ? body.message + ' Your reference: ' + body.reference : body.error.message;
-});
-"""
-
-
 @router.get("/public/optout", response_class=HTMLResponse, summary="Public: the opt-out form (when enabled)")
 def public_optout_page(request: Request) -> HTMLResponse:
     _public_enabled(get_service(request))
-    return HTMLResponse(PUBLIC_PAGE)
+    return HTMLResponse(documents.public_optout_html())
 
 
 @router.get("/public/optout.js", response_class=Response, include_in_schema=False)
 def public_optout_script(request: Request) -> Response:
     _public_enabled(get_service(request))
-    return Response(PUBLIC_SCRIPT, media_type="text/javascript")
+    return Response(documents.public_optout_script(), media_type="text/javascript")
 
 
 # ----- consent -------------------------------------------------------------------------------------------
@@ -246,5 +217,5 @@ async def subject_access(request: Request, admin: Admin, service: ServiceDep,
     privacy = service.acting_as(admin).privacy
     report = await run_in_threadpool(privacy.subject_access, data, admin.username, face)
     if format == "html":
-        return HTMLResponse(render_access_html(report))
+        return HTMLResponse(documents.access_report_html(report))
     return JSONResponse(report)

@@ -10,7 +10,8 @@ from pydantic import AfterValidator, BaseModel, Field
 
 if TYPE_CHECKING:
     from facefinder.services.server.jobs import IngestJob
-    from facefinder.services.privacy.service import Erasure, HeldMatch
+    from facefinder.services.privacy.service import Erasure
+    from facefinder.services.search import Match
     from facefinder.storage.catalog import CaseCandidate, CaseSearch, User
 
 
@@ -391,7 +392,7 @@ def job_out(job: IngestJob) -> JobOut:
     return JobOut(**job.as_dict())
 
 
-def matches_out(matches: list[HeldMatch]) -> list[MatchOut]:
+def matches_out(matches: list[Match]) -> list[MatchOut]:
     return [MatchOut(**m.to_dict()) for m in matches]
 
 

@@ -3,23 +3,22 @@
 A photo expires ``retention_days`` after it was ingested (``images.ingested_at``). ``run_purge``
 erases every expired photo with its faces, thumbnails and vectors (as erasure does: rows overwritten
 by SQLite's secure_delete, index files rewritten with the old bytes zeroed, the WAL emptied), and
-writes one ``purge`` entry to the audit log. ``facefinder purge`` runs it by hand; the server runs
-it on a schedule (it calls ``run_purge``).
+writes one ``purge`` entry to the audit log. ``Privacy.purge`` calls it: ``facefinder purge``
+(by hand or from cron) and ``POST /api/privacy/purge`` run it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from facefinder.services.audit import AuditLog
 from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord, utcnow
-
-if TYPE_CHECKING:  # pragma: no cover
-    from facefinder.services.engine import FaceFinder
+from facefinder.storage.store import FaceStore
 
 
 @dataclass
@@ -56,16 +55,16 @@ def expires_at(ingested_at: datetime, retention_days: int | None) -> datetime | 
     return ingested_at + timedelta(days=retention_days) if retention_days else None
 
 
-def run_purge(ff: "FaceFinder", now: datetime | None = None, dry_run: bool = False,
-              actor: str | None = None) -> PurgeReport:
+def run_purge(store: FaceStore, audit: AuditLog, after_erasure: Callable[[], object], actor: str,
+              now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
     """Erase every photo older than its collection's retention period; logged. Safe to run at any time.
 
     ``now`` (UTC, naive) defaults to the current time; ``dry_run`` only reports what would go.
-    ``actor`` defaults to the FaceFinder's (the server passes e.g. "system:purge").
+    ``after_erasure`` stamps case records and compacts once photos went (``Privacy.after_erasure``);
+    ``actor`` is who the audit entry names (the server passes e.g. "system:purge").
     """
     started = time.perf_counter()
     now = now or utcnow()
-    store = ff.store
     with store.catalog.session() as session:
         collections = list(session.scalars(select(Collection).order_by(Collection.name)))
         plans = []
@@ -87,10 +86,10 @@ def run_purge(ff: "FaceFinder", now: datetime | None = None, dry_run: bool = Fal
         images += plan.images
         faces += plan.faces
     if images and not dry_run:
-        ff.privacy.after_erasure()  # case candidates stamped, upload copies scrubbed, then compacted
+        after_erasure()  # case candidates stamped, upload copies scrubbed, then compacted
     report = PurgeReport(now.isoformat(timespec="seconds"), dry_run, plans, images, faces,
                          round(time.perf_counter() - started, 3))
-    ff.audit.record(actor or ff.actor, "purge", dry_run=dry_run, as_of=report.at, images=images, faces=faces,
+    audit.record(actor, "purge", dry_run=dry_run, as_of=report.at, images=images, faces=faces,
                     collections=[{"collection": p.collection, "retention_days": p.retention_days, "cutoff": p.cutoff,
                                   "images": p.images, "faces": p.faces, "image_ids": p.image_ids} for p in plans])
     return report

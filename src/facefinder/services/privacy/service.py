@@ -1,7 +1,7 @@
 """Privacy by design: erasure, opt-out by face, retention, consent withdrawal and subject access.
 
-``FaceFinder.privacy`` is a ``Privacy`` bound to that FaceFinder (its store, models, audit log and
-actor). Every operation here writes an audit entry.
+``FaceFinder.privacy`` is a ``Privacy`` over that FaceFinder's store, models, audit log and
+actor. Every operation here writes an audit entry.
 
 Erasure (of a face, a photo, a collection, or a person found by a probe photo) removes the catalog
 rows (faces with their embeddings and thumbnails, and the photo's row with its provenance), which
@@ -9,7 +9,7 @@ SQLite overwrites on disk (``secure_delete``), and the vectors, which the flat F
 physically. Right after it (``Privacy.after_erasure``), the case records stop showing the face:
 candidates whose face is gone are stamped (their thumbnail came from the faces table), and when a
 person is erased (by probe photo, opt-out or consent withdrawal) the probe face of every case search
-whose probe was that person is emptied (services/server/cases.py, ``erase_probes_of``, says how those are
+whose probe was that person is emptied (services/privacy/case_records.py says how those are
 found); upload copies that no photo row names any more are zeroed and removed (services/server/uploads.py);
 then ``FaceStore.compact`` rewrites the changed index files (zeroing the old file's bytes first) and
 empties SQLite's write-ahead log (``wal_checkpoint(TRUNCATE)``), after all of the above, so that no
@@ -25,56 +25,37 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 
 from facefinder.errors import FaceFinderError
-from facefinder.services.server import cases
+from facefinder.services.audit import AuditLog
+from facefinder.services.calibration import PRIVACY_FMR, default_calibration
 from facefinder.services.privacy import consent as consents
 from facefinder.services.privacy import optout as optouts
-from facefinder.services.server import uploads
-from facefinder.services.calibration import PRIVACY_FMR, default_calibration
 from facefinder.services.privacy.retention import PurgeReport, expires_at, run_purge
-from facefinder.services.search import Searcher
+from facefinder.services.search import Match, Searcher
+from facefinder.services.privacy import case_records
+from facefinder.services.server import uploads
 from facefinder.storage.catalog import Collection, FaceRecord, utcnow
-from facefinder.storage.store import PROVENANCE_FIELDS
+from facefinder.storage.store import FaceStore
 from facefinder.vision.image import decode_photo, read_photo_bytes
-from facefinder.vision.pipeline import Face
-
-if TYPE_CHECKING:  # pragma: no cover
-    from facefinder.services.engine import FaceFinder
+from facefinder.vision.pipeline import Face, FacePipeline
 
 Photo = str | os.PathLike | bytes
-
-
-@dataclass
-class HeldMatch:
-    """A face held in a collection that matches the person's face at or above the threshold."""
-
-    face_id: int
-    score: float
-    false_match_rate: float
-    collection: str
-    image_id: int
-    source: str
-    box: list[float]
-    quality: float
-    provenance: dict[str, str | None]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
 class PersonMatches:
     probe_sha256: str
     threshold: float
-    matches: list[HeldMatch]
+    matches: list[Match]
     # The person's face template (never in to_dict): erasure also empties case probes that were them.
     embedding: np.ndarray | None = field(default=None, repr=False)
     model_id: str | None = None
@@ -107,16 +88,26 @@ class Erasure:
 class OptOutResult:
     id: int
     templates: int
-    matches: list[HeldMatch]  # faces held now that match: for an admin to review, then erase
+    matches: list[Match]  # faces held now that match: for an admin to review, then erase
     photo_deleted: bool = False
 
 
 class Privacy:
-    def __init__(self, ff: "FaceFinder") -> None:
-        self.ff = ff
-        self.store = ff.store
-        self.audit = ff.audit
+    """Erasure, opt-out, consent, retention and subject access over one store, each audited under ``actor``.
+
+    Built from its parts like ``Cases`` is: ``pipeline`` is called only when a photo must be analysed
+    (the models load on first use), so opening a Privacy to erase or purge costs no model load.
+    """
+
+    def __init__(self, store: FaceStore, audit: AuditLog, pipeline: Callable[[], FacePipeline], actor: str) -> None:
+        self.store, self.audit, self.actor = store, audit, actor
+        self._pipeline = pipeline
         self.calibration = default_calibration()
+
+    @property
+    def pipeline(self) -> FacePipeline:
+        """The vision pipeline (loaded by the owner on first use)."""
+        return self._pipeline()
 
     @property
     def threshold(self) -> float:
@@ -124,7 +115,7 @@ class Privacy:
         return self.calibration.privacy_threshold
 
     def _actor(self, actor: str | None) -> str:
-        return actor or self.ff.actor
+        return actor or self.actor
 
     # ----- a person's face --------------------------------------------------------------------
     def subject_face(self, photo: Photo, face: int | None = None) -> tuple[Face, str]:
@@ -139,7 +130,7 @@ class Privacy:
         else:
             source = str(photo)
             data = read_photo_bytes(photo)
-        faces = self.ff.pipeline.analyze_decoded([decode_photo(data, source)])[0]
+        faces = self.pipeline.analyze_decoded([decode_photo(data, source)])[0]
         if not faces:
             raise FaceFinderError(f"{source}: no face found")
         if face is None and len(faces) > 1:
@@ -152,22 +143,18 @@ class Privacy:
         return faces[index], hashlib.sha256(data).hexdigest()
 
     def find(self, embeddings: np.ndarray, collections: list[str] | None = None,
-             threshold: float | None = None) -> list[HeldMatch]:
+             threshold: float | None = None) -> list[Match]:
         """Every held face scoring at or above the threshold against any of the embeddings, best first."""
         threshold = self.threshold if threshold is None else threshold
-        collection_ids = Searcher(self.store, self.ff.pipeline, self.calibration).collection_ids(collections)
+        searcher = Searcher(self.store, self.pipeline, self.calibration)
+        collection_ids = searcher.collection_ids(collections)
         best: dict[int, float] = {}
         for row in self.store.search_above(collection_ids, np.atleast_2d(embeddings), threshold):
             for face_id, score in row:
                 best[face_id] = max(score, best.get(face_id, -1.0))
         rows = self.store.faces(list(best))
-        matches = [
-            HeldMatch(face_id, round(score, 4), float(f"{self.calibration.false_match_rate(score):.2e}"), collection,
-                      image.id, image.source, record.box, record.quality,
-                      {k: getattr(image, k) for k in PROVENANCE_FIELDS})
-            for face_id, score in best.items() if face_id in rows
-            for record, image, collection in [rows[face_id]]
-        ]
+        matches = [Match(**searcher.match_fields(face_id, score, rows)) for face_id, score in best.items()
+                   if face_id in rows]
         return sorted(matches, key=lambda m: (-m.score, m.face_id))
 
     def find_person(self, photo: Photo, face: int | None = None, collections: list[str] | None = None,
@@ -178,7 +165,7 @@ class Privacy:
         matches = self.find(subject.embedding, collections, threshold)
         self.audit.record(self._actor(actor), "privacy.find", probe_sha256=digest, threshold=threshold,
                           collections=collections or "all", face_ids=[m.face_id for m in matches])
-        return PersonMatches(digest, threshold, matches, subject.embedding, self.ff.pipeline.model_id)
+        return PersonMatches(digest, threshold, matches, subject.embedding, self.pipeline.model_id)
 
     # ----- erasure ----------------------------------------------------------------------------
     def erase_faces(self, face_ids: list[int], action: str = "delete.face", drop_empty_images: bool = False,
@@ -228,7 +215,7 @@ class Privacy:
         return result
 
     def after_erasure(self, person: dict[str, np.ndarray] | None = None
-                      ) -> tuple[tuple[int, int, int] | None, cases.ProbeErasure, int]:
+                      ) -> tuple[tuple[int, int, int] | None, case_records.ProbeErasure, int]:
         """What every erasure does last (purge too): stamp case candidates whose face is gone; when a
         person was erased (``person``: their templates by model), empty the probe face of the case
         searches whose probe was them; zero and remove upload copies that no photo row names; then
@@ -236,10 +223,10 @@ class Privacy:
         the rows changed here do not linger in catalog.db-wal either.
         Returns (the WAL checkpoint result, the case searches changed, upload copies removed)."""
         now = utcnow()
-        cases.mark_erased_candidates(self.store.catalog, now)
-        probes = cases.ProbeErasure()
+        case_records.mark_erased_candidates(self.store.catalog, now)
+        probes = case_records.ProbeErasure()
         if person:
-            probes = cases.erase_probes_of(self.store.catalog, person, self.threshold, now, lambda: self.ff.pipeline)
+            probes = case_records.erase_probes_of(self.store.catalog, person, self.threshold, now, self._pipeline)
         copies = uploads.sweep(self.store)
         return self.store.compact(), probes, copies
 
@@ -277,7 +264,7 @@ class Privacy:
         if not photos:
             raise FaceFinderError("an opt-out needs a photo of the person")
         faces = [self.subject_face(photo, face if len(photos) == 1 else None)[0] for photo in photos]
-        model_id = self.ff.pipeline.model_id
+        model_id = self.pipeline.model_id
         optout_id = optouts.add(self.store.catalog, [(f.embedding, f.quality.score) for f in faces], model_id,
                                 reference, channel, self._actor(actor))
         deleted = False
@@ -294,10 +281,10 @@ class Privacy:
                           matches=[m.face_id for m in matches])
         return OptOutResult(optout_id, len(faces), matches, deleted)
 
-    def optout_matches(self, optout_id: int, actor: str | None = None) -> list[HeldMatch]:
+    def optout_matches(self, optout_id: int, actor: str | None = None) -> list[Match]:
         """The faces held now that match an opt-out's templates (logged: it is a biometric search)."""
         by_model = optouts.templates(self.store.catalog, optout_id)
-        vectors = by_model.get(self.ff.pipeline.model_id)
+        vectors = by_model.get(self.pipeline.model_id)
         matches = self.find(vectors) if vectors is not None else []
         self.audit.record(self._actor(actor), "optout.review", optout_id=optout_id, threshold=self.threshold,
                           matches=[m.face_id for m in matches])
@@ -307,7 +294,7 @@ class Privacy:
         """Erase the held faces that match an opt-out (all current matches, or the ``face_ids`` kept after
         review); photos left without faces go too."""
         by_model = optouts.templates(self.store.catalog, optout_id)
-        vectors = by_model.get(self.ff.pipeline.model_id)
+        vectors = by_model.get(self.pipeline.model_id)
         listed = [m.face_id for m in self.find(vectors)] if vectors is not None else []
         chosen = self._chosen(listed, face_ids)
         result = self.erase_faces(chosen, "optout.erase", drop_empty_images=True, actor=actor, person=by_model,
@@ -368,14 +355,15 @@ class Privacy:
 
     # ----- retention ----------------------------------------------------------------------------
     def purge(self, now: datetime | None = None, dry_run: bool = False, actor: str | None = None) -> PurgeReport:
-        return run_purge(self.ff, now=now, dry_run=dry_run, actor=actor)
+        return run_purge(self.store, self.audit, self.after_erasure, now=now, dry_run=dry_run,
+                         actor=self._actor(actor))
 
     # ----- subject access -----------------------------------------------------------------------
     def subject_access(self, photo: Photo, approved_by: str, face: int | None = None,
                        threshold: float | None = None, actor: str | None = None) -> dict:
         """What is held on the person in ``photo``: each matching face with its photo's source and
         provenance, the collection's purpose, legal basis and retention, the consent it rests on, and
-        every logged search that returned it. JSON-ready; ``render_access_html`` makes the report."""
+        every logged search that returned it. JSON-ready; interfaces/web/documents.py renders it as HTML."""
         if not approved_by or not approved_by.strip():
             raise FaceFinderError("approved_by: a subject access export needs an admin's approval")
         subject, digest = self.subject_face(photo, face)
@@ -410,7 +398,7 @@ class Privacy:
                     "withdrawn_at": consent.withdrawn_at.isoformat(timespec="seconds") if consent.withdrawn_at else None},
                 "searches": searches.get(m.face_id, []),
             })
-        listed = int(optouts.screen_for(self.store.catalog).match(subject.embedding[None], self.ff.pipeline.model_id)[0])
+        listed = int(optouts.screen_for(self.store.catalog).match(subject.embedding[None], self.pipeline.model_id)[0])
         report = {
             "kind": "facefinder subject access report",
             "generated_at": utcnow().isoformat(timespec="seconds") + "Z",
@@ -466,58 +454,3 @@ def _case_details(result: Erasure) -> dict[str, list[int]]:
     if result.case_probe_photos:
         details["case_probe_photos"] = result.case_probe_photos
     return details
-
-
-def render_access_html(report: dict) -> str:
-    """The subject access report as one self-contained, readable HTML page."""
-    from html import escape
-
-    def cell(value: Any) -> str:
-        return escape("" if value is None else str(value))
-
-    rows = []
-    for face in report["faces"]:
-        prov = "".join(f"<li>{cell(k)}: {cell(v)}</li>" for k, v in face["image"]["provenance"].items() if v)
-        searches = "".join(
-            f"<li>{cell(s['at'])} by {cell(s['actor'])}, case {cell(s['case_id'] or '-')}, purpose "
-            f"{cell(s['purpose'] or '-')}, score {cell(s['score'])}</li>" for s in face["searches"]) or "<li>none</li>"
-        consent = face["consent"]
-        consent_html = "none recorded" if consent is None else (
-            f"{cell(consent['consent_id'])}: {cell(consent['subject'])}, given {cell(consent['given_at'])}, "
-            f"scope: {cell(consent['scope'])}"
-            + (f", withdrawn {cell(consent['withdrawn_at'])}" if consent["withdrawn_at"] else ""))
-        coll = face["collection"]
-        rows.append(f"""
-<section class="face">
-  <img alt="face {face['face_id']}" src="data:image/jpeg;base64,{face['thumbnail_jpeg_base64']}">
-  <div>
-    <h2>Face {face['face_id']} &middot; score {face['score']:.3f}</h2>
-    <p><b>Photo:</b> {cell(face['image']['source'])} ({face['image']['width']}&times;{face['image']['height']},
-       ingested {cell(face['image']['ingested_at'])}, kept until {cell(face['image']['expires_at'] or 'no period set')})</p>
-    <p><b>Collection:</b> {cell(coll['name'])} &middot; purpose: {cell(coll['purpose'])} &middot;
-       legal basis: {cell(coll['legal_basis'])} &middot; retention: {cell(coll['retention_days'])} days</p>
-    <p><b>Consent:</b> {consent_html}</p>
-    <p><b>Provenance:</b></p><ul>{prov or '<li>none</li>'}</ul>
-    <p><b>Searches that returned this face:</b></p><ul>{searches}</ul>
-  </div>
-</section>""")
-    notes = "".join(f"<li>{cell(n)}</li>" for n in report["notes"])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Subject access report</title>
-<style>
-body {{ font: 15px/1.45 system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }}
-.face {{ display: flex; gap: 1.2rem; border-top: 1px solid #ccc; padding: 1rem 0; }}
-.face img {{ width: 112px; height: 112px; flex: none; }}
-h2 {{ font-size: 1.05rem; margin: 0 0 .4rem; }} ul {{ margin: .2rem 0 .6rem; }}
-</style></head><body>
-<h1>Subject access report</h1>
-<p>Generated {cell(report['generated_at'])} by {cell(report['requested_by'])}, approved by
-{cell(report['approved_by'])}. Probe photo sha256 {cell(report['probe_sha256'])} (the photo itself is not kept).
-Faces listed score at least {report['threshold']:.3f} against it (false match rate about
-{report['threshold_false_match_rate']:.1e} per comparison).
-{'This person is on the opt-out list (opt-out ' + cell(report['on_optout_list']) + ').' if report['on_optout_list'] else ''}</p>
-<p><b>{len(report['faces'])} face(s) held.</b></p>
-{''.join(rows) or '<p>Nothing held matches this face.</p>'}
-<h2>What this report does and does not say</h2><ul>{notes}</ul>
-</body></html>
-"""

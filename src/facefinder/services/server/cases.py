@@ -10,8 +10,7 @@ as a record (who, when, on what, with which parameters, what came back), and its
   in ``case_searches`` / ``case_candidates`` and in the audit log.
 * Two-person rule: a candidate is *proposed* as a lead by one user and *confirmed* by another, each
   with a note; the proposer can never confirm their own proposal.
-* Erasure reaches the records (``mark_erased_candidates``, ``erase_probes_of``, called by
-  services/privacy/service.py): a candidate whose face was erased shows a placeholder saying when, and so
+* Erasure reaches the records (services/privacy/case_records.py): a candidate whose face was erased shows a placeholder saying when, and so
   does the probe of a search whose probe face was a person later erased.
 
 Who sees what (deny by default): admins everything; investigators the searches whose collections
@@ -21,32 +20,28 @@ auditors the records without any face image.
 
 from __future__ import annotations
 
-import functools
-import io
 import json
 import secrets
-import threading
-import time
-from dataclasses import dataclass, field
-from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import timedelta, timezone
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select, update
 
-from facefinder.errors import CatalogError, Conflict, FaceFinderError, ImageError, NotFound
+from facefinder.errors import CatalogError, Conflict, FaceFinderError, FieldError, ImageError, NotFound
 from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
 from facefinder.services.privacy import optout
 from facefinder.services.audit import AuditLog
 from facefinder.services.search import Searcher
+from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
+from facefinder.services.server.probes import Probe, ProbeCache, ProbeFaceData
 from facefinder.services.sources import archives
 from facefinder.services.sources.folders import read_source
-from facefinder.storage.catalog import Catalog, CaseCandidate, CaseSearch, FaceRecord, utcnow
+from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import (
-    DEFAULT_MAX_PIXELS, Decoded, decode_image, decode_photo, encode_jpeg,
+    DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg,
 )
 
 DEFAULT_CATEGORIES = [
@@ -59,70 +54,7 @@ DEFAULT_CATEGORIES = [
 CATEGORIES_KEY = "search_categories"
 RETENTION_KEY = "probe_retention_days"
 MAX_TOP_K = 100
-PHOTO_MAX_SIDE = 1600  # source photos are shown at most this large...
-PHOTO_MIN_SIDE = 480  # ...and small ones enlarged to this, so that the box stays a thin outline
-# A shown photo is decoded at most this large: reduced by ceil(sqrt(pixels / this)), never below
-# PHOTO_MAX_SIDE on its longest side (ceil(x / 2) <= x), so it is only ever scaled down to be shown.
-SHOWN_WORK_PIXELS = (2 * PHOTO_MAX_SIDE) ** 2
 
-
-class FieldError(FaceFinderError):
-    """A request field is missing or invalid; ``field`` names it."""
-
-    def __init__(self, field_name: str, message: str) -> None:
-        self.field = field_name
-        super().__init__(f"{field_name}: {message}")
-
-
-@dataclass
-class ProbeFaceData:
-    box: list[float]
-    quality: float
-    embedding: np.ndarray
-    thumbnail: bytes  # JPEG of the aligned 112x112 crop
-
-
-@dataclass
-class Probe:
-    """An analysed probe photo, held in memory only (see ProbeCache)."""
-
-    id: str
-    owner_id: int
-    sha256: str
-    width: int
-    height: int
-    faces: list[ProbeFaceData]
-    photo: bytes | None = None  # kept only when probe retention > 0
-    created: float = field(default_factory=time.monotonic)
-
-
-class ProbeCache:
-    """Analysed probes by random id, for their owner only, for ``ttl`` seconds; never written to disk."""
-
-    def __init__(self, ttl: float = 1800, capacity: int = 64) -> None:
-        self.ttl, self.capacity = ttl, capacity
-        self._items: dict[str, Probe] = {}
-        self._lock = threading.Lock()
-
-    def put(self, probe: Probe) -> None:
-        with self._lock:
-            self._expire()
-            while len(self._items) >= self.capacity:
-                self._items.pop(next(iter(self._items)))
-            self._items[probe.id] = probe
-
-    def get(self, principal: Principal, probe_id: str) -> Probe:
-        with self._lock:
-            self._expire()
-            probe = self._items.get(probe_id)
-        if probe is None or probe.owner_id != principal.id:
-            raise NotFound(f"probe {probe_id!r} does not exist or has expired: upload the photo again")
-        return probe
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, p in self._items.items() if now - p.created > self.ttl]:
-            del self._items[key]
 
 
 @dataclass
@@ -402,7 +334,7 @@ class Cases:
                            f"ingested from") from None
         self.audit.record(principal.username, "result.view", record.case_id, search_id=search_id, rank=rank,
                           face_id=candidate.face_id, image_id=image_row.id, photo=True)
-        return boxed_jpeg(photo.image, _box_in(photo, face.box))
+        return boxed_jpeg(photo.image, box_in(photo, face.box))
 
     # ----- leads: the two-person rule -------------------------------------------------------------
     def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> CaseCandidate:
@@ -467,169 +399,3 @@ class Cases:
         return count
 
 
-# ----- erasure reaching the case records ----------------------------------------------------------
-PLACEHOLDER_SIDE = 112  # as large as the face thumbnails it stands in for
-
-
-@dataclass
-class ProbeErasure:
-    searches: list[int] = field(default_factory=list)  # probe face (thumbnail, template, kept photo) emptied
-    photos: list[int] = field(default_factory=list)  # only the kept probe photo dropped: the person was in it
-
-
-def erased_lines(at: datetime | None) -> tuple[str, ...]:
-    return ("erased on", f"{at:%Y-%m-%d}") if at else ("erased",)
-
-
-@functools.lru_cache(maxsize=128)
-def placeholder_jpeg(*lines: str) -> bytes:
-    """A plain grey JPEG with a few words on it, shown in a case record in place of an erased face."""
-    image = Image.new("RGB", (PLACEHOLDER_SIDE, PLACEHOLDER_SIDE), (226, 226, 226))
-    draw = ImageDraw.Draw(image)
-    try:
-        font = ImageFont.load_default(size=14)
-    except (TypeError, ImportError, OSError):  # no FreeType: the small bitmap font
-        font = ImageFont.load_default()
-    boxes = [draw.textbbox((0, 0), line, font=font) for line in lines]
-    step = max((b[3] - b[1] for b in boxes), default=0) + 6
-    y = (PLACEHOLDER_SIDE - step * len(lines)) / 2
-    for line, box in zip(lines, boxes):
-        draw.text(((PLACEHOLDER_SIDE - (box[2] - box[0])) / 2 - box[0], y - box[1]), line, fill=(80, 80, 80),
-                  font=font)
-        y += step
-    return encode_jpeg(np.asarray(image))
-
-
-def mark_erased_candidates(catalog: Catalog, at: datetime) -> int:
-    """Stamp ``erased_at`` on every candidate whose face the catalog no longer holds; returns how many.
-
-    Run after any erasure, whatever its route: face ids are never reused, so a face that is gone was
-    erased. The thumbnail always came from the faces table, so it is gone with the face; the stamp is
-    what lets the record say when."""
-    gone = ~select(FaceRecord.id).where(FaceRecord.id == CaseCandidate.face_id).exists()
-    with catalog.session() as session, session.begin():
-        result = session.execute(update(CaseCandidate).where(CaseCandidate.erased_at.is_(None), gone)
-                                 .values(erased_at=at))
-        return result.rowcount or 0
-
-
-def erase_probes_of(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float, at: datetime,
-                    pipeline: Callable[[], Any] | None = None) -> ProbeErasure:
-    """A person was erased: empty the probe face of every case search whose probe was that person.
-
-    Whose probe it was is decided the way the erasure decided which held faces were the person's:
-    the searched face's template (``probe_embedding``, kept with each search for this purpose; it
-    says no more than the thumbnail kept beside it, from which it can be recomputed) scores at or
-    above ``threshold`` (the privacy threshold) against any of ``templates`` (model id -> rows of
-    unit vectors: the erased faces' own templates, the subject's face, an opt-out's templates).
-    Matching by candidates instead (a search that returned an erased face at a strict score) would
-    miss every search whose probe was the person but which did not return that face, and would take
-    a lookalike's probe for the person's. Searches recorded before templates were kept get theirs
-    from the kept thumbnail, the aligned crop the recognizer reads, once (needs ``pipeline``).
-
-    The thumbnail is replaced by an empty value (the column predates erasure and is NOT NULL in old
-    catalogs), the template and any kept probe photo are cleared, and ``probe_erased_at`` is set: the
-    record and the audit log keep the case, the sha256 and the scores, never the face. A kept probe
-    photo in which any face (not only the searched one) is the person's is dropped too.
-    """
-    result = ProbeErasure()
-    if not templates:
-        return result
-    if pipeline is not None:
-        _backfill_probe_templates(catalog, pipeline, set(templates))
-    with catalog.session() as session:
-        rows = session.execute(select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_embedding)
-                               .where(CaseSearch.probe_erased_at.is_(None), CaseSearch.probe_embedding.is_not(None),
-                                      CaseSearch.model_id.in_(list(templates)))).all()
-    for row in rows:
-        probe = np.frombuffer(row.probe_embedding, dtype=np.float32)
-        if _matches(templates[row.model_id], probe[None], threshold):
-            result.searches.append(row.id)
-    if pipeline is not None:
-        result.photos = _kept_photos_showing(catalog, pipeline, templates, threshold, set(result.searches))
-    with catalog.session() as session, session.begin():
-        if result.searches:
-            session.execute(update(CaseSearch).where(CaseSearch.id.in_(result.searches)).values(
-                probe_thumbnail=b"", probe_embedding=None, probe_photo=None, probe_keep_until=None,
-                probe_erased_at=at))
-        if result.photos:
-            session.execute(update(CaseSearch).where(CaseSearch.id.in_(result.photos)).values(
-                probe_photo=None, probe_keep_until=None))
-    return result
-
-
-def _matches(templates: np.ndarray, faces: np.ndarray, threshold: float) -> bool:
-    if templates.size == 0 or faces.size == 0 or templates.shape[1] != faces.shape[1]:
-        return False
-    return bool((np.atleast_2d(faces) @ np.atleast_2d(templates).T).max() >= threshold)
-
-
-def _backfill_probe_templates(catalog: Catalog, pipeline: Callable[[], Any], models: set[str]) -> None:
-    """Searches recorded before probe templates were kept: compute them from the kept thumbnails."""
-    with catalog.session() as session:
-        missing = session.execute(select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_thumbnail).where(
-            CaseSearch.probe_erased_at.is_(None), CaseSearch.probe_embedding.is_(None),
-            CaseSearch.model_id.in_(list(models)))).all()
-    if not missing:
-        return
-    loaded = pipeline()
-    todo = [r for r in missing if r.model_id == loaded.model_id and r.probe_thumbnail]
-    for start in range(0, len(todo), 256):
-        chunk = todo[start:start + 256]
-        # our own 112x112 JPEGs (the aligned crop): decoded as they are, the recognizer's input size
-        crops = [decode_image(r.probe_thumbnail, f"search {r.id} probe") for r in chunk]
-        vectors = loaded.recognizer.embed(crops)
-        with catalog.session() as session, session.begin():
-            for r, vector in zip(chunk, vectors):
-                session.execute(update(CaseSearch).where(CaseSearch.id == r.id).values(
-                    probe_embedding=np.asarray(vector, dtype=np.float32).tobytes()))
-
-
-def _kept_photos_showing(catalog: Catalog, pipeline: Callable[[], Any], templates: dict[str, np.ndarray],
-                         threshold: float, skip: set[int]) -> list[int]:
-    """Searches (other than ``skip``) whose kept probe photo shows the person in any of its faces."""
-    with catalog.session() as session:
-        kept = session.execute(select(CaseSearch.id, CaseSearch.model_id).where(
-            CaseSearch.probe_photo.is_not(None), CaseSearch.model_id.in_(list(templates)))).all()
-    kept = [r for r in kept if r.id not in skip]
-    if not kept:
-        return []
-    loaded = pipeline()
-    found = []
-    for row in kept:
-        if row.model_id != loaded.model_id:
-            continue
-        with catalog.session() as session:
-            photo = session.scalar(select(CaseSearch.probe_photo).where(CaseSearch.id == row.id))
-        try:
-            faces = loaded.analyze_decoded([decode_photo(photo, f"search {row.id} probe photo")])[0]
-        except ImageError:
-            continue
-        if faces and _matches(templates[row.model_id], np.stack([f.embedding for f in faces]), threshold):
-            found.append(row.id)
-    return found
-
-
-def _box_in(photo: Decoded, box: list[float]) -> list[float]:
-    """A box in the photo's own pixels (as stored) -> in the pixels of ``photo.image``, which may be
-    reduced: the candidate's photo is decoded only as large as it is shown."""
-    sx, sy = photo.scale
-    return [float(v) / s for v, s in zip(box, (sx, sy, sx, sy))]
-
-
-def boxed_jpeg(pixels: np.ndarray, box: list[float], max_side: int = PHOTO_MAX_SIDE,
-               min_side: int = PHOTO_MIN_SIDE) -> bytes:
-    """A photo with one face outlined, scaled down to ``max_side`` (or small ones up to ``min_side``)."""
-    image = Image.fromarray(pixels)
-    longest = max(image.size)
-    scale = max_side / longest if longest > max_side else max(1.0, min_side / longest)
-    if scale != 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-    x1, y1, x2, y2 = (float(v) * scale for v in box)
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 300))
-    draw.rectangle([x1 - width, y1 - width, x2 + width, y2 + width], outline=(255, 255, 255), width=width + 2)
-    draw.rectangle([x1, y1, x2, y2], outline=(234, 88, 12), width=width)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=88)
-    return buffer.getvalue()
