@@ -31,13 +31,13 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
-import faiss
 import numpy as np
 from sqlalchemy import delete, func, select
 
 from facefinder.errors import FaceFinderError
 from facefinder.services.calibration import default_calibration
 from facefinder.storage.catalog import Catalog, OptOut, OptOutTemplate
+from facefinder.storage.exact import ExactIndex
 
 VERSION_KEY = "optout_version"
 PUBLIC_FORM_KEY = "privacy.public_optout"  # "on" | "off" (default off)
@@ -64,7 +64,7 @@ class OptOutScreen:
         self.threshold = default_calibration().privacy_threshold if threshold is None else threshold
         self._version: str | None = None
         self._checked = 0.0  # time.monotonic() of the last version read
-        self._indexes: dict[str, tuple[faiss.Index, np.ndarray]] = {}  # model id -> (index, opt-out id per row)
+        self._indexes: dict[str, tuple[ExactIndex, np.ndarray]] = {}  # model id -> (index, opt-out id per row)
         self._lock = threading.Lock()
 
     def invalidate(self) -> None:
@@ -90,9 +90,7 @@ class OptOutScreen:
             indexes = {}
             for model_id, group in grouped.items():
                 vectors = np.stack([np.frombuffer(r.embedding, np.float32) for r in group])
-                index = faiss.IndexFlatIP(vectors.shape[1])
-                index.add(np.ascontiguousarray(vectors))
-                indexes[model_id] = (index, np.array([r.optout_id for r in group], dtype=np.int64))
+                indexes[model_id] = (ExactIndex(vectors), np.array([r.optout_id for r in group], dtype=np.int64))
             self._indexes, self._version = indexes, version
 
     def size(self, model_id: str | None = None) -> int:
@@ -101,9 +99,9 @@ class OptOutScreen:
 
     def _size(self, model_id: str | None) -> int:
         if model_id is None:
-            return sum(index.ntotal for index, _ in self._indexes.values())
+            return sum(len(index) for index, _ in self._indexes.values())
         entry = self._indexes.get(model_id)
-        return entry[0].ntotal if entry else 0
+        return len(entry[0]) if entry else 0
 
     def match(self, embeddings: np.ndarray, model_id: str) -> np.ndarray:
         """Per embedding: the id of the opt-out it matches (the best one), or 0 for none."""
@@ -112,16 +110,11 @@ class OptOutScreen:
 
     def _match(self, embeddings: np.ndarray, model_id: str) -> np.ndarray:
         entry = self._indexes.get(model_id)
-        if entry is None or len(embeddings) == 0 or entry[0].d != np.shape(embeddings)[1]:
+        if entry is None or len(embeddings) == 0 or entry[0].dim != np.shape(embeddings)[1]:
             return np.zeros(len(embeddings), dtype=np.int64)
         index, owners = entry
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)  # this thread only (OpenMP settings are per thread)
-        try:
-            scores, rows = index.search(np.ascontiguousarray(embeddings, dtype=np.float32), 1)
-        finally:
-            faiss.omp_set_num_threads(threads)
-        return np.where(scores[:, 0] >= self.threshold, owners[np.maximum(rows[:, 0], 0)], 0)
+        scores, rows = index.best(embeddings)
+        return np.where(scores >= self.threshold, owners[np.maximum(rows, 0)], 0)
 
     def screen_batch(self, results: list, model_id: str | None) -> int:
         """Ingest: drop the faces on the list from each photo's analysis result, in place.
