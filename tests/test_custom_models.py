@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from facefinder.errors import CatalogError, ModelError
+from facefinder.vision import protocols
 from facefinder.vision.detect import Scrfd
 from facefinder.vision.embed import Recognizer
 from facefinder.vision.image import read_image
@@ -104,6 +105,7 @@ def models(tmp_path_factory):
 # ----- the recognizer -------------------------------------------------------------------------
 def test_user_recognizer_loads_and_embeds(models):
     recognizer = Recognizer(models["recognizer"])
+    assert isinstance(recognizer, protocols.Recognizer)
     assert recognizer.dim == EMBED_DIM and recognizer.size == 112 and recognizer.channels_first
     rng = np.random.default_rng(1)
     crops = rng.integers(0, 255, size=(5, 112, 112, 3), dtype=np.uint8)
@@ -170,6 +172,7 @@ def test_unusable_model_files_are_model_errors(models, tmp_path):
 # ----- the SCRFD detector ---------------------------------------------------------------------
 def test_user_scrfd_loads_and_decodes(models):
     detector = Scrfd(models["scrfd"])
+    assert isinstance(detector, protocols.Detector)
     assert detector.size == SCRFD_SIZE and detector.has_keypoints
     image = read_image(str(lfw("Colin_Powell", 1)))  # 250x250: scale 64/250 into the model
     detections = detector.detect(image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ from PIL import Image, ImageFilter
 
 from facefinder.errors import FaceFinderError, ImageError
 from facefinder.services.calibration import default_calibration
+from facefinder.vision import protocols
 from facefinder.vision.image import decode_image, read_image
+from facefinder.vision.pipeline import FacePipeline
 from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, PROBES, box_iou, lfw, save_jpeg
 
 THRESHOLD = default_calibration().threshold
@@ -106,6 +109,32 @@ def test_batched_analysis_matches_one_by_one(pipeline):
         for a, b in zip(batch_faces, single_faces):
             np.testing.assert_allclose(a.box, b.box, atol=1e-3)
             assert float(a.embedding @ b.embedding) > 0.999
+
+
+# ----- the seams: FacePipeline takes any models that satisfy vision/protocols.py --------------
+def test_shipped_models_satisfy_the_protocols(pipeline):
+    assert isinstance(pipeline.detector, protocols.Detector)
+    assert isinstance(pipeline.landmarker, protocols.Landmarker)
+    assert isinstance(pipeline.recognizer, protocols.Recognizer)
+    assert not isinstance(object(), protocols.Detector | protocols.Landmarker | protocols.Recognizer)
+
+
+def test_a_detector_of_no_model_class_plugs_in(pipeline):
+    """A plain class with the protocol's members is a detector: no base class, no registration."""
+
+    class Wrapped:
+        path = Path("wrapped.onnx")
+
+        def detect(self, image):
+            return pipeline.detector.detect(image)
+
+    assert isinstance(Wrapped(), protocols.Detector)
+    custom = FacePipeline(Wrapped(), pipeline.recognizer, pipeline.landmarker)
+    assert custom.model_id == f"wrapped+{Path(pipeline.recognizer.path).stem}"
+    image = read_image(str(lfw("Tony_Blair", 1)))
+    [[mine]], [[theirs]] = custom.analyze([image]), pipeline.analyze([image])
+    np.testing.assert_array_equal(mine.box, theirs.box)
+    np.testing.assert_array_equal(mine.embedding, theirs.embedding)
 
 
 # ----- 5. EXIF orientation -------------------------------------------------------------------

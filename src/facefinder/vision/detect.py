@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
 
 @dataclass
 class Detection:
-    """A face found in an image, in that image's pixel coordinates."""
+    """A face found in an image, in that image's pixel coordinates: what every Detector returns."""
 
     box: FloatArray  # x1, y1, x2, y2
     score: float
@@ -56,15 +57,16 @@ def letterbox(image: ImageArray, size: int) -> tuple[np.ndarray, float, float, f
 class BlazeFace(OnnxModel):
     """MediaPipe full-range BlazeFace: 192x192 input, 48x48 anchors, box + 6 keypoints.
 
-    A single letterboxed pass sees faces down to roughly 1/20 of the image's longer side; larger
-    photos are also scanned in overlapping tiles so that faces in group photos are not missed.
+    The default detector (a protocols.Detector). A single letterboxed pass sees faces down to roughly
+    1/20 of the image's longer side; larger photos are also scanned in overlapping tiles so that faces
+    in group photos are not missed.
     """
 
     size = 192
     grid = 48
     PADDED_SIDE = 768  # largest side a photo keeps for the padded second pass (4x the model's input)
 
-    def __init__(self, path, threads: int = 1, min_score: float = 0.6, iou: float = 0.3) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, min_score: float = 0.6, iou: float = 0.3) -> None:
         super().__init__(path, threads)
         self.min_score, self.iou = min_score, iou
         cells = (np.arange(self.grid, dtype=np.float32) + 0.5) / self.grid
@@ -72,9 +74,12 @@ class BlazeFace(OnnxModel):
         self.anchors = np.stack([ax.ravel(), ay.ravel()], axis=1)
 
     def detect(self, image: ImageArray) -> list[Detection]:
+        """Faces of the whole photo and its tiles, merged by NMS; a padded pass if none was found."""
         height, width = image.shape[:2]
         windows = [(0, 0, width, height)] + self._tiles(width, height)
-        boxes, scores, points = [], [], []
+        boxes: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        points: list[np.ndarray] = []
         for x0, y0, x1, y1 in windows:
             b, s, p = self._detect_window(image[y0:y1, x0:x1])
             inside = self._away_from_cut_edges(b, (x0, y0, x1, y1), width, height)
@@ -108,7 +113,8 @@ class BlazeFace(OnnxModel):
         return (boxes - margin) / shrink, scores, (points - margin) / shrink
 
     @staticmethod
-    def _away_from_cut_edges(boxes: np.ndarray, window: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    def _away_from_cut_edges(boxes: np.ndarray, window: tuple[int, int, int, int], width: int,
+                             height: int) -> np.ndarray:
         """Drop faces a tile cut in half: a box touching a tile edge that is not the photo's edge."""
         x0, y0, x1, y1 = window
         margin = 2.0
@@ -130,7 +136,7 @@ class BlazeFace(OnnxModel):
             return []
         tile = max(side // 2, 320)
         step = tile * 2 // 3
-        tiles = []
+        tiles: list[tuple[int, int, int, int]] = []
         for y in range(0, max(height - tile, 0) + step, step):
             for x in range(0, max(width - tile, 0) + step, step):
                 tiles.append((min(x, width - tile), min(y, height - tile), min(x, width - tile) + tile,
@@ -138,6 +144,7 @@ class BlazeFace(OnnxModel):
         return sorted(set(tiles))
 
     def _detect_window(self, image: ImageArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes, scores and six keypoints of one letterboxed pass, in ``image``'s pixels."""
         canvas, scale, pad_x, pad_y = letterbox(image, self.size)
         batch = canvas[None].astype(np.float32) / 127.5 - 1.0
         regressors, classifiers = self.run(batch)
@@ -155,11 +162,15 @@ class BlazeFace(OnnxModel):
 
 
 class Scrfd(OnnxModel):
-    """InsightFace SCRFD detectors (det_500m ... det_10g): strides 8/16/32, box + 5 keypoints."""
+    """InsightFace SCRFD detectors (det_500m ... det_10g): strides 8/16/32, box + 5 keypoints.
+
+    Loads a user-supplied detector file (``FaceFinder(detector=...)``); satisfies protocols.Detector.
+    """
 
     strides = (8, 16, 32)
 
-    def __init__(self, path, threads: int = 1, min_score: float = 0.5, iou: float = 0.4, size: int = 640) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, min_score: float = 0.5, iou: float = 0.4,
+                 size: int = 640) -> None:
         super().__init__(path, threads)
         self.min_score, self.iou = min_score, iou
         self.size = self.input_size[0] or size
@@ -170,10 +181,13 @@ class Scrfd(OnnxModel):
         self.anchors_per_cell = 2
 
     def detect(self, image: ImageArray) -> list[Detection]:
+        """Faces of one letterboxed pass, with five points when the model has keypoint outputs."""
         canvas, scale, pad_x, pad_y = letterbox(image, self.size)
         outputs = self.run((canvas[None].astype(np.float32) - 127.5) / 128.0)
         count = len(self.strides)
-        boxes, scores, points = [], [], []
+        boxes: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
+        points: list[np.ndarray] = []
         for level, stride in enumerate(self.strides):
             score = outputs[level].reshape(-1)
             distance = outputs[level + count].reshape(-1, 4) * stride

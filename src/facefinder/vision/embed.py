@@ -6,20 +6,28 @@ MobileFaceNet (the default) and InsightFace-style ArcFace models share one conve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
 import numpy as np
 
 from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
 
 
 class Recognizer(OnnxModel):
-    def __init__(self, path, threads: int = 1, pixel_scale: float = 128.0, flip: bool = False) -> None:
+    """Any ONNX face recognizer (MobileFaceNet, ArcFace-style) behind one preprocessing convention.
+
+    The one concrete protocols.Recognizer: the shipped model and user-supplied files both load here.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1, pixel_scale: float = 128.0, flip: bool = False) -> None:
         super().__init__(path, threads)
         self.pixel_scale = pixel_scale
         self.flip = flip  # test-time flip fusion: embed the mirror image too and add
         self.size = self.input_size[0] or 112
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
-    def embed(self, crops: list[ImageArray] | np.ndarray, batch_size: int = 32) -> FloatArray:
+    def embed(self, crops: Sequence[ImageArray] | np.ndarray, batch_size: int = 32) -> FloatArray:
         """N aligned crops -> N x dim unit vectors (float32)."""
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -29,6 +37,7 @@ class Recognizer(OnnxModel):
         return normalise(vectors)
 
     def _forward(self, faces: np.ndarray) -> np.ndarray:
+        """Raw embeddings of one batch (with flip fusion, the sum of both unit vectors)."""
         vectors = self.run(faces)[0].reshape(len(faces), -1)
         if self.flip:
             vectors = normalise(vectors) + normalise(self.run(faces[:, :, ::-1])[0].reshape(len(faces), -1))
@@ -36,5 +45,6 @@ class Recognizer(OnnxModel):
 
 
 def normalise(vectors: np.ndarray) -> FloatArray:
+    """Each row scaled to unit length, as float32 (an all-zero row stays zero)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)

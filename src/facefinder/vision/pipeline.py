@@ -14,11 +14,12 @@ import numpy as np
 from facefinder.errors import ModelError
 from facefinder.vision.align import align_face
 from facefinder.vision.detect import BlazeFace, Detection, Scrfd
-from facefinder.vision.embed import Recognizer
+from facefinder.vision.embed import Recognizer as OnnxRecognizer
 from facefinder.vision.image import Decoded
 from facefinder.vision.inference import FloatArray, ImageArray
 from facefinder.vision.landmarks import FaceMesh
 from facefinder.vision.models import model_path, require_models
+from facefinder.vision.protocols import Detector, Landmarker, Recognizer
 from facefinder.vision.quality import Quality, face_quality
 
 DEFAULT_MIN_FACE = 20  # pixels of box height; smaller faces carry too little identity to search
@@ -26,6 +27,8 @@ DEFAULT_MIN_FACE = 20  # pixels of box height; smaller faces carry too little id
 
 @dataclass
 class Face:
+    """One face of a photo as the pipeline hands it on: where it is, how good it is, and its identity."""
+
     box: FloatArray  # x1, y1, x2, y2 in the upright photo
     score: float  # detector confidence
     landmarks: FloatArray  # 5 x 2: eye centres, nose tip, mouth corners
@@ -45,7 +48,19 @@ class PipelineTimings:
 
 
 class FacePipeline:
-    def __init__(self, detector, recognizer: Recognizer, landmarker: FaceMesh | None = None,
+    """Photo -> faces, written once against the Detector / Landmarker / Recognizer seams (protocols.py).
+
+    Any models that satisfy the protocols plug in; ``default`` builds the shipped or user-supplied ones.
+    """
+
+    detector: Detector
+    recognizer: Recognizer
+    landmarker: Landmarker | None  # None when the detector gives five points itself
+    min_face: int
+    timings: PipelineTimings
+    model_id: str  # "<detector>+<recognizer>" file stems, stored with every face
+
+    def __init__(self, detector: Detector, recognizer: Recognizer, landmarker: Landmarker | None = None,
                  min_face: int = DEFAULT_MIN_FACE) -> None:
         self.detector, self.recognizer, self.landmarker = detector, recognizer, landmarker
         self.min_face = min_face
@@ -54,15 +69,16 @@ class FacePipeline:
 
     @classmethod
     def default(cls, models_dir: Path, threads: int = 1, detector: str | None = None,
-                recognizer: str | None = None, flip: bool = False, mesh_passes: int = 1) -> "FacePipeline":
+                recognizer: str | None = None, flip: bool = False, mesh_passes: int = 1) -> FacePipeline:
         """The shipped models, or user-supplied ONNX detector / recognizer files."""
         if detector is None or recognizer is None:
             require_models(models_dir)
+        det: BlazeFace | Scrfd
         if detector:
             det = Scrfd(detector, threads)
         else:
             det = BlazeFace(model_path(models_dir, "blazeface_full_range"), threads)
-        rec = Recognizer(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
+        rec = OnnxRecognizer(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
         mesh = None
         if not (isinstance(det, Scrfd) and det.has_keypoints):
             mesh_path = model_path(models_dir, "facemesh")
@@ -116,11 +132,13 @@ class FacePipeline:
         return results
 
     def _detect(self, image: ImageArray) -> list[Detection]:
+        """The detector's faces at least ``min_face`` pixels tall."""
         return [d for d in self.detector.detect(image) if d.box[3] - d.box[1] >= self.min_face]
 
     def _five_points(self, image: ImageArray, detections: list[Detection]) -> list[FloatArray]:
+        """The alignment points of each detection: the detector's own, else the landmarker's."""
         if all(d.five_points is not None for d in detections):
-            return [d.five_points for d in detections]
+            return [d.five_points for d in detections if d.five_points is not None]  # all of them
         if self.landmarker is None:
             raise ValueError(f"{self.detector.path} gives no five-point landmarks and no landmarker is set")
         return self.landmarker.five_points(image, detections)

@@ -16,6 +16,8 @@ from facefinder.vision.inference import FloatArray, ImageArray
 
 @dataclass
 class Quality:
+    """The four signals and their combined score, reported with each face (ingest records, search probes)."""
+
     size: float  # inter-ocular distance: 0 at <= 8 px, 1 at >= 40 px
     sharpness: float  # variance of the Laplacian on the aligned crop
     pose: float  # frontalness, from the nose's offset between the eyes
@@ -23,10 +25,12 @@ class Quality:
     score: float
 
     def as_dict(self) -> dict[str, float]:
+        """Every field rounded to 4 places, for JSON."""
         return {k: round(v, 4) for k, v in asdict(self).items()}
 
 
 def face_quality(five_points: FloatArray, aligned: ImageArray, detection_score: float) -> Quality:
+    """Score a face from its five points, its aligned crop and the detector's confidence."""
     left_eye, right_eye, nose = five_points[0], five_points[1], five_points[2]
     eye_distance = float(np.linalg.norm(right_eye - left_eye))
     size = float(np.clip((eye_distance - 8) / 32, 0, 1))
