@@ -14,7 +14,7 @@ import numpy as np
 from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
 
 
-class Recognizer(OnnxModel):
+class OnnxRecognizer(OnnxModel):
     """Any ONNX face recognizer (MobileFaceNet, ArcFace-style) behind one preprocessing convention.
 
     The one concrete protocols.Recognizer: the shipped model and user-supplied files both load here.

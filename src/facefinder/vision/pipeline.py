@@ -14,7 +14,7 @@ import numpy as np
 from facefinder.errors import ModelError
 from facefinder.vision.align import align_face
 from facefinder.vision.detect import BlazeFace, Detection, Scrfd
-from facefinder.vision.embed import Recognizer as OnnxRecognizer
+from facefinder.vision.embed import OnnxRecognizer
 from facefinder.vision.image import Decoded
 from facefinder.vision.inference import FloatArray, ImageArray
 from facefinder.vision.landmarks import FaceMesh
