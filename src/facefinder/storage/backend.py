@@ -1,8 +1,8 @@
-"""The seam between the face store and where vectors live: FAISS files (index.py) or Milvus (milvus.py).
+"""The seam between the face store and where vectors live: FAISS files (faiss_files.py) or Milvus (milvus.py).
 
 The store keeps the catalog and the journal; a backend keeps one ``CollectionIndex`` per collection and
 saves it as a checkpoint. Everything about crash safety and concurrency (journal replay, checkpoint
-locks, the index == catalog proof) is written once in store.py against these two protocols.
+locks, the index == catalog proof) is written once in store.py and opening.py against these two protocols.
 """
 
 from __future__ import annotations

@@ -16,40 +16,26 @@ Three tiers, chosen by the collection's size (``tier_for``) or forced with
   for a shortlist, re-ranked exactly against the full-precision vectors. Removal is physical
   (IVF lists drop the code).
 
-``hnsw`` and ``ivfpq`` label FAISS entries by row number in a full-precision float32 store, kept
-beside the index file in ``<index file>.vec`` and memory-mapped: every reported score is the exact
-float32 inner product with that store, as in the flat tier. Rows added since the last checkpoint
-are in RAM (inserts need no rebuild); a removed row is zeroed at once, in the mapped file too. Each
-checkpoint writes a new vector file under a new token, which the index file names, so a crash
-between the two writes is seen as a damaged checkpoint and rebuilt from the catalog. A collection
-that crosses a threshold is rebuilt into its new tier at the next checkpoint.
-
-Every file carries a CRC-32 of its bytes (the index file in its header, the vector file in the index
-file's header), verified on load: a flipped bit is a damaged checkpoint, rebuilt from the catalog,
-never a wrong vector served. The header also says what the file holds (journal position, face
-count, id sum, largest id), which is how the store proves index == catalog and notices a catalog that
-lost committed data (see storage/store.py). A mapped vector file is never written in place (the
-mapping is copy-on-write): another process may be reading it.
+``hnsw`` and ``ivfpq`` label FAISS entries by row number in a full-precision float32 store beside the
+index file (storage/vectors.py), so every reported score is exact, as in the flat tier. A collection
+that crosses a threshold is rebuilt into its new tier at the next checkpoint. The files, their
+checksums and how they are written durably: storage/files.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
-import struct
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-MAGIC = b"FFIDX3\0\0"  # + u32 header length + JSON header + u32 CRC-32 of the header, then the payload
-VEC_MAGIC = b"FFVEC1\0\0"
-VEC_HEADER = 64
+from facefinder.storage.files import (
+    Fingerprint, header_bytes, parse_header, replace_file, scrub_file, vector_path, written_file,
+)
+from facefinder.storage.vectors import FullPrecisionRows
 
 TIERS = ("flat", "hnsw", "ivfpq")
 FLAT_MAX = 50_000        # exact flat search below this many faces (~2 ms a query, 1 thread, 192-d)
@@ -92,125 +78,9 @@ def tier_for(n: int, current: str | None = None) -> str:
     return TIERS[rank]
 
 
-class _Vectors:
-    """Full-precision rows: a memory-mapped file (the last checkpoint) plus rows added since, in RAM."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.base: np.ndarray | None = None  # np.memmap, rows [0, nbase)
-        self.nbase = 0
-        self.tail = np.zeros((0, dim), np.float32)
-        self.ntail = 0
-        self.path: Path | None = None
-        self.token = ""
-
-    def __len__(self) -> int:
-        return self.nbase + self.ntail
-
-    def append(self, vectors: np.ndarray) -> None:
-        need = self.ntail + len(vectors)
-        if need > len(self.tail):
-            grown = np.zeros((max(need, 2 * len(self.tail), 1024), self.dim), np.float32)
-            grown[: self.ntail] = self.tail[: self.ntail]
-            self.tail = grown
-        self.tail[self.ntail:need] = vectors
-        self.ntail = need
-
-    def get(self, rows: np.ndarray) -> np.ndarray:
-        rows = np.asarray(rows, np.int64)
-        if self.base is None or (len(rows) and rows.min() >= self.nbase):
-            return self.tail[rows - self.nbase]
-        if not self.ntail or rows.max() < self.nbase:
-            return np.asarray(self.base[rows])
-        out = np.empty((len(rows), self.dim), np.float32)
-        low = rows < self.nbase
-        out[low] = self.base[rows[low]]
-        out[~low] = self.tail[rows[~low] - self.nbase]
-        return out
-
-    def zero(self, rows: np.ndarray) -> None:
-        for row in np.asarray(rows, np.int64):
-            if row < self.nbase:
-                self.base[row] = 0  # a private (copy-on-write) page: the file is rewritten at the next save
-            else:
-                self.tail[row - self.nbase] = 0
-
-    def chunks(self, size: int = 65536):
-        """(first row, block) over every row, for exhaustive scans and rebuilds."""
-        for start in range(0, self.nbase, size):
-            yield start, np.asarray(self.base[start:min(start + size, self.nbase)])
-        for start in range(0, self.ntail, size):
-            yield self.nbase + start, self.tail[start:min(start + size, self.ntail)]
-
-    def all(self) -> np.ndarray:
-        parts = [block for _, block in self.chunks()]
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
-
-    def write(self, path: Path, token: str) -> int:
-        """Write every row to a new file ``path`` (named by ``token``); returns its CRC-32. The rows stay where
-        they are (``adopt`` moves them to the file once the index file that names it is in place).
-
-        A written file is never appended to, truncated or overwritten, so another process that maps it
-        (a server beside an ingest) never reads past its end or sees a live row change.
-        """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        crc = 0
-        with _written(tmp) as handle:
-            handle.write((VEC_MAGIC + token.encode() + struct.pack("<q", self.dim)).ljust(VEC_HEADER, b"\0"))
-            for _, block in self.chunks():
-                data = np.ascontiguousarray(block).tobytes()
-                crc = zlib.crc32(data, crc)
-                handle.write(data)
-        os.replace(tmp, path)
-        return crc
-
-    def adopt(self, path: Path, token: str) -> None:
-        """Serve every row from the file ``write`` made (the index file that names it is saved)."""
-        self.token = token
-        self.open(path, len(self))
-
-    def scrub_rows(self, path: Path, rows: np.ndarray) -> None:
-        """Zero ``rows`` of the vector file ``path`` on disk: erased faces' rows in a file being retired.
-        Only dead rows are touched, so a process still mapping the file loses nothing it may serve."""
-        if not len(rows):
-            return
-        zeros = b"\0" * (self.dim * 4)
-        with open(path, "r+b") as handle:
-            for row in np.asarray(rows, np.int64):
-                handle.seek(VEC_HEADER + int(row) * self.dim * 4)
-                handle.write(zeros)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def open(self, path: Path, rows: int) -> None:
-        self.base = np.memmap(path, np.float32, "c", VEC_HEADER, (rows, self.dim)) if rows else None
-        self.nbase, self.path = rows, path
-        self.tail, self.ntail = np.zeros((0, self.dim), np.float32), 0
-
-    @classmethod
-    def load(cls, path: Path, dim: int, rows: int, token: str, crc: int) -> "_Vectors":
-        if not path.is_file():
-            raise ValueError(f"{path}: missing (the index file does not match the vector files beside it)")
-        with open(path, "rb") as handle:
-            header = handle.read(VEC_HEADER)
-            if not header.startswith(VEC_MAGIC) or header[8:24].decode(errors="replace") != token:
-                raise ValueError(f"{path}: does not match its index file")
-            if handle.seek(0, 2) != VEC_HEADER + rows * dim * 4:
-                raise ValueError(f"{path}: does not match its index file (size)")
-            handle.seek(VEC_HEADER)
-            found = 0
-            while block := handle.read(1 << 24):
-                found = zlib.crc32(block, found)
-            if found != crc:
-                raise ValueError(f"{path}: checksum mismatch (the file is damaged)")
-        vectors = cls(dim)
-        vectors.token = token
-        vectors.open(path, rows)
-        return vectors
-
-
 class VectorIndex:
+    """One collection's FAISS index in its tier, saved as a checksummed checkpoint file (see ``save``)."""
+
     def __init__(self, dim: int, index: faiss.Index | None = None, seq: int = 0, tier: str | None = None) -> None:
         self.dim = dim
         self.tier = tier or ("flat" if index is not None else tier_for(0))
@@ -219,7 +89,7 @@ class VectorIndex:
         self.basis: str | None = None  # the catalog's checkpoint token when loaded (IndexCheckpoint; see store)
         self.dirty = False
         self.removed = False  # since the last save: the old files held vectors that are gone now
-        self.vectors: _Vectors | None = None
+        self.vectors: FullPrecisionRows | None = None
         self.row_ids = np.zeros(0, np.int64)  # hnsw/ivfpq: face id per row, -1 for a removed row
         self.nrows = 0
         self.live = 0
@@ -231,13 +101,13 @@ class VectorIndex:
             self.max_id = int(ids.max()) if len(ids) else -1
         else:
             self.index = index
-            self.vectors = _Vectors(dim)
+            self.vectors = FullPrecisionRows(dim)
             self.max_id = -1
 
     def __len__(self) -> int:
         return self.index.ntotal if self.tier == "flat" else self.live
 
-    def fingerprint(self) -> "Fingerprint":
+    def fingerprint(self) -> Fingerprint:
         """What the index holds, in three numbers the catalog can compute too (see Fingerprint)."""
         return Fingerprint.of(self.face_ids())
 
@@ -447,12 +317,12 @@ class VectorIndex:
         written = vector_path(path, token) if self.tier != "flat" else None
         try:
             header, payload = self._checkpoint_bytes(token, written)
-            head = json.dumps(header).encode()
+            head = header_bytes(header)
             tmp = path.with_suffix(path.suffix + ".tmp")
-            with _written(tmp) as handle:
-                handle.write(MAGIC + struct.pack("<I", len(head)) + head + struct.pack("<I", zlib.crc32(head)))
+            with written_file(tmp) as handle:
+                handle.write(head)
                 handle.write(payload)
-            _replace(tmp, path, scrub)
+            replace_file(tmp, path, scrub)
         except BaseException:  # e.g. a full disk: the old checkpoint stays whole and in use
             if written is not None:
                 written.unlink(missing_ok=True)
@@ -489,7 +359,7 @@ class VectorIndex:
                 continue
             if stale == retired:
                 if scrub and dead.size:
-                    _Vectors(self.dim).scrub_rows(stale, dead)
+                    FullPrecisionRows(self.dim).scrub_rows(stale, dead)
                 stale.unlink(missing_ok=True)
             elif scrub:
                 scrub_file(stale)
@@ -500,13 +370,13 @@ class VectorIndex:
     def read_header(path: Path) -> dict:
         """The checkpoint's header (journal position, token, fingerprint), its own checksum verified."""
         with open(path, "rb") as handle:
-            return _parse_header(path, handle)
+            return parse_header(path, handle)
 
     @classmethod
-    def load(cls, path: Path) -> "VectorIndex":
+    def load(cls, path: Path) -> VectorIndex:
         """The checkpoint in ``path``; raises ValueError if any byte of it (or of its vector file) is wrong."""
         with open(path, "rb") as handle:
-            header = _parse_header(path, handle)
+            header = parse_header(path, handle)
             payload = handle.read()
         if len(payload) != header["payload_len"] or zlib.crc32(payload) != header["payload_crc"]:
             raise ValueError(f"{path}: checksum mismatch (the file is damaged)")
@@ -521,145 +391,9 @@ class VectorIndex:
             self.index = faiss.deserialize_index(np.frombuffer(inner, dtype=np.uint8)) if inner else None
             self.nrows, self.live, self.trained_n = nrows, header["live"], header["trained_n"]
             self.max_id = header["index_max_id"]
-            self.vectors = _Vectors.load(vector_path(path, header["token"]), dim, nrows, header["token"],
+            self.vectors = FullPrecisionRows.load(vector_path(path, header["token"]), dim, nrows, header["token"],
                                          header["vec_crc"])
         self.token = header["token"]
         if self.fingerprint() != Fingerprint(header["faces"], header["id_sum"], header["max_id"]):
             raise ValueError(f"{path}: holds other faces than its header says")
         return self
-
-
-@contextmanager
-def _written(tmp: Path) -> Iterator:
-    """A new file, flushed and fsynced when the block ends; removed if writing it fails (a full disk)."""
-    try:
-        with open(tmp, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def vector_path(path: Path, token: str) -> Path:
-    """The full-precision vector file of the checkpoint ``token`` of index file ``path``."""
-    return path.with_name(f"{path.name}.{token}.vec")
-
-
-def _replace(tmp: Path, path: Path, scrub: bool) -> None:
-    """Rename ``tmp`` over ``path`` durably; with ``scrub`` the replaced file's bytes are zeroed after the
-    rename (through a handle opened before it), so a crash never leaves a zeroed file in its place."""
-    old = open(path, "r+b") if scrub and path.exists() else None
-    try:
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-        if old is not None:
-            size = os.fstat(old.fileno()).st_size
-            chunk = b"\0" * (1 << 20)
-            for start in range(0, size, len(chunk)):
-                old.write(chunk[: min(len(chunk), size - start)])
-            old.flush()
-            os.fsync(old.fileno())
-    finally:
-        if old is not None:
-            old.close()
-
-
-def _parse_header(path: Path, handle) -> dict:
-    """The header of the index file open in ``handle``, which is left at the start of the payload."""
-    start = handle.read(len(MAGIC) + 4)
-    if not start.startswith(MAGIC):
-        raise ValueError(f"{path}: not a facefinder index file of this version")
-    (length,) = struct.unpack("<I", start[len(MAGIC):])
-    if length > 1 << 20:
-        raise ValueError(f"{path}: damaged header")
-    head = handle.read(length)
-    crc = handle.read(4)
-    if len(head) != length or len(crc) != 4 or struct.unpack("<I", crc)[0] != zlib.crc32(head):
-        raise ValueError(f"{path}: checksum mismatch in its header (the file is damaged)")
-    return json.loads(head)
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """A cheap summary of a set of face ids, computed the same way from an index and from the catalog:
-    equal fingerprints mean (short of a contrived collision) the same faces."""
-
-    faces: int
-    id_sum: int
-    max_id: int
-
-    @classmethod
-    def of(cls, ids: np.ndarray) -> "Fingerprint":
-        ids = np.asarray(ids, np.int64)
-        return cls(len(ids), int(ids.sum(dtype=np.int64)) if len(ids) else 0, int(ids.max()) if len(ids) else 0)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (the new name survives a power loss)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def index_files(path: Path) -> list[Path]:
-    """An index file and the files beside it (full-precision vectors, unfinished writes)."""
-    return [path, path.with_suffix(path.suffix + ".tmp"), *sorted(path.parent.glob(f"{path.name}.*vec*"))]
-
-
-def scrub_file(path: Path, unlink: bool = True) -> None:
-    """Overwrite a file with zeros in place (fsynced), then remove it unless ``unlink`` is False.
-
-    On an ordinary filesystem (ext4, xfs) this overwrites the blocks that held the data. On
-    copy-on-write filesystems (btrfs, ZFS), in snapshots, and inside SSD firmware, old copies can
-    survive; full-disk encryption is the answer there (see the README, "Privacy and compliance").
-    """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return
-    with open(path, "r+b") as handle:
-        chunk = b"\0" * (1 << 20)
-        for start in range(0, size, len(chunk)):
-            handle.write(chunk[: min(len(chunk), size - start)])
-        handle.flush()
-        os.fsync(handle.fileno())
-    if unlink:
-        path.unlink(missing_ok=True)
-
-
-class FaissFiles:
-    """Where FAISS indexes live: one checkpoint file per collection under ``<data dir>/index``.
-
-    The store talks to this or to ``MilvusBackend`` through the same five calls (load, new, save, drop,
-    describe), so the journal, crash recovery and erasure logic is written once for both."""
-
-    def __init__(self, index_dir: Path) -> None:
-        self.index_dir = index_dir
-
-    def describe(self) -> str:
-        return f"FAISS files in {self.index_dir}"
-
-    def path(self, cid: int) -> Path:
-        return self.index_dir / f"collection-{cid}.faiss"
-
-    def load(self, cid: int) -> VectorIndex | None:
-        """The checkpoint, or None if there is none; a damaged one raises (and is rebuilt)."""
-        path = self.path(cid)
-        return VectorIndex.load(path) if path.exists() else None
-
-    def new(self, cid: int, dim: int, seq: int = 0, tier: str | None = None) -> VectorIndex:
-        return VectorIndex(dim, seq=seq, tier=tier)
-
-    def save(self, cid: int, index: VectorIndex, scrub: bool = False) -> None:
-        index.save(self.path(cid), scrub=scrub)
-
-    def drop(self, cid: int) -> None:
-        for path in index_files(self.path(cid)):
-            scrub_file(path)  # zeroed, then removed (the index and its full-precision vectors)
-
-    def close(self) -> None:
-        pass

@@ -13,21 +13,16 @@ Any number of processes may open one store at once (a server, CLI ingests, a Ray
   newest checkpoint on disk if another process saved one since (``IndexCheckpoint.token`` says so),
   applies every journal entry it has not seen, saves, records the checkpoint and prunes the journal.
   A process never saves an index older than the one on disk;
-* opening a collection proves index == catalog (face count, id sum, largest id) and rebuilds what does
-  not match, saying so in one log line. A checkpoint that reflects journal entries or face ids the
-  catalog never reached means the catalog lost committed data (a lost or damaged SQLite WAL): that
-  collection is refused until ``facefinder check --repair`` rebuilds it, and the ids it held are never
-  handed to new faces.
+* opening a collection proves index == catalog and rebuilds what does not match, saying so in one log
+  line; a catalog that lost committed data is refused until repaired (storage/opening.py);
+  ``FaceStore.check`` finds and repairs the rest (storage/checkup.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +33,16 @@ from facefinder.storage.backend import CollectionIndex, VectorBackend
 from facefinder.storage.catalog import (
     Catalog, Collection, FaceRecord, ImageRecord, IndexCheckpoint, IngestFailure, JournalEntry, Setting,
 )
-from facefinder.storage.index import FaissFiles, Fingerprint, VectorIndex, scrub_file, tier_for, vector_path
+from facefinder.storage.checkup import StoreCheckup
+from facefinder.storage.faiss_files import FaissFiles
+from facefinder.storage.files import scrub_file
 from facefinder.storage.locks import CheckpointLocks
 from facefinder.storage.milvus import MilvusBackend, is_milvus_uri
+from facefinder.storage.opening import IndexOpener, checkpoint_token, collection_name, fingerprint_of
+from facefinder.storage.records import (  # the services import these from here too
+    PROVENANCE_FIELDS, CollectionInfo, NewFace, NewImage, Problem, check_policy,
+)
 
-log = logging.getLogger(__name__)
-
-PROVENANCE_FIELDS = ("source_url", "captured_at", "case_id", "consent_id", "notes")
 VECTORS_ENV = "FACEFINDER_VECTORS"
 
 
@@ -68,52 +66,9 @@ def _locked(method):
     return wrapper
 
 
-@dataclass
-class NewFace:
-    box: list[float]
-    landmarks: list[list[float]]
-    detector_score: float
-    quality: float
-    quality_parts: dict[str, float]
-    embedding: np.ndarray
-    thumbnail: bytes
-
-
-@dataclass
-class NewImage:
-    sha256: str
-    source: str
-    width: int
-    height: int
-    provenance: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Problem:
-    """One thing ``FaceStore.check`` found wrong, in one line; ``repaired`` once ``check(repair=True)`` fixed it."""
-
-    kind: str  # catalog-damaged | catalog-lost-data | index-damaged | index-mismatch | orphan-index-file |
-    #            erasure-pending
-    message: str
-    collection: str | None = None
-    repaired: bool = False
-
-
-@dataclass
-class CollectionInfo:
-    id: int
-    name: str
-    description: str
-    model_id: str | None
-    images: int
-    faces: int
-    failures: int
-    purpose: str | None = None
-    legal_basis: str | None = None
-    retention_days: int | None = None
-
-
 class FaceStore:
+    """The catalog and the vector index of every collection, kept consistent (see the module docstring)."""
+
     def __init__(self, data_dir: Path, url: str | None = None, vectors: str | None = None) -> None:
         """``url``: the catalog (default SQLite in ``data_dir``); ``vectors``: see ``open_vectors``."""
         self.data_dir = Path(data_dir)
@@ -127,6 +82,8 @@ class FaceStore:
         self.healed: dict[int, tuple[str, str]] = {}  # (kind, why) of indexes rebuilt on open, for check()
         self.applied_seq = 0
         self._lock = threading.RLock()
+        self.opener = IndexOpener(self)
+        self.checkup = StoreCheckup(self)
         self.reload()
 
     # ----- collections -------------------------------------------------------------------
@@ -367,8 +324,8 @@ class FaceStore:
             self.applied_seq = session.scalar(select(func.max(JournalEntry.seq))) or 0
             collection_ids = list(session.scalars(select(Collection.id)))
         for cid in collection_ids:
-            self._open(cid)
-        self._sweep_crash_debris(collection_ids)
+            self.opener.open(cid)
+        self.checkup.sweep_crash_debris(collection_ids)
 
     @_locked
     def refresh(self) -> None:
@@ -389,13 +346,13 @@ class FaceStore:
         for cid in set(self.lost) - refused:  # repaired by another process
             del self.lost[cid]
         for cid in known - set(self.indexes) - set(self.lost):
-            self._open(cid)
+            self.opener.open(cid)
         by_collection: dict[int, list] = {}
         for entry in entries:
             by_collection.setdefault(entry.collection_id, []).append(entry)
         for cid, cid_entries in by_collection.items():
             if cid in self.indexes:
-                self._replay(self.indexes[cid], [e for e in cid_entries if e.seq > self.indexes[cid].seq])
+                self.opener.replay(self.indexes[cid], [e for e in cid_entries if e.seq > self.indexes[cid].seq])
         if entries:
             self.applied_seq = entries[-1].seq
 
@@ -409,22 +366,22 @@ class FaceStore:
     def _checkpoint(self, cid: int, scrub: bool) -> None:
         """Save one collection's index under its cross-process lock, never older than the one on disk."""
         with self.locks.hold(cid):
-            if self._name(cid) is None:  # deleted by another process meanwhile: nothing to save
+            if collection_name(self.catalog, cid) is None:  # deleted by another process meanwhile
                 self.indexes.pop(cid, None)
                 return
             index = self.indexes[cid]
-            if self._record_token(cid) != index.basis:  # another process saved since: start from its file
+            if checkpoint_token(self.catalog, cid) != index.basis:  # another process saved since: use its file
                 removed = index.removed
-                index = self._open(cid)
+                index = self.opener.open(cid)
                 if index is None:
                     return
                 index.removed = index.removed or removed
             else:
-                self._catch_up(cid, index)
+                self.opener.catch_up(cid, index)
             if not index.dirty:
                 return
             self.vectors.save(cid, index, scrub=scrub)
-            fingerprint = self._index_fingerprint(index)
+            fingerprint = fingerprint_of(index)
             index.basis = index.token
             with self.catalog.session() as session, session.begin():
                 session.merge(IndexCheckpoint(collection_id=cid, seq=index.seq, token=index.token,
@@ -452,301 +409,8 @@ class FaceStore:
     def check(self, repair: bool = False) -> list[Problem]:
         """Everything wrong with the catalog and the indexes, one line each; ``repair`` fixes what the
         catalog can fix (it is the truth): indexes are rebuilt from it and saved, stray files removed."""
-        problems = [Problem("catalog-damaged", f"catalog: {line}") for line in self.catalog.integrity_problems()]
-        self.refresh()
-        names = {c.id: c.name for c in self.collections()}
-        for cid, message in sorted(self.lost.items()):
-            problems.append(Problem("catalog-lost-data", message, names.get(cid), repaired=repair and self._repair_lost(cid)))
-        for cid, (kind, why) in sorted(self.healed.items()):
-            if cid in names:
-                problems.append(Problem(kind, f"collection {names[cid]!r}: {why}", names[cid], repaired=repair))
-        for cid, index in sorted(self.indexes.items()):
-            if cid in self.healed:
-                continue
-            held, stored = self._held_and_stored(cid, index)
-            if held != stored:
-                problems.append(Problem("index-mismatch", f"collection {names.get(cid, cid)!r}: index holds "
-                                        f"{len(held - stored)} faces the catalog lacks and lacks {len(stored - held)} "
-                                        f"it holds", names.get(cid), repaired=repair))
-                if repair:
-                    self.indexes[cid] = self._rebuild(cid)
-        problems += self._orphan_files(names, repair)
-        problems += self._pending_erasures(names, repair)
-        if repair:
-            for cid in list(self.indexes):
-                self.indexes[cid].dirty = True
-            self.checkpoint(scrub=True)
-            self.catalog.truncate_wal()
-            self.healed = {}
-        else:  # a check only looks: what it found stays on disk for --repair (the next open heals it too)
-            for cid in set(self.healed) & set(self.indexes):
-                self.indexes[cid].dirty = False
-        return problems
-
-    def _pending_erasures(self, names: dict[int, str], repair: bool) -> list[Problem]:
-        """Erased faces whose vectors an index file still holds: the erasure committed in the catalog (they
-        are never served) but the file could not be rewritten yet (a full disk, a crash)."""
-        if not isinstance(self.vectors, FaissFiles):
-            return []
-        problems = []
-        for cid in sorted(self.indexes):
-            try:
-                saved_seq = VectorIndex.read_header(self.vectors.path(cid))["seq"]
-            except (OSError, ValueError):
-                continue  # no file (nothing to hold), or damaged (reported as such)
-            with self.catalog.session() as session:
-                count = session.scalar(select(func.count()).select_from(JournalEntry).where(
-                    JournalEntry.collection_id == cid, JournalEntry.op == "delete", JournalEntry.seq > saved_seq))
-            if count:
-                problems.append(Problem("erasure-pending", f"collection {names.get(cid, cid)!r}: {count} erased faces "
-                                        f"may still be in its index file (never served; rewritten by the next checkpoint)",
-                                        names.get(cid), repaired=repair))
-        return problems
-
-    def _repair_lost(self, cid: int) -> bool:
-        """Rebuild a collection whose catalog lost data from what the catalog holds (the id counters were
-        moved past the lost ids when the loss was found) and serve it again, in every process."""
-        with self.catalog.session() as session, session.begin():
-            session.execute(delete(Setting).where(Setting.key == f"lost:{cid}"))
-        del self.lost[cid]
-        self.indexes[cid] = self._rebuild(cid)
-        log.warning("collection %s: index rebuilt from the catalog after it lost data", cid)
-        return True
-
-    def _held_and_stored(self, cid: int, index: CollectionIndex) -> tuple[set[int], set[int]]:
-        """The face ids the index holds and the catalog holds, compared again after catching up while other
-        processes write (a difference that is only a write in flight is not a problem)."""
-        for _ in range(3):
-            self._catch_up(cid, index)
-            with self.catalog.session() as session:
-                stored = set(session.scalars(select(FaceRecord.id).where(FaceRecord.collection_id == cid)))
-            held = set(index.face_ids().tolist())
-            if held == stored:
-                break
-        return held, stored
-
-    def _orphan_files(self, names: dict[int, str], repair: bool) -> list[Problem]:
-        """Index files no checkpoint names: of collections the catalog does not hold (a crash, a lost catalog),
-        and unfinished or replaced vector files (a crash during a save). Looked at under each collection's
-        checkpoint lock, so a save in progress in another process is never taken for a stray."""
-        if not isinstance(self.vectors, FaissFiles) or not self.index_dir.is_dir():
-            return []
-        by_collection: dict[str, list[Path]] = {}
-        for path in sorted(self.index_dir.glob("collection-*")):
-            by_collection.setdefault(path.name.removeprefix("collection-").split(".", 1)[0], []).append(path)
-        problems = []
-        for number, paths in by_collection.items():
-            cid = int(number) if number.isdigit() else None
-            with self.locks.hold(cid) if cid is not None else contextlib.nullcontext():
-                for path in self._strays(cid if cid in names else None, paths):
-                    problems.append(Problem("orphan-index-file", f"{path}: an index file no checkpoint names",
-                                            names.get(cid), repaired=repair))
-                    if repair:
-                        scrub_file(path)
-        return problems
-
-    def _sweep_crash_debris(self, collection_ids: list[int]) -> None:
-        """Zero and remove what a save killed midway left beside a collection's checkpoint (an unfinished
-        .tmp, a vector file no checkpoint names): it may hold erased vectors, and nothing will read it."""
-        if not isinstance(self.vectors, FaissFiles):
-            return
-        for cid in collection_ids:
-            files = list(self.index_dir.glob(f"collection-{cid}.*"))
-            if not any(f.suffix == ".tmp" for f in files) and sum(f.suffix == ".vec" for f in files) <= 1:
-                continue  # the index file and its vector file at most: nothing left over
-            with self.locks.hold(cid):
-                for path in self._strays(cid, files):
-                    log.info("collection %s: removing %s, left by an interrupted save", cid, path.name)
-                    scrub_file(path)
-
-    def _strays(self, cid: int | None, paths: list[Path]) -> list[Path]:
-        """Of a collection's files, those its current checkpoint does not name (all of them if it is gone)."""
-        if cid is None:
-            return paths
-        index_file = self.vectors.path(cid)
-        try:
-            token = VectorIndex.read_header(index_file)["token"]
-        except (OSError, ValueError):
-            return []  # no checkpoint, or a damaged one: reported as such, its files rebuilt at the next save
-        named = {index_file, vector_path(index_file, token)}
-        return [path for path in paths if path not in named and path.exists()]
+        return self.checkup.run(repair)
 
     def _require_sound(self, cid: int) -> None:
         if cid in self.lost:
             raise CatalogError(self.lost[cid])
-
-    def _record_token(self, cid: int) -> str | None:
-        with self.catalog.session() as session:
-            return session.scalar(select(IndexCheckpoint.token).where(IndexCheckpoint.collection_id == cid))
-
-    def _open(self, cid: int) -> CollectionIndex | None:
-        """Load a collection's index (checkpoint + journal), proved equal to the catalog; None if refused.
-
-        A load that finds a problem is tried again if another process saved a checkpoint meanwhile (its
-        file may have replaced the one being read): only a problem that stays is healed and reported."""
-        self.indexes.pop(cid, None)
-        for attempt in range(3):
-            basis = self._record_token(cid)
-            index, problem = self._load_checkpoint(cid)
-            if cid in self.lost:
-                return None
-            if index is None and problem is None:  # no checkpoint yet
-                index = self._rebuild(cid)
-                self._catch_up(cid, index)
-                break
-            if index is not None:
-                self._catch_up(cid, index)
-                mismatch = self._mismatch(cid, index)
-                problem = ("index-mismatch", mismatch) if mismatch else None
-            if problem is None:
-                break
-            if attempt < 2 and self._record_token(cid) != basis:
-                continue
-            log.warning("collection %s: %s; rebuilding its index from the catalog", cid, problem[1])
-            self.healed[cid] = problem
-            index = self._rebuild(cid)
-            self._catch_up(cid, index)
-            break
-        index.basis = basis
-        self.indexes[cid] = index
-        return index
-
-    def _load_checkpoint(self, cid: int) -> tuple[CollectionIndex | None, tuple[str, str] | None]:
-        """(the saved checkpoint, None) if it can be used; (None, (kind, why)) to rebuild it; (None, None)
-        when there is none. A checkpoint that holds more than the catalog ever reached means the catalog lost
-        committed data: the collection is refused (see _refuse_lost)."""
-        refused = self.catalog.get_setting(f"lost:{cid}")
-        if refused:
-            self.lost[cid] = refused
-            return None, None
-        try:
-            index = self.vectors.load(cid)
-        except Exception as exc:  # a damaged checkpoint is rebuilt, never trusted
-            return None, ("index-damaged", f"index checkpoint unusable ({exc})")
-        if index is None:
-            return None, None
-        with self.catalog.session() as session:
-            kept = self._pruned_through(session, cid)
-            journal_top = self.catalog.high_water(session, "index_journal", "seq")
-            faces_top = self.catalog.high_water(session, "faces", "id")
-        fingerprint = self._index_fingerprint(index)
-        if index.seq > max(journal_top, kept) or (fingerprint and fingerprint.max_id > faces_top):
-            self._refuse_lost(cid, index.seq, fingerprint.max_id if fingerprint else 0, journal_top, faces_top)
-            return None, None
-        if index.seq < kept:
-            return None, ("index-mismatch", f"index checkpoint is stale (journal entry {index.seq}, catalog "
-                                            f"checkpoint {kept})")
-        return index, None
-
-    def _refuse_lost(self, cid: int, seq: int, max_id: int, journal_top: int, faces_top: int) -> None:
-        """The catalog lost committed data: refuse the collection in every process until it is repaired, and
-        move the id counters past what the checkpoint held now, so no new face anywhere gets a lost id."""
-        message = (f"collection {self._name(cid) or cid!r}: the catalog lost committed data (its index checkpoint holds "
-                   f"journal entries to {seq} and face ids to {max_id}, the catalog only {journal_top} and "
-                   f"{faces_top}): refused until facefinder check --repair")
-        with self.catalog.session() as session, session.begin():
-            self.catalog.raise_high_water(session, "index_journal", "seq", seq)
-            self.catalog.raise_high_water(session, "faces", "id", max_id)
-            self.catalog.set_setting(session, f"lost:{cid}", message)
-        self.lost[cid] = message
-        log.error("%s", message)
-
-    def _catch_up(self, cid: int, index: CollectionIndex) -> None:
-        """Apply every journal entry of the collection after the one the index reflects."""
-        with self.catalog.session() as session:
-            entries = session.execute(
-                select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
-                .where(JournalEntry.collection_id == cid, JournalEntry.seq > index.seq).order_by(JournalEntry.seq)
-            ).all()
-        self._replay(index, entries)
-
-    def _mismatch(self, cid: int, index: CollectionIndex) -> str | None:
-        """Why the index does not hold exactly the catalog's faces (None when it does). Compared in one
-        snapshot of the catalog; retried while other processes change the collection meanwhile."""
-        for _ in range(5):
-            with self.catalog.session() as session:
-                row = session.execute(
-                    select(func.count(FaceRecord.id), func.coalesce(func.sum(FaceRecord.id), 0),
-                           func.coalesce(func.max(FaceRecord.id), 0),
-                           select(func.max(JournalEntry.seq)).where(JournalEntry.collection_id == cid).scalar_subquery())
-                    .where(FaceRecord.collection_id == cid)).one()
-            if row[3] is not None and row[3] > index.seq:
-                self._catch_up(cid, index)  # written meanwhile: catch up and compare again
-                continue
-            catalog = Fingerprint(int(row[0]), int(row[1]), int(row[2]))
-            held = self._index_fingerprint(index)
-            if held is None:  # a remote index (Milvus): the count is what can be compared cheaply
-                return None if len(index) == catalog.faces else f"index holds {len(index)} faces, catalog {catalog.faces}"
-            return None if held == catalog else f"index holds {held}, catalog {catalog}"
-        return None  # too busy to compare now; the next open or `facefinder check` will
-
-    @staticmethod
-    def _pruned_through(session, cid: int) -> int:
-        """The journal position up to which the collection's entries were pruned by its last checkpoint
-        (``pruned_through:<cid>`` is how catalogs from before ``index_checkpoints`` recorded it)."""
-        recorded = session.scalar(select(IndexCheckpoint.seq).where(IndexCheckpoint.collection_id == cid)) or 0
-        legacy = session.scalar(select(Setting.value).where(Setting.key == f"pruned_through:{cid}"))
-        return max(int(recorded), int(legacy or 0))
-
-    @staticmethod
-    def _index_fingerprint(index) -> Fingerprint | None:
-        return index.fingerprint() if isinstance(index, VectorIndex) else None
-
-    def _name(self, cid: int) -> str | None:
-        with self.catalog.session() as session:
-            return session.scalar(select(Collection.name).where(Collection.id == cid))
-
-    def _rebuild(self, cid: int) -> CollectionIndex:
-        with self.catalog.session() as session, session.begin():
-            # No journal writer is in flight while we hold its lock (PostgreSQL: a sequence number handed out
-            # to an uncommitted entry must not count as reflected). On SQLite, a write between the two reads
-            # is replayed again later, which is harmless.
-            self.catalog.lock_journal(session)
-            seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0, self._pruned_through(session, cid))
-            rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
-        dim = len(rows[0].embedding) // 4 if rows else 1
-        index = self.vectors.new(cid, dim, seq=seq, tier=tier_for(len(rows)) if rows else None)
-        index.basis = self._record_token(cid)  # replaces that checkpoint at the next save
-        if rows:
-            index.add(np.array([r.id for r in rows]), np.stack([np.frombuffer(r.embedding, np.float32) for r in rows]))
-        if not isinstance(index, VectorIndex):  # a shared remote index is kept: take out what the catalog lacks
-            index.remove(np.array(sorted(set(index.face_ids().tolist()) - {r.id for r in rows}), dtype=np.int64))
-        index.dirty = True
-        return index
-
-    def _replay(self, index: CollectionIndex, entries: list) -> None:
-        """Bring an index up to date: the last operation on each face wins, checked against the catalog as
-        it is now (so replaying an entry twice, or an old one after a newer checkpoint, is harmless)."""
-        if not entries:
-            return
-        final = {e.face_id: e.op for e in entries}
-        adds = [fid for fid, op in final.items() if op == "add"]
-        with self.catalog.session() as session:
-            rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.id.in_(adds))).all() if adds else []
-        present = {r.id for r in rows}
-        index.remove(np.array([fid for fid in final if fid not in present], dtype=np.int64))
-        if rows:
-            vectors = np.stack([np.frombuffer(r.embedding, np.float32) for r in rows])
-            if index.dim != vectors.shape[1] and len(index) == 0:
-                index.reset(vectors.shape[1])
-            index.add(np.array([r.id for r in rows]), vectors)
-        index.seq = max(index.seq, entries[-1].seq)
-        index.dirty = True
-
-
-def check_policy(name: str, purpose: str | None, legal_basis: str | None,
-                 retention_days: int | None) -> tuple[str, str, int]:
-    """A collection's purpose, legal basis and retention period (days), all required."""
-    missing = [flag for flag, value in (("--purpose", purpose), ("--legal-basis", legal_basis),
-                                        ("--retention-days", retention_days))
-               if value is None or (isinstance(value, str) and not value.strip())]
-    if missing:
-        raise CatalogError(f"collection {name!r}: a collection needs a purpose, a legal basis and a retention "
-                           f"period; missing {', '.join(missing)}")
-    try:
-        days = int(retention_days)
-    except (TypeError, ValueError):
-        raise CatalogError(f"retention_days: a whole number of days, not {retention_days!r}") from None
-    if days < 1 or days != retention_days:
-        raise CatalogError(f"retention_days: a whole number of days, at least 1, not {retention_days!r}")
-    return purpose.strip(), legal_basis.strip(), days

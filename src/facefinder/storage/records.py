@@ -1,0 +1,81 @@
+"""What the face store takes in and hands out (plain records, no catalog rows), and the rule every
+collection's policy must meet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from facefinder.errors import CatalogError
+
+PROVENANCE_FIELDS = ("source_url", "captured_at", "case_id", "consent_id", "notes")
+
+
+@dataclass
+class NewFace:
+    """One detected face to store: where it is, how good it is, its embedding and its thumbnail."""
+
+    box: list[float]
+    landmarks: list[list[float]]
+    detector_score: float
+    quality: float
+    quality_parts: dict[str, float]
+    embedding: np.ndarray
+    thumbnail: bytes
+
+
+@dataclass
+class NewImage:
+    """One photo to store, identified by its content hash; ``provenance`` keys are PROVENANCE_FIELDS."""
+
+    sha256: str
+    source: str
+    width: int
+    height: int
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Problem:
+    """One thing ``FaceStore.check`` found wrong, in one line; ``repaired`` once ``check(repair=True)`` fixed it."""
+
+    kind: str  # catalog-damaged | catalog-lost-data | index-damaged | index-mismatch | orphan-index-file |
+    #            erasure-pending
+    message: str
+    collection: str | None = None
+    repaired: bool = False
+
+
+@dataclass
+class CollectionInfo:
+    """A collection as listed: its policy and how many images, faces and failed ingests it holds."""
+
+    id: int
+    name: str
+    description: str
+    model_id: str | None
+    images: int
+    faces: int
+    failures: int
+    purpose: str | None = None
+    legal_basis: str | None = None
+    retention_days: int | None = None
+
+
+def check_policy(name: str, purpose: str | None, legal_basis: str | None,
+                 retention_days: int | None) -> tuple[str, str, int]:
+    """A collection's purpose, legal basis and retention period (days), all required."""
+    missing = [flag for flag, value in (("--purpose", purpose), ("--legal-basis", legal_basis),
+                                        ("--retention-days", retention_days))
+               if value is None or (isinstance(value, str) and not value.strip())]
+    if missing:
+        raise CatalogError(f"collection {name!r}: a collection needs a purpose, a legal basis and a retention "
+                           f"period; missing {', '.join(missing)}")
+    try:
+        days = int(retention_days)
+    except (TypeError, ValueError):
+        raise CatalogError(f"retention_days: a whole number of days, not {retention_days!r}") from None
+    if days < 1 or days != retention_days:
+        raise CatalogError(f"retention_days: a whole number of days, at least 1, not {retention_days!r}")
+    return purpose.strip(), legal_basis.strip(), days
