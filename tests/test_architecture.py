@@ -75,6 +75,50 @@ def test_no_import_circle():
     assert circles == []
 
 
+# No interface holds a database row or opens the catalog itself: services hand them dataclasses
+# (UserInfo, CaseRecord, Lead...) and open the catalog for them (services/catalog_access.py).
+ROW_MODULES = ("facefinder.storage.catalog", "sqlalchemy")
+# http/app.py maps sqlalchemy's DataError (a value the database refused) onto a 400; it is to go once
+# that error reaches the interfaces under a services-level name.
+ROW_IMPORTS_LEFT = {("facefinder.interfaces.http.app", "sqlalchemy.exc"),
+                    ("facefinder.interfaces.http.app", "sqlalchemy.exc.DataError")}
+
+
+def every_import(tree: ast.AST) -> set[str]:
+    """Every module a source imports, type hints included (``from pkg import name`` counts as pkg and pkg.name)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def imports_rows(module: str) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in ROW_MODULES)
+
+
+def test_interfaces_import_no_catalog_rows():
+    found = {(name, target) for name, path in MODULES.items() if layer(name) == LAYERS.index("interfaces")
+             for target in every_import(ast.parse(path.read_text())) if imports_rows(target)}
+    assert found - ROW_IMPORTS_LEFT == set()
+
+
+def test_the_row_rule_sees_the_imports():
+    """A guard against a rule that checks nothing: type hints, submodules and imports in functions count."""
+
+    def flagged(source: str) -> set[str]:
+        return {target for target in every_import(ast.parse(source)) if imports_rows(target)}
+
+    assert flagged("if TYPE_CHECKING:\n    from facefinder.storage.catalog import User\n") == {
+        "facefinder.storage.catalog", "facefinder.storage.catalog.User"}
+    assert flagged("def f():\n    from facefinder.storage import catalog, store\n") == {"facefinder.storage.catalog"}
+    assert flagged("import sqlalchemy.orm\nfrom sqlalchemy import select\n") == {
+        "sqlalchemy.orm", "sqlalchemy", "sqlalchemy.select"}
+    assert flagged("from facefinder.services.audit import AuditLog\nimport facefinder.storage.catalogue\n") == set()
+
+
 def test_the_contract_sees_the_imports():
     """A guard against a contract that checks nothing: known edges are found."""
     assert "facefinder.storage.catalog" in GRAPH["facefinder.storage.store"]

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from facefinder.interfaces.cli.common import (
-    DatabaseUrl, catalog as open_catalog, console, fail, local_actor, service_options,
+    DatabaseUrl, catalog_url, console, fail, local_actor, service_options,
 )
 
 if TYPE_CHECKING:
     from facefinder.services.audit import AuditLog
-    from facefinder.storage.catalog import Catalog
 
 audit_app = typer.Typer(help="The hash-chained audit log: verify, export, head.", no_args_is_help=True)
 
@@ -25,23 +26,22 @@ def _audit(database_url: DatabaseUrl = None) -> None:
     service_options.database_url = database_url
 
 
-def _audit_log() -> tuple[AuditLog, Catalog]:
-    from facefinder.services.audit import AuditLog
+@contextmanager
+def _audit_log() -> Iterator[AuditLog]:
+    """The audit log on the catalog alone, closed when the block ends."""
+    from facefinder.services.catalog_access import audit_log_on
 
-    catalog = open_catalog()
-    return AuditLog(catalog), catalog
+    with audit_log_on(catalog_url()) as log:
+        yield log
 
 
 @audit_app.command("verify")
 def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Check the hash chain. Exits 1 and names each entry that was edited, removed or reordered."""
-    log, catalog = _audit_log()
-    try:
+    with _audit_log() as log:
         problems = log.verify()
         head = log.head()
         count = len(log.entries())
-    finally:
-        catalog.close()
     if as_json:
         print(json.dumps({"ok": not problems, "entries": count, "head": head,
                           "problems": [{"entry_id": p.entry_id, "problem": p.problem} for p in problems]}, indent=2))
@@ -70,15 +70,12 @@ def audit_export(
 
     if format not in ("csv", "json"):
         fail("format: must be csv or json")
-    log, catalog = _audit_log()
-    try:
+    with _audit_log() as log:
         entries = log.entries(action=action, actor=actor, case_id=case, since=since, until=until)
         text = export_csv(entries) if format == "csv" else json.dumps([as_dict(e) for e in entries], indent=1) + "\n"
         log.record(local_actor(), "audit.export", format=format, entries=len(entries),
                    filters={k: v for k, v in {"action": action, "actor": actor, "case_id": case, "since": since,
                                               "until": until}.items() if v})
-    finally:
-        catalog.close()
     if output:
         output.write_text(text)
         console.print(f"wrote {len(entries)} entries to {output}", highlight=False)
@@ -89,8 +86,5 @@ def audit_export(
 @audit_app.command("head")
 def audit_head() -> None:
     """The last entry's id and hash, as JSON: keep it somewhere else to pin the log."""
-    log, catalog = _audit_log()
-    try:
+    with _audit_log() as log:
         print(json.dumps(log.head()))
-    finally:
-        catalog.close()

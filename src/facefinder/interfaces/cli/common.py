@@ -19,7 +19,6 @@ from facefinder.errors import DiskFullError, FaceFinderError, find_disk_full, is
 
 if TYPE_CHECKING:
     from facefinder.services.engine import FaceFinder
-    from facefinder.storage.catalog import Catalog
 
 DATABASE_URL_ENV = "FACEFINDER_DATABASE_URL"
 
@@ -86,7 +85,7 @@ def errors() -> Iterator[None]:
         fail(disk_full_message(exc))
 
 
-# ----- the engine and the catalog ----------------------------------------------------------------------
+# ----- the engine and the catalog's URL ----------------------------------------------------------------
 def engine(workers: Optional[int] = None) -> FaceFinder:
     """The FaceFinder for the global options; a bad --vectors or --database-url is one line, whatever the command."""
     from facefinder.services.engine import FaceFinder
@@ -121,16 +120,15 @@ def local_actor() -> str:
     return f"local:{getpass.getuser()}"
 
 
-def catalog() -> Catalog:
-    """The catalog alone (no index, no models): accounts and the audit log need nothing more."""
-    from facefinder.storage.catalog import Catalog
-
+def catalog_url() -> str:
+    """The URL of the catalog that `users` and `audit` open alone (no index, no models): --database-url,
+    else catalog.db in the data directory (made if missing)."""
     url = service_options.database_url
     if not url:
         folder = resolve_data_dir(state.data_dir)
         folder.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{folder / 'catalog.db'}"
-    return Catalog(url)
+    return url
 
 
 # ----- output ------------------------------------------------------------------------------------------

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from facefinder.errors import FaceFinderError
+from facefinder.errors import FaceFinderError, NotFound
 from facefinder.interfaces.cli.common import (
-    DatabaseUrl, catalog as open_catalog, console, fail, local_actor, print_table, service_options,
+    DatabaseUrl, catalog_url, console, fail, local_actor, print_table, service_options,
 )
 
 if TYPE_CHECKING:
     from facefinder.services.server.accounts import Accounts, Principal
-    from facefinder.storage.catalog import Catalog
 
 users_app = typer.Typer(help="Accounts of the service: users, roles, collection grants, API tokens.",
                         no_args_is_help=True)
@@ -28,12 +28,13 @@ def _users(database_url: DatabaseUrl = None) -> None:
     service_options.database_url = database_url
 
 
-def _accounts() -> tuple[Accounts, Catalog]:
-    from facefinder.services.server.accounts import Accounts
-    from facefinder.services.audit import AuditLog
+@contextmanager
+def _accounts() -> Iterator[Accounts]:
+    """The accounts on the catalog alone, closed when the block ends."""
+    from facefinder.services.catalog_access import accounts_on
 
-    catalog = open_catalog()
-    return Accounts(catalog, AuditLog(catalog)), catalog
+    with accounts_on(catalog_url()) as accounts:
+        yield accounts
 
 
 def _local_admin() -> Principal:
@@ -53,27 +54,22 @@ def users_add(
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    accounts, catalog = _accounts()
-    try:
-        accounts.add_user(username, password, role, by=local_actor())
-    except FaceFinderError as exc:
-        fail(str(exc))
-    finally:
-        catalog.close()
+    with _accounts() as accounts:
+        try:
+            accounts.add_user(username, password, role, by=local_actor())
+        except FaceFinderError as exc:
+            fail(str(exc))
     console.print(f"created {role} {username}", highlight=False)
 
 
 @users_app.command("list")
 def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Users with their role, status and collection grants."""
-    accounts, catalog = _accounts()
-    try:
+    with _accounts() as accounts:
         grants = accounts.grants()
         rows = [{"username": u.username, "role": u.role, "active": u.active,
                  "created_at": u.created_at.isoformat(timespec="seconds"), "grants": grants.get(u.username, [])}
                 for u in accounts.users()]
-    finally:
-        catalog.close()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -85,13 +81,11 @@ def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 
 
 def _admin_action(action: Callable[[Accounts, Principal], Any]) -> None:
-    accounts, catalog = _accounts()
-    try:
-        action(accounts, _local_admin())
-    except FaceFinderError as exc:
-        fail(str(exc))
-    finally:
-        catalog.close()
+    with _accounts() as accounts:
+        try:
+            action(accounts, _local_admin())
+        except FaceFinderError as exc:
+            fail(str(exc))
 
 
 @users_app.command("disable")
@@ -125,20 +119,14 @@ def users_revoke(username: str, collection: str) -> None:
 @users_app.command("token")
 def users_token(username: str, name: Annotated[str, typer.Option(help="What the token is for.")] = "cli") -> None:
     """Create an API token for USERNAME and print it (once; only its hash is kept)."""
-    from sqlalchemy import select
-
     from facefinder.services.server.accounts import Principal
-    from facefinder.storage.catalog import User
 
-    accounts, catalog = _accounts()
-    try:
-        with catalog.session() as session:
-            user = session.scalar(select(User).where(User.username == username))
-        if user is None:
+    with _accounts() as accounts:
+        try:
+            user = accounts.user(username)
+        except NotFound:
             fail(f"username: no user {username!r}")
         if not user.active:
             fail(f"username: {username!r} is disabled")
         token = accounts.create_token(Principal(user.id, user.username, user.role), name)
-    finally:
-        catalog.close()
     print(token)

@@ -6,25 +6,28 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 
-from facefinder.errors import NotFound
 from facefinder.interfaces.http.deps import Admin, AnyUser, ApiError, Service, ServiceDep, sign_in
 from facefinder.interfaces.http.schemas import (ERRORS, DbId, LoginRequest, MeOut, SessionOut, SettingsOut,
                                                 SettingsUpdate, TokenCreate, TokenCreated, TokenOut, UserCreate,
                                                 UserOut, UserUpdate, user_out)
 
 if TYPE_CHECKING:
-    from facefinder.storage.catalog import User
+    from facefinder.services.server.accounts import UserInfo
 
 router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+def _user(service: Service, username: str) -> UserInfo:
+    """A user by name; a 404 when there is none."""
+    return service.accounts.user(username)
 
 
 # -- sign-in and tokens
 @router.post("/session", response_model=SessionOut, tags=["accounts"], summary="Sign in (sets the session cookie)")
 def login(body: LoginRequest, request: Request, service: ServiceDep) -> SessionOut:
     principal = sign_in(request, service, body.username, body.password)
-    grants = service.accounts.grants()
-    user = next(u for u in service.accounts.users() if u.id == principal.id)
-    return SessionOut(user=user_out(user, grants), csrf_token=request.session["csrf"])
+    user = user_out(_user(service, principal.username), service.accounts.grants())
+    return SessionOut(user=user, csrf_token=request.session["csrf"])
 
 
 @router.delete("/session", tags=["accounts"], summary="Sign out")
@@ -69,15 +72,7 @@ def list_users(admin: Admin, service: ServiceDep) -> list[UserOut]:
 @router.post("/users", response_model=UserOut, status_code=201, tags=["accounts"], summary="Create a user")
 def create_user(body: UserCreate, admin: Admin, service: ServiceDep) -> UserOut:
     principal = service.accounts.add_user(body.username, body.password, body.role, by=admin.username)
-    user = next(u for u in service.accounts.users() if u.id == principal.id)
-    return user_out(user, {})
-
-
-def _user(service: Service, username: str) -> User:
-    user = next((u for u in service.accounts.users() if u.username == username), None)
-    if user is None:
-        raise NotFound(f"user {username!r} does not exist")
-    return user
+    return user_out(_user(service, principal.username), {})
 
 
 @router.patch("/users/{username}", response_model=UserOut, tags=["accounts"], summary="Enable or disable a user")

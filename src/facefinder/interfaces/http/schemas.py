@@ -9,10 +9,11 @@ from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, Field
 
 if TYPE_CHECKING:
-    from facefinder.services.server.jobs import IngestJob
     from facefinder.services.privacy.service import Erasure
     from facefinder.services.search import Match
-    from facefinder.storage.catalog import CaseCandidate, CaseSearch, User
+    from facefinder.services.server.accounts import UserInfo
+    from facefinder.services.server.jobs import IngestJob
+    from facefinder.services.server.records import CaseRecord, Lead
 
 
 # ----- the error shape -------------------------------------------------------------------------------
@@ -366,12 +367,12 @@ class StatusOut(BaseModel):
 
 
 # ----- converters ------------------------------------------------------------------------------------
-def user_out(user: User, grants: dict[str, list[str]]) -> UserOut:
+def user_out(user: UserInfo, grants: dict[str, list[str]]) -> UserOut:
     return UserOut(id=user.id, username=user.username, role=user.role, active=user.active,
                    created_at=user.created_at, grants=grants.get(user.username, []))
 
 
-def candidate_out(c: CaseCandidate) -> CandidateOut:
+def candidate_out(c: Lead) -> CandidateOut:
     return CandidateOut(rank=c.rank, face_id=c.face_id, image_id=c.image_id, collection=c.collection, score=c.score,
                         false_match_rate=c.false_match_rate, band=c.band, status=c.status,
                         proposed_by=c.proposed_by, proposed_at=c.proposed_at, proposed_note=c.proposed_note,
@@ -379,10 +380,10 @@ def candidate_out(c: CaseCandidate) -> CandidateOut:
                         erased_at=c.erased_at)
 
 
-def search_out(s: CaseSearch) -> SearchOut:
+def search_out(s: CaseRecord) -> SearchOut:
     return SearchOut(id=s.id, at=s.at, username=s.username, case_id=s.case_id, purpose=s.purpose,
                      category=s.category, probe_sha256=s.probe_sha256, probe_face=s.probe_face,
-                     probe_box=s.probe_box, probe_quality=s.probe_quality, probe_kept=s.probe_photo is not None,
+                     probe_box=s.probe_box, probe_quality=s.probe_quality, probe_kept=s.probe_kept,
                      probe_erased_at=s.probe_erased_at,
                      collections=s.collections, top_k=s.top_k, threshold=s.threshold, model_id=s.model_id,
                      candidates=[candidate_out(c) for c in s.candidates])

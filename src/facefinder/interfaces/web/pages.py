@@ -212,7 +212,7 @@ def audit_page(request: Request, principal: Auditor,
 def accounts_page(request: Request, principal: Admin) -> Response:
     service = get_service(request)
     return render(request, "accounts.html", users=service.accounts.users(), grants=service.accounts.grants(),
-                  collections=[c.name for c in service.store.collections()], settings=service.cases.settings())
+                  collections=[c.name for c in service.finder.collections()], settings=service.cases.settings())
 
 
 @router.get("/account")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
-from facefinder.errors import FaceFinderError
+from facefinder.errors import FaceFinderError, NotFound
 from facefinder.services.audit import AuditLog
 from facefinder.storage.catalog import ApiToken, Catalog, Collection, CollectionGrant, User, utcnow
 
@@ -46,7 +47,38 @@ class Principal:
             raise AccessDenied(f"{self.username} ({self.role}) may not do this; needs {' or '.join(roles)}")
 
 
+@dataclass(frozen=True)
+class UserInfo:
+    """A user account as the interfaces see it (never the password hash)."""
+
+    id: int
+    username: str
+    role: str
+    active: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserInfo:
+        return cls(user.id, user.username, user.role, user.active, user.created_at)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """One of a user's API tokens as the interfaces see it (never its hash)."""
+
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenInfo:
+        return cls(token.id, token.name, token.created_at, token.last_used_at)
+
+
 class Accounts:
+    """Users, their roles, API tokens and collection grants, in the catalog; every change is audited."""
+
     def __init__(self, catalog: Catalog, audit: AuditLog) -> None:
         self.catalog, self.audit = catalog, audit
 
@@ -104,9 +136,18 @@ class Accounts:
             raise AuthenticationFailed("unknown or disabled account")
         return Principal(user.id, user.username, user.role)
 
-    def users(self) -> list[User]:
+    def users(self) -> list[UserInfo]:
+        """Every account, by username."""
         with self.catalog.session() as session:
-            return list(session.scalars(select(User).order_by(User.username)))
+            return [UserInfo.of(user) for user in session.scalars(select(User).order_by(User.username))]
+
+    def user(self, username: str) -> UserInfo:
+        """One account by its username (NotFound when there is none)."""
+        with self.catalog.session() as session:
+            user = session.scalar(select(User).where(User.username == username))
+            if user is None:
+                raise NotFound(f"user {username!r} does not exist")
+            return UserInfo.of(user)
 
     def set_active(self, admin: Principal, username: str, active: bool) -> None:
         admin.require("admin")
@@ -161,11 +202,11 @@ class Accounts:
             granted.setdefault(username, []).append(collection)
         return granted
 
-    def tokens(self, principal: Principal) -> list[ApiToken]:
-        """This principal's own API tokens (hashes only; a token is shown once, when created)."""
+    def tokens(self, principal: Principal) -> list[TokenInfo]:
+        """This principal's own API tokens (a token is shown once, when created; only its hash is kept)."""
         with self.catalog.session() as session:
-            return list(session.scalars(select(ApiToken).where(ApiToken.user_id == principal.id)
-                                        .order_by(ApiToken.id)))
+            return [TokenInfo.of(token) for token in session.scalars(
+                select(ApiToken).where(ApiToken.user_id == principal.id).order_by(ApiToken.id))]
 
     def revoke_token(self, principal: Principal, token_id: int) -> None:
         """Revoke one of one's own tokens (an admin may revoke anyone's)."""

@@ -24,7 +24,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from sqlalchemy import select, update
@@ -36,6 +36,7 @@ from facefinder.services.audit import AuditLog
 from facefinder.services.search import Searcher
 from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
 from facefinder.services.server.probes import Probe, ProbeCache, ProbeFaceData
+from facefinder.services.server.records import CaseRecord, Lead
 from facefinder.services.sources import archives
 from facefinder.services.sources.folders import read_source
 from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
@@ -43,6 +44,12 @@ from facefinder.storage.store import FaceStore
 from facefinder.vision.image import (
     DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from facefinder.storage.catalog import FaceRecord, ImageRecord
+    from facefinder.vision.pipeline import FacePipeline
 
 DEFAULT_CATEGORIES = [
     "criminal investigation",
@@ -56,16 +63,19 @@ RETENTION_KEY = "probe_retention_days"
 MAX_TOP_K = 100
 
 
-
 @dataclass
 class CaseSettings:
+    """The admin's search settings: the purpose categories offered, and how long probe photos are kept."""
+
     categories: list[str]
     probe_retention_days: int
 
 
 class Cases:
-    def __init__(self, store: FaceStore, pipeline_source, accounts: Accounts, audit: AuditLog,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, probes: ProbeCache | None = None) -> None:
+    """Case-bound searches, their records and leads (see the module docstring), as CaseRecord and Lead values."""
+
+    def __init__(self, store: FaceStore, pipeline_source: Callable[[], FacePipeline], accounts: Accounts,
+                 audit: AuditLog, max_pixels: int = DEFAULT_MAX_PIXELS, probes: ProbeCache | None = None) -> None:
         """``pipeline_source`` is a callable returning the loaded FacePipeline (models load on first use)."""
         self.store, self.accounts, self.audit = store, accounts, audit
         self._pipeline_source = pipeline_source
@@ -74,7 +84,7 @@ class Cases:
         self.catalog = store.catalog
 
     @property
-    def pipeline(self):
+    def pipeline(self) -> FacePipeline:
         return self._pipeline_source()
 
     # ----- settings ----------------------------------------------------------------------------
@@ -132,7 +142,7 @@ class Cases:
 
     # ----- search ------------------------------------------------------------------------------
     def search(self, principal: Principal, probe_id: str, face: int, case_id: str, purpose: str, category: str,
-               collections: list[str] | None = None, top_k: int = 10, threshold: float | None = None) -> CaseSearch:
+               collections: list[str] | None = None, top_k: int = 10, threshold: float | None = None) -> CaseRecord:
         principal.require("admin", "investigator")
         case_id, purpose, category = (case_id or "").strip(), (purpose or "").strip(), (category or "").strip()
         if not case_id:
@@ -206,7 +216,7 @@ class Cases:
 
     # ----- records -----------------------------------------------------------------------------
     def searches(self, principal: Principal, case_id: str | None = None, username: str | None = None,
-                 limit: int = 100, offset: int = 0) -> list[CaseSearch]:
+                 limit: int = 100, offset: int = 0) -> list[CaseRecord]:
         """Search records this principal may read, newest first."""
         principal.require("admin", "investigator", "auditor")
         query = select(CaseSearch).order_by(CaseSearch.id.desc())
@@ -224,19 +234,18 @@ class Cases:
                 if skipped < offset:
                     skipped += 1
                     continue
-                record.candidates  # load while the session is open
-                rows.append(record)
+                rows.append(CaseRecord.of(record))
                 if len(rows) >= limit:
                     break
             return rows
 
-    def get(self, principal: Principal, search_id: int, audit: bool = False) -> CaseSearch:
+    def get(self, principal: Principal, search_id: int, audit: bool = False) -> CaseRecord:
         principal.require("admin", "investigator", "auditor")
         with self.catalog.session() as session:
-            record = session.get(CaseSearch, search_id)
-            if record is None:
+            row = session.get(CaseSearch, search_id)
+            if row is None:
                 raise NotFound(f"search {search_id} does not exist")
-            record.candidates  # load
+            record = CaseRecord.of(row)
         if not self._can_read(principal, record, set(self.accounts.allowed_collections(principal))):
             raise AccessDenied(f"{principal.username} may not read search {search_id}: it covers collections "
                                f"not granted to them")
@@ -245,16 +254,16 @@ class Cases:
     def can_see_faces(self, principal: Principal) -> bool:
         return principal.role in ("admin", "investigator")
 
-    def _can_read(self, principal: Principal, record: CaseSearch, allowed: set[str]) -> bool:
+    def _can_read(self, principal: Principal, record: CaseSearch | CaseRecord, allowed: set[str]) -> bool:
         if principal.role in ("admin", "auditor"):
             return True
         return principal.role == "investigator" and set(record.collections) <= allowed
 
-    def _with_faces(self, principal: Principal, search_id: int) -> CaseSearch:
+    def _with_faces(self, principal: Principal, search_id: int) -> CaseRecord:
         principal.require("admin", "investigator")
         return self.get(principal, search_id)
 
-    def candidate(self, principal: Principal, search_id: int, rank: int) -> tuple[CaseSearch, CaseCandidate]:
+    def candidate(self, principal: Principal, search_id: int, rank: int) -> tuple[CaseRecord, Lead]:
         record = self.get(principal, search_id)
         for candidate in record.candidates:
             if candidate.rank == rank:
@@ -279,7 +288,7 @@ class Cases:
                           face_id=candidate.face_id, image_id=candidate.image_id)
         return details
 
-    def _held(self, face_id: int):
+    def _held(self, face_id: int) -> tuple[FaceRecord, ImageRecord, str] | None:
         """The catalog rows of a past candidate, or None once it was erased or its person opted out
         (a recorded search keeps the face id and score, but never shows an opted-out face again)."""
         rows = self.store.faces([face_id])
@@ -291,7 +300,7 @@ class Cases:
             return None
         return rows[face_id]
 
-    def _require_held(self, face_id: int):
+    def _require_held(self, face_id: int) -> tuple[FaceRecord, ImageRecord, str]:
         held = self._held(face_id)
         if held is None:
             raise NotFound(f"face {face_id} is no longer available (erased, or its person opted out)")
@@ -301,14 +310,18 @@ class Cases:
         """The searched face, or a placeholder saying when it was erased (its person was erased), or
         that it is withheld (its person opted out and the erasure is still to be reviewed), as
         candidates are."""
-        record = self._with_faces(principal, search_id)
-        if record.probe_erased_at is not None or not record.probe_thumbnail:
-            return placeholder_jpeg(*erased_lines(record.probe_erased_at))
-        if record.probe_embedding:
-            embedding = np.frombuffer(record.probe_embedding, dtype=np.float32)[None]
-            if optout.screen_for(self.store.catalog).match(embedding, record.model_id)[0]:
+        self._with_faces(principal, search_id)
+        with self.catalog.session() as session:  # the probe face stays in the catalog: no record carries it
+            thumbnail, embedding, erased_at, model_id = session.execute(
+                select(CaseSearch.probe_thumbnail, CaseSearch.probe_embedding, CaseSearch.probe_erased_at,
+                       CaseSearch.model_id).where(CaseSearch.id == search_id)).one()
+        if erased_at is not None or not thumbnail:
+            return placeholder_jpeg(*erased_lines(erased_at))
+        if embedding:
+            template = np.frombuffer(embedding, dtype=np.float32)[None]
+            if optout.screen_for(self.store.catalog).match(template, model_id)[0]:
                 return placeholder_jpeg("withheld", "(opted out)")
-        return record.probe_thumbnail
+        return thumbnail
 
     def candidate_thumbnail(self, principal: Principal, search_id: int, rank: int) -> bytes:
         """The candidate's face from the catalog; once it is erased (or its person opted out), a placeholder."""
@@ -337,7 +350,7 @@ class Cases:
         return boxed_jpeg(photo.image, box_in(photo, face.box))
 
     # ----- leads: the two-person rule -------------------------------------------------------------
-    def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> CaseCandidate:
+    def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> Lead:
         self._with_faces(principal, search_id)
         record, _ = self.candidate(principal, search_id, rank)
         note = (note or "").strip()
@@ -349,11 +362,12 @@ class Cases:
                 raise Conflict(f"candidate {rank} of search {search_id} is already {row.status}")
             row.status, row.proposed_by, row.proposed_at, row.proposed_note = "proposed", principal.username, \
                 utcnow(), note
+            lead = Lead.of(row)
         self.audit.record(principal.username, "lead.propose", record.case_id, search_id=search_id, rank=rank,
-                          face_id=row.face_id, note=note)
-        return row
+                          face_id=lead.face_id, note=note)
+        return lead
 
-    def confirm(self, principal: Principal, search_id: int, rank: int, note: str) -> CaseCandidate:
+    def confirm(self, principal: Principal, search_id: int, rank: int, note: str) -> Lead:
         self._with_faces(principal, search_id)
         record, _ = self.candidate(principal, search_id, rank)
         note = (note or "").strip()
@@ -372,11 +386,12 @@ class Cases:
                                    f"who proposed it ({row.proposed_by})")
             row.status, row.confirmed_by, row.confirmed_at, row.confirmed_note = "confirmed", principal.username, \
                 utcnow(), note
+            lead = Lead.of(row)
         self.audit.record(principal.username, "lead.confirm", record.case_id, search_id=search_id, rank=rank,
-                          face_id=row.face_id, proposed_by=row.proposed_by, note=note)
-        return row
+                          face_id=lead.face_id, proposed_by=lead.proposed_by, note=note)
+        return lead
 
-    def _locked_candidate(self, session, search_id: int, rank: int) -> CaseCandidate:
+    def _locked_candidate(self, session: Session, search_id: int, rank: int) -> CaseCandidate:
         # Take the row lock first (SQLite: the database write lock), so two confirmations cannot race.
         session.execute(update(CaseCandidate).where(CaseCandidate.search_id == search_id, CaseCandidate.rank == rank)
                         .values(status=CaseCandidate.status))
