@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from facefinder.interfaces.cli.common import (
-    DatabaseUrl, catalog_url, console, fail, local_actor, service_options,
+    DatabaseUrl,
+    catalog_url,
+    console,
+    fail,
+    local_actor,
+    service_options,
 )
 
 if TYPE_CHECKING:

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from facefinder.errors import FaceFinderError
-from facefinder.interfaces.cli.common import engine, fail
+from facefinder.interfaces.cli.common import engine, errors
 
 
 def check(repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed from the catalog.")] = False,
@@ -19,11 +18,8 @@ def check(repair: Annotated[bool, typer.Option("--repair", help="Fix what can be
     Exits 0 when all is sound (or, with --repair, when everything found was repaired), else 1."""
     from facefinder.services.check import check as run_check
 
-    try:
-        with engine() as ff:
-            problems = run_check(ff, repair=repair)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        problems = run_check(ff, repair=repair)
     if as_json:
         print(json.dumps({"ok": all(p.repaired for p in problems), "problems": [asdict(p) for p in problems]}))
     elif not problems:

@@ -12,8 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from facefinder.errors import FaceFinderError
-from facefinder.interfaces.cli.common import engine, fail, print_table, reading, say
+from facefinder.interfaces.cli.common import engine, errors, print_table, reading, say
 
 collections_app = typer.Typer(help="List collections (no subcommand), or create one / set its retention policy.",
                               invoke_without_command=True)
@@ -46,12 +45,9 @@ def collections_create(
     description: Annotated[str, typer.Option(help="Free text.")] = "",
 ) -> None:
     """Create a collection. It cannot exist without a purpose, a legal basis and a retention period."""
-    try:
-        with engine() as ff:
-            ff.create_collection(name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days,
-                                 description=description)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        ff.create_collection(name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days,
+                             description=description)
     say(f"created collection {name}: kept {retention_days} days per photo")
 
 
@@ -63,9 +59,6 @@ def collections_set(
     retention_days: Annotated[Optional[int], typer.Option(min=1, help="Days each photo is kept.")] = None,
 ) -> None:
     """Change a collection's purpose, legal basis or retention period (applies at the next purge)."""
-    try:
-        with engine() as ff:
-            ff.set_collection_policy(name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        ff.set_collection_policy(name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days)
     say(f"updated collection {name}")

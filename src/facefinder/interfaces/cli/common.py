@@ -11,11 +11,22 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from facefinder.config import data_dir as resolve_data_dir
-from facefinder.errors import DiskFullError, FaceFinderError, find_disk_full, is_disk_full
+from facefinder.errors import (
+    DiskFullError,
+    FaceFinderError,
+    find_disk_full,
+    is_disk_full,
+)
 
 if TYPE_CHECKING:
     from facefinder.services.engine import FaceFinder
@@ -51,7 +62,7 @@ DatabaseUrl = Annotated[Optional[str], typer.Option(
     "--database-url", envvar=DATABASE_URL_ENV,
     help="SQLAlchemy URL of the catalog (e.g. postgresql+psycopg://user@host/db) [default: <data dir>/catalog.db].")]
 FaceOpt = Annotated[Optional[int], typer.Option("--face", help="Which face in the photo is the person (0-based), when it shows several.")]
-ThresholdOpt = Annotated[Optional[float], typer.Option(help="Lowest score that counts as the person [default: the strict privacy threshold, see README].")]
+ThresholdOpt = Annotated[Optional[float], typer.Option(help="Lowest score that counts as the person [default: the strict privacy threshold, see docs/privacy.md].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")]
 FaceIdsOpt = Annotated[Optional[list[int]], typer.Option("--face-id", help="Erase only these listed faces (repeatable), after review.")]
@@ -121,14 +132,20 @@ def local_actor() -> str:
 
 
 def catalog_url() -> str:
-    """The URL of the catalog that `users` and `audit` open alone (no index, no models): --database-url,
-    else catalog.db in the data directory (made if missing)."""
-    url = service_options.database_url
+    """The URL of the catalog that `users` and `audit` open alone (no index, no models): their own
+    --database-url, else the global one, else catalog.db in the data directory (made if missing)."""
+    url = service_options.database_url or state.database_url
     if not url:
         folder = resolve_data_dir(state.data_dir)
         folder.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{folder / 'catalog.db'}"
     return url
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on stderr before something that cannot be undone, unless --yes was given; no is exit status 1."""
+    if not yes and not typer.confirm(question, err=True):
+        raise typer.Exit(1)
 
 
 # ----- output ------------------------------------------------------------------------------------------

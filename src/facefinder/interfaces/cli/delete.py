@@ -8,9 +8,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from facefinder.errors import FaceFinderError
 from facefinder.interfaces.cli.common import (
-    FaceIdsOpt, FaceOpt, JsonOpt, ThresholdOpt, YesOpt, console, engine, fail, matches_table, say,
+    FaceIdsOpt,
+    FaceOpt,
+    JsonOpt,
+    ThresholdOpt,
+    YesOpt,
+    confirm,
+    console,
+    engine,
+    errors,
+    fail,
+    matches_table,
+    say,
 )
 
 delete_app = typer.Typer(help="Erase faces, photos or whole collections (catalog and index).", no_args_is_help=True)
@@ -28,24 +38,17 @@ def delete_face(face_id: int) -> None:
 @delete_app.command("image")
 def delete_image(image_id: int) -> None:
     """Erase one photo and all its faces."""
-    try:
-        with engine() as ff:
-            count = ff.delete_image(image_id)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        count = ff.delete_image(image_id)
     console.print(f"deleted image {image_id} and its {count} faces")
 
 
 @delete_app.command("collection")
 def delete_collection(name: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")] = False) -> None:
     """Erase a whole collection."""
-    if not yes and not typer.confirm(f"Erase collection {name!r} and every face in it?"):
-        raise typer.Exit(1)
-    try:
-        with engine() as ff:
-            ff.delete_collection(name)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    confirm(f"Erase collection {name!r} and every face in it?", yes)
+    with errors(), engine() as ff:
+        ff.delete_collection(name)
     console.print(f"deleted collection {name}")
 
 
@@ -60,22 +63,17 @@ def delete_person(
     as_json: JsonOpt = False,
 ) -> None:
     """Erase every face of a person: lists the faces above the strict threshold, then erases them."""
-    try:
-        with engine() as ff:
-            found = ff.privacy.find_person(probe, face, collection, threshold)
-            if not found.matches:
-                say(f"nothing held matches {probe} at or above {found.threshold:.3f}")
-                if as_json:
-                    print(json.dumps({**found.to_dict(), "erased": None}))
-                return
-            matches_table(found.matches, f"{len(found.matches)} faces match {probe} (score >= {found.threshold:.3f})")
-            chosen = face_id or found.face_ids
-            if not yes and not typer.confirm(f"Erase {len(chosen)} of these faces (and photos left without a face)?",
-                                             err=True):
-                raise typer.Exit(1)
-            erased = ff.privacy.erase_person(found, face_id)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        found = ff.privacy.find_person(probe, face, collection, threshold)
+        if not found.matches:
+            say(f"nothing held matches {probe} at or above {found.threshold:.3f}")
+            if as_json:
+                print(json.dumps({**found.to_dict(), "erased": None}))
+            return
+        matches_table(found.matches, f"{len(found.matches)} faces match {probe} (score >= {found.threshold:.3f})")
+        chosen = face_id or found.face_ids
+        confirm(f"Erase {len(chosen)} of these faces (and photos left without a face)?", yes)
+        erased = ff.privacy.erase_person(found, face_id)
     if as_json:
         print(json.dumps({**found.to_dict(), "erased": erased.to_dict()}))
     say(f"erased {erased.faces} faces and {erased.images} photos left without a face")

@@ -10,7 +10,17 @@ import typer
 
 from facefinder.config import DATA_DIR_ENV
 from facefinder.errors import is_disk_full
-from facefinder.interfaces.cli import audit, check, collection, delete, models, photos, privacy, serve, users
+from facefinder.interfaces.cli import (
+    audit,
+    check,
+    collection,
+    delete,
+    models,
+    photos,
+    privacy,
+    serve,
+    users,
+)
 from facefinder.interfaces.cli.common import console, disk_full_message, state
 
 

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from facefinder.config import data_dir as resolve_data_dir, models_dir as resolve_models_dir
+from facefinder.config import data_dir as resolve_data_dir
+from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import FaceFinderError
 from facefinder.interfaces.cli.common import console, fail, print_table, state
 

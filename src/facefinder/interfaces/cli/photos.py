@@ -10,10 +10,18 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from facefinder.config import data_dir as resolve_data_dir, models_dir as resolve_models_dir
+from facefinder.config import data_dir as resolve_data_dir
+from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import FaceFinderError
 from facefinder.interfaces.cli.common import (
-    console, engine, fail, print_table, progress, reading, short_path, state,
+    console,
+    engine,
+    fail,
+    print_table,
+    progress,
+    reading,
+    short_path,
+    state,
 )
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"

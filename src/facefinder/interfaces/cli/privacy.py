@@ -9,9 +9,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from facefinder.errors import FaceFinderError
 from facefinder.interfaces.cli.common import (
-    FaceIdsOpt, FaceOpt, JsonOpt, ThresholdOpt, YesOpt, engine, fail, matches_table, print_table, say,
+    FaceIdsOpt,
+    FaceOpt,
+    JsonOpt,
+    ThresholdOpt,
+    YesOpt,
+    confirm,
+    engine,
+    errors,
+    fail,
+    matches_table,
+    print_table,
+    say,
 )
 
 optout_app = typer.Typer(help="Opt-out by face: people who asked to be left out of every collection.",
@@ -32,11 +42,8 @@ def optout_add(
 ) -> None:
     """Put a person on the opt-out list. Only their face template is kept: the photo files are
     overwritten and deleted unless --keep-photo. Lists the faces already held that match, for review."""
-    try:
-        with engine() as ff:
-            result = ff.privacy.optout_add(photos, reference=reference, face=face, delete_photos=not keep_photo)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        result = ff.privacy.optout_add(photos, reference=reference, face=face, delete_photos=not keep_photo)
     if as_json:
         print(json.dumps({"id": result.id, "templates": result.templates, "photo_deleted": result.photo_deleted,
                           "matches": [m.to_dict() for m in result.matches]}))
@@ -68,11 +75,8 @@ def optout_list(as_json: JsonOpt = False) -> None:
 @optout_app.command("review")
 def optout_review(optout_id: int, as_json: JsonOpt = False) -> None:
     """The faces held now that match an opt-out."""
-    try:
-        with engine() as ff:
-            matches = ff.privacy.optout_matches(optout_id)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        matches = ff.privacy.optout_matches(optout_id)
     if as_json:
         print(json.dumps([m.to_dict() for m in matches], indent=2))
         return
@@ -85,17 +89,14 @@ def optout_review(optout_id: int, as_json: JsonOpt = False) -> None:
 @optout_app.command("erase")
 def optout_erase(optout_id: int, face_id: FaceIdsOpt = None, yes: YesOpt = False) -> None:
     """Erase the faces held that match an opt-out (all, or the --face-id ones kept after review)."""
-    try:
-        with engine() as ff:
-            matches = ff.privacy.optout_matches(optout_id)
-            if matches:
-                matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
-            chosen = face_id or [m.face_id for m in matches]
-            if chosen and not yes and not typer.confirm(f"Erase {len(chosen)} faces?", err=True):
-                raise typer.Exit(1)
-            erased = ff.privacy.optout_erase(optout_id, face_id)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        matches = ff.privacy.optout_matches(optout_id)
+        if matches:
+            matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
+        chosen = face_id or [m.face_id for m in matches]
+        if chosen:
+            confirm(f"Erase {len(chosen)} faces?", yes)
+        erased = ff.privacy.optout_erase(optout_id, face_id)
     say(f"opt-out {optout_id}: erased {erased.faces} faces and {erased.images} photos left without a face")
 
 
@@ -103,13 +104,9 @@ def optout_erase(optout_id: int, face_id: FaceIdsOpt = None, yes: YesOpt = False
 def optout_remove(optout_id: int, note: Annotated[str, typer.Option(help="Why (logged).")] = "",
                   yes: YesOpt = False) -> None:
     """Take a person off the opt-out list (request withdrawn, or a public submission rejected)."""
-    if not yes and not typer.confirm(f"Remove opt-out {optout_id}? Their faces become searchable again.", err=True):
-        raise typer.Exit(1)
-    try:
-        with engine() as ff:
-            ff.privacy.optout_remove(optout_id, note)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    confirm(f"Remove opt-out {optout_id}? Their faces become searchable again.", yes)
+    with errors(), engine() as ff:
+        ff.privacy.optout_remove(optout_id, note)
     say(f"removed opt-out {optout_id}")
 
 
@@ -123,11 +120,8 @@ def consent_add(
     collection: Annotated[Optional[str], typer.Option(help="The collection the consent is for.")] = None,
 ) -> None:
     """Record a consent."""
-    try:
-        with engine() as ff:
-            ff.privacy.consent_record(consent_id, subject, scope, given_at, collection)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        ff.privacy.consent_record(consent_id, subject, scope, given_at, collection)
     say(f"recorded consent {consent_id}")
 
 
@@ -151,17 +145,12 @@ def consent_list(as_json: JsonOpt = False) -> None:
 def consent_withdraw(consent_id: str, note: Annotated[Optional[str], typer.Option(help="Logged with it.")] = None,
                      yes: YesOpt = False) -> None:
     """Record that a consent was withdrawn and erase every photo that carries it."""
-    try:
-        with engine() as ff:
-            from facefinder.services.privacy.consent import linked_images
+    with errors(), engine() as ff:
+        from facefinder.services.privacy.consent import linked_images
 
-            count = len(linked_images(ff.store.catalog, consent_id))
-            if not yes and not typer.confirm(f"Withdraw consent {consent_id} and erase the {count} photos under it?",
-                                             err=True):
-                raise typer.Exit(1)
-            erased = ff.privacy.consent_withdraw(consent_id, note)
-    except FaceFinderError as exc:
-        fail(str(exc))
+        count = len(linked_images(ff.store.catalog, consent_id))
+        confirm(f"Withdraw consent {consent_id} and erase the {count} photos under it?", yes)
+        erased = ff.privacy.consent_withdraw(consent_id, note)
     say(f"consent {consent_id} withdrawn: erased {erased.images} photos and {erased.faces} faces")
 
 
@@ -197,16 +186,13 @@ def privacy_access(
     returned them. Writes JSON and a readable HTML report."""
     from facefinder.interfaces.web.documents import access_report_html
 
-    try:
-        with engine() as ff:
-            # The report holds face thumbnails; erasure reaches only what facefinder keeps itself, so it
-            # is never written among the data directory's files, where it would look like one of them.
-            if out.expanduser().resolve().is_relative_to(ff.data_dir.resolve()):
-                fail(f"--out: {out} is inside the data directory {ff.data_dir}; choose a folder outside it "
-                     f"(the report holds face thumbnails that erasing the person would not reach)")
-            report = ff.privacy.subject_access(probe, approved_by, face, threshold)
-    except FaceFinderError as exc:
-        fail(str(exc))
+    with errors(), engine() as ff:
+        # The report holds face thumbnails; erasure reaches only what facefinder keeps itself, so it
+        # is never written among the data directory's files, where it would look like one of them.
+        if out.expanduser().resolve().is_relative_to(ff.data_dir.resolve()):
+            fail(f"--out: {out} is inside the data directory {ff.data_dir}; choose a folder outside it "
+                 f"(the report holds face thumbnails that erasing the person would not reach)")
+        report = ff.privacy.subject_access(probe, approved_by, face, threshold)
     out.mkdir(parents=True, exist_ok=True)
     (out / "subject-access.json").write_text(json.dumps(report, indent=2))
     (out / "subject-access.html").write_text(access_report_html(report))

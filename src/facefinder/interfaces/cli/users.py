@@ -13,7 +13,13 @@ from rich.table import Table
 
 from facefinder.errors import FaceFinderError, NotFound
 from facefinder.interfaces.cli.common import (
-    DatabaseUrl, catalog_url, console, fail, local_actor, print_table, service_options,
+    DatabaseUrl,
+    catalog_url,
+    console,
+    fail,
+    local_actor,
+    print_table,
+    service_options,
 )
 
 if TYPE_CHECKING:
