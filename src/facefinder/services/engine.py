@@ -28,6 +28,7 @@ from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
 from facefinder.services.privacy.service import Privacy
 from facefinder.services.search import ProbeFace, Searcher
+from facefinder.services.server import uploads
 from facefinder.storage.store import CollectionInfo, FaceStore, check_policy
 from facefinder.vision.image import decode_photo, read_photo_bytes
 from facefinder.vision.pipeline import Face, FacePipeline
@@ -52,7 +53,7 @@ class FaceFinder:
         self.data_dir = resolve_data_dir(data_dir)
         self.models_dir = Path(models_dir) if models_dir else resolve_models_dir(self.data_dir)
         self.detector, self.recognizer, self.workers = detector, recognizer, workers
-        self.store = FaceStore(self.data_dir, catalog_url, vectors)
+        self.store = FaceStore(self.data_dir, catalog_url, vectors, owned_copies=uploads.uploads_dir(self.data_dir))
         self.audit = AuditLog(self.store.catalog)
         self.actor = actor or f"local:{getpass.getuser()}"
         self._pipeline: FacePipeline | None = None

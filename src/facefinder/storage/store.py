@@ -69,9 +69,13 @@ def _locked(method):
 class FaceStore:
     """The catalog and the vector index of every collection, kept consistent (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, url: str | None = None, vectors: str | None = None) -> None:
-        """``url``: the catalog (default SQLite in ``data_dir``); ``vectors``: see ``open_vectors``."""
+    def __init__(self, data_dir: Path, url: str | None = None, vectors: str | None = None,
+                 owned_copies: Path | None = None) -> None:
+        """``url``: the catalog (default SQLite in ``data_dir``); ``vectors``: see ``open_vectors``;
+        ``owned_copies``: a folder of photo copies the store owns (the server keeps uploads there), so
+        that erasing a photo whose source lies under it erases that copy too."""
         self.data_dir = Path(data_dir)
+        self.owned_copies = Path(owned_copies).resolve() if owned_copies else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(url or f"sqlite:///{self.data_dir / 'catalog.db'}")
         self.index_dir = self.data_dir / "index"
@@ -231,7 +235,7 @@ class FaceStore:
         count = self.delete_faces(face_ids)
         with self.catalog.session() as session, session.begin():
             session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
-        self._scrub_uploaded_copies(sources)
+        self._scrub_owned_copies(sources)
         return count
 
     @_locked
@@ -244,7 +248,7 @@ class FaceStore:
         count = self.delete_faces(face_ids)
         with self.catalog.session() as session, session.begin():
             session.execute(delete(ImageRecord).where(ImageRecord.id.in_(found)))
-        self._scrub_uploaded_copies(sources)
+        self._scrub_owned_copies(sources)
         return len(found), count
 
     def delete_collection(self, name: str) -> None:
@@ -258,15 +262,16 @@ class FaceStore:
         self.lost.pop(collection.id, None)
         with self.locks.hold(collection.id):
             self.vectors.drop(collection.id)
-        self._scrub_uploaded_copies(sources)
+        self._scrub_owned_copies(sources)
 
-    def _scrub_uploaded_copies(self, sources: list[str]) -> None:
-        """Photos uploaded to the server are kept under <data dir>/uploads so that results can show
-        them; erasing a photo's row erases that copy too. Operators' own folders are never touched."""
-        uploads = (self.data_dir / "uploads").resolve()
+    def _scrub_owned_copies(self, sources: list[str]) -> None:
+        """Zero and remove the copies under ``owned_copies`` of photos whose rows were erased.
+        Operators' own folders are never touched."""
+        if self.owned_copies is None:
+            return
         for source in sources:
             path = Path(source).resolve()
-            if path.is_relative_to(uploads) and path.is_file():
+            if path.is_relative_to(self.owned_copies) and path.is_file():
                 scrub_file(path)
 
     # ----- reads ---------------------------------------------------------------------------

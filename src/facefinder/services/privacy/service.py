@@ -16,7 +16,7 @@ empties SQLite's write-ahead log (``wal_checkpoint(TRUNCATE)``), after all of th
 old copy of a row lingers there. A collection does not keep copies of photos ingested from the
 operator's folders (it holds the path or URI), which stay the operator's; photos uploaded through the
 server are kept under ``<data dir>/uploads`` and are zeroed and removed with their row
-(``FaceStore._scrub_uploaded_copies``).
+(``FaceStore.owned_copies``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each upload through the server gets its own folder. The only files that may stay there are the
 sources of stored photos (results show them; erasing the photo's row scrubs its copy, see
-``FaceStore._scrub_uploaded_copies``). Everything else an upload brings (a photo already stored, so
+``FaceStore.owned_copies``). Everything else an upload brings (a photo already stored, so
 a duplicate; one that failed, matched the opt-out list or carries a withdrawn consent; sidecars,
 manifests, the archive itself) is a copy facefinder would otherwise keep for ever and that no
 erasure could reach, because no row names it. So:
