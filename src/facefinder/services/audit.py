@@ -36,6 +36,8 @@ def entry_hash(entry_id: int, at: str, actor: str, action: str, case_id: str | N
 
 @dataclass
 class Problem:
+    """A break in the hash chain: which entry, and how the chain broke there."""
+
     entry_id: int
     problem: str  # "edited", "removed or reordered", "missing at the end"
 
@@ -44,6 +46,8 @@ class Problem:
 
 
 class AuditLog:
+    """The append-only, hash-chained audit log: every search, erasure and change names who, when and why."""
+
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
 

@@ -31,6 +31,8 @@ PRIVACY_FMR = 2.5e-6
 
 @dataclass(frozen=True)
 class Calibration:
+    """One recognizer's score calibration: score -> false match rate, the default threshold and the bands."""
+
     model_id: str
     threshold: float  # default "is this a match at all": open-set FPIR 1% on the LFW 1:N benchmark
     scores: np.ndarray  # ascending cosine scores ...

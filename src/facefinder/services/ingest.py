@@ -33,6 +33,8 @@ BATCH_PHOTOS = 8  # photos per worker task: enough faces to batch, small enough 
 
 @dataclass
 class Failure:
+    """One photo an ingest could not use, and why (``reason`` is an ImageError reason)."""
+
     source: str
     reason: str
     detail: str
@@ -40,6 +42,8 @@ class Failure:
 
 @dataclass
 class IngestReport:
+    """What an ingest did: counts of photos seen, stored, skipped and refused, and each failure."""
+
     collection: str
     seen: int = 0
     ingested: int = 0
@@ -61,6 +65,8 @@ class IngestReport:
 
 @dataclass
 class Progress:
+    """An ingest's progress, reported as photos are analysed and stored."""
+
     done: int
     total: int
     faces: int
@@ -129,6 +135,8 @@ def batch_size_for(total: int, workers: int) -> int:
 
 # ----- main side ---------------------------------------------------------------------------
 class Ingestor:
+    """Parallel, resumable ingest: sources -> worker processes (detect, align, embed) -> the store, in batches."""
+
     def __init__(self, store: FaceStore, models_dir: Path, workers: int | None = None,
                  detector: str | None = None, recognizer: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, pipeline: FacePipeline | None = None) -> None:

@@ -54,6 +54,8 @@ class Candidate(Match):
 
 @dataclass
 class ProbeFace:
+    """One face found in a probe photo with its ranked candidates (or why the probe gave no face)."""
+
     probe: str
     face: int | None  # index of the face within the probe photo; None when none was found
     box: list[float] | None
@@ -73,6 +75,8 @@ class ProbeFace:
 
 
 class Searcher:
+    """Probe photos -> faces -> ranked, calibrated candidates from the collections this model can search."""
+
     def __init__(self, store: FaceStore, pipeline: FacePipeline, calibration: Calibration | None = None) -> None:
         self.store, self.pipeline = store, pipeline
         self.calibration = calibration or default_calibration()

@@ -19,6 +19,8 @@ from facefinder.storage.catalog import Catalog, ConsentRecord, ImageRecord
 
 @dataclass
 class ConsentInfo:
+    """A consent record as listed: who consented to what, and how many photos are held under it."""
+
     consent_id: str
     subject: str
     scope: str

@@ -46,6 +46,8 @@ CHANNELS = ("admin", "public")
 
 @dataclass
 class OptOutInfo:
+    """An opt-out as listed: its reference, how it came in, and how many face templates it holds."""
+
     id: int
     reference: str
     channel: str

@@ -23,6 +23,8 @@ from facefinder.storage.store import FaceStore
 
 @dataclass
 class CollectionPurge:
+    """One collection's part of a purge: its retention period, the cutoff and what expired."""
+
     collection: str
     retention_days: int | None  # None: the collection has no retention period yet (made before they existed)
     cutoff: str | None  # photos ingested before this (UTC) have expired
@@ -33,6 +35,8 @@ class CollectionPurge:
 
 @dataclass
 class PurgeReport:
+    """What a purge erased (or, on a dry run, would erase), per collection."""
+
     at: str
     dry_run: bool
     collections: list[CollectionPurge]

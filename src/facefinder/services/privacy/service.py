@@ -53,6 +53,8 @@ Photo = str | os.PathLike | bytes
 
 @dataclass
 class PersonMatches:
+    """Step one of erasure by person: the faces held that match the person's face, for review."""
+
     probe_sha256: str
     threshold: float
     matches: list[Match]
@@ -71,6 +73,8 @@ class PersonMatches:
 
 @dataclass
 class Erasure:
+    """What an erasure removed: faces, photos, and the case records it emptied."""
+
     faces: int  # faces erased
     images: int  # photos erased (with their rows and provenance)
     face_ids: list[int] = field(default_factory=list)
@@ -86,6 +90,8 @@ class Erasure:
 
 @dataclass
 class OptOutResult:
+    """A new opt-out: its id, its templates, and the faces already held that match it."""
+
     id: int
     templates: int
     matches: list[Match]  # faces held now that match: for an admin to review, then erase

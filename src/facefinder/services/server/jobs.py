@@ -36,6 +36,8 @@ def _now() -> str:
 
 @dataclass
 class IngestJob:
+    """One background ingest the server runs for a user: what, for whom, and how far it got."""
+
     id: str
     owner_id: int
     owner: str
@@ -62,6 +64,8 @@ class IngestJob:
 
 
 class IngestJobs:
+    """The server's ingest queue: one worker thread runs jobs in order, each audited as its user."""
+
     def __init__(self, store: FaceStore, accounts: Accounts, audit: AuditLog, finder_as: Callable[[str], Any],
                  keep: int = 200, max_unpacked_bytes: int = 8 * 1024**3) -> None:
         """``finder_as(username)`` gives the engine (FaceFinder) auditing as that user."""

@@ -33,6 +33,8 @@ SKIPPED_SUFFIXES = (".json", ".csv", ".txt", ".md")  # sidecars, manifests and n
 
 @dataclass
 class SourceItem:
+    """One candidate photo: where it came from, how to read it (capped), and its provenance."""
+
     source: str  # a path, or "archive.zip!inner/path.jpg" for an archive member
     size: int
     read: Callable[[], bytes]
