@@ -30,6 +30,20 @@ class CatalogError(FaceFinderError):
     """The catalog was asked for something it does not hold (unknown collection, face...)."""
 
 
+class MissingPolicy(CatalogError):
+    """A new collection without its whole policy. ``missing`` names the fields (``purpose``,
+    ``legal_basis``, ``retention_days``), so that each interface can name them as its users know
+    them (a CLI flag, a JSON field)."""
+
+    def __init__(self, collection: str, missing: tuple[str, ...]) -> None:
+        self.collection, self.missing = collection, tuple(missing)
+        super().__init__(f"collection {collection!r}: a collection needs a purpose, a legal basis and a retention "
+                         f"period; missing {', '.join(self.missing)}")
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.collection, self.missing)  # whole again in another process (ingest workers)
+
+
 class NotFound(FaceFinderError):
     """The record asked for does not exist, or is not visible to the one asking."""
 

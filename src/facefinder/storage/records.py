@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facefinder.errors import CatalogError
+from facefinder.errors import CatalogError, MissingPolicy
 
 PROVENANCE_FIELDS = ("source_url", "captured_at", "case_id", "consent_id", "notes")
+POLICY_FIELDS = ("purpose", "legal_basis", "retention_days")  # every collection needs all three
 
 
 @dataclass
@@ -66,12 +67,10 @@ class CollectionInfo:
 def check_policy(name: str, purpose: str | None, legal_basis: str | None,
                  retention_days: int | None) -> tuple[str, str, int]:
     """A collection's purpose, legal basis and retention period (days), all required."""
-    missing = [flag for flag, value in (("--purpose", purpose), ("--legal-basis", legal_basis),
-                                        ("--retention-days", retention_days))
-               if value is None or (isinstance(value, str) and not value.strip())]
+    given = dict(zip(POLICY_FIELDS, (purpose, legal_basis, retention_days)))
+    missing = tuple(key for key, value in given.items() if value is None or (isinstance(value, str) and not value.strip()))
     if missing:
-        raise CatalogError(f"collection {name!r}: a collection needs a purpose, a legal basis and a retention "
-                           f"period; missing {', '.join(missing)}")
+        raise MissingPolicy(name, missing)
     try:
         days = int(retention_days)
     except (TypeError, ValueError):

@@ -24,6 +24,7 @@ from facefinder.config import data_dir as resolve_data_dir
 from facefinder.errors import (
     DiskFullError,
     FaceFinderError,
+    MissingPolicy,
     find_disk_full,
     is_disk_full,
 )
@@ -88,6 +89,10 @@ def errors() -> Iterator[None]:
     line and exit status 2."""
     try:
         yield
+    except MissingPolicy as exc:
+        flags = ", ".join("--" + name.replace("_", "-") for name in exc.missing)
+        fail(f"collection {exc.collection!r}: a collection needs a purpose, a legal basis and a retention period; "
+             f"missing {flags}")
     except FaceFinderError as exc:
         fail(disk_full_message(exc) if is_disk_full(exc) else str(exc))
     except Exception as exc:

@@ -15,6 +15,7 @@ from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import FaceFinderError
 from facefinder.interfaces.cli.common import (
     console,
+    errors,
     engine,
     fail,
     print_table,
@@ -42,19 +43,16 @@ def ingest(
     ray: Annotated[Optional[str], typer.Option(help="Analyze on a Ray cluster: 'local' (start one here), 'auto' (this machine's cluster) or ray://head:10001.")] = None,
 ) -> None:
     """Detect, align, embed and store every face in PATH. Re-run after a crash to resume."""
-    try:
-        with engine(workers) as ff, progress() as bar:
-            task = bar.add_task("ingest", total=None, faces=0, rate="")
+    with errors(), engine(workers) as ff, progress() as bar:
+        task = bar.add_task("ingest", total=None, faces=0, rate="")
 
-            def update(p: Any) -> None:
-                elapsed = bar.tasks[task].elapsed or 0
-                rate = f"{p.done / elapsed:.1f} photos/s" if elapsed > 0.5 else ""
-                bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
+        def update(p: Any) -> None:
+            elapsed = bar.tasks[task].elapsed or 0
+            rate = f"{p.done / elapsed:.1f} photos/s" if elapsed > 0.5 else ""
+            bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
 
-            report = ff.ingest(path, collection, str(manifest) if manifest else None, update, purpose=purpose,
-                               legal_basis=legal_basis, retention_days=retention_days, ray=ray)
-    except FaceFinderError as exc:
-        fail(str(exc))
+        report = ff.ingest(path, collection, str(manifest) if manifest else None, update, purpose=purpose,
+                           legal_basis=legal_basis, retention_days=retention_days, ray=ray)
     if as_json:
         data = asdict(report)
         data["photos_per_second"] = round(report.photos_per_second, 2)
