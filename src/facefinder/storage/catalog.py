@@ -30,10 +30,12 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    pass
+    """The catalog's tables (SQLite by default, PostgreSQL for a shared catalog)."""
 
 
 class Collection(Base):
+    """A named set of photos with one embedding model, and why it is held: purpose, legal basis, retention."""
+
     __tablename__ = "collections"
     __table_args__ = {"sqlite_autoincrement": True}  # a dropped collection's id (and index files) never come back
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -51,6 +53,8 @@ class Collection(Base):
 
 
 class ImageRecord(Base):
+    """One ingested photo: where it came from (path or URI), its content hash and its provenance."""
+
     __tablename__ = "images"
     __table_args__ = (UniqueConstraint("collection_id", "sha256"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -72,6 +76,8 @@ class ImageRecord(Base):
 
 
 class FaceRecord(Base):
+    """One face in a photo: box, landmarks, quality, embedding and thumbnail; its id keys the vector index."""
+
     __tablename__ = "faces"
     __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: the index maps them
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -129,6 +135,8 @@ class IngestFailure(Base):
 
 
 class User(Base):
+    """A service account: username, password hash, role, and whether it may sign in."""
+
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(100), unique=True)
@@ -139,6 +147,8 @@ class User(Base):
 
 
 class ApiToken(Base):
+    """A script's bearer token for a user; only its hash is kept."""
+
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -272,6 +282,8 @@ class CaseCandidate(Base):
 
 
 class Setting(Base):
+    """A catalog-wide setting (JSON text by key): opt-out list version, case settings, secrets."""
+
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
