@@ -88,7 +88,8 @@ class CpuWatch:
         others = None if system is None or self._system is None else max(0.0, system - self._system - ours)
         capacity = (os.cpu_count() or 1) * wall
         self.result = {
-            "wall_s": round(wall, 3), "our_cpu_s": round(ours, 3),
+            "wall_s": round(wall, 3),
+            "our_cpu_s": round(ours, 3),
             "other_processes_cpu_s": None if others is None else round(others, 3),
             "other_processes_share_pct": None if others is None else round(others / capacity * 100, 1),
         }

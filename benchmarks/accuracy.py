@@ -62,7 +62,9 @@ def _embed_chunk(paths: list[str]) -> list[tuple[np.ndarray | None, np.ndarray |
     return out
 
 
-def embed_lfw(images_dir: Path, models_dir: Path, workers: int, mesh_passes: int = 1) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def embed_lfw(
+    images_dir: Path, models_dir: Path, workers: int, mesh_passes: int = 1
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     paths = sorted(str(p) for p in images_dir.glob("*/*.jpg"))
     chunks = [paths[i : i + 64] for i in range(0, len(paths), 64)]
     started = time.perf_counter()
@@ -71,7 +73,9 @@ def embed_lfw(images_dir: Path, models_dir: Path, workers: int, mesh_passes: int
         for i, chunk in enumerate(pool.imap(_embed_chunk, chunks)):
             results.extend(chunk)
             if i % 20 == 0:
-                print(f"  embedded {len(results)}/{len(paths)} photos ({time.perf_counter() - started:.0f} s)", flush=True)
+                print(
+                    f"  embedded {len(results)}/{len(paths)} photos ({time.perf_counter() - started:.0f} s)", flush=True
+                )
     dim = next(r[0] for r in results if r[0] is not None).shape[0]
     plain = np.stack([r[0] if r[0] is not None else np.zeros(dim, np.float32) for r in results])
     flipped = np.stack([r[1] if r[1] is not None else np.zeros(dim, np.float32) for r in results])
@@ -89,7 +93,7 @@ def read_pairs(path: Path) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarra
     lines = path.read_text().split("\n")
     folds, per_fold = map(int, lines[0].split())
     pairs, same, fold = [], [], []
-    for i, line in enumerate(l for l in lines[1:] if l.strip()):
+    for i, line in enumerate(text for text in lines[1:] if text.strip()):
         parts = line.split()
         if len(parts) == 3:
             a, b = (parts[0], int(parts[1])), (parts[0], int(parts[2]))
@@ -136,8 +140,12 @@ def identification(names: list[str], emb: np.ndarray, found: np.ndarray) -> dict
     mate = people[probes][:, None] == people[gallery][None, :]
     mate_score = np.where(mate, sims, -np.inf).max(axis=1)
     better = (sims > mate_score[:, None]).sum(axis=1)
-    closed = {"gallery": int(len(gallery)), "probes": int(len(probes)),
-              "rank1": float((better == 0).mean()), "rank10": float((better < 10).mean())}
+    closed = {
+        "gallery": int(len(gallery)),
+        "probes": int(len(probes)),
+        "rank1": float((better == 0).mean()),
+        "rank10": float((better < 10).mean()),
+    }
     impostor = sims[~mate & found[probes][:, None] & found[gallery][None, :]]
 
     # Open set: every other person with 2+ photos is held out of the gallery.
@@ -154,8 +162,13 @@ def identification(names: list[str], emb: np.ndarray, found: np.ndarray) -> dict
     threshold = float(top_non[int(np.floor(0.01 * len(top_non)))])
     best = s_mated.argmax(axis=1)
     hit = (people[g_open][best] == people[mated]) & (s_mated.max(axis=1) > threshold)
-    open_set = {"gallery": int(len(g_open)), "mated_probes": int(len(mated)), "non_mated_probes": int(len(non_mated)),
-                "threshold_at_fpir_1pct": threshold, "fnir_at_fpir_1pct": float(1 - hit.mean())}
+    open_set = {
+        "gallery": int(len(g_open)),
+        "mated_probes": int(len(mated)),
+        "non_mated_probes": int(len(non_mated)),
+        "threshold_at_fpir_1pct": threshold,
+        "fnir_at_fpir_1pct": float(1 - hit.mean()),
+    }
     return {"closed_set": closed, "open_set": open_set}, impostor
 
 
@@ -173,10 +186,18 @@ def score_at_fmr(impostor: np.ndarray, fmr: float) -> float:
 
 
 def machine() -> dict:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = next(
+        (row.split(":", 1)[1].strip() for row in open("/proc/cpuinfo") if row.startswith("model name")),
+        platform.processor(),
+    )
     import onnxruntime
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+    }
 
 
 def main() -> None:
@@ -203,24 +224,37 @@ def main() -> None:
     else:
         print(f"embedding {args.lfw / 'images'} with {args.workers} workers ...")
         names, plain, flipped, seconds = embed_lfw(args.lfw / "images", models, args.workers, args.mesh_passes)
-        np.savez(cache, names=np.array(names), embeddings=plain.astype(np.float32),
-                 flipped=flipped.astype(np.float32), seconds=seconds)
+        np.savez(
+            cache,
+            names=np.array(names),
+            embeddings=plain.astype(np.float32),
+            flipped=flipped.astype(np.float32),
+            seconds=seconds,
+        )
     found = np.linalg.norm(plain, axis=1) > 0
     index = {n: i for i, n in enumerate(names)}
     pairs, same, fold = read_pairs(args.lfw / "pairs.txt")
     a = np.array([index[p[0]] for p in pairs])
     b = np.array([index[p[1]] for p in pairs])
 
-    report = {"machine": machine(), "photos": len(names), "no_face_found": int((~found).sum()),
-              "no_face_examples": [n for n, f in zip(names, found) if not f][:20],
-              "ms_per_photo_single_core_mean": float(seconds.mean() * 1000), "variants": {}}
+    report = {
+        "machine": machine(),
+        "photos": len(names),
+        "no_face_found": int((~found).sum()),
+        "no_face_examples": [n for n, f in zip(names, found) if not f][:20],
+        "ms_per_photo_single_core_mean": float(seconds.mean() * 1000),
+        "variants": {},
+    }
     impostors = {}
     for variant, emb in {"plain": normalise(plain), "flip": normalise(normalise(plain) + normalise(flipped))}.items():
         emb = np.where(found[:, None], emb, 0)
         scores = np.where(found[a] & found[b], (emb[a] * emb[b]).sum(axis=1), -1.0)
         ident, impostors[variant] = identification(names, emb, found)
-        report["variants"][variant] = {"verification": verification(scores, same, fold), **ident,
-                                       "pairs_missing_a_face": int((~(found[a] & found[b])).sum())}
+        report["variants"][variant] = {
+            "verification": verification(scores, same, fold),
+            **ident,
+            "pairs_missing_a_face": int((~(found[a] & found[b])).sum()),
+        }
     print(json.dumps(report, indent=2))
     report["mesh_passes"] = args.mesh_passes
     (RESULTS / f"accuracy{args.tag}.json").write_text(json.dumps(report, indent=2))
@@ -229,15 +263,20 @@ def main() -> None:
         variant = "plain"  # what the default pipeline serves (flip fusion is not on by default)
         impostor = impostors[variant]
         threshold = report["variants"][variant]["open_set"]["threshold_at_fpir_1pct"]
-        bands = {"strong": max(score_at_fmr(impostor, 1e-6), threshold), "possible": threshold,
-                 "weak": min(score_at_fmr(impostor, 1e-4), threshold)}
+        bands = {
+            "strong": max(score_at_fmr(impostor, 1e-6), threshold),
+            "possible": threshold,
+            "weak": min(score_at_fmr(impostor, 1e-4), threshold),
+        }
         calibration = {
-            "model_id": "blazeface_full_range+mobilefacenet", "threshold": round(threshold, 4),
+            "model_id": "blazeface_full_range+mobilefacenet",
+            "threshold": round(threshold, 4),
             "bands": {k: round(v, 4) for k, v in bands.items()},
-            "band_meaning": {"strong": "false match rate <= 1e-6 per comparison",
-                             "possible": "at or above the default threshold (open-set FPIR 1% on LFW)",
-                             "weak": "below the default threshold, false match rate <= 1e-4: only shown "
-                                     "when --threshold is lowered"},
+            "band_meaning": {
+                "strong": "false match rate <= 1e-6 per comparison",
+                "possible": "at or above the default threshold (open-set FPIR 1% on LFW)",
+                "weak": "below the default threshold, false match rate <= 1e-4: only shown when --threshold is lowered",
+            },
             "fmr_curve": fmr_curve(impostor),
             "source": f"benchmarks/accuracy.py on LFW ({len(names)} photos), variant {variant}",
         }

@@ -44,7 +44,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    DEFAULT_LFW, RESULTS_DIR, image_files, loadavg, machine, models_dir, percentiles, require_dir, spread, table,
+    DEFAULT_LFW,
+    RESULTS_DIR,
+    image_files,
+    loadavg,
+    machine,
+    models_dir,
+    percentiles,
+    require_dir,
+    spread,
+    table,
     write_json,
 )
 
@@ -98,8 +107,10 @@ def micro(catalog, model_id: str, embeddings: np.ndarray, repeats: int) -> dict:
         vectors = rng.normal(size=(photos * faces, embeddings.shape[1])).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         it = iter(vectors)
-        return [{"faces": [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 1.0, 1.0, {}, next(it), b"") for _ in range(faces)]}
-                for _ in range(photos)]
+        return [
+            {"faces": [NewFace([0, 0, 1, 1], [[0, 0]] * 5, 1.0, 1.0, {}, next(it), b"") for _ in range(faces)]}
+            for _ in range(photos)
+        ]
 
     for photos, faces in ((8, 1), (8, 4)):
         samples = []
@@ -150,26 +161,30 @@ def reach(names: list[str], embeddings: np.ndarray, threshold: float) -> dict | 
     best = np.full(len(keep), -1.0, dtype=np.float32)
     who = np.zeros(len(keep), dtype=np.int64)
     for start in range(0, len(keep), 2048):
-        scores = vectors[keep[start:start + 2048]] @ embeddings.T
-        best[start:start + 2048], who[start:start + 2048] = scores.max(axis=1), scores.argmax(axis=1)
+        scores = vectors[keep[start : start + 2048]] @ embeddings.T
+        best[start : start + 2048], who[start : start + 2048] = scores.max(axis=1), scores.argmax(axis=1)
     listed = np.isin(people, owners)
     skipped = best >= threshold
     lookalike = skipped & (owners[who] != people)
     pairs = collections.Counter(zip(owners[who[lookalike & ~listed]], people[lookalike & ~listed]))
     return {
-        "photos": len(keep), "photos_of_listed_people": int(listed.sum()),
+        "photos": len(keep),
+        "photos_of_listed_people": int(listed.sum()),
         "caught": int((skipped & listed & ~lookalike).sum()),
         "caught_pct": round(100 * float((skipped & listed & ~lookalike).sum()) / max(int(listed.sum()), 1), 2),
         "photos_of_others": int((~listed).sum()),
         "lookalikes_skipped": int((lookalike & ~listed).sum()),
         "lookalikes_skipped_pct": round(100 * float((lookalike & ~listed).sum()) / max(int((~listed).sum()), 1), 3),
         # Read these by eye: in LFW many are one person under two names (a labelling error), not a lookalike.
-        "lookalike_pairs": [{"template_of": str(a), "photo_of": str(b), "photos": n} for (a, b), n in pairs.most_common(15)],
+        "lookalike_pairs": [
+            {"template_of": str(a), "photo_of": str(b), "photos": n} for (a, b), n in pairs.most_common(15)
+        ],
     }
 
 
-def run_ingest(folder: Path, models: Path, workers: int | None, data: Path, people: list[np.ndarray] | None,
-               model_id: str) -> dict:
+def run_ingest(
+    folder: Path, models: Path, workers: int | None, data: Path, people: list[np.ndarray] | None, model_id: str
+) -> dict:
     from facefinder import FaceFinder
     from facefinder.services.privacy import optout
 
@@ -181,9 +196,14 @@ def run_ingest(folder: Path, models: Path, workers: int | None, data: Path, peop
     check = report.stage_seconds["optout"]
     faces = report.faces + report.opted_out
     return {
-        "workers": ff.workers, "templates": 0 if people is None else len(people),
-        "photos": report.seen, "ingested": report.ingested, "faces_analysed": faces, "faces_stored": report.faces,
-        "faces_skipped": report.opted_out, "photos_skipped": report.opted_out_photos,
+        "workers": ff.workers,
+        "templates": 0 if people is None else len(people),
+        "photos": report.seen,
+        "ingested": report.ingested,
+        "faces_analysed": faces,
+        "faces_stored": report.faces,
+        "faces_skipped": report.opted_out,
+        "photos_skipped": report.opted_out_photos,
         "seconds": round(report.seconds, 3),
         "ms_per_photo": round(report.seconds * 1e3 / max(report.seen, 1), 3),
         "optout_check_seconds": round(check, 5),
@@ -208,20 +228,28 @@ def main() -> None:
     lfw = require_dir(args.lfw, "LFW", "pass --lfw DIR (the per-person folders of lfw.tgz)")
     models = models_dir(args.models)
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, python {info['python']}, faiss {info['faiss']}, "
-          f"load average {info['loadavg_at_start']}")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, python {info['python']}, faiss {info['faiss']}, "
+        f"load average {info['loadavg_at_start']}"
+    )
 
     names, embeddings, model_id = templates(lfw, args.people, models)
     template_photos = {lfw / n for n in names}
     opted_out_people = {n.split("/")[0] for n in names}
     photos = spread([p for p in image_files(lfw) if p not in template_photos], args.limit)
     on_list = sum(p.parent.name in opted_out_people for p in photos)
-    print(f"opt-out list: {len(names)} people, one template each; ingest: {len(photos)} LFW photos "
-          f"({on_list} of people on the list, their template photos left out)")
+    print(
+        f"opt-out list: {len(names)} people, one template each; ingest: {len(photos)} LFW photos "
+        f"({on_list} of people on the list, their template photos left out)"
+    )
 
     scratch = Path(tempfile.mkdtemp(prefix="ff-optout-"))
-    results: dict = {"machine": info, "people": len(names), "ingest_photos": len(photos),
-                     "photos_of_people_on_the_list": on_list}
+    results: dict = {
+        "machine": info,
+        "people": len(names),
+        "ingest_photos": len(photos),
+        "photos_of_people_on_the_list": on_list,
+    }
     try:
         from facefinder.services.privacy import optout
         from facefinder.storage.catalog import Catalog
@@ -231,21 +259,36 @@ def main() -> None:
         results["micro"] = micro(catalog, model_id, embeddings, args.repeats)
         catalog.close()
         m = results["micro"]
-        rows = [(k.replace("screen_batch_", "screen_batch "), v["p50_ms"], v["p99_ms"], v["mean_ms"],
-                 v["per_face_us"], v["per_photo_us"]) for k, v in m.items() if k.startswith("screen_batch")]
+        rows = [
+            (
+                k.replace("screen_batch_", "screen_batch "),
+                v["p50_ms"],
+                v["p99_ms"],
+                v["mean_ms"],
+                v["per_face_us"],
+                v["per_photo_us"],
+            )
+            for k, v in m.items()
+            if k.startswith("screen_batch")
+        ]
         print(f"\n== the check alone: {m['templates']} templates, threshold {m['threshold']} ==")
         print(table(rows, ("case (photos x faces)", "p50 ms", "p99 ms", "mean ms", "us/face", "us/photo")))
-        print(f"parts: settings read p50 {m['settings_read']['p50_ms']} ms (at most once a second in ingest); "
-              f"FAISS search of 8 faces against {m['templates']} templates, 1 thread, p50 "
-              f"{m['faiss_search_8_faces_1_thread']['p50_ms']} ms")
+        print(
+            f"parts: settings read p50 {m['settings_read']['p50_ms']} ms (at most once a second in ingest); "
+            f"FAISS search of 8 faces against {m['templates']} templates, 1 thread, p50 "
+            f"{m['faiss_search_8_faces_1_thread']['p50_ms']} ms"
+        )
 
         results["reach"] = r = reach(names, embeddings, m["threshold"])
         if r:
-            print(f"\nreach over {r['photos']} other LFW photos: caught {r['caught']} of {r['photos_of_listed_people']} "
-                  f"photos of listed people ({r['caught_pct']}%); skipped {r['lookalikes_skipped']} of "
-                  f"{r['photos_of_others']} photos of other people ({r['lookalikes_skipped_pct']}%, 'lookalikes'; by "
-                  f"template -> photo: " + ", ".join(f"{x['template_of']} -> {x['photo_of']} x{x['photos']}"
-                                                     for x in r["lookalike_pairs"][:8]) + ")")
+            print(
+                f"\nreach over {r['photos']} other LFW photos: caught {r['caught']} of {r['photos_of_listed_people']} "
+                f"photos of listed people ({r['caught_pct']}%); skipped {r['lookalikes_skipped']} of "
+                f"{r['photos_of_others']} photos of other people ({r['lookalikes_skipped_pct']}%, 'lookalikes'; by "
+                f"template -> photo: "
+                + ", ".join(f"{x['template_of']} -> {x['photo_of']} x{x['photos']}" for x in r["lookalike_pairs"][:8])
+                + ")"
+            )
 
         folder = scratch / "photos"
         for path in photos:
@@ -257,17 +300,47 @@ def main() -> None:
             runs[label] = run_ingest(folder, models, args.workers, scratch / label.replace(" ", "-"), people, model_id)
         results["ingest"] = runs
         print("\n== end to end: FaceFinder.ingest ==")
-        print(table([(label, r["templates"], r["photos"], r["faces_analysed"], r["faces_skipped"], r["seconds"],
-                      r["ms_per_photo"], r["optout_check_us_per_photo"], r["optout_check_us_per_face"],
-                      r["optout_check_share_of_ingest_pct"]) for label, r in runs.items()],
-                    ("run", "templates", "photos", "faces", "skipped", "seconds", "ms/photo", "check us/photo",
-                     "check us/face", "check % of ingest")))
+        print(
+            table(
+                [
+                    (
+                        label,
+                        r["templates"],
+                        r["photos"],
+                        r["faces_analysed"],
+                        r["faces_skipped"],
+                        r["seconds"],
+                        r["ms_per_photo"],
+                        r["optout_check_us_per_photo"],
+                        r["optout_check_us_per_face"],
+                        r["optout_check_share_of_ingest_pct"],
+                    )
+                    for label, r in runs.items()
+                ],
+                (
+                    "run",
+                    "templates",
+                    "photos",
+                    "faces",
+                    "skipped",
+                    "seconds",
+                    "ms/photo",
+                    "check us/photo",
+                    "check us/face",
+                    "check % of ingest",
+                ),
+            )
+        )
         with_list, without = runs["with list"], runs["without list"]
-        print(f"\nwall-time difference (noise-dominated): {with_list['ms_per_photo'] - without['ms_per_photo']:+.2f} "
-              f"ms/photo; the check itself: {with_list['optout_check_us_per_photo']} us/photo = "
-              f"{with_list['optout_check_share_of_ingest_pct']}% of ingest time")
-        print(f"faces skipped: {with_list['faces_skipped']} of {with_list['faces_analysed']} "
-              f"(photos of people on the list in the set: {on_list})")
+        print(
+            f"\nwall-time difference (noise-dominated): {with_list['ms_per_photo'] - without['ms_per_photo']:+.2f} "
+            f"ms/photo; the check itself: {with_list['optout_check_us_per_photo']} us/photo = "
+            f"{with_list['optout_check_share_of_ingest_pct']}% of ingest time"
+        )
+        print(
+            f"faces skipped: {with_list['faces_skipped']} of {with_list['faces_analysed']} "
+            f"(photos of people on the list in the set: {on_list})"
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results["machine"]["loadavg_at_end"] = loadavg()

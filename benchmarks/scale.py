@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CpuWatch, RESULTS_DIR, loadavg, machine, percentiles, table, write_json  # noqa: E402
-from search_latency import DIM, SIGMA, SAMPLES_PER_IDENTITY, normalise, synthetic  # noqa: E402
+from _common import RESULTS_DIR, CpuWatch, loadavg, machine, percentiles, table, write_json  # noqa: E402
+from search_latency import DIM, SAMPLES_PER_IDENTITY, SIGMA, normalise, synthetic  # noqa: E402
 
 K = 10
 WARMUP = 20
@@ -51,8 +51,10 @@ INSERTS = 20_000
 
 def lfw_real(npz: Path) -> tuple[np.ndarray, np.ndarray]:
     if not npz.is_file():  # made by the accuracy benchmark (every LFW photo embedded once, ~10 min on 2 cores)
-        sys.exit(f"error: {npz} not found: the real LFW embeddings come from the accuracy benchmark.\n"
-                 f"Run first: .venv/bin/python benchmarks/accuracy.py   (or pass --lfw-npz FILE)")
+        sys.exit(
+            f"error: {npz} not found: the real LFW embeddings come from the accuracy benchmark.\n"
+            f"Run first: .venv/bin/python benchmarks/accuracy.py   (or pass --lfw-npz FILE)"
+        )
     data = np.load(npz, allow_pickle=True)
     vectors = np.asarray(data["embeddings"], np.float32)
     people = np.array([str(n).split("/")[0] for n in data["names"]])
@@ -71,8 +73,8 @@ def gallery(n: int, real: np.ndarray, people: np.ndarray, queries: int, rng: np.
     real_gallery, real_people = real[keep], people[keep]
     n_syn = n - len(real_gallery)
     vectors = np.empty((n, DIM), dtype=np.float32)  # filled in place: no second copy at 10M
-    vectors[:len(real_gallery)] = real_gallery
-    _, centres = synthetic(n_syn, rng, out=vectors[len(real_gallery):])
+    vectors[: len(real_gallery)] = real_gallery
+    _, centres = synthetic(n_syn, rng, out=vectors[len(real_gallery) :])
     query_vectors, mates = [], []
     for row in held:
         query_vectors.append(real[row])
@@ -82,14 +84,26 @@ def gallery(n: int, real: np.ndarray, people: np.ndarray, queries: int, rng: np.
         query_vectors.append(normalise(centres[ident] + SIGMA * rng.standard_normal(DIM, dtype=np.float32)))
         mates.append(len(real_gallery) + ident * SAMPLES_PER_IDENTITY + np.arange(SAMPLES_PER_IDENTITY))
     kinds = ["real"] * len(held) + ["synthetic"] * (queries - len(held))
-    same = np.einsum("ij,ij->i", syn_pairs := vectors[len(real_gallery):][: 5 * min(n_id, 2000):5],
-                     vectors[len(real_gallery):][1: 5 * min(n_id, 2000):5])
+    same = np.einsum(
+        "ij,ij->i",
+        syn_pairs := vectors[len(real_gallery) :][: 5 * min(n_id, 2000) : 5],
+        vectors[len(real_gallery) :][1 : 5 * min(n_id, 2000) : 5],
+    )
     other = np.einsum("ij,ij->i", syn_pairs, np.roll(syn_pairs, 1, axis=0))
-    stats = {"synthetic_same_identity_cos": [round(float(same.mean()), 4), round(float(same.std()), 4)],
-             "synthetic_different_identity_cos": [round(float(other.mean()), 4), round(float(other.std()), 4)],
-             "real_faces": int(len(real_gallery)), "real_queries": int(len(held)), "synthetic": int(n_syn)}
-    return {"vectors": vectors, "queries": np.stack(query_vectors).astype(np.float32), "mates": mates,
-            "kinds": kinds, "stats": stats}
+    stats = {
+        "synthetic_same_identity_cos": [round(float(same.mean()), 4), round(float(same.std()), 4)],
+        "synthetic_different_identity_cos": [round(float(other.mean()), 4), round(float(other.std()), 4)],
+        "real_faces": int(len(real_gallery)),
+        "real_queries": int(len(held)),
+        "synthetic": int(n_syn),
+    }
+    return {
+        "vectors": vectors,
+        "queries": np.stack(query_vectors).astype(np.float32),
+        "mates": mates,
+        "kinds": kinds,
+        "stats": stats,
+    }
 
 
 def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
@@ -97,7 +111,7 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarra
     best_s = np.full((len(queries), k), -np.inf, np.float32)
     best_i = np.zeros((len(queries), k), np.int64)
     for start in range(0, len(vectors), 200_000):
-        scores = queries @ vectors[start:start + 200_000].T
+        scores = queries @ vectors[start : start + 200_000].T
         top = np.argpartition(-scores, k, axis=1)[:, :k]
         s = np.take_along_axis(scores, top, axis=1)
         all_s, all_i = np.concatenate([best_s, s], 1), np.concatenate([best_i, top + start], 1)
@@ -141,8 +155,15 @@ def dir_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def run_tier(tier: str, data: dict, truth: np.ndarray, workdir: Path, rng: np.random.Generator,
-             nprobe_fractions: list[float], rerank: list[int]) -> list[dict]:
+def run_tier(
+    tier: str,
+    data: dict,
+    truth: np.ndarray,
+    workdir: Path,
+    rng: np.random.Generator,
+    nprobe_fractions: list[float],
+    rerank: list[int],
+) -> list[dict]:
     import faiss
 
     from facefinder.storage import index as tiers
@@ -174,18 +195,30 @@ def run_tier(tier: str, data: dict, truth: np.ndarray, workdir: Path, rng: np.ra
             tiers.NPROBE_FRACTION, tiers.RERANK = fraction, short
             tiers.EXACT_BELOW = 0
         lat, recall, search_cpu = timed_queries(index, data, truth)
-        row = {"tier": tier, "n": n, "build_s": round(build_s, 2), "build_cpu": build_cpu.result,
-               "ram_bytes_per_face": round(ram / n, 1), "disk_bytes_per_face": round(disk / n, 1),
-               "save_s": round(save_s, 2), "load_s": round(load_s, 2), "latency": lat,
-               "qps_one_stream": round(1000 / lat["mean_ms"], 1), "mate_recall_at_10": recall,
-               "search_cpu": search_cpu.result}
+        row = {
+            "tier": tier,
+            "n": n,
+            "build_s": round(build_s, 2),
+            "build_cpu": build_cpu.result,
+            "ram_bytes_per_face": round(ram / n, 1),
+            "disk_bytes_per_face": round(disk / n, 1),
+            "save_s": round(save_s, 2),
+            "load_s": round(load_s, 2),
+            "latency": lat,
+            "qps_one_stream": round(1000 / lat["mean_ms"], 1),
+            "mate_recall_at_10": recall,
+            "search_cpu": search_cpu.result,
+        }
         if fraction is not None:
             row.update(nprobe=max(1, int(round(index.index.nlist * fraction))), nlist=index.index.nlist, rerank=short)
         if tier == "hnsw":
             row.update(ef_search=tiers.HNSW_EF_SEARCH, hnsw_m=tiers.HNSW_M, ef_construction=tiers.HNSW_EF_CONSTRUCTION)
         rows.append(row)
-        print(f"  {tier} n={n} nprobe={row.get('nprobe')} rerank={short}: p50 {lat['p50_ms']} ms p99 {lat['p99_ms']} ms "
-              f"mate-recall {recall}", flush=True)
+        print(
+            f"  {tier} n={n} nprobe={row.get('nprobe')} rerank={short}: p50 {lat['p50_ms']} ms p99 {lat['p99_ms']} ms "
+            f"mate-recall {recall}",
+            flush=True,
+        )
     # Inserts into the built index (no rebuild), then removal of 100 faces.
     extra = normalise(rng.standard_normal((INSERTS, DIM), dtype=np.float32))
     t0 = time.perf_counter()
@@ -196,7 +229,9 @@ def run_tier(tier: str, data: dict, truth: np.ndarray, workdir: Path, rng: np.ra
     removed = index.remove(doomed)
     remove_s = time.perf_counter() - t0
     for row in rows:
-        row.update(insert_faces_per_s=round(INSERTS / insert_s), remove_100_ms=round(remove_s * 1e3, 2), removed=removed)
+        row.update(
+            insert_faces_per_s=round(INSERTS / insert_s), remove_100_ms=round(remove_s * 1e3, 2), removed=removed
+        )
     del index
     for p in workdir.glob(f"{tier}-{n}.faiss*"):
         p.unlink()
@@ -233,11 +268,22 @@ def run_milvus(uri: str, data: dict, truth: np.ndarray, rng: np.random.Generator
     remove_s = time.perf_counter() - t0
     backend.drop(1)
     backend.close()
-    row = {"tier": "milvus-hnsw", "n": n, "build_s": round(build_s, 2), "build_cpu": build_cpu.result,
-           "ram_bytes_per_face": None, "disk_bytes_per_face": None, "latency": lat,
-           "qps_one_stream": round(1000 / lat["mean_ms"], 1), "mate_recall_at_10": recall, "search_cpu": search_cpu.result,
-           "insert_faces_per_s": round(INSERTS / insert_s), "remove_100_ms": round(remove_s * 1e3, 2), "removed": removed,
-           "server": uri}
+    row = {
+        "tier": "milvus-hnsw",
+        "n": n,
+        "build_s": round(build_s, 2),
+        "build_cpu": build_cpu.result,
+        "ram_bytes_per_face": None,
+        "disk_bytes_per_face": None,
+        "latency": lat,
+        "qps_one_stream": round(1000 / lat["mean_ms"], 1),
+        "mate_recall_at_10": recall,
+        "search_cpu": search_cpu.result,
+        "insert_faces_per_s": round(INSERTS / insert_s),
+        "remove_100_ms": round(remove_s * 1e3, 2),
+        "removed": removed,
+        "server": uri,
+    }
     print(f"  milvus n={n}: p50 {lat['p50_ms']} ms p99 {lat['p99_ms']} ms mate-recall {recall}", flush=True)
     return [row]
 
@@ -245,17 +291,28 @@ def run_milvus(uri: str, data: dict, truth: np.ndarray, rng: np.random.Generator
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100000,1000000")
-    parser.add_argument("--tiers", default="flat,hnsw,ivfpq",
-                        help="comma list of flat,hnsw,ivfpq, or auto (the tier each size gets)")
+    parser.add_argument(
+        "--tiers", default="flat,hnsw,ivfpq", help="comma list of flat,hnsw,ivfpq, or auto (the tier each size gets)"
+    )
     parser.add_argument("--flat-max", type=int, default=200_000, help="skip the flat tier above this N (slow)")
-    parser.add_argument("--hnsw-max", type=int, default=300_000,
-                        help="skip the HNSW tier above this N (its build takes ~1 CPU-ms a face, 1 KB a face of RAM)")
+    parser.add_argument(
+        "--hnsw-max",
+        type=int,
+        default=300_000,
+        help="skip the HNSW tier above this N (its build takes ~1 CPU-ms a face, 1 KB a face of RAM)",
+    )
     parser.add_argument("--queries", type=int, default=400)
-    parser.add_argument("--nprobe-fractions", default="0.25,0.375,0.5", help="IVF-PQ: shares of the lists probed to try")
+    parser.add_argument(
+        "--nprobe-fractions", default="0.25,0.375,0.5", help="IVF-PQ: shares of the lists probed to try"
+    )
     parser.add_argument("--rerank", default="128", help="IVF-PQ: shortlist sizes re-ranked exactly, to try")
     parser.add_argument("--lfw-npz", default=str(RESULTS_DIR / "lfw_embeddings.npz"))
-    parser.add_argument("--milvus", default=None, help="also measure the Milvus backend on this server "
-                        "(milvus://127.0.0.1:19530; start one with .ci/milvus.sh start)")
+    parser.add_argument(
+        "--milvus",
+        default=None,
+        help="also measure the Milvus backend on this server "
+        "(milvus://127.0.0.1:19530; start one with .ci/milvus.sh start)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -271,30 +328,83 @@ def main() -> None:
         t0 = time.perf_counter()
         truth = exact_top(data["vectors"], data["queries"])
         print(f"N={n}: {data['stats']}; exact ground truth {time.perf_counter() - t0:.1f} s", flush=True)
-        chosen = [tiers.tier_for(n)] if args.tiers == "auto" else [
-            t for t in args.tiers.split(",") if t in tiers.TIERS and not (t == "flat" and n > args.flat_max or t == "hnsw" and n > args.hnsw_max)]
+        chosen = (
+            [tiers.tier_for(n)]
+            if args.tiers == "auto"
+            else [
+                t
+                for t in args.tiers.split(",")
+                if t in tiers.TIERS and not (t == "flat" and n > args.flat_max or t == "hnsw" and n > args.hnsw_max)
+            ]
+        )
         if args.milvus:
             results += run_milvus(args.milvus, data, truth, rng)
         with tempfile.TemporaryDirectory(prefix="ff-scale-") as tmp:
             for tier in chosen:
-                results += run_tier(tier, data, truth, Path(tmp), rng,
-                                    [float(f) for f in args.nprobe_fractions.split(",")],
-                                    [int(r) for r in args.rerank.split(",")])
+                results += run_tier(
+                    tier,
+                    data,
+                    truth,
+                    Path(tmp),
+                    rng,
+                    [float(f) for f in args.nprobe_fractions.split(",")],
+                    [int(r) for r in args.rerank.split(",")],
+                )
         del data, truth
     info["loadavg_at_end"] = loadavg()
     info["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    payload = {"machine": info, "k": K, "queries": args.queries, "gallery": stats, "results": results,
-               "settings": {"FLAT_MAX": tiers.FLAT_MAX, "HNSW_MAX": tiers.HNSW_MAX, "PQ_M": tiers.PQ_M}}
+    payload = {
+        "machine": info,
+        "k": K,
+        "queries": args.queries,
+        "gallery": stats,
+        "results": results,
+        "settings": {"FLAT_MAX": tiers.FLAT_MAX, "HNSW_MAX": tiers.HNSW_MAX, "PQ_M": tiers.PQ_M},
+    }
     path = write_json("scale.json", payload, args.out)
     print()
-    print(table([(r["tier"], f"{r['n']:,}", r["build_s"], r["ram_bytes_per_face"], r["disk_bytes_per_face"],
-                  r["latency"]["p50_ms"], r["latency"]["p99_ms"], r["qps_one_stream"],
-                  r["mate_recall_at_10"]["all"], r["mate_recall_at_10"]["real"], r["mate_recall_at_10"]["synthetic"],
-                  r["insert_faces_per_s"], r.get("nprobe", ""), r.get("rerank", ""))
-                 for r in results],
-                ("tier", "N", "build s", "RAM B/face", "disk B/face", "p50 ms", "p99 ms", "QPS",
-                 "mate-recall@10", "real", "synth", "insert/s", "nprobe", "rerank")))
-    print(f"\nmachine: {info['cpu']}, {info['cores']} cores; load {info['loadavg_at_start']} -> {info['loadavg_at_end']}")
+    print(
+        table(
+            [
+                (
+                    r["tier"],
+                    f"{r['n']:,}",
+                    r["build_s"],
+                    r["ram_bytes_per_face"],
+                    r["disk_bytes_per_face"],
+                    r["latency"]["p50_ms"],
+                    r["latency"]["p99_ms"],
+                    r["qps_one_stream"],
+                    r["mate_recall_at_10"]["all"],
+                    r["mate_recall_at_10"]["real"],
+                    r["mate_recall_at_10"]["synthetic"],
+                    r["insert_faces_per_s"],
+                    r.get("nprobe", ""),
+                    r.get("rerank", ""),
+                )
+                for r in results
+            ],
+            (
+                "tier",
+                "N",
+                "build s",
+                "RAM B/face",
+                "disk B/face",
+                "p50 ms",
+                "p99 ms",
+                "QPS",
+                "mate-recall@10",
+                "real",
+                "synth",
+                "insert/s",
+                "nprobe",
+                "rerank",
+            ),
+        )
+    )
+    print(
+        f"\nmachine: {info['cpu']}, {info['cores']} cores; load {info['loadavg_at_start']} -> {info['loadavg_at_end']}"
+    )
     print(f"written: {path}")
 
 

@@ -51,7 +51,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    CpuWatch, DEFAULT_LFW, RESULTS_DIR, image_files, loadavg, machine, models_dir, percentiles, require_dir, spread, table,
+    DEFAULT_LFW,
+    RESULTS_DIR,
+    CpuWatch,
+    image_files,
+    loadavg,
+    machine,
+    models_dir,
+    percentiles,
+    require_dir,
+    spread,
+    table,
     write_json,
 )
 
@@ -102,12 +112,16 @@ def real_faces(lfw: Path, count: int, models: Path, npz: Path, gallery_photo: Pa
             for f in faces:
                 vectors.append(f.embedding)
                 sources.append(str(path))
-                meta.append({
-                    "box": [round(float(v), 2) for v in f.box],
-                    "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
-                    "detector_score": round(f.score, 4), "quality": round(f.quality.score, 4),
-                    "quality_parts": f.quality.as_dict(), "thumbnail": encode_jpeg(f.aligned),
-                })
+                meta.append(
+                    {
+                        "box": [round(float(v), 2) for v in f.box],
+                        "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
+                        "detector_score": round(f.score, 4),
+                        "quality": round(f.quality.score, 4),
+                        "quality_parts": f.quality.as_dict(),
+                        "thumbnail": encode_jpeg(f.aligned),
+                    }
+                )
     seconds = time.perf_counter() - started
     embeddings = np.stack(vectors).astype(np.float32)
     source = f"{len(photos)} LFW photos embedded here ({len(embeddings)} faces, {seconds:.1f} s)"
@@ -121,14 +135,14 @@ def real_faces(lfw: Path, count: int, models: Path, npz: Path, gallery_photo: Pa
             probe_name = probe.relative_to(lfw).as_posix()
             keep = [i for i, n in enumerate(names) if n != probe_name]
             embeddings, sources = loaded[keep], [str(lfw / names[i]) for i in keep]
-            source = (f"{npz} ({len(raw)} embeddings, {int((~usable).sum())} empty rows and the probe photo's "
-                      f"own left out)")
+            source = (
+                f"{npz} ({len(raw)} embeddings, {int((~usable).sum())} empty rows and the probe photo's own left out)"
+            )
         else:  # anonymous vectors: put the gallery photo's own embedding first so the probe can find it
             embeddings = np.concatenate([embeddings[:1], loaded])
             sources = sources[:1] + [f"{npz.name}#{i}" for i in range(len(loaded))]
             source = f"{npz} ({len(loaded)} usable embeddings) + the gallery photo embedded here"
-    return {"embeddings": embeddings, "sources": sources, "meta": meta, "source": source,
-            "model_id": pipeline.model_id}
+    return {"embeddings": embeddings, "sources": sources, "meta": meta, "source": source, "model_id": pipeline.model_id}
 
 
 def synthetic(count: int, rng: np.random.Generator, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -157,17 +171,23 @@ def cosine_stats(vectors: np.ndarray, rng: np.random.Generator, real: np.ndarray
         "sigma": round(SIGMA, 5),
         "synthetic_same_identity_cos": {"mean": round(float(same.mean()), 4), "std": round(float(same.std()), 4)},
         "synthetic_different_identity_cos": {"mean": round(float(diff.mean()), 4), "std": round(float(diff.std()), 4)},
-        "real_random_pairs_cos": {"mean": round(float(real_pairs.mean()), 4), "std": round(float(real_pairs.std()), 4),
-                                  "note": "mostly different people"},
+        "real_random_pairs_cos": {
+            "mean": round(float(real_pairs.mean()), 4),
+            "std": round(float(real_pairs.std()), 4),
+            "note": "mostly different people",
+        },
     }
 
 
 def make_queries(centres: np.ndarray, real: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     half = count // 2 if len(centres) else 0
-    synthetic_q = normalise(centres[rng.integers(0, len(centres), half)]
-                            + SIGMA * rng.standard_normal((half, DIM), dtype=np.float32))
-    real_q = normalise(real[rng.integers(0, len(real), count - half)]
-                       + 0.02 * rng.standard_normal((count - half, DIM), dtype=np.float32))
+    synthetic_q = normalise(
+        centres[rng.integers(0, len(centres), half)] + SIGMA * rng.standard_normal((half, DIM), dtype=np.float32)
+    )
+    real_q = normalise(
+        real[rng.integers(0, len(real), count - half)]
+        + 0.02 * rng.standard_normal((count - half, DIM), dtype=np.float32)
+    )
     return rng.permutation(np.concatenate([synthetic_q, real_q]))
 
 
@@ -202,8 +222,11 @@ def raw_index(vectors: np.ndarray, queries: np.ndarray) -> dict:
         s = time.perf_counter()
         index.search(queries, K)
         batch = time.perf_counter() - s
-        out["batched"] = {"queries": len(queries), "total_ms": round(batch * 1e3, 3),
-                          "ms_per_query": round(batch * 1e3 / len(queries), 4)}
+        out["batched"] = {
+            "queries": len(queries),
+            "total_ms": round(batch * 1e3, 3),
+            "ms_per_query": round(batch * 1e3 / len(queries), 4),
+        }
     finally:
         faiss.omp_set_num_threads(default_threads)
     return out
@@ -219,8 +242,9 @@ def fill_store(data: Path, vectors: np.ndarray, real: dict, rng: np.random.Gener
     timings = {}
     s = time.perf_counter()
     store = FaceStore(data)
-    coll = store.collection("gallery", create=True, purpose="benchmark", legal_basis="LFW research set",
-                            retention_days=1)
+    coll = store.collection(
+        "gallery", create=True, purpose="benchmark", legal_basis="LFW research set", retention_days=1
+    )
     store.set_model(coll.id, real["model_id"])
     meta, sources = real["meta"], real["sources"]
     chunk = 5000
@@ -232,13 +256,32 @@ def fill_store(data: Path, vectors: np.ndarray, real: dict, rng: np.random.Gener
                 m = meta[i % len(meta)]
                 ident = i + 1
                 src = sources[i] if i < len(sources) else f"synthetic/{(i - len(sources)) // 5:07d}/{i:08d}.jpg"
-                images.append({"id": ident, "collection_id": coll.id, "sha256": f"{ident:064x}", "source": src,
-                               "width": 250, "height": 250, "case_id": "bench"})
-                faces.append({"id": ident, "image_id": ident, "collection_id": coll.id, "box": m["box"],
-                              "landmarks": m["landmarks"], "detector_score": m["detector_score"],
-                              "quality": m["quality"], "quality_parts": m["quality_parts"],
-                              "model_id": real["model_id"], "embedding": vectors[i].tobytes(),
-                              "thumbnail": m["thumbnail"]})
+                images.append(
+                    {
+                        "id": ident,
+                        "collection_id": coll.id,
+                        "sha256": f"{ident:064x}",
+                        "source": src,
+                        "width": 250,
+                        "height": 250,
+                        "case_id": "bench",
+                    }
+                )
+                faces.append(
+                    {
+                        "id": ident,
+                        "image_id": ident,
+                        "collection_id": coll.id,
+                        "box": m["box"],
+                        "landmarks": m["landmarks"],
+                        "detector_score": m["detector_score"],
+                        "quality": m["quality"],
+                        "quality_parts": m["quality_parts"],
+                        "model_id": real["model_id"],
+                        "embedding": vectors[i].tobytes(),
+                        "thumbnail": m["thumbnail"],
+                    }
+                )
                 journal.append({"collection_id": coll.id, "face_id": ident, "op": "add"})
             session.execute(insert(ImageRecord), images)
             session.execute(insert(FaceRecord), faces)
@@ -306,9 +349,15 @@ def add_image_cost(store, cid: int, real: dict, model_id: str, rng: np.random.Ge
     samples = []
     base = 10**12
     for i in range(count):
-        face = NewFace(box=m["box"], landmarks=m["landmarks"], detector_score=m["detector_score"],
-                       quality=m["quality"], quality_parts=m["quality_parts"],
-                       embedding=normalise(rng.standard_normal(DIM, dtype=np.float32)), thumbnail=m["thumbnail"])
+        face = NewFace(
+            box=m["box"],
+            landmarks=m["landmarks"],
+            detector_score=m["detector_score"],
+            quality=m["quality"],
+            quality_parts=m["quality_parts"],
+            embedding=normalise(rng.standard_normal(DIM, dtype=np.float32)),
+            thumbnail=m["thumbnail"],
+        )
         s = time.perf_counter()
         store.add_image(cid, NewImage(f"{base + i:064x}", f"added/{i}.jpg", 250, 250), [face], model_id)
         samples.append(time.perf_counter() - s)
@@ -351,9 +400,13 @@ def end_to_end(data: Path, models: Path, probe: Path, gallery_photo: Path, runs:
         t4 = time.perf_counter()
         ff.store.faces([fid for row in hits for fid, _ in row])
         t5 = time.perf_counter()
-        for name, value in (("decode", t1 - t0), ("detect+landmarks+embed", t2 - t1),
-                            ("store.collections() (counts)", t3 - t2), ("store.search", t4 - t3),
-                            ("store.faces", t5 - t4)):
+        for name, value in (
+            ("decode", t1 - t0),
+            ("detect+landmarks+embed", t2 - t1),
+            ("store.collections() (counts)", t3 - t2),
+            ("store.search", t4 - t3),
+            ("store.faces", t5 - t4),
+        ):
             parts[name].append(value)
         # the same search right after the pipeline, FAISS limited to 1 thread: onnxruntime's
         # intra-op threads are still spinning after analyze() and fight FAISS's OpenMP threads
@@ -372,8 +425,12 @@ def end_to_end(data: Path, models: Path, probe: Path, gallery_photo: Path, runs:
         "FaceFinder.search": percentiles(samples),
         "parts_p50_ms": {k: percentiles(v)["p50_ms"] for k, v in parts.items()},
         "faces_in_probe": len(result),
-        "top_candidate": None if top is None else {
-            "source": top.source, "score": top.score, "band": top.band,
+        "top_candidate": None
+        if top is None
+        else {
+            "source": top.source,
+            "score": top.score,
+            "band": top.band,
             "same_person_as_probe": Path(top.source).parent.name == probe.parent.name,
             "is_gallery_photo": Path(top.source).resolve() == gallery_photo.resolve(),
         },
@@ -383,16 +440,23 @@ def end_to_end(data: Path, models: Path, probe: Path, gallery_photo: Path, runs:
 
 # ----- main --------------------------------------------------------------------------------------
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="10000,100000", help="gallery sizes in faces (default 10000,100000)")
     parser.add_argument("--queries", type=int, default=500, help="single-query calls per measurement (>= 200)")
     parser.add_argument("--probe-runs", type=int, default=20, help="FaceFinder.search runs per size")
     parser.add_argument("--real", type=int, default=300, help="LFW photos to embed when no embeddings file exists")
-    parser.add_argument("--embeddings", type=Path, default=RESULTS_DIR / "lfw_embeddings.npz",
-                        help="real embeddings (.npz with key 'embeddings'), used when present")
+    parser.add_argument(
+        "--embeddings",
+        type=Path,
+        default=RESULTS_DIR / "lfw_embeddings.npz",
+        help="real embeddings (.npz with key 'embeddings'), used when present",
+    )
     parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW, help=f"LFW images folder (default {DEFAULT_LFW})")
-    parser.add_argument("--models", default=None, help="models dir (default $FACEFINDER_MODELS_DIR or ~/.facefinder/models)")
+    parser.add_argument(
+        "--models", default=None, help="models dir (default $FACEFINDER_MODELS_DIR or ~/.facefinder/models)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/search_latency.json)")
     args = parser.parse_args()
@@ -400,15 +464,20 @@ def main() -> None:
         parser.error("--queries: at least 200, so that p99 means something")
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    lfw = require_dir(args.lfw.expanduser().resolve(), "LFW images folder",
-                      "Pass --lfw DIR (the folder of per-person subfolders from lfw.tgz).")
+    lfw = require_dir(
+        args.lfw.expanduser().resolve(),
+        "LFW images folder",
+        "Pass --lfw DIR (the folder of per-person subfolders from lfw.tgz).",
+    )
     models = models_dir(args.models)
     from facefinder.vision.models import require_models
 
     require_models(models)
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, python {info['python']}, onnxruntime {info['onnxruntime']}, "
-          f"faiss {info['faiss']} ({info.get('faiss_omp_threads')} OpenMP threads), load average {info['loadavg_at_start']}")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, python {info['python']}, onnxruntime {info['onnxruntime']}, "
+        f"faiss {info['faiss']} ({info.get('faiss_omp_threads')} OpenMP threads), load average {info['loadavg_at_start']}"
+    )
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     all_photos = image_files(lfw)
@@ -416,10 +485,18 @@ def main() -> None:
     real = real_faces(lfw, args.real, models, args.embeddings, gallery_photo, probe)
     print(f"real embeddings: {real['source']}; probe {probe.name} (gallery holds {gallery_photo.name})")
 
-    results: dict = {"machine": info, "k": K, "queries": args.queries, "real_embeddings": real["source"],
-                     "synthetic": {"identities": "N/5", "samples_per_identity": SAMPLES_PER_IDENTITY,
-                                   "rule": "normalise(centre + N(0, sigma^2 I)), centres uniform on the unit sphere"},
-                     "sizes": {}}
+    results: dict = {
+        "machine": info,
+        "k": K,
+        "queries": args.queries,
+        "real_embeddings": real["source"],
+        "synthetic": {
+            "identities": "N/5",
+            "samples_per_identity": SAMPLES_PER_IDENTITY,
+            "rule": "normalise(centre + N(0, sigma^2 I)), centres uniform on the unit sphere",
+        },
+        "sizes": {},
+    }
     scratch = Path(tempfile.mkdtemp(prefix="ff-search-"))
     summary = []
     try:
@@ -440,9 +517,11 @@ def main() -> None:
             data = scratch / f"store-{n}"
             store, cid, load = fill_store(data, vectors, real, rng)
             entry["store_load"] = load
-            print(f"catalog load (not the metric): bulk insert {load['bulk_insert_s']} s, rebuild index "
-                  f"{load['reload_rebuild_s']} s, checkpoint {load['checkpoint_s']} s, reopen "
-                  f"{load['open_from_checkpoint_s']} s, {load['catalog_mb']:.0f} MB on disk")
+            print(
+                f"catalog load (not the metric): bulk insert {load['bulk_insert_s']} s, rebuild index "
+                f"{load['reload_rebuild_s']} s, checkpoint {load['checkpoint_s']} s, reopen "
+                f"{load['open_from_checkpoint_s']} s, {load['catalog_mb']:.0f} MB on disk"
+            )
             with CpuWatch() as watch:
                 entry["store_level"] = store_level(store, cid, queries)
                 entry["add_image_one_face"] = add_image_cost(store, cid, real, real["model_id"], rng)
@@ -458,8 +537,10 @@ def main() -> None:
             raw, st, e2e = entry["raw_index"], entry["store_level"], entry["end_to_end"]
             sd, s1 = st["default_threads"], st["one_thread"]
             rows = [
-                (f"VectorIndex.search, 1 query, {raw['faiss_default_threads']} FAISS threads (default)",
-                 raw["default_threads"]),
+                (
+                    f"VectorIndex.search, 1 query, {raw['faiss_default_threads']} FAISS threads (default)",
+                    raw["default_threads"],
+                ),
                 ("VectorIndex.search, 1 query, 1 FAISS thread", raw["one_thread"]),
                 ("FaceStore.search + FaceStore.faces (default threads)", sd["search_plus_faces"]),
                 ("  FaceStore.search", sd["FaceStore.search"]),
@@ -470,37 +551,78 @@ def main() -> None:
                 ("FaceStore.add_image, 1-face photo", entry["add_image_one_face"]),
                 ("FaceFinder.search(probe photo), end to end", e2e["FaceFinder.search"]),
             ]
-            print(table([(name, p["n"], p["p50_ms"], p["p90_ms"], p["p99_ms"], p["mean_ms"]) for name, p in rows],
-                        ("measurement (ms)", "n", "p50", "p90", "p99", "mean")))
-            print(f"batched: {raw['batched']['queries']} queries in one call {raw['batched']['total_ms']} ms "
-                  f"({raw['batched']['ms_per_query']} ms/query); index add of all {n:,} vectors {raw['add_all_s']} s")
+            print(
+                table(
+                    [(name, p["n"], p["p50_ms"], p["p90_ms"], p["p99_ms"], p["mean_ms"]) for name, p in rows],
+                    ("measurement (ms)", "n", "p50", "p90", "p99", "mean"),
+                )
+            )
+            print(
+                f"batched: {raw['batched']['queries']} queries in one call {raw['batched']['total_ms']} ms "
+                f"({raw['batched']['ms_per_query']} ms/query); index add of all {n:,} vectors {raw['add_all_s']} s"
+            )
             print("end-to-end parts, p50 ms: " + ", ".join(f"{k} {v}" for k, v in e2e["parts_p50_ms"].items()))
-            print("CPU taken by OTHER processes during (a) / (b) / (c): " + " / ".join(
-                f"{c['other_processes_share_pct']}%" for c in contention.values())
-                + " of the machine (0% = uncontended; FAISS's multi-threaded calls suffer most)")
+            print(
+                "CPU taken by OTHER processes during (a) / (b) / (c): "
+                + " / ".join(f"{c['other_processes_share_pct']}%" for c in contention.values())
+                + " of the machine (0% = uncontended; FAISS's multi-threaded calls suffer most)"
+            )
             top = e2e["top_candidate"]
-            print(f"probe: {e2e['faces_in_probe']} face(s); top candidate "
-                  + ("none" if top is None else f"{Path(top['source']).name} score {top['score']} "
-                     f"(same person: {top['same_person_as_probe']})"))
-            summary.append((f"{n:,}", raw["default_threads"]["p50_ms"], raw["default_threads"]["p99_ms"],
-                            raw["one_thread"]["p50_ms"], raw["one_thread"]["p99_ms"],
-                            sd["search_plus_faces"]["p50_ms"], sd["search_plus_faces"]["p99_ms"],
-                            s1["search_plus_faces"]["p50_ms"], s1["search_plus_faces"]["p99_ms"],
-                            e2e["FaceFinder.search"]["p50_ms"]))
+            print(
+                f"probe: {e2e['faces_in_probe']} face(s); top candidate "
+                + (
+                    "none"
+                    if top is None
+                    else f"{Path(top['source']).name} score {top['score']} (same person: {top['same_person_as_probe']})"
+                )
+            )
+            summary.append(
+                (
+                    f"{n:,}",
+                    raw["default_threads"]["p50_ms"],
+                    raw["default_threads"]["p99_ms"],
+                    raw["one_thread"]["p50_ms"],
+                    raw["one_thread"]["p99_ms"],
+                    sd["search_plus_faces"]["p50_ms"],
+                    sd["search_plus_faces"]["p99_ms"],
+                    s1["search_plus_faces"]["p50_ms"],
+                    s1["search_plus_faces"]["p99_ms"],
+                    e2e["FaceFinder.search"]["p50_ms"],
+                )
+            )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     if "cosines" in results["synthetic"]:
         c = results["synthetic"]["cosines"]
-        print(f"\nsynthetic vectors: sigma {c['sigma']}, same-identity cos {c['synthetic_same_identity_cos']['mean']} "
-              f"+- {c['synthetic_same_identity_cos']['std']}, different {c['synthetic_different_identity_cos']['mean']} "
-              f"+- {c['synthetic_different_identity_cos']['std']}; real random pairs {c['real_random_pairs_cos']['mean']} "
-              f"+- {c['real_random_pairs_cos']['std']}")
+        print(
+            f"\nsynthetic vectors: sigma {c['sigma']}, same-identity cos {c['synthetic_same_identity_cos']['mean']} "
+            f"+- {c['synthetic_same_identity_cos']['std']}, different {c['synthetic_different_identity_cos']['mean']} "
+            f"+- {c['synthetic_different_identity_cos']['std']}; real random pairs {c['real_random_pairs_cos']['mean']} "
+            f"+- {c['real_random_pairs_cos']['std']}"
+        )
     print("\nsummary (ms):")
-    print(table(summary, ("faces", "index p50", "index p99", "index 1T p50", "index 1T p99", "store p50", "store p99",
-                          "store 1T p50", "store 1T p99", "probe e2e p50")))
-    print("(index = VectorIndex.search; store = FaceStore.search + FaceStore.faces; 1T = FAISS limited to 1 thread;"
-          " probe e2e = FaceFinder.search of a photo, default settings)")
+    print(
+        table(
+            summary,
+            (
+                "faces",
+                "index p50",
+                "index p99",
+                "index 1T p50",
+                "index 1T p99",
+                "store p50",
+                "store p99",
+                "store 1T p50",
+                "store 1T p99",
+                "probe e2e p50",
+            ),
+        )
+    )
+    print(
+        "(index = VectorIndex.search; store = FaceStore.search + FaceStore.faces; 1T = FAISS limited to 1 thread;"
+        " probe e2e = FaceFinder.search of a photo, default settings)"
+    )
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     results["machine"]["loadavg_at_end"] = loadavg()
     path = write_json("search_latency.json", results, args.out)

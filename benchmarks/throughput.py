@@ -65,8 +65,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    DEFAULT_GROUPS, DEFAULT_LFW, image_files, loadavg, machine, models_dir, require_dir, spread, system_cpu_seconds,
-    table, write_json,
+    DEFAULT_GROUPS,
+    DEFAULT_LFW,
+    image_files,
+    loadavg,
+    machine,
+    models_dir,
+    require_dir,
+    spread,
+    system_cpu_seconds,
+    table,
+    write_json,
 )
 
 TARGET_PHOTOS_PER_S = 50.0
@@ -99,8 +108,14 @@ def run_ingest(folder: Path, models: Path, workers: int | None, scratch: Path, l
 
     cpu_before, system_before = cpu_times(), system_cpu_seconds()
     started = time.perf_counter()
-    report = ff.ingest(folder, collection=label, on_progress=progress, purpose="benchmark",
-                       legal_basis="LFW research set", retention_days=1)
+    report = ff.ingest(
+        folder,
+        collection=label,
+        on_progress=progress,
+        purpose="benchmark",
+        legal_basis="LFW research set",
+        retention_days=1,
+    )
     wall = time.perf_counter() - started
     cpu_after, system_after = cpu_times(), system_cpu_seconds()
     ff.store.close()
@@ -217,12 +232,20 @@ def profile_pipeline(paths: list[Path], models: Path) -> dict:
     scratch = Path(tempfile.mkdtemp(prefix="profile-store-"))
     try:
         store = FaceStore(scratch)
-        coll = store.collection("profile", create=True, purpose="benchmark", legal_basis="LFW research set",
-                                retention_days=1)
+        coll = store.collection(
+            "profile", create=True, purpose="benchmark", legal_basis="LFW research set", retention_days=1
+        )
         s = time.perf_counter()
         for i, (vec, q, thumb, (d, p)) in enumerate(zip(vectors, qualities, thumbs, metas)):
-            face = NewFace(box=[float(v) for v in d.box], landmarks=p.tolist(), detector_score=d.score,
-                           quality=q.score, quality_parts=q.as_dict(), embedding=vec, thumbnail=thumb)
+            face = NewFace(
+                box=[float(v) for v in d.box],
+                landmarks=p.tolist(),
+                detector_score=d.score,
+                quality=q.score,
+                quality_parts=q.as_dict(),
+                embedding=vec,
+                thumbnail=thumb,
+            )
             store.add_image(coll.id, NewImage(f"{i:064x}", f"p{i}.jpg", 250, 250), [face], pipeline.model_id)
         t["store: add_image (main)"] += time.perf_counter() - s
         store.close()
@@ -233,9 +256,13 @@ def profile_pipeline(paths: list[Path], models: Path) -> dict:
     worker_keys = [k for k in t if "(main)" not in k]
     worker_total = sum(t[k] for k in worker_keys)
     steps = [
-        {"step": k, "total_s": round(v, 3), "ms_per_photo": round(v / photos * 1e3, 3),
-         "ms_per_face": round(v / max(n_faces, 1) * 1e3, 3),
-         "share_of_worker": round(v / worker_total * 100, 1) if k in worker_keys else None}
+        {
+            "step": k,
+            "total_s": round(v, 3),
+            "ms_per_photo": round(v / photos * 1e3, 3),
+            "ms_per_face": round(v / max(n_faces, 1) * 1e3, 3),
+            "share_of_worker": round(v / worker_total * 100, 1) if k in worker_keys else None,
+        }
         for k, v in t.items()
     ]
     return {
@@ -305,12 +332,17 @@ def profile_groups(paths: list[Path], models: Path) -> list[dict]:
         total = time.perf_counter() - s
         after = (pipeline.timings.detect, pipeline.timings.align, pipeline.timings.embed)
         h, w = image.shape[:2]
-        rows.append({
-            "photo": path.name, "size": f"{w}x{h}", "windows": 1 + len(pipeline.detector._tiles(w, h)),
-            "faces": len(faces), "decode_ms": round(decode * 1e3, 1),
-            **{f"{k}_ms": round((a - b) * 1e3, 1) for k, a, b in zip(("detect", "align", "embed"), after, before)},
-            "total_ms": round((decode + total) * 1e3, 1),
-        })
+        rows.append(
+            {
+                "photo": path.name,
+                "size": f"{w}x{h}",
+                "windows": 1 + len(pipeline.detector._tiles(w, h)),
+                "faces": len(faces),
+                "decode_ms": round(decode * 1e3, 1),
+                **{f"{k}_ms": round((a - b) * 1e3, 1) for k, a, b in zip(("detect", "align", "embed"), after, before)},
+                "total_ms": round((decode + total) * 1e3, 1),
+            }
+        )
     return rows
 
 
@@ -339,8 +371,13 @@ def print_run(title: str, run: dict) -> None:
     print(table(rows))
     wall = run["seconds"] or 1
     stage_rows = [
-        (k, f"{v:.2f}", f"{v / wall * 100:.0f}%", f"{v / max(run['ingested'], 1) * 1e3:.2f}",
-         "main, wall" if k in ("read", "store") else "workers, summed")
+        (
+            k,
+            f"{v:.2f}",
+            f"{v / wall * 100:.0f}%",
+            f"{v / max(run['ingested'], 1) * 1e3:.2f}",
+            "main, wall" if k in ("read", "store") else "workers, summed",
+        )
         for k, v in run["stage_seconds"].items()
     ]
     print()
@@ -387,9 +424,13 @@ def store_write_path(scratch: Path, photos: int = 1000) -> dict:
             cid = store.collection("b", create=True, purpose="b", legal_basis="b", retention_days=1).id
             started = time.perf_counter()
             for start in range(0, photos, 8):
-                batch = [(NewImage(f"{mode}{i}", f"/p/{i}.jpg", 250, 250),
-                          [NewFace([0, 0, 9, 9], [[1, 1]] * 5, 0.9, 0.9, {}, vectors[i], thumb)])
-                         for i in range(start, min(start + 8, photos))]
+                batch = [
+                    (
+                        NewImage(f"{mode}{i}", f"/p/{i}.jpg", 250, 250),
+                        [NewFace([0, 0, 9, 9], [[1, 1]] * 5, 0.9, 0.9, {}, vectors[i], thumb)],
+                    )
+                    for i in range(start, min(start + 8, photos))
+                ]
                 store.add_images(cid, batch, "m")
             elapsed = time.perf_counter() - started
             t = time.perf_counter()
@@ -405,9 +446,14 @@ def store_write_path(scratch: Path, photos: int = 1000) -> dict:
             open_ms = (time.perf_counter() - t) * 1e3
             reopened.close()
         shutil.rmtree(data, ignore_errors=True)
-        out.setdefault(mode, []).append({"ms_per_photo": round(elapsed / photos * 1e3, 3),
-                                         "idle_refresh_ms": round(refresh_ms, 3),
-                                         "checkpoint_ms": round(checkpoint_ms, 1), "open_ms": round(open_ms, 1)})
+        out.setdefault(mode, []).append(
+            {
+                "ms_per_photo": round(elapsed / photos * 1e3, 3),
+                "idle_refresh_ms": round(refresh_ms, 3),
+                "checkpoint_ms": round(checkpoint_ms, 1),
+                "open_ms": round(open_ms, 1),
+            }
+        )
     return out
 
 
@@ -417,47 +463,68 @@ def durability_cost(folder: Path, models: Path, workers: int | None, scratch: Pa
         for mode in ("NORMAL", "FULL"):
             with sqlite_synchronous(mode):
                 run = run_ingest(folder, models, workers, scratch, f"sync-{mode.lower()}")
-            runs[mode].append({k: run[k] for k in ("photos_per_s", "seconds", "ingested", "stage_seconds",
-                                                   "cpu_ms_per_photo")})
+            runs[mode].append(
+                {k: run[k] for k in ("photos_per_s", "seconds", "ingested", "stage_seconds", "cpu_ms_per_photo")}
+            )
     best = {mode: max(r["photos_per_s"] for r in rs) for mode, rs in runs.items()}
-    store_ms = {mode: min(r["stage_seconds"]["store"] / max(r["ingested"], 1) * 1e3 for r in rs)
-                for mode, rs in runs.items()}
-    return {"ingest_runs": runs, "best_photos_per_s": best,
-            "full_vs_normal_pct": round((best["NORMAL"] / best["FULL"] - 1) * 100, 2),
-            "store_stage_ms_per_photo": {k: round(v, 3) for k, v in store_ms.items()},
-            "store_write_path": store_write_path(scratch)}
+    store_ms = {
+        mode: min(r["stage_seconds"]["store"] / max(r["ingested"], 1) * 1e3 for r in rs) for mode, rs in runs.items()
+    }
+    return {
+        "ingest_runs": runs,
+        "best_photos_per_s": best,
+        "full_vs_normal_pct": round((best["NORMAL"] / best["FULL"] - 1) * 100, 2),
+        "store_stage_ms_per_photo": {k: round(v, 3) for k, v in store_ms.items()},
+        "store_write_path": store_write_path(scratch),
+    }
 
 
 def print_durability(d: dict) -> None:
     print("\n== durability cost: SQLite synchronous=FULL (default) vs NORMAL ==")
-    rows = [(mode, ", ".join(f"{r['photos_per_s']:.1f}" for r in d["ingest_runs"][mode]),
-             d["store_stage_ms_per_photo"][mode]) for mode in ("NORMAL", "FULL")]
+    rows = [
+        (
+            mode,
+            ", ".join(f"{r['photos_per_s']:.1f}" for r in d["ingest_runs"][mode]),
+            d["store_stage_ms_per_photo"][mode],
+        )
+        for mode in ("NORMAL", "FULL")
+    ]
     print(table(rows, ("mode", "ingest photos/s (each run)", "store stage ms/photo (best)")))
     print(f"FULL costs {d['full_vs_normal_pct']}% of ingest throughput (best run of each)")
     w = d["store_write_path"]
-    rows = [(mode, r["ms_per_photo"], r["idle_refresh_ms"], r["checkpoint_ms"], r["open_ms"])
-            for mode in ("NORMAL", "FULL") for r in w[mode]]
+    rows = [
+        (mode, r["ms_per_photo"], r["idle_refresh_ms"], r["checkpoint_ms"], r["open_ms"])
+        for mode in ("NORMAL", "FULL")
+        for r in w[mode]
+    ]
     print(f"store write path alone, {w['photos']} photos in batches of 8:")
     print(table(rows, ("mode", "ms/photo", "refresh (nothing new) ms", "checkpoint ms", "open + proof ms")))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW, help=f"LFW images folder (default {DEFAULT_LFW})")
     parser.add_argument("--limit", type=int, default=2000, help="photos from LFW (default 2000; 0 = all)")
-    parser.add_argument("--workers", default=None,
-                        help="ingest worker processes; a comma list runs several (default: one per core)")
+    parser.add_argument(
+        "--workers", default=None, help="ingest worker processes; a comma list runs several (default: one per core)"
+    )
     parser.add_argument("--groups", type=Path, default=DEFAULT_GROUPS, help="folder of group photos")
-    parser.add_argument("--models", default=None, help="models dir (default $FACEFINDER_MODELS_DIR or ~/.facefinder/models)")
+    parser.add_argument(
+        "--models", default=None, help="models dir (default $FACEFINDER_MODELS_DIR or ~/.facefinder/models)"
+    )
     parser.add_argument("--profile", type=int, default=300, help="photos for the in-process profile (0 = skip)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/throughput.json)")
     parser.add_argument("--durability", type=int, default=2, help="rounds of the FULL vs NORMAL ingest (0 = skip)")
     parser.add_argument("--durability-only", action="store_true", help="run only the durability section")
     args = parser.parse_args()
 
-    lfw = require_dir(args.lfw.expanduser().resolve(), "LFW images folder",
-                      "Pass --lfw DIR (the folder of per-person subfolders from lfw.tgz).")
+    lfw = require_dir(
+        args.lfw.expanduser().resolve(),
+        "LFW images folder",
+        "Pass --lfw DIR (the folder of per-person subfolders from lfw.tgz).",
+    )
     groups = require_dir(args.groups.expanduser().resolve(), "group photos folder", "Pass --groups DIR.")
     models = models_dir(args.models)
     from facefinder.vision.models import require_models
@@ -467,8 +534,10 @@ def main() -> None:
     limit = None if args.limit in (0, None) else args.limit
 
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable), python {info['python']}, "
-          f"onnxruntime {info['onnxruntime']}, load average {info['loadavg_at_start']}")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores ({info['cores_usable']} usable), python {info['python']}, "
+        f"onnxruntime {info['onnxruntime']}, load average {info['loadavg_at_start']}"
+    )
 
     all_photos = image_files(lfw)
     subset = spread(all_photos, limit)
@@ -478,13 +547,23 @@ def main() -> None:
 
         with Image.open(path) as im:
             sizes[f"{im.size[0]}x{im.size[1]}"] += 1
-    print(f"LFW: {len(subset)} of {len(all_photos)} photos (evenly strided over sorted paths), "
-          f"sizes {dict(sizes)}; models {models}")
+    print(
+        f"LFW: {len(subset)} of {len(all_photos)} photos (evenly strided over sorted paths), "
+        f"sizes {dict(sizes)}; models {models}"
+    )
 
     scratch = Path(tempfile.mkdtemp(prefix="ff-throughput-"))
-    results: dict = {"machine": info, "target_photos_per_s": TARGET_PHOTOS_PER_S,
-                     "lfw": {"dir": str(lfw), "photos_available": len(all_photos), "subset": len(subset),
-                             "subset_rule": "sorted paths, evenly strided", "sizes_sample": dict(sizes)}}
+    results: dict = {
+        "machine": info,
+        "target_photos_per_s": TARGET_PHOTOS_PER_S,
+        "lfw": {
+            "dir": str(lfw),
+            "photos_available": len(all_photos),
+            "subset": len(subset),
+            "subset_rule": "sorted paths, evenly strided",
+            "sizes_sample": dict(sizes),
+        },
+    }
     try:
         if limit is None:
             folder = lfw
@@ -503,11 +582,15 @@ def main() -> None:
             runs.append(run)
             print_run(f"LFW ingest, {run['workers']} worker(s)", run)
             verdict = "meets" if run["photos_per_s"] >= TARGET_PHOTOS_PER_S else "is SHORT of"
-            print(f"\n{run['photos_per_s']:.1f} photos/s {verdict} the target of {TARGET_PHOTOS_PER_S:.0f} photos/s "
-                  f"(steady state {run['steady_photos_per_s']})")
+            print(
+                f"\n{run['photos_per_s']:.1f} photos/s {verdict} the target of {TARGET_PHOTOS_PER_S:.0f} photos/s "
+                f"(steady state {run['steady_photos_per_s']})"
+            )
             if run["photos_without_faces"]:
-                print(f"photos with no face: {run['photos_without_faces']} "
-                      f"({run['photos_without_faces'] / max(run['ingested'], 1) * 100:.2f}%)")
+                print(
+                    f"photos with no face: {run['photos_without_faces']} "
+                    f"({run['photos_without_faces'] / max(run['ingested'], 1) * 100:.2f}%)"
+                )
         results["lfw_runs"] = runs
 
         group_photos = image_files(groups)
@@ -519,29 +602,63 @@ def main() -> None:
         mean_ms = float(np.mean([r["total_ms"] for r in group_rows]))
         cores = os.cpu_count() or 1
         group_projection = round(cores * 1000 / mean_ms, 2)
-        print(f"group photos: {mean_ms:.0f} ms of one core per photo in-process -> ~{group_projection} photos/s "
-              f"(~{group_projection * group_run['faces'] / max(group_run['ingested'], 1):.0f} faces/s) on {cores} cores "
-              f"for a large batch of such photos. The {len(group_photos)}-photo ingest above is one worker task "
-              f"(BATCH_PHOTOS = 8), so one worker does it all and its wall time is mostly pool start-up.")
-        results["groups"] = {"dir": str(groups), "ingest": group_run, "per_photo_in_process": group_rows,
-                             "mean_ms_per_photo_one_core": round(mean_ms, 1),
-                             "projected_photos_per_s_all_cores": group_projection}
+        print(
+            f"group photos: {mean_ms:.0f} ms of one core per photo in-process -> ~{group_projection} photos/s "
+            f"(~{group_projection * group_run['faces'] / max(group_run['ingested'], 1):.0f} faces/s) on {cores} cores "
+            f"for a large batch of such photos. The {len(group_photos)}-photo ingest above is one worker task "
+            f"(BATCH_PHOTOS = 8), so one worker does it all and its wall time is mostly pool start-up."
+        )
+        results["groups"] = {
+            "dir": str(groups),
+            "ingest": group_run,
+            "per_photo_in_process": group_rows,
+            "mean_ms_per_photo_one_core": round(mean_ms, 1),
+            "projected_photos_per_s_all_cores": group_projection,
+        }
 
         if args.profile:
             prof = profile_pipeline(subset[: args.profile], models)
-            print(f"\n== profile: one pipeline in-process, 1 thread, {prof['photos']} LFW photos, "
-                  f"{prof['faces']} faces ==")
-            print(table([(s["step"], s["total_s"], s["ms_per_photo"], s["ms_per_face"],
-                          "" if s["share_of_worker"] is None else f"{s['share_of_worker']}%") for s in prof["steps"]],
-                        ("step", "seconds", "ms/photo", "ms/face", "% worker")))
-            print(f"worker work {prof['worker_ms_per_photo']} ms/photo -> {prof['single_core_photos_per_s']} photos/s "
-                  f"per core; main-process work {prof['main_ms_per_photo']} ms/photo; "
-                  f"{prof['photos_needing_padded_retry']} photos needed the padded retry")
+            print(
+                f"\n== profile: one pipeline in-process, 1 thread, {prof['photos']} LFW photos, "
+                f"{prof['faces']} faces =="
+            )
+            print(
+                table(
+                    [
+                        (
+                            s["step"],
+                            s["total_s"],
+                            s["ms_per_photo"],
+                            s["ms_per_face"],
+                            "" if s["share_of_worker"] is None else f"{s['share_of_worker']}%",
+                        )
+                        for s in prof["steps"]
+                    ],
+                    ("step", "seconds", "ms/photo", "ms/face", "% worker"),
+                )
+            )
+            print(
+                f"worker work {prof['worker_ms_per_photo']} ms/photo -> {prof['single_core_photos_per_s']} photos/s "
+                f"per core; main-process work {prof['main_ms_per_photo']} ms/photo; "
+                f"{prof['photos_needing_padded_retry']} photos needed the padded retry"
+            )
             ops = profile_ops(models)
             print("\nonnxruntime op profile (1 thread):")
-            print(table([(k, v["input"], v["ms_per_run"], v["ms_per_item"],
-                          ", ".join(f"{op} {pct}%" for op, pct in list(v["op_share_pct"].items())[:6]))
-                         for k, v in ops.items()], ("model", "input", "ms/run", "ms/item", "time by op")))
+            print(
+                table(
+                    [
+                        (
+                            k,
+                            v["input"],
+                            v["ms_per_run"],
+                            v["ms_per_item"],
+                            ", ".join(f"{op} {pct}%" for op, pct in list(v["op_share_pct"].items())[:6]),
+                        )
+                        for k, v in ops.items()
+                    ],
+                    ("model", "input", "ms/run", "ms/item", "time by op"),
+                )
+            )
             results["profile"] = prof
             results["profile"]["onnx_ops"] = ops
         if args.durability:

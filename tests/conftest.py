@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import GROUP, GROUP_FACES, LFW, POLICY, open_finder
 
 from facefinder import config
-from helpers import GROUP, GROUP_FACES, LFW, POLICY, open_finder
 
 # Resolved at import, before any test overrides FACEFINDER_DATA_DIR: honours FACEFINDER_MODELS_DIR
 # and FACEFINDER_DATA_DIR as set by the person running the tests, else ~/.facefinder/models.
@@ -64,8 +64,11 @@ def make_finder(tmp_path, pipeline):
     opened = []
 
     def make(data_dir: Path | None = None, **kwargs):
-        ff = open_finder(data_dir or tmp_path / "data", pipeline if not kwargs.get("recognizer")
-                         and not kwargs.get("detector") else None, **kwargs)
+        ff = open_finder(
+            data_dir or tmp_path / "data",
+            pipeline if not kwargs.get("recognizer") and not kwargs.get("detector") else None,
+            **kwargs,
+        )
         opened.append(ff)
         return ff
 

@@ -17,8 +17,14 @@ DEMO = Path(facefinder.__file__).resolve().parent / "demo"
 GALLERY = DEMO / "gallery"
 PROBES = DEMO / "probes"
 GROUP = GALLERY / "group"
-GROUP_FACES = {"sample1.jpg": 3, "sample2.jpg": 3, "sample3.jpg": 3, "sample4.jpg": 4, "sample5.jpg": 5,
-               "sample6.jpg": 4}
+GROUP_FACES = {
+    "sample1.jpg": 3,
+    "sample2.jpg": 3,
+    "sample3.jpg": 3,
+    "sample4.jpg": 4,
+    "sample5.jpg": 5,
+    "sample6.jpg": 4,
+}
 LFW_PEOPLE = sorted(p.name for p in LFW.iterdir() if p.is_dir())
 # Every new collection needs a purpose, a legal basis and a retention period (services/privacy/retention.py).
 POLICY = {"purpose": "facefinder tests", "legal_basis": "test photos under the MIT licence", "retention_days": 30}

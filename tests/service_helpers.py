@@ -17,18 +17,16 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
+from helpers import LFW, LFW_PEOPLE, POLICY, lfw, open_finder
 
 from facefinder.services.server import accounts as accounts_module
-
-from helpers import LFW, LFW_PEOPLE, POLICY, lfw, open_finder
 
 # The service tests make hundreds of accounts and sign-ins: argon2 at its cheapest keeps them fast. The
 # hash format and the code that checks it are the same; the service itself uses argon2-cffi's defaults.
 accounts_module._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 POSTGRES_ENV = "FACEFINDER_TEST_POSTGRES_URL"
-USERS = {"admin": "admin", "ivan": "investigator", "inga": "investigator", "olga": "investigator",
-         "aud": "auditor"}
+USERS = {"admin": "admin", "ivan": "investigator", "inga": "investigator", "olga": "investigator", "aud": "auditor"}
 GRANTED = ("ivan", "inga")  # olga is an investigator without any grant
 COLLECTION = "people"
 
@@ -165,15 +163,23 @@ def probe_bytes(person: str | None = None, number: int = 1) -> bytes:
     return lfw(person or "Tony_Blair", number).read_bytes()
 
 
-def run_search(client: TestClient, csrf: str | None = None, person: str = "Tony_Blair", case_id: str = "K-1",
-               **fields) -> dict:
+def run_search(
+    client: TestClient, csrf: str | None = None, person: str = "Tony_Blair", case_id: str = "K-1", **fields
+) -> dict:
     """Upload a probe and search its face 0 for a case, through the API; returns the search record."""
     headers = {"X-CSRF-Token": csrf} if csrf else {}
-    response = client.post("/api/probes", files={"photo": ("probe.jpg", probe_bytes(person), "image/jpeg")},
-                           headers=headers)
+    response = client.post(
+        "/api/probes", files={"photo": ("probe.jpg", probe_bytes(person), "image/jpeg")}, headers=headers
+    )
     assert response.status_code == 201, response.text
-    body = {"probe_id": response.json()["probe_id"], "face": 0, "case_id": case_id,
-            "purpose": "find the person in the probe photo", "category": "missing person", **fields}
+    body = {
+        "probe_id": response.json()["probe_id"],
+        "face": 0,
+        "case_id": case_id,
+        "purpose": "find the person in the probe photo",
+        "category": "missing person",
+        **fields,
+    }
     response = client.post("/api/searches", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
@@ -192,5 +198,19 @@ def assert_error(response, status: int, code: str | None = None, field_name: str
     return body["error"]
 
 
-__all__ = ["Backend", "COLLECTION", "GRANTED", "LFW", "POSTGRES_ENV", "Served", "USERS", "assert_error", "backend",
-           "make_backend", "make_served", "password", "probe_bytes", "run_search"]
+__all__ = [
+    "Backend",
+    "COLLECTION",
+    "GRANTED",
+    "LFW",
+    "POSTGRES_ENV",
+    "Served",
+    "USERS",
+    "assert_error",
+    "backend",
+    "make_backend",
+    "make_served",
+    "password",
+    "probe_bytes",
+    "run_search",
+]

@@ -13,14 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import POLICY, box_iou, lfw
 from PIL import Image
+from service_helpers import (  # noqa: F401
+    COLLECTION,
+    assert_error,
+    backend,
+    make_served,
+    password,
+    probe_bytes,
+    run_search,
+)
 from sqlalchemy import select, update
 
 from facefinder.storage.catalog import CaseCandidate, CaseSearch, ImageRecord, utcnow
-from helpers import POLICY, box_iou, lfw
-from service_helpers import (  # noqa: F401
-    COLLECTION, assert_error, backend, make_served, password, probe_bytes, run_search,
-)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +59,9 @@ def audit_entries(served, **filters) -> list:
 # ----- sign-in, sessions, CSRF, tokens ---------------------------------------------------------------
 def test_sign_in_session_csrf_and_sign_out(served):
     client = served.client(None)
-    assert_error(client.post("/api/session", json={"username": "ivan", "password": "wrong-password"}),
-                 401, "unauthenticated")
+    assert_error(
+        client.post("/api/session", json={"username": "ivan", "password": "wrong-password"}), 401, "unauthenticated"
+    )
     response = client.post("/api/session", json={"username": "ivan", "password": password("ivan")})
     assert response.status_code == 200 and response.json()["user"]["role"] == "investigator"
     assert response.json()["user"]["grants"] == [COLLECTION]
@@ -114,16 +121,35 @@ def test_account_and_grant_changes_are_audited(fresh):
     admin = app.client("admin")
     created = admin.post("/api/users", json={"username": "newbie", "password": "long-enough-pw", "role": "auditor"})
     assert created.status_code == 201 and created.json()["role"] == "auditor"
-    assert_error(admin.post("/api/users", json={"username": "newbie", "password": "long-enough-pw",
-                                                "role": "auditor"}), 409, "conflict")
-    assert_error(admin.post("/api/users", json={"username": "x", "password": "short", "role": "auditor"}),
-                 422, "invalid", "password")
-    assert_error(admin.post("/api/users", json={"username": "y", "password": "long-enough-pw", "role": "root"}),
-                 422, "invalid", "role")
-    assert admin.post("/api/collections", json={"name": "c1", "purpose": "p", "legal_basis": "l",
-                                                "retention_days": 7}).status_code == 201
-    assert_error(admin.post("/api/collections", json={"name": "c1", "purpose": "p", "legal_basis": "l",
-                                                      "retention_days": 7}), 409, "conflict", "name")
+    assert_error(
+        admin.post("/api/users", json={"username": "newbie", "password": "long-enough-pw", "role": "auditor"}),
+        409,
+        "conflict",
+    )
+    assert_error(
+        admin.post("/api/users", json={"username": "x", "password": "short", "role": "auditor"}),
+        422,
+        "invalid",
+        "password",
+    )
+    assert_error(
+        admin.post("/api/users", json={"username": "y", "password": "long-enough-pw", "role": "root"}),
+        422,
+        "invalid",
+        "role",
+    )
+    assert (
+        admin.post(
+            "/api/collections", json={"name": "c1", "purpose": "p", "legal_basis": "l", "retention_days": 7}
+        ).status_code
+        == 201
+    )
+    assert_error(
+        admin.post("/api/collections", json={"name": "c1", "purpose": "p", "legal_basis": "l", "retention_days": 7}),
+        409,
+        "conflict",
+        "name",
+    )
     assert admin.put("/api/users/ivan/grants/c1").json()["grants"] == ["c1"]
     assert_error(admin.put("/api/users/ivan/grants/nope"), 404, "not_found")
     assert admin.delete("/api/users/ivan/grants/c1").json()["grants"] == []
@@ -180,18 +206,25 @@ def test_search_needs_case_purpose_and_a_known_category(served):
     client = served.client("ivan")
     probe = client.post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}).json()
     assert len(probe["faces"]) == 1 and probe["width"] == 250
-    base = {"probe_id": probe["probe_id"], "face": 0, "case_id": "K-9", "purpose": "why not",
-            "category": "missing person"}
-    assert_error(client.post("/api/searches", json={k: v for k, v in base.items() if k != "case_id"}),
-                 422, "invalid", "case_id")
+    base = {
+        "probe_id": probe["probe_id"],
+        "face": 0,
+        "case_id": "K-9",
+        "purpose": "why not",
+        "category": "missing person",
+    }
+    assert_error(
+        client.post("/api/searches", json={k: v for k, v in base.items() if k != "case_id"}), 422, "invalid", "case_id"
+    )
     assert_error(client.post("/api/searches", json={**base, "case_id": "   "}), 400, "bad_request", "case_id")
     assert_error(client.post("/api/searches", json={**base, "purpose": "x"}), 400, "bad_request", "purpose")
     assert_error(client.post("/api/searches", json={**base, "category": "curiosity"}), 400, "bad_request", "category")
     assert_error(client.post("/api/searches", json={**base, "face": 3}), 400, "bad_request", "face")
     assert_error(client.post("/api/searches", json={**base, "top_k": 0}), 422, "invalid", "top_k")
     assert_error(client.post("/api/searches", json={**base, "probe_id": "gone"}), 404, "not_found")
-    assert_error(client.post("/api/searches", json={**base, "collections": ["nope"]}), 400, "bad_request",
-                 "collections")
+    assert_error(
+        client.post("/api/searches", json={**base, "collections": ["nope"]}), 400, "bad_request", "collections"
+    )
     # a probe belongs to whoever uploaded it
     assert_error(served.client("inga").post("/api/searches", json=base), 404, "not_found")
     assert client.post("/api/searches", json=base).status_code == 201
@@ -199,8 +232,12 @@ def test_search_needs_case_purpose_and_a_known_category(served):
 
 def test_investigators_search_only_granted_collections(served):
     admin = served.client("admin")
-    assert admin.post("/api/collections", json={"name": "secret", "purpose": "p", "legal_basis": "l",
-                                                "retention_days": 5}).status_code == 201
+    assert (
+        admin.post(
+            "/api/collections", json={"name": "secret", "purpose": "p", "legal_basis": "l", "retention_days": 5}
+        ).status_code
+        == 201
+    )
     ivan = served.client("ivan")
     probe = ivan.post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}).json()
     body = {"probe_id": probe["probe_id"], "case_id": "K-G", "purpose": "grant test", "category": "missing person"}
@@ -225,13 +262,20 @@ def test_two_person_rule(served):
     proposed = ivan.post(f"/api/searches/{sid}/candidates/1/propose", json={"note": "same person?"}).json()
     assert proposed["status"] == "proposed" and proposed["proposed_by"] == "ivan"
     assert_error(ivan.post(f"/api/searches/{sid}/candidates/1/confirm", json={"note": "yes"}), 403, "forbidden")
-    assert_error(inga.post(f"/api/searches/{sid}/candidates/1/confirm", json={"note": "  "}), 400, "bad_request",
-                 "note")
+    assert_error(
+        inga.post(f"/api/searches/{sid}/candidates/1/confirm", json={"note": "  "}), 400, "bad_request", "note"
+    )
     confirmed = inga.post(f"/api/searches/{sid}/candidates/1/confirm", json={"note": "compared ears, scar"}).json()
-    assert (confirmed["status"], confirmed["confirmed_by"], confirmed["confirmed_note"]) == \
-        ("confirmed", "inga", "compared ears, scar")
-    assert_error(served.client("admin").post(f"/api/searches/{sid}/candidates/1/confirm", json={"note": "again"}),
-                 409, "conflict")
+    assert (confirmed["status"], confirmed["confirmed_by"], confirmed["confirmed_note"]) == (
+        "confirmed",
+        "inga",
+        "compared ears, scar",
+    )
+    assert_error(
+        served.client("admin").post(f"/api/searches/{sid}/candidates/1/confirm", json={"note": "again"}),
+        409,
+        "conflict",
+    )
     assert_error(ivan.post(f"/api/searches/{sid}/candidates/99/propose", json={}), 404, "not_found")
     actions = [(e.actor, e.action) for e in audit_entries(served, case_id="CASE-2P")]
     assert ("ivan", "lead.propose") in actions and ("inga", "lead.confirm") in actions
@@ -241,8 +285,12 @@ def test_two_person_rule(served):
 def test_probe_photo_kept_only_while_retention_allows(fresh, pipeline):
     app = fresh()
     admin = app.client("admin")
-    assert admin.post("/api/collections", json={"name": "c", "purpose": "p", "legal_basis": "l",
-                                                "retention_days": 5}).status_code == 201
+    assert (
+        admin.post(
+            "/api/collections", json={"name": "c", "purpose": "p", "legal_basis": "l", "retention_days": 5}
+        ).status_code
+        == 201
+    )
     first = run_search(admin, person="Tony_Blair", case_id="R-0")
     assert first["probe_kept"] is False
     assert admin.put("/api/settings", json={"probe_retention_days": 3}).json()["probe_retention_days"] == 3
@@ -250,8 +298,11 @@ def test_probe_photo_kept_only_while_retention_allows(fresh, pipeline):
     assert kept["probe_kept"] is True
     with app.service.catalog.session() as session, session.begin():
         assert session.get(CaseSearch, kept["id"]).probe_photo == probe_bytes("Tony_Blair")
-        session.execute(update(CaseSearch).where(CaseSearch.id == kept["id"])
-                        .values(probe_keep_until=utcnow() - timedelta(seconds=1)))
+        session.execute(
+            update(CaseSearch)
+            .where(CaseSearch.id == kept["id"])
+            .values(probe_keep_until=utcnow() - timedelta(seconds=1))
+        )
     assert app.service.cases.purge_expired_probes() == 1
     assert admin.get(f"/api/searches/{kept['id']}").json()["probe_kept"] is False
     assert app.service.audit.entries(action="probe.purge")
@@ -265,8 +316,12 @@ def test_probe_photo_kept_only_while_retention_allows(fresh, pipeline):
 def test_ingest_from_import_root_and_upload_with_progress(fresh, tmp_path):
     app = fresh()
     admin = app.client("admin")
-    assert admin.post("/api/collections", json={"name": "imp", "purpose": "p", "legal_basis": "l",
-                                                "retention_days": 9}).status_code == 201
+    assert (
+        admin.post(
+            "/api/collections", json={"name": "imp", "purpose": "p", "legal_basis": "l", "retention_days": 9}
+        ).status_code
+        == 201
+    )
     folder = app.import_root / "batch"
     folder.mkdir()
     for n in (1, 2):
@@ -284,8 +339,11 @@ def test_ingest_from_import_root_and_upload_with_progress(fresh, tmp_path):
         zf.writestr("../../escaped.jpg", lfw("Vladimir_Putin", 2).read_bytes())
         zf.writestr("/abs/olute.jpg", lfw("Vladimir_Putin", 3).read_bytes())
         zf.writestr("notes.txt", "hello")
-    job = admin.post("/api/ingests/upload", data={"collection": "imp"},
-                     files={"file": ("../../evil name.zip", buffer.getvalue(), "application/zip")}).json()
+    job = admin.post(
+        "/api/ingests/upload",
+        data={"collection": "imp"},
+        files={"file": ("../../evil name.zip", buffer.getvalue(), "application/zip")},
+    ).json()
     assert job["source"] == "upload:evil_name.zip"
     done = app.service.jobs.wait(job["id"])
     assert done.state == "done" and done.report["ingested"] == 1, done
@@ -304,8 +362,11 @@ def test_ingest_from_import_root_and_upload_with_progress(fresh, tmp_path):
         info = tarfile.TarInfo("powell.jpg")
         info.size = len(data)
         tf.addfile(info, io.BytesIO(data))
-    job = admin.post("/api/ingests/upload", data={"collection": "imp"},
-                     files={"file": ("p.tar.gz", buffer.getvalue(), "application/gzip")}).json()
+    job = admin.post(
+        "/api/ingests/upload",
+        data={"collection": "imp"},
+        files={"file": ("p.tar.gz", buffer.getvalue(), "application/gzip")},
+    ).json()
     assert app.service.jobs.wait(job["id"]).report["ingested"] == 1
     counts = {c["name"]: c for c in admin.get("/api/collections").json()}["imp"]
     assert (counts["images"], counts["faces"]) == (4, 4)
@@ -320,11 +381,20 @@ def test_ingest_refuses_paths_outside_the_import_roots(served, tmp_path):
     (outside / "x.jpg").write_bytes(probe_bytes())
     (served.import_root / "link").symlink_to(outside)
     for path in ("../", "../../etc", "/etc", str(outside), "link", "link/x.jpg", "missing"):
-        assert_error(admin.post("/api/ingests", json={"collection": COLLECTION, "path": path}), 400,
-                     "bad_request", "path")
+        assert_error(
+            admin.post("/api/ingests", json={"collection": COLLECTION, "path": path}), 400, "bad_request", "path"
+        )
     assert_error(admin.post("/api/ingests", json={"collection": "nope", "path": "one.jpg"}), 404, "not_found")
-    assert_error(admin.post("/api/ingests/upload", data={"collection": COLLECTION},
-                            files={"file": ("a.exe", b"MZ", "application/octet-stream")}), 400, "bad_request", "file")
+    assert_error(
+        admin.post(
+            "/api/ingests/upload",
+            data={"collection": COLLECTION},
+            files={"file": ("a.exe", b"MZ", "application/octet-stream")},
+        ),
+        400,
+        "bad_request",
+        "file",
+    )
 
 
 def test_server_side_imports_are_off_without_an_import_root(fresh):
@@ -387,12 +457,16 @@ def test_search_is_rate_limited(fresh):
     admin.post("/api/collections", json={"name": "c", "purpose": "p", "legal_basis": "l", "retention_days": 5})
     for _ in range(2):
         assert admin.post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}).status_code == 201
-    assert_error(admin.post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}), 429,
-                 "rate_limited")
+    assert_error(
+        admin.post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}), 429, "rate_limited"
+    )
     # per user: another user is not held up
     app.client("admin").post("/api/users/ivan/grants/c")
     assert app.client("admin").put("/api/users/ivan/grants/c").status_code == 200
-    assert app.client("ivan").post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}).status_code == 201
+    assert (
+        app.client("ivan").post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}).status_code
+        == 201
+    )
 
 
 def test_upload_size_and_pixel_caps(fresh):
@@ -401,14 +475,24 @@ def test_upload_size_and_pixel_caps(fresh):
     admin.post("/api/collections", json={"name": "c", "purpose": "p", "legal_basis": "l", "retention_days": 5})
     big = io.BytesIO()
     Image.new("RGB", (120, 120), (200, 10, 10)).save(big, format="BMP")  # ~43 kB, under the pixel cap
-    assert_error(admin.post("/api/probes", files={"photo": ("big.bmp", big.getvalue(), "image/bmp")}), 413,
-                 "too_large", "photo")
-    assert_error(admin.post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}), 413,
-                 "too_large", "photo")  # 250 x 250 = one pixel over the cap
-    assert_error(admin.post("/api/ingests/upload", data={"collection": "c"},
-                            files={"file": ("a.zip", b"\0" * 300_000, "application/zip")}), 413, "too_large")
-    assert_error(admin.post("/api/probes", files={"photo": ("x.jpg", b"not an image", "image/jpeg")}), 400,
-                 "bad_image", "photo")
+    assert_error(
+        admin.post("/api/probes", files={"photo": ("big.bmp", big.getvalue(), "image/bmp")}), 413, "too_large", "photo"
+    )
+    assert_error(
+        admin.post("/api/probes", files={"photo": ("p.jpg", probe_bytes(), "image/jpeg")}), 413, "too_large", "photo"
+    )  # 250 x 250 = one pixel over the cap
+    assert_error(
+        admin.post(
+            "/api/ingests/upload",
+            data={"collection": "c"},
+            files={"file": ("a.zip", b"\0" * 300_000, "application/zip")},
+        ),
+        413,
+        "too_large",
+    )
+    assert_error(
+        admin.post("/api/probes", files={"photo": ("x.jpg", b"not an image", "image/jpeg")}), 400, "bad_image", "photo"
+    )
     assert_error(admin.post("/api/probes", files={"photo": ("x.jpg", b"", "image/jpeg")}), 400, "bad_image")
 
 
@@ -441,8 +525,9 @@ def test_error_shape_for_unknown_routes_methods_and_bad_json(served):
     client = served.client("admin")
     assert_error(client.get("/api/nope"), 404, "not_found")
     assert_error(client.put("/api/health"), 405, "method_not_allowed")
-    assert_error(client.post("/api/users", content=b"{not json", headers={"content-type": "application/json"}),
-                 422, "invalid")
+    assert_error(
+        client.post("/api/users", content=b"{not json", headers={"content-type": "application/json"}), 422, "invalid"
+    )
     assert_error(client.get("/api/searches/abc"), 422, "invalid", "search_id")
     assert_error(client.get("/api/searches/999999"), 404, "not_found")
     assert_error(client.get("/api/searches/99999999999"), 422, "invalid", "search_id")  # over PostgreSQL's int
@@ -451,8 +536,12 @@ def test_error_shape_for_unknown_routes_methods_and_bad_json(served):
     assert response.status_code == 200 or assert_error(response, 400, "bad_request")
     response = served.client(None).post("/api/session", json={"username": "x\x00", "password": "y"})
     assert response.status_code == 401 or assert_error(response, 400, "bad_request")
-    for path in ("/api/searches/1/candidates/1/photo/../../../../etc/passwd", "/static/../api.py",
-                 "/static/%2e%2e/api.py", "/api/images/..%2f..%2fetc%2fpasswd"):
+    for path in (
+        "/api/searches/1/candidates/1/photo/../../../../etc/passwd",
+        "/static/../api.py",
+        "/static/%2e%2e/api.py",
+        "/api/images/..%2f..%2fetc%2fpasswd",
+    ):
         response = client.get(path)
         assert response.status_code in (404, 405, 422), (path, response.status_code)
         assert b"root:" not in response.content and b"def create_app" not in response.content
@@ -475,8 +564,11 @@ def test_web_login_form_and_pages_render(served):
     assert response.status_code == 401 and "Wrong username or password" in response.text
     response = client.post("/login", data={"username": "ivan", "password": password("ivan"), "csrf_token": "forged"})
     assert response.status_code == 403
-    response = client.post("/login", data={"username": "ivan", "password": password("ivan"), "csrf_token": token,
-                                           "next": "//evil.example/"}, follow_redirects=False)
+    response = client.post(
+        "/login",
+        data={"username": "ivan", "password": password("ivan"), "csrf_token": token, "next": "//evil.example/"},
+        follow_redirects=False,
+    )
     assert response.status_code == 303 and response.headers["location"] == "/search"
     search_page = client.get("/search")
     assert "Case-bound search" in search_page.text and "missing person" in search_page.text

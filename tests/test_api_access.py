@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
 from service_helpers import COLLECTION, assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 
 ROLES = [None, "aud", "olga", "ivan", "admin"]  # in this order: the state-changing calls rely on it
@@ -63,30 +62,40 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
         ("POST", "/api/tokens", {"json": {"name": "matrix"}}, only(ALL, 201)),
         ("DELETE", "/api/tokens/999999", {}, only(ALL, 404)),
         ("GET", "/api/users", {}, only({"admin"}, 200)),
-        ("POST", "/api/users", lambda: {"json": {"username": unique("new"), "password": "a-long-password",
-                                                 "role": "investigator"}}, only({"admin"}, 201)),
+        (
+            "POST",
+            "/api/users",
+            lambda: {"json": {"username": unique("new"), "password": "a-long-password", "role": "investigator"}},
+            only({"admin"}, 201),
+        ),
         ("PATCH", "/api/users/inga", {"json": {"active": True}}, only({"admin"}, 200)),
         ("PUT", f"/api/users/inga/grants/{COLLECTION}", {}, only({"admin"}, 200)),
         ("DELETE", f"/api/users/olga/grants/{COLLECTION}", {}, only({"admin"}, 200)),
         ("GET", "/api/settings", {}, only({"admin"}, 200)),
         ("PUT", "/api/settings", {"json": {}}, only({"admin"}, 200)),
         ("GET", "/api/collections", {}, only(ALL, 200)),
-        ("POST", "/api/collections", lambda: {"json": {"name": unique("c"), "purpose": "p", "legal_basis": "l",
-                                                       "retention_days": 3}}, only({"admin"}, 201)),
+        (
+            "POST",
+            "/api/collections",
+            lambda: {"json": {"name": unique("c"), "purpose": "p", "legal_basis": "l", "retention_days": 3}},
+            only({"admin"}, 201),
+        ),
         ("DELETE", "/api/collections/no-such-collection", {}, only({"admin"}, 404)),
         ("GET", f"/api/collections/{COLLECTION}/failures", {}, only({"admin", "ivan"}, 200)),
         ("DELETE", "/api/images/999999", {}, only({"admin"}, 404)),
         ("DELETE", "/api/faces/999999", {}, only({"admin"}, 404)),
         ("GET", "/api/ingests", {}, only({"admin", "ivan", "olga"}, 200)),
-        ("POST", "/api/ingests", {"json": {"collection": COLLECTION, "path": "one.jpg"}},
-         only({"admin", "ivan"}, 202)),
+        ("POST", "/api/ingests", {"json": {"collection": COLLECTION, "path": "one.jpg"}}, only({"admin", "ivan"}, 202)),
         ("POST", "/api/ingests/upload", upload_file, only({"admin", "ivan"}, 202)),
         ("GET", f"/api/ingests/{job}", {}, {"admin": 200, "ivan": 404, "olga": 404, "aud": 403}),
         ("POST", "/api/probes", upload_photo, only({"admin", "ivan"}, 201)),
         ("GET", f"/api/probes/{pid}/faces/0/thumbnail", {}, {"admin": 404, "ivan": 200, "olga": 404, "aud": 403}),
-        ("POST", "/api/searches", {"json": {"probe_id": pid, "case_id": "ACCESS-2", "purpose": "matrix test",
-                                            "category": "missing person"}},
-         {"admin": 404, "ivan": 201, "olga": 403, "aud": 403}),
+        (
+            "POST",
+            "/api/searches",
+            {"json": {"probe_id": pid, "case_id": "ACCESS-2", "purpose": "matrix test", "category": "missing person"}},
+            {"admin": 404, "ivan": 201, "olga": 403, "aud": 403},
+        ),
         ("GET", "/api/searches", {}, only(ALL, 200)),
         ("GET", f"/api/searches/{sid}", {}, only({"admin", "ivan", "aud"}, 200)),
         ("GET", f"/api/searches/{sid}/probe/thumbnail", {}, only({"admin", "ivan"}, 200)),
@@ -94,11 +103,19 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
         ("GET", f"/api/searches/{sid}/candidates/1/thumbnail", {}, only({"admin", "ivan"}, 200)),
         ("GET", f"/api/searches/{sid}/candidates/1/photo", {}, only({"admin", "ivan"}, 200)),
         # aud and olga first (403), then ivan proposes (200) and admin finds it proposed already (409)
-        ("POST", f"/api/searches/{sid}/candidates/2/propose", {"json": {"note": "worth a look"}},
-         {"admin": 409, "ivan": 200, "olga": 403, "aud": 403}),
+        (
+            "POST",
+            f"/api/searches/{sid}/candidates/2/propose",
+            {"json": {"note": "worth a look"}},
+            {"admin": 409, "ivan": 200, "olga": 403, "aud": 403},
+        ),
         # inga proposed candidate 1: ivan confirms (200), then admin finds it confirmed already (409)
-        ("POST", f"/api/searches/{sid}/candidates/1/confirm", {"json": {"note": "checked"}},
-         {"admin": 409, "ivan": 200, "olga": 403, "aud": 403}),
+        (
+            "POST",
+            f"/api/searches/{sid}/candidates/1/confirm",
+            {"json": {"note": "checked"}},
+            {"admin": 409, "ivan": 200, "olga": 403, "aud": 403},
+        ),
         ("GET", "/api/audit", {}, only({"aud"}, 200)),
         ("GET", "/api/audit/export", {"params": {"format": "json"}}, only({"aud"}, 200)),
         ("GET", "/api/audit/verify", {}, only({"aud"}, 200)),
@@ -115,8 +132,10 @@ def test_every_role_against_every_endpoint(served):
             response = clients[role].request(method, path, **call)
             want = 401 if role is None else expected[role]
             if response.status_code != want:
-                failures.append(f"{role or 'anonymous'} {method} {path}: {response.status_code} (wanted {want}) "
-                                f"{response.text[:200]}")
+                failures.append(
+                    f"{role or 'anonymous'} {method} {path}: {response.status_code} (wanted {want}) "
+                    f"{response.text[:200]}"
+                )
             elif want >= 400:
                 assert_error(response, want, {401: "unauthenticated", 403: "forbidden"}.get(want))
     assert not failures, "\n".join(failures)
@@ -143,15 +162,25 @@ def test_the_matrix_covers_every_api_route(served):
 def test_pages_need_a_session_and_the_right_role(served):
     """Anonymous visitors are sent to the sign-in page; a role's forbidden page is a 403 page."""
     anonymous = served.client(None)
-    pages = ["/collections", "/search", "/searches", f"/searches/{served.search_id}",
-             f"/searches/{served.search_id}/candidates/1", "/audit", "/accounts", "/account"]
+    pages = [
+        "/collections",
+        "/search",
+        "/searches",
+        f"/searches/{served.search_id}",
+        f"/searches/{served.search_id}/candidates/1",
+        "/audit",
+        "/accounts",
+        "/account",
+    ]
     for page in pages:
         response = anonymous.get(page, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"].startswith("/login?next="), page
-    allowed = {"admin": {"/collections", "/search", "/searches", "/searches/", "/candidates/", "/accounts", "/account"},
-               "ivan": {"/collections", "/search", "/searches", "/searches/", "/candidates/", "/account"},
-               "olga": {"/collections", "/search", "/searches", "/account"},
-               "aud": {"/collections", "/searches", "/searches/", "/audit", "/account"}}
+    allowed = {
+        "admin": {"/collections", "/search", "/searches", "/searches/", "/candidates/", "/accounts", "/account"},
+        "ivan": {"/collections", "/search", "/searches", "/searches/", "/candidates/", "/account"},
+        "olga": {"/collections", "/search", "/searches", "/account"},
+        "aud": {"/collections", "/searches", "/searches/", "/audit", "/account"},
+    }
     for user, ok in allowed.items():
         browser, _ = served.browser(user)
         for page in pages:

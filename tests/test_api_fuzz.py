@@ -16,7 +16,6 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
-
 from service_helpers import backend, make_served, run_search  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -49,8 +48,14 @@ def test_no_server_errors_from_fuzzed_requests(served):
                 strategy = operation.as_strategy(generation_mode=mode)
 
                 @given(case=strategy)
-                @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+                @settings(
+                    max_examples=examples,
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.generate],
+                )
                 def fuzz(case):
                     nonlocal calls
                     calls += 1
@@ -60,8 +65,10 @@ def test_no_server_errors_from_fuzzed_requests(served):
                     try:
                         response = case.call_and_validate(headers=headers, checks=checks)
                     except Exception as exc:  # noqa: BLE001 - collect, report all at the end
-                        failures.append(f"{identity or 'anonymous'} {mode.value} {operation.method.upper()} "
-                                        f"{operation.path}: {str(exc)[:600]}")
+                        failures.append(
+                            f"{identity or 'anonymous'} {mode.value} {operation.method.upper()} "
+                            f"{operation.path}: {str(exc)[:600]}"
+                        )
                         return
                     if response.status_code >= 400:
                         body = json.loads(response.content)

@@ -8,12 +8,12 @@ import json
 import time
 
 import pytest
+from helpers import GROUP, lfw
 from PIL import Image
+from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 
 from facefinder.services.calibration import default_calibration
 from facefinder.services.server.pictures import placeholder_jpeg
-from helpers import GROUP, lfw
-from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -33,11 +33,13 @@ def actions(served) -> list[str]:
 def test_only_admins(served, user, status):
     client = served.client(user)
     for method, path, kwargs in [
-        ("GET", "/api/privacy/status", {}), ("GET", "/api/privacy/optouts", {}),
+        ("GET", "/api/privacy/status", {}),
+        ("GET", "/api/privacy/optouts", {}),
         ("POST", "/api/privacy/optouts", {"content": probe_bytes(), "headers": JPEG}),
         ("POST", "/api/privacy/persons/find", {"content": probe_bytes(), "headers": JPEG}),
         ("POST", "/api/privacy/access", {"content": probe_bytes(), "headers": JPEG}),
-        ("GET", "/api/privacy/consents", {}), ("POST", "/api/privacy/purge", {"json": {"dry_run": True}}),
+        ("GET", "/api/privacy/consents", {}),
+        ("POST", "/api/privacy/purge", {"json": {"dry_run": True}}),
         ("PUT", "/api/privacy/public-optout", {"json": {"enabled": True}}),
     ]:
         assert_error(client.request(method, path, **kwargs), status)
@@ -52,13 +54,17 @@ def test_status(served):
 def test_optout_through_the_api(served):
     admin = served.client("admin")
     assert_error(admin.post("/api/privacy/optouts", headers=JPEG), 400, "bad_request", "photo")
-    assert_error(admin.post("/api/privacy/optouts", content=(GROUP / "sample1.jpg").read_bytes(), headers=JPEG),
-                 400, "bad_request")  # three faces: say which
+    assert_error(
+        admin.post("/api/privacy/optouts", content=(GROUP / "sample1.jpg").read_bytes(), headers=JPEG),
+        400,
+        "bad_request",
+    )  # three faces: say which
     before = run_search(served.client("ivan"), person="Colin_Powell", case_id="P-1")
     assert before["candidates"], before
     face = served.client("ivan").get(f"/api/searches/{before['id']}/candidates/1/thumbnail").content
-    response = admin.post("/api/privacy/optouts?reference=REQ-9", content=lfw("Colin_Powell", 1).read_bytes(),
-                          headers=JPEG)
+    response = admin.post(
+        "/api/privacy/optouts?reference=REQ-9", content=lfw("Colin_Powell", 1).read_bytes(), headers=JPEG
+    )
     assert response.status_code == 201, response.text
     created = response.json()
     assert created["templates"] == 1 and created["matches"]
@@ -103,16 +109,19 @@ def test_public_optout_form_is_off_until_switched_on(served):
     try:
         page = public.get("/api/privacy/public/optout")
         assert page.status_code == 200 and "Opt out of face search" in page.text
-        assert "<script src=\"/api/privacy/public/optout.js\"" in page.text  # no inline script (CSP)
+        assert '<script src="/api/privacy/public/optout.js"' in page.text  # no inline script (CSP)
         assert public.get("/api/privacy/public/optout.js").status_code == 200
-        response = public.post("/api/privacy/public/optout", content=lfw("Hugo_Chavez", 1).read_bytes(),
-                               headers=JPEG)
+        response = public.post("/api/privacy/public/optout", content=lfw("Hugo_Chavez", 1).read_bytes(), headers=JPEG)
         assert response.status_code == 202, response.text
         body = response.json()
         assert set(body) == {"received", "reference", "message"}  # says nothing about what is held
         assert body["reference"].startswith("public-")
-        error = assert_error(public.post("/api/privacy/public/optout", content=(GROUP / "sample1.jpg").read_bytes(),
-                                         headers=JPEG), 400, "bad_image", "photo")
+        error = assert_error(
+            public.post("/api/privacy/public/optout", content=(GROUP / "sample1.jpg").read_bytes(), headers=JPEG),
+            400,
+            "bad_image",
+            "photo",
+        )
         assert "only you" in error["message"]
         [row] = [o for o in admin.get("/api/privacy/optouts").json() if o["reference"] == body["reference"]]
         assert row["channel"] == "public" and row["created_by"] == "public-form"
@@ -138,8 +147,9 @@ def test_privacy_photos_are_decoded_within_the_budget(served, tmp_path):
     flat = io.BytesIO()
     Image.new("RGB", (6000, 6000)).save(flat, format="PNG")  # 36 MP: 137 MB to decode, over the 128 MB budget
     for path in ("/api/privacy/persons/find", "/api/privacy/optouts", "/api/privacy/access"):
-        error = assert_error(admin.post(path, content=flat.getvalue(), headers={"Content-Type": "image/png"}),
-                             413, "too_large", "photo")
+        error = assert_error(
+            admin.post(path, content=flat.getvalue(), headers={"Content-Type": "image/png"}), 413, "too_large", "photo"
+        )
         assert "budget" in error["message"], error
 
 
@@ -159,11 +169,18 @@ def test_erase_person_needs_the_confirmed_face_ids(served):
 
 def test_consent_and_purge_through_the_api(served):
     admin = served.client("admin")
-    response = admin.post("/api/privacy/consents", json={"consent_id": "API-1", "subject": "volunteer",
-                                                         "scope": "search", "given_at": "2024-02-03"})
+    response = admin.post(
+        "/api/privacy/consents",
+        json={"consent_id": "API-1", "subject": "volunteer", "scope": "search", "given_at": "2024-02-03"},
+    )
     assert response.status_code == 201 and response.json()["images"] == 0
-    assert_error(admin.post("/api/privacy/consents", json={"consent_id": "API-1", "subject": "x", "scope": "y",
-                                                           "given_at": "2024-02-03"}), 400)
+    assert_error(
+        admin.post(
+            "/api/privacy/consents",
+            json={"consent_id": "API-1", "subject": "x", "scope": "y", "given_at": "2024-02-03"},
+        ),
+        400,
+    )
     assert any(c["consent_id"] == "API-1" for c in admin.get("/api/privacy/consents").json())
     assert admin.post("/api/privacy/consents/API-1/withdraw", json={"note": "by letter"}).json()["images"] == 0
     report = admin.post("/api/privacy/purge", json={"dry_run": True}).json()

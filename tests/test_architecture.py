@@ -24,9 +24,13 @@ MODULES = {module_name(path): path for path in ROOT.rglob("*.py")}
 def runtime_imports(path: Path) -> set[str]:
     """The facefinder modules ``path`` imports when it runs (``from pkg import submodule`` is the submodule)."""
     tree = ast.parse(path.read_text())
-    hints = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
-             and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
-             for stmt in block.body for node in ast.walk(stmt)}
+    hints = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", getattr(block.test, "attr", None)) == "TYPE_CHECKING"
+        for stmt in block.body
+        for node in ast.walk(stmt)
+    }
     found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in hints:
@@ -48,8 +52,12 @@ def layer(name: str) -> int | None:
 
 
 def test_no_layer_imports_a_layer_above_it():
-    upward = sorted((name, target) for name, targets in GRAPH.items() for target in targets
-                    if layer(name) is not None and layer(target) is not None and layer(target) > layer(name))
+    upward = sorted(
+        (name, target)
+        for name, targets in GRAPH.items()
+        for target in targets
+        if layer(name) is not None and layer(target) is not None and layer(target) > layer(name)
+    )
     assert upward == []
 
 
@@ -62,7 +70,7 @@ def test_no_import_circle():
 
     def visit(name: str, path: list[str]) -> None:
         if name in path:
-            circles.append(path[path.index(name):] + [name])
+            circles.append(path[path.index(name) :] + [name])
             return
         if name in done:
             return
@@ -80,8 +88,10 @@ def test_no_import_circle():
 ROW_MODULES = ("facefinder.storage.catalog", "sqlalchemy")
 # http/app.py maps sqlalchemy's DataError (a value the database refused) onto a 400; it is to go once
 # that error reaches the interfaces under a services-level name.
-ROW_IMPORTS_LEFT = {("facefinder.interfaces.http.app", "sqlalchemy.exc"),
-                    ("facefinder.interfaces.http.app", "sqlalchemy.exc.DataError")}
+ROW_IMPORTS_LEFT = {
+    ("facefinder.interfaces.http.app", "sqlalchemy.exc"),
+    ("facefinder.interfaces.http.app", "sqlalchemy.exc.DataError"),
+}
 
 
 def every_import(tree: ast.AST) -> set[str]:
@@ -100,8 +110,13 @@ def imports_rows(module: str) -> bool:
 
 
 def test_interfaces_import_no_catalog_rows():
-    found = {(name, target) for name, path in MODULES.items() if layer(name) == LAYERS.index("interfaces")
-             for target in every_import(ast.parse(path.read_text())) if imports_rows(target)}
+    found = {
+        (name, target)
+        for name, path in MODULES.items()
+        if layer(name) == LAYERS.index("interfaces")
+        for target in every_import(ast.parse(path.read_text()))
+        if imports_rows(target)
+    }
     assert found - ROW_IMPORTS_LEFT == set()
 
 
@@ -112,10 +127,15 @@ def test_the_row_rule_sees_the_imports():
         return {target for target in every_import(ast.parse(source)) if imports_rows(target)}
 
     assert flagged("if TYPE_CHECKING:\n    from facefinder.storage.catalog import User\n") == {
-        "facefinder.storage.catalog", "facefinder.storage.catalog.User"}
+        "facefinder.storage.catalog",
+        "facefinder.storage.catalog.User",
+    }
     assert flagged("def f():\n    from facefinder.storage import catalog, store\n") == {"facefinder.storage.catalog"}
     assert flagged("import sqlalchemy.orm\nfrom sqlalchemy import select\n") == {
-        "sqlalchemy.orm", "sqlalchemy", "sqlalchemy.select"}
+        "sqlalchemy.orm",
+        "sqlalchemy",
+        "sqlalchemy.select",
+    }
     assert flagged("from facefinder.services.audit import AuditLog\nimport facefinder.storage.catalogue\n") == set()
 
 

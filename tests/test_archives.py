@@ -51,8 +51,10 @@ def test_a_member_over_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatc
 
 def test_unpacking_keeps_every_name_inside_the_target(tmp_path):
     inner = make_zip(tmp_path / "inner.zip", {"deep.jpg": b"deep"})
-    outer = make_tar(tmp_path / "up.tar.gz", {"../escape.jpg": b"no", "/abs.jpg": b"no", "ok/p.jpg": b"yes",
-                                              "nested.zip": inner.read_bytes()})
+    outer = make_tar(
+        tmp_path / "up.tar.gz",
+        {"../escape.jpg": b"no", "/abs.jpg": b"no", "ok/p.jpg": b"yes", "nested.zip": inner.read_bytes()},
+    )
     target = archives.unpack(outer, tmp_path / "files", max_total=10_000)
     found = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
     assert found == ["nested.zip.d/deep.jpg", "ok/p.jpg"]

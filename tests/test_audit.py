@@ -52,5 +52,6 @@ def test_swapping_two_entries_is_caught(tmp_path):
         fields = ("at", "actor", "action", "case_id", "details", "prev_hash", "hash")
         va, vb = ({f: getattr(x, f) for f in fields} for x in (a, b))
         for f in fields:
-            setattr(a, f, vb[f]); setattr(b, f, va[f])
+            setattr(a, f, vb[f])
+            setattr(b, f, va[f])
     assert log.verify() != []

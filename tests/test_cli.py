@@ -10,14 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import GROUP, GROUP_FACES, LFW, LFW_PEOPLE, POLICY_ARGS, PROBES, cli_command, lfw, save_jpeg
 from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app
-from helpers import GROUP, GROUP_FACES, LFW, LFW_PEOPLE, POLICY_ARGS, PROBES, cli_command, lfw, save_jpeg
 
 PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "match", "error"}
-CANDIDATE_KEYS = {"rank", "face_id", "score", "false_match_rate", "band", "collection", "image_id", "source",
-                  "box", "quality", "provenance"}
+CANDIDATE_KEYS = {
+    "rank",
+    "face_id",
+    "score",
+    "false_match_rate",
+    "band",
+    "collection",
+    "image_id",
+    "source",
+    "box",
+    "quality",
+    "provenance",
+}
 
 
 @pytest.fixture
@@ -56,8 +67,9 @@ def test_ingest_json_report(cli, tmp_path):
     report = json.loads(cli("ingest", folder, "-c", "people", *POLICY_ARGS, "--workers", "0", "--json").stdout)
     assert report["collection"] == "people"
     assert (report["seen"], report["ingested"], report["faces"], report["duplicates"]) == (2, 1, 1, 0)
-    assert report["failures"] == [{"source": str(folder / "broken.jpg"), "reason": "not-an-image",
-                                   "detail": "unrecognised format"}]
+    assert report["failures"] == [
+        {"source": str(folder / "broken.jpg"), "reason": "not-an-image", "detail": "unrecognised format"}
+    ]
     assert report["photos_per_second"] > 0 and "stage_seconds" in report
     # the human summary goes to stderr; stdout stays empty without --json
     human = cli("ingest", folder, "-c", "people", *POLICY_ARGS, "--workers", "0")
@@ -71,8 +83,18 @@ def test_collections_json(lfw_cli):
     assert row["name"] == "lfw"
     assert (row["images"], row["faces"], row["failures"]) == (15, 15, 0)
     assert row["model_id"] == "blazeface_full_range+mobilefacenet"
-    assert set(row) == {"id", "name", "description", "model_id", "images", "faces", "failures", "purpose",
-                        "legal_basis", "retention_days"}
+    assert set(row) == {
+        "id",
+        "name",
+        "description",
+        "model_id",
+        "images",
+        "faces",
+        "failures",
+        "purpose",
+        "legal_basis",
+        "retention_days",
+    }
 
 
 def test_collections_json_when_empty(cli):
@@ -174,8 +196,10 @@ def test_delete_commands(lfw_cli):
     face = top(lfw("Tony_Blair", 1))
     assert lfw_cli("delete", "face", str(face["face_id"])).stderr.strip() == f"deleted face {face['face_id']}"
     assert top(lfw("Tony_Blair", 1)) is None
-    assert lfw_cli("delete", "face", str(face["face_id"]), expect=2).stderr.strip() == \
-        f"error: face {face['face_id']} does not exist"
+    assert (
+        lfw_cli("delete", "face", str(face["face_id"]), expect=2).stderr.strip()
+        == f"error: face {face['face_id']} does not exist"
+    )
 
     other = top(lfw("Colin_Powell", 1))
     result = lfw_cli("delete", "image", str(other["image_id"]))
@@ -211,8 +235,10 @@ def test_models_list_json(cli, models_dir):
 def test_subprocess_cli_prints_pure_json_lines(tmp_path, models_dir):
     """The installed command, as a script would run it: stdout holds JSON Lines and nothing else."""
     env = {**os.environ, "FACEFINDER_DATA_DIR": str(tmp_path / "data"), "FACEFINDER_MODELS_DIR": str(models_dir)}
-    run = lambda *args: subprocess.run([*cli_command(), *map(str, args)], env=env, capture_output=True,  # noqa: E731
-                                       text=True, timeout=120)
+
+    def run(*args):
+        return subprocess.run([*cli_command(), *map(str, args)], env=env, capture_output=True, text=True, timeout=120)
+
     ingest = run("ingest", GROUP / "sample1.jpg", "-c", "g", *POLICY_ARGS, "--json")
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout)["faces"] == 3
@@ -229,8 +255,12 @@ def test_subprocess_cli_prints_pure_json_lines(tmp_path, models_dir):
 @pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path, models_dir):
     """`facefinder demo`: ingests the bundled gallery (worker processes) and searches every probe."""
-    env = {**os.environ, "FACEFINDER_DATA_DIR": str(tmp_path / "data"), "FACEFINDER_MODELS_DIR": str(models_dir),
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "FACEFINDER_DATA_DIR": str(tmp_path / "data"),
+        "FACEFINDER_MODELS_DIR": str(models_dir),
+        "COLUMNS": "200",
+    }
     demo = subprocess.run([*cli_command(), "demo"], env=env, capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stderr
     assert "38 photos ingested" in demo.stderr and "0 failed" in demo.stderr
@@ -246,8 +276,9 @@ def test_demo_command_end_to_end(tmp_path, models_dir):
         first_row = next(line for line in block.splitlines() if line.startswith("│ 1 "))
         assert f"gallery/{person}/{person}" in first_row, first_row  # the best candidate is the right person
     assert matched >= 6
-    collections = subprocess.run([*cli_command(), "collections", "--json"], env=env, capture_output=True,
-                                 text=True, timeout=120)
+    collections = subprocess.run(
+        [*cli_command(), "collections", "--json"], env=env, capture_output=True, text=True, timeout=120
+    )
     [row] = json.loads(collections.stdout)
     assert (row["name"], row["images"], row["faces"]) == ("demo", 38, 32 + sum(GROUP_FACES.values()))
 

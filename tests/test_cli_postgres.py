@@ -2,11 +2,11 @@
 
 import json
 
+from helpers import POLICY_ARGS, lfw
+from service_helpers import backend  # noqa: F401
 from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app
-from helpers import POLICY_ARGS, lfw
-from service_helpers import backend  # noqa: F401
 
 
 def test_cli_on_each_catalog(tmp_path, backend):

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import GALLERY, LFW, POLICY_ARGS, PROBES, cli_command
 from sqlalchemy import select
 
 from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import read_image
-from helpers import GALLERY, LFW, POLICY_ARGS, PROBES, cli_command
 
 
 def count_images(db: Path) -> int:
@@ -59,17 +59,28 @@ def photo_folder(tmp_path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [1, 24], ids=["early", "midway"])
-def test_ingest_killed_midway_resumes_without_loss_or_duplicates(tmp_path, photo_folder, models_dir, pipeline,
-                                                                 kill_after):
+def test_ingest_killed_midway_resumes_without_loss_or_duplicates(
+    tmp_path, photo_folder, models_dir, pipeline, kill_after
+):
     data = tmp_path / "data"
     db = data / "catalog.db"
     env = {**os.environ, "FACEFINDER_DATA_DIR": str(data), "FACEFINDER_MODELS_DIR": str(models_dir)}
-    command = [*cli_command(), "ingest", str(photo_folder), "--collection", "photos", *POLICY_ARGS,
-               "--workers", "2", "--json"]
+    command = [
+        *cli_command(),
+        "ingest",
+        str(photo_folder),
+        "--collection",
+        "photos",
+        *POLICY_ARGS,
+        "--workers",
+        "2",
+        "--json",
+    ]
     total = 61
 
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)  # its own process group: we can kill its workers too
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )  # its own process group: we can kill its workers too
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None and count_images(db) < kill_after:

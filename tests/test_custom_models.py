@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import LFW_PEOPLE, POLICY, lfw
 from onnx import TensorProto, helper, numpy_helper
 
 from facefinder.errors import CatalogError, ModelError
@@ -20,7 +21,6 @@ from facefinder.vision import protocols
 from facefinder.vision.detect import Scrfd
 from facefinder.vision.embed import OnnxRecognizer
 from facefinder.vision.image import read_image
-from helpers import LFW_PEOPLE, POLICY, lfw
 
 EMBED_DIM = 16
 SCRFD_SIZE = 64
@@ -64,16 +64,23 @@ def tiny_scrfd(path: Path, keypoints: bool = True, live_stride: int = 32, score_
     nodes, initializers, outputs = [], [], {"score": [], "bbox": [], "kps": []}
     for stride in STRIDES:
         cells = SCRFD_SIZE // stride
-        nodes.append(helper.make_node("AveragePool", ["input"], [f"pool{stride}"], kernel_shape=[stride, stride],
-                                      strides=[stride, stride]))
-        heads = [("score", 2, np.full(2, score_logit if stride == live_stride else -8.0)),
-                 ("bbox", 8, np.full(8, 0.5)),
-                 ("kps", 20, np.tile(FIVE_POINTS.reshape(-1), 2))]
+        nodes.append(
+            helper.make_node(
+                "AveragePool", ["input"], [f"pool{stride}"], kernel_shape=[stride, stride], strides=[stride, stride]
+            )
+        )
+        heads = [
+            ("score", 2, np.full(2, score_logit if stride == live_stride else -8.0)),
+            ("bbox", 8, np.full(8, 0.5)),
+            ("kps", 20, np.tile(FIVE_POINTS.reshape(-1), 2)),
+        ]
         for head, channels, bias in heads[: 3 if keypoints else 2]:
             name = f"{head}{stride}"
-            initializers += [numpy_helper.from_array(np.zeros((channels, 3, 1, 1), np.float32), f"{name}_w"),
-                             numpy_helper.from_array(bias.astype(np.float32), f"{name}_b"),
-                             numpy_helper.from_array(np.array([-1, channels // 2], np.int64), f"{name}_shape")]
+            initializers += [
+                numpy_helper.from_array(np.zeros((channels, 3, 1, 1), np.float32), f"{name}_w"),
+                numpy_helper.from_array(bias.astype(np.float32), f"{name}_b"),
+                numpy_helper.from_array(np.array([-1, channels // 2], np.int64), f"{name}_shape"),
+            ]
             conv = [helper.make_node("Conv", [f"pool{stride}", f"{name}_w", f"{name}_b"], [f"{name}_conv"])]
             if head == "score":
                 conv.append(helper.make_node("Sigmoid", [f"{name}_conv"], [f"{name}_act"]))
@@ -82,12 +89,15 @@ def tiny_scrfd(path: Path, keypoints: bool = True, live_stride: int = 32, score_
                 helper.make_node("Transpose", [last], [f"{name}_nhwc"], perm=[0, 2, 3, 1]),
                 helper.make_node("Reshape", [f"{name}_nhwc", f"{name}_shape"], [name]),
             ]
-            outputs[head].append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [cells * cells * 2,
-                                                                                      channels // 2]))
+            outputs[head].append(
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, [cells * cells * 2, channels // 2])
+            )
     graph = helper.make_graph(
-        nodes, "tiny_scrfd",
+        nodes,
+        "tiny_scrfd",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, SCRFD_SIZE, SCRFD_SIZE])],
-        outputs["score"] + outputs["bbox"] + outputs["kps"], initializers,
+        outputs["score"] + outputs["bbox"] + outputs["kps"],
+        initializers,
     )
     return save_model(graph, path)
 
@@ -160,9 +170,12 @@ def test_unusable_model_files_are_model_errors(models, tmp_path):
     junk.write_bytes(b"this is not protobuf")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
         OnnxRecognizer(junk)
-    flat = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "flat",
-                             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])],
-                             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])])
+    flat = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+    )
     with pytest.raises(ModelError, match="expected a 4-d image input"):
         OnnxRecognizer(save_model(flat, tmp_path / "flat.onnx"))
     with pytest.raises(ModelError, match="SCRFD has 6 or 9 outputs, this model has 1"):

@@ -13,19 +13,40 @@ import uuid
 import zipfile
 
 import pytest
+from helpers import LFW_PEOPLE, POLICY, lfw, open_finder
+from service_helpers import backend  # noqa: F401
 from sqlalchemy import select
 
 from facefinder.storage.catalog import FaceRecord, ImageRecord, IngestFailure
-from helpers import LFW_PEOPLE, POLICY, lfw, open_finder
-from service_helpers import backend  # noqa: F401
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-IMAGE_COLUMNS = ("id", "sha256", "source", "width", "height", "source_url", "captured_at", "case_id",
-                 "consent_id", "notes")
-FACE_COLUMNS = ("id", "image_id", "collection_id", "box", "landmarks", "detector_score", "quality",
-                "quality_parts", "model_id", "embedding", "thumbnail")
+IMAGE_COLUMNS = (
+    "id",
+    "sha256",
+    "source",
+    "width",
+    "height",
+    "source_url",
+    "captured_at",
+    "case_id",
+    "consent_id",
+    "notes",
+)
+FACE_COLUMNS = (
+    "id",
+    "image_id",
+    "collection_id",
+    "box",
+    "landmarks",
+    "detector_score",
+    "quality",
+    "quality_parts",
+    "model_id",
+    "embedding",
+    "thumbnail",
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +79,14 @@ def photos(tmp_path):
 
 def catalog_rows(ff) -> tuple[list, list, set]:
     with ff.store.catalog.session() as session:
-        images = [tuple(getattr(r, c) for c in IMAGE_COLUMNS)
-                  for r in session.scalars(select(ImageRecord).order_by(ImageRecord.id))]
-        faces = [tuple(getattr(r, c) for c in FACE_COLUMNS)
-                 for r in session.scalars(select(FaceRecord).order_by(FaceRecord.id))]
+        images = [
+            tuple(getattr(r, c) for c in IMAGE_COLUMNS)
+            for r in session.scalars(select(ImageRecord).order_by(ImageRecord.id))
+        ]
+        faces = [
+            tuple(getattr(r, c) for c in FACE_COLUMNS)
+            for r in session.scalars(select(FaceRecord).order_by(FaceRecord.id))
+        ]
         failures = {(r.source, r.reason, r.detail) for r in session.scalars(select(IngestFailure))}
     return images, faces, failures
 
@@ -83,7 +108,8 @@ def test_ray_ingest_stores_what_a_local_ingest_stores(tmp_path, photos, ray_clus
     broken = {(f.source, f.reason) for f in ray_report.failures if "broken" in f.source}
     assert broken == {(str(photos / "broken.jpg"), "corrupt"), (str(photos / "broken-again.jpg"), "corrupt")}
     assert sorted((f.source, f.reason, f.detail) for f in ray_report.failures) == sorted(
-        (f.source, f.reason, f.detail) for f in local_report.failures)
+        (f.source, f.reason, f.detail) for f in local_report.failures
+    )
     ours, theirs = catalog_rows(distributed), catalog_rows(local)
     for name, a, b in zip(("images", "faces", "failures"), ours, theirs):
         assert len(a) == len(b), name

@@ -55,10 +55,16 @@ def test_every_command_is_in_the_cli_reference(path):
 
 def test_every_option_is_in_the_cli_reference():
     text = CLI_PAGE.read_text()
-    missing = sorted({f"{' '.join(path)}: {opt}" for path, command in COMMANDS for param in command.params
-                      if param.param_type_name == "option"
-                      for opt in (*param.opts, *param.secondary_opts)
-                      if opt.startswith("--") and not re.search(re.escape(opt) + r"(?![\w-])", text)})
+    missing = sorted(
+        {
+            f"{' '.join(path)}: {opt}"
+            for path, command in COMMANDS
+            for param in command.params
+            if param.param_type_name == "option"
+            for opt in (*param.opts, *param.secondary_opts)
+            if opt.startswith("--") and not re.search(re.escape(opt) + r"(?![\w-])", text)
+        }
+    )
     assert missing == []
 
 
@@ -143,8 +149,11 @@ def test_every_relative_link_resolves(page):
 
 # ----- the layout --------------------------------------------------------------------------------------
 def package_folders() -> list[str]:
-    return sorted(f"{init.parent.relative_to(PACKAGE).as_posix()}/" for init in PACKAGE.rglob("__init__.py")
-                  if init.parent != PACKAGE)
+    return sorted(
+        f"{init.parent.relative_to(PACKAGE).as_posix()}/"
+        for init in PACKAGE.rglob("__init__.py")
+        if init.parent != PACKAGE
+    )
 
 
 def test_architecture_names_every_package_folder():

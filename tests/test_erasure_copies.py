@@ -17,13 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from helpers import lfw
+from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 from sqlalchemy import select, update
 
 from facefinder.services.server import uploads
 from facefinder.services.server.pictures import placeholder_jpeg
 from facefinder.storage.catalog import CaseSearch, FaceRecord, ImageRecord
-from helpers import lfw
-from service_helpers import assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
 
 JPEG = {"Content-Type": "image/jpeg"}
 UPLOADED = lfw("Hugo_Chavez", 1)  # not in the seeded collection (photos 2 and 3 are)
@@ -41,7 +41,7 @@ def fragments(blob: bytes, size: int = 32) -> list[bytes]:
     """Pieces of a blob to look for (SQLite splits long rows over pages). A JPEG's first half (headers,
     tables) is shared by many JPEGs, so only its second half, the entropy-coded data, counts."""
     start = len(blob) // 2 if blob[:2] == b"\xff\xd8" else 0
-    return [blob[i:i + size] for i in range(start, len(blob) - size + 1, size)]
+    return [blob[i : i + size] for i in range(start, len(blob) - size + 1, size)]
 
 
 def files_holding(data: Path, blob: bytes) -> list[str]:
@@ -57,8 +57,11 @@ def files_holding(data: Path, blob: bytes) -> list[str]:
 
 def upload(served, name: str, content: bytes, user: str = "admin", collection: str = "people") -> dict:
     """Upload through POST /api/ingests/upload and wait for the job; returns the finished job."""
-    response = served.client(user).post("/api/ingests/upload", data={"collection": collection},
-                                        files={"file": (name, content, "application/octet-stream")})
+    response = served.client(user).post(
+        "/api/ingests/upload",
+        data={"collection": collection},
+        files={"file": (name, content, "application/octet-stream")},
+    )
     assert response.status_code == 202, response.text
     return served.service.jobs.wait(response.json()["id"]).as_dict()
 
@@ -80,11 +83,16 @@ def uploaded_images(served) -> dict[str, tuple[int, list[bytes]]]:
     """source -> (image id, its faces' thumbnails) of every photo stored from uploads/."""
     root = str(uploads.uploads_dir(served.finder.data_dir))
     with served.finder.store.catalog.session() as session:
-        images = session.execute(select(ImageRecord.id, ImageRecord.source)
-                                 .where(ImageRecord.source.startswith(root))).all()
-        return {source: (image_id, list(session.scalars(select(FaceRecord.thumbnail)
-                                                        .where(FaceRecord.image_id == image_id))))
-                for image_id, source in images}
+        images = session.execute(
+            select(ImageRecord.id, ImageRecord.source).where(ImageRecord.source.startswith(root))
+        ).all()
+        return {
+            source: (
+                image_id,
+                list(session.scalars(select(FaceRecord.thumbnail).where(FaceRecord.image_id == image_id))),
+            )
+            for image_id, source in images
+        }
 
 
 def is_sqlite(served) -> bool:
@@ -107,8 +115,14 @@ def test_a_duplicate_upload_leaves_no_copy_and_erasure_reaches_every_copy(served
     # the collection already holds from a server folder: nothing of it may stay.
     again = upload(served, "again.jpg", photo)
     assert again["state"] == "done" and again["report"]["duplicates"] == 1, again
-    archive = zip_of({"a/hugo.jpg": photo, "a/hugo.jpg.json": json.dumps({"notes": "x"}).encode(),
-                      "a/broken.jpg": b"\xff\xd8 not a photo", "b/seeded.jpg": lfw("Hugo_Chavez", 2).read_bytes()})
+    archive = zip_of(
+        {
+            "a/hugo.jpg": photo,
+            "a/hugo.jpg.json": json.dumps({"notes": "x"}).encode(),
+            "a/broken.jpg": b"\xff\xd8 not a photo",
+            "b/seeded.jpg": lfw("Hugo_Chavez", 2).read_bytes(),
+        }
+    )
     mixed = upload(served, "mixed.zip", archive)
     assert mixed["state"] == "done", mixed
     assert (mixed["report"]["duplicates"], len(mixed["report"]["failures"])) == (2, 1), mixed
@@ -149,14 +163,19 @@ def test_a_failed_upload_job_leaves_nothing(served):
     assert upload_files(served) == [] and files_holding(served.data_dir, UPLOADED.read_bytes()) == []
     # A photo with no face and one on the opt-out list are not stored either, so not kept.
     admin = served.client("admin")
-    assert admin.post("/api/privacy/optouts?reference=R-1", content=lfw("Colin_Powell", 1).read_bytes(),
-                      headers=JPEG).status_code == 201
+    assert (
+        admin.post(
+            "/api/privacy/optouts?reference=R-1", content=lfw("Colin_Powell", 1).read_bytes(), headers=JPEG
+        ).status_code
+        == 201
+    )
     noface = io.BytesIO()
     from PIL import Image
 
     Image.new("RGB", (200, 200), (120, 160, 200)).save(noface, format="JPEG")
-    job = upload(served, "two.zip", zip_of({"sky.jpg": noface.getvalue(),
-                                            "colin.jpg": lfw("Colin_Powell", 1).read_bytes()}))
+    job = upload(
+        served, "two.zip", zip_of({"sky.jpg": noface.getvalue(), "colin.jpg": lfw("Colin_Powell", 1).read_bytes()})
+    )
     assert job["state"] == "done" and job["report"]["opted_out"] == 1, job
     kept = upload_files(served)
     assert len(kept) == 1 and kept[0].endswith("sky.jpg")  # a photo without faces is stored (its row)
@@ -165,8 +184,9 @@ def test_a_failed_upload_job_leaves_nothing(served):
 
 def test_deleting_a_collection_removes_its_uploads(served):
     admin = served.client("admin")
-    assert admin.post("/api/collections", json={"name": "up", "purpose": "tests", "legal_basis": "tests",
-                                                "retention_days": 30}).status_code in (200, 201)
+    assert admin.post(
+        "/api/collections", json={"name": "up", "purpose": "tests", "legal_basis": "tests", "retention_days": 30}
+    ).status_code in (200, 201)
     photos = {"x/tony.jpg": lfw("Tony_Blair", 1).read_bytes(), "x/bush.jpg": lfw("George_W_Bush", 1).read_bytes()}
     job = upload(served, "two.zip", zip_of({**photos, "x/tony-again.jpg": photos["x/tony.jpg"]}), collection="up")
     assert job["state"] == "done" and job["report"]["ingested"] == 2, job
@@ -179,11 +199,15 @@ def test_deleting_a_collection_removes_its_uploads(served):
 
 def test_an_archive_inside_an_upload_is_unpacked_so_each_photo_can_be_erased(served):
     """A photo read from inside a nested archive could not be erased without rewriting the archive."""
-    inner = zip_of({"putin.jpg": lfw("Vladimir_Putin", 1).read_bytes(), "bush.jpg": lfw("George_W_Bush", 1).read_bytes()})
+    inner = zip_of(
+        {"putin.jpg": lfw("Vladimir_Putin", 1).read_bytes(), "bush.jpg": lfw("George_W_Bush", 1).read_bytes()}
+    )
     job = upload(served, "outer.zip", zip_of({"inner.zip": inner}))
     assert job["state"] == "done" and job["report"]["ingested"] == 2, job
-    assert all(f.split("/", 1)[1] in ("files/inner.zip.d/bush.jpg", "files/inner.zip.d/putin.jpg")
-               for f in upload_files(served))
+    assert all(
+        f.split("/", 1)[1] in ("files/inner.zip.d/bush.jpg", "files/inner.zip.d/putin.jpg")
+        for f in upload_files(served)
+    )
     stored = uploaded_images(served)
     [putin] = [image_id for source, (image_id, _) in stored.items() if source.endswith("putin.jpg")]
     assert served.client("admin").delete(f"/api/images/{putin}").status_code == 200
@@ -198,8 +222,20 @@ def test_subject_access_reports_are_not_written_into_the_data_directory(tmp_path
     from facefinder.interfaces.cli import app
 
     data = tmp_path / "data"
-    result = CliRunner().invoke(app, ["--data-dir", str(data), "privacy", "access", str(UPLOADED),
-                                      "--approved-by", "dpo", "--out", str(data / "reports")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "--data-dir",
+            str(data),
+            "privacy",
+            "access",
+            str(UPLOADED),
+            "--approved-by",
+            "dpo",
+            "--out",
+            str(data / "reports"),
+        ],
+    )
     assert result.exit_code == 2 and "inside the data directory" in result.stderr, result.stderr
     assert not (data / "reports").exists()
 
@@ -246,7 +282,9 @@ def test_erasing_a_person_replaces_their_probe_in_case_records(served):
         row = probe_row(served, search["id"])
         assert (row.probe_thumbnail, row.probe_embedding, row.probe_photo) == (b"", None, None)
         # The candidates that were the erased faces show a placeholder too, dated.
-        erased_ranks = [c["rank"] for c in record["candidates"] if c["face_id"] in {m["face_id"] for m in found["matches"]}]
+        erased_ranks = [
+            c["rank"] for c in record["candidates"] if c["face_id"] in {m["face_id"] for m in found["matches"]}
+        ]
         assert erased_ranks
         for c in record["candidates"]:
             if c["rank"] in erased_ranks:
@@ -296,6 +334,7 @@ def test_a_photo_erased_as_such_leaves_the_probe_but_dates_the_candidate(served)
     record = ivan.get(f"/api/searches/{search['id']}").json()
     assert record["probe_erased_at"] is None and record["candidates"][0]["erased_at"][:10] == today()
     assert ivan.get(f"/api/searches/{search['id']}/probe/thumbnail").content == thumbnail
-    assert ivan.get(f"/api/searches/{search['id']}/candidates/1/thumbnail").content == \
-        placeholder_jpeg("erased on", today())
+    assert ivan.get(f"/api/searches/{search['id']}/candidates/1/thumbnail").content == placeholder_jpeg(
+        "erased on", today()
+    )
     assert_error(ivan.get(f"/api/searches/{search['id']}/candidates/1/photo"), 404)

@@ -39,7 +39,12 @@ def tier(request, monkeypatch):
 
 def test_tier_for_thresholds_and_override(monkeypatch):
     monkeypatch.delenv("FACEFINDER_INDEX_TIER", raising=False)
-    assert [tier_for(n) for n in (0, tiers.FLAT_MAX - 1, tiers.FLAT_MAX, tiers.HNSW_MAX)] == ["flat", "flat", "hnsw", "ivfpq"]
+    assert [tier_for(n) for n in (0, tiers.FLAT_MAX - 1, tiers.FLAT_MAX, tiers.HNSW_MAX)] == [
+        "flat",
+        "flat",
+        "hnsw",
+        "ivfpq",
+    ]
     assert tier_for(tiers.FLAT_MAX - 10, "hnsw") == "hnsw"  # hysteresis: down only at half the threshold
     assert tier_for(tiers.FLAT_MAX // 2 - 1, "hnsw") == "flat"
     monkeypatch.setenv("FACEFINDER_INDEX_TIER", "ivfpq")
@@ -86,7 +91,7 @@ def test_collection_is_rebuilt_into_the_next_tier_as_it_grows(tmp_path, monkeypa
         loaded = VectorIndex.load(path)
         assert (loaded.tier, len(loaded), loaded.seq) == (expected, upto, upto)
         assert sorted(loaded.face_ids()) == list(range(upto))
-        scores, ids = loaded.search(vectors[upto - 1:upto], 1)
+        scores, ids = loaded.search(vectors[upto - 1 : upto], 1)
         assert ids[0, 0] == upto - 1 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
         index = loaded
     assert len(list(tmp_path.glob("collection-1.faiss.*.vec"))) == 1  # named by the checkpoint token

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import GROUP, LFW, LFW_PEOPLE, POLICY, lfw, save_jpeg
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -21,7 +22,6 @@ from facefinder.services.ingest import Ingestor
 from facefinder.services.sources.folders import SourceError, iter_sources
 from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
-from helpers import GROUP, LFW, LFW_PEOPLE, POLICY, lfw, save_jpeg
 
 
 def catalog_counts(store: FaceStore, collection: str) -> tuple[int, int]:
@@ -52,8 +52,16 @@ def make_mixed_folder(root: Path) -> dict[str, str | None]:
     big.save(root / "huge.jpg", quality=90)  # 200,000 pixels: over the 100,000-pixel cap below
     (root / "notes.txt").write_text("not a photo, and skipped as such")
     expected = {p.name: None for p in good}
-    expected.update({"random-bytes.jpg": "not-an-image", "corrupt.jpg": "corrupt", "truncated.jpg": "truncated",
-                     "letter.png": "not-an-image", "empty.jpg": "not-an-image", "huge.jpg": "too-large"})
+    expected.update(
+        {
+            "random-bytes.jpg": "not-an-image",
+            "corrupt.jpg": "corrupt",
+            "truncated.jpg": "truncated",
+            "letter.png": "not-an-image",
+            "empty.jpg": "not-an-image",
+            "huge.jpg": "too-large",
+        }
+    )
     return expected
 
 
@@ -131,11 +139,19 @@ def test_zip_archive_with_manifest(tmp_path, make_finder):
             zf.write(lfw(person, 1), f"batch/{person}.jpg")
         zf.writestr("batch/readme.txt", "skipped")
         zf.writestr("batch/.hidden.jpg", b"skipped too")
-    manifest = write_manifest(tmp_path / "manifest.csv", [
-        {"path": f"batch/{p}.jpg", "source_url": f"https://example.org/{p}", "case_id": "CASE-ZIP",
-         "captured_at": "2001-02-03", "notes": ""}
-        for p in PEOPLE
-    ])
+    manifest = write_manifest(
+        tmp_path / "manifest.csv",
+        [
+            {
+                "path": f"batch/{p}.jpg",
+                "source_url": f"https://example.org/{p}",
+                "case_id": "CASE-ZIP",
+                "captured_at": "2001-02-03",
+                "notes": "",
+            }
+            for p in PEOPLE
+        ],
+    )
     ff = make_finder()
     report = ff.ingest(archive, collection="zip", manifest=str(manifest), **POLICY)
     assert (report.seen, report.ingested, report.faces, report.failures) == (4, 4, 4, [])
@@ -143,8 +159,13 @@ def test_zip_archive_with_manifest(tmp_path, make_finder):
     [record] = ff.search(lfw("Colin_Powell", 2), collections=["zip"])
     best = record.candidates[0]
     assert best.source == f"{archive}!batch/Colin_Powell.jpg"
-    assert best.provenance == {"source_url": "https://example.org/Colin_Powell", "case_id": "CASE-ZIP",
-                               "captured_at": "2001-02-03", "consent_id": None, "notes": None}
+    assert best.provenance == {
+        "source_url": "https://example.org/Colin_Powell",
+        "case_id": "CASE-ZIP",
+        "captured_at": "2001-02-03",
+        "consent_id": None,
+        "notes": None,
+    }
 
 
 @pytest.mark.parametrize("suffix, mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tgz", "w:gz")])
@@ -171,8 +192,11 @@ def test_folder_holding_archives_and_photos(tmp_path, make_finder):
     report = make_finder().ingest(folder, collection="m", **POLICY)
     assert (report.seen, report.ingested, report.faces) == (3, 3, 3)
     sources = sorted(item.source for item in iter_sources(folder))
-    assert sources == [f"{folder / 'inner.tar.gz'}!putin.jpg", f"{folder / 'inner.zip'}!powell.jpg",
-                       str(folder / "loose.jpg")]
+    assert sources == [
+        f"{folder / 'inner.tar.gz'}!putin.jpg",
+        f"{folder / 'inner.zip'}!powell.jpg",
+        str(folder / "loose.jpg"),
+    ]
 
 
 def test_sidecar_json_and_manifest_provenance(tmp_path, make_finder):
@@ -182,16 +206,37 @@ def test_sidecar_json_and_manifest_provenance(tmp_path, make_finder):
     shutil.copy(lfw("Colin_Powell", 1), folder / "b.jpg")
     shutil.copy(lfw("Hugo_Chavez", 1), folder / "c.jpg")
     shutil.copy(lfw("Vladimir_Putin", 1), folder / "sub" / "d.jpg")
-    (folder / "a.jpg.json").write_text(json.dumps({
-        "source_url": "https://example.org/a", "case_id": "CASE-SIDECAR", "consent_id": "CONSENT-7",
-        "unrelated": "ignored",
-    }))
+    (folder / "a.jpg.json").write_text(
+        json.dumps(
+            {
+                "source_url": "https://example.org/a",
+                "case_id": "CASE-SIDECAR",
+                "consent_id": "CONSENT-7",
+                "unrelated": "ignored",
+            }
+        )
+    )
     (folder / "b.json").write_text(json.dumps({"captured_at": "2020-01-02T03:04:05", "notes": "from b.json"}))
-    write_manifest(folder / "manifest.csv", [
-        {"path": "a.jpg", "source_url": "", "case_id": "CASE-MANIFEST", "captured_at": "", "notes": "manifest note"},
-        {"path": "c.jpg", "source_url": "https://example.org/c", "case_id": "CASE-3", "captured_at": "", "notes": ""},
-        {"path": "sub/d.jpg", "source_url": "", "case_id": "CASE-4", "captured_at": "1999", "notes": ""},
-    ])
+    write_manifest(
+        folder / "manifest.csv",
+        [
+            {
+                "path": "a.jpg",
+                "source_url": "",
+                "case_id": "CASE-MANIFEST",
+                "captured_at": "",
+                "notes": "manifest note",
+            },
+            {
+                "path": "c.jpg",
+                "source_url": "https://example.org/c",
+                "case_id": "CASE-3",
+                "captured_at": "",
+                "notes": "",
+            },
+            {"path": "sub/d.jpg", "source_url": "", "case_id": "CASE-4", "captured_at": "1999", "notes": ""},
+        ],
+    )
     ff = make_finder()
     report = ff.ingest(folder, collection="case", **POLICY)
     assert report.seen == 4 and report.ingested == 4 and not report.failures  # no .json/.csv as photos
@@ -202,11 +247,19 @@ def test_sidecar_json_and_manifest_provenance(tmp_path, make_finder):
 
     # The sidecar wins over the manifest for the fields it has; the manifest fills the rest.
     assert provenance_of(lfw("Tony_Blair", 1)) == {
-        "source_url": "https://example.org/a", "case_id": "CASE-SIDECAR", "consent_id": "CONSENT-7",
-        "captured_at": None, "notes": "manifest note"}
+        "source_url": "https://example.org/a",
+        "case_id": "CASE-SIDECAR",
+        "consent_id": "CONSENT-7",
+        "captured_at": None,
+        "notes": "manifest note",
+    }
     assert provenance_of(lfw("Colin_Powell", 1)) == {
-        "source_url": None, "case_id": None, "consent_id": None, "captured_at": "2020-01-02T03:04:05",
-        "notes": "from b.json"}
+        "source_url": None,
+        "case_id": None,
+        "consent_id": None,
+        "captured_at": "2020-01-02T03:04:05",
+        "notes": "from b.json",
+    }
     assert provenance_of(lfw("Hugo_Chavez", 1))["case_id"] == "CASE-3"
     assert provenance_of(lfw("Hugo_Chavez", 1))["source_url"] == "https://example.org/c"
     assert provenance_of(lfw("Vladimir_Putin", 1))["case_id"] == "CASE-4"
@@ -340,8 +393,7 @@ def test_missing_model_fails_the_ingest_instead_of_every_photo(tmp_path):
     folder.mkdir()
     shutil.copy(lfw("Tony_Blair", 1), folder / "a.jpg")
     for workers in (0, 2):
-        with FaceFinder(tmp_path / f"data-{workers}", recognizer=str(tmp_path / "missing.onnx"),
-                        workers=workers) as ff:
+        with FaceFinder(tmp_path / f"data-{workers}", recognizer=str(tmp_path / "missing.onnx"), workers=workers) as ff:
             with pytest.raises(ModelError, match="missing.onnx"):
                 ff.ingest(folder, collection="c", **POLICY)
             assert all(info.failures == 0 and info.images == 0 for info in ff.collections())

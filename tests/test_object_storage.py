@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import POLICY, lfw
 
 from facefinder.errors import FaceFinderError
-from helpers import POLICY, lfw
 
 boto3 = pytest.importorskip("boto3")
 server_module = pytest.importorskip("moto.server")
@@ -18,8 +18,12 @@ def bucket(monkeypatch):
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
-    for name, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
-                        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     client = boto3.client("s3")
     client.create_bucket(Bucket="photos")
@@ -29,8 +33,11 @@ def bucket(monkeypatch):
 
 def test_ingest_from_a_bucket(bucket, make_finder):
     bucket.put_object(Bucket="photos", Key="case/blair1.jpg", Body=lfw("Tony_Blair", 1).read_bytes())
-    bucket.put_object(Bucket="photos", Key="case/blair1.jpg.json",
-                      Body=json.dumps({"case_id": "K-7", "source_url": "https://example.org/1"}).encode())
+    bucket.put_object(
+        Bucket="photos",
+        Key="case/blair1.jpg.json",
+        Body=json.dumps({"case_id": "K-7", "source_url": "https://example.org/1"}).encode(),
+    )
     bucket.put_object(Bucket="photos", Key="case/sub/blair2.jpg", Body=lfw("Tony_Blair", 2).read_bytes())
     bucket.put_object(Bucket="photos", Key="case/broken.jpg", Body=b"\xff\xd8\xff not a jpeg")
     bucket.put_object(Bucket="photos", Key="case/pack.zip", Body=b"PK")
@@ -40,7 +47,9 @@ def test_ingest_from_a_bucket(bucket, make_finder):
     report = ff.ingest("s3://photos/case/", collection="bucket", **POLICY)
     assert (report.ingested, report.faces) == (2, 2)
     assert sorted((f.source, f.reason) for f in report.failures) == [
-        ("s3://photos/case/broken.jpg", "not-an-image"), ("s3://photos/case/pack.zip", "not-an-image")]
+        ("s3://photos/case/broken.jpg", "not-an-image"),
+        ("s3://photos/case/pack.zip", "not-an-image"),
+    ]
 
     [record] = ff.search(lfw("Tony_Blair", 3), collections=["bucket"])
     by_source = {c.source: c for c in record.candidates}

@@ -17,17 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from helpers import GALLERY, GROUP, LFW, POLICY, POLICY_ARGS, PROBES, lfw, open_finder
 from PIL import Image
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from facefinder.errors import CatalogError, FaceFinderError
 from facefinder.interfaces.cli import app
-from facefinder.services.privacy import optout as optouts
-from facefinder.services.calibration import PRIVACY_FMR, default_calibration
 from facefinder.interfaces.web.documents import access_report_html
+from facefinder.services.calibration import PRIVACY_FMR, default_calibration
+from facefinder.services.privacy import optout as optouts
 from facefinder.storage.catalog import Catalog, ImageRecord, utcnow
-from helpers import GALLERY, GROUP, LFW, POLICY, POLICY_ARGS, PROBES, lfw, open_finder
 
 PEOPLE = ("amy", "howard", "sheldon")  # whose probes clear the strict threshold against all their photos
 
@@ -53,8 +53,11 @@ def gallery_copy(root: Path, people=PEOPLE, group: bool = True) -> Path:
 def held_faces(data: Path, source_part: str) -> dict[int, tuple[bytes, bytes]]:
     """face id -> (embedding bytes, thumbnail bytes) of the faces whose photo path contains ``source_part``."""
     with sqlite3.connect(data / "catalog.db") as db:
-        rows = db.execute("SELECT f.id, f.embedding, f.thumbnail FROM faces f JOIN images i ON i.id = f.image_id "
-                          "WHERE i.source LIKE ?", (f"%{source_part}%",)).fetchall()
+        rows = db.execute(
+            "SELECT f.id, f.embedding, f.thumbnail FROM faces f JOIN images i ON i.id = f.image_id "
+            "WHERE i.source LIKE ?",
+            (f"%{source_part}%",),
+        ).fetchall()
     return {r[0]: (bytes(r[1]), bytes(r[2])) for r in rows}
 
 
@@ -69,7 +72,7 @@ def fragments(blob: bytes, size: int = 32) -> list[bytes]:
     need not sit in one run of bytes. A JPEG's first half (headers, tables) is shared by every
     thumbnail, so only its second half, the entropy-coded data of this one face, counts."""
     start = len(blob) // 2 if blob[:2] == b"\xff\xd8" else 0
-    return [blob[i:i + size] for i in range(start, len(blob) - size + 1, size)]
+    return [blob[i : i + size] for i in range(start, len(blob) - size + 1, size)]
 
 
 def files_holding(data: Path, blob: bytes) -> list[str]:
@@ -94,8 +97,9 @@ def test_privacy_end_to_end(tmp_path, models_dir, pipeline):
     folder = gallery_copy(tmp_path)
 
     # Ingest a gallery (3 people x 4 photos + a group photo of 3 strangers).
-    report = json.loads(run_cli(data, "ingest", folder, "-c", "people", *POLICY_ARGS, "--workers", "0",
-                                "--json").stdout)
+    report = json.loads(
+        run_cli(data, "ingest", folder, "-c", "people", *POLICY_ARGS, "--workers", "0", "--json").stdout
+    )
     assert (report["ingested"], report["faces"], report["opted_out"]) == (13, 15, 0)
     amy = held_faces(data, "/amy/")
     assert len(amy) == 4
@@ -138,8 +142,10 @@ def test_privacy_end_to_end(tmp_path, models_dir, pipeline):
             with pytest.raises(FaceFinderError, match="does not exist"):
                 ff.thumbnail(face_id)
         with ff.store.catalog.session() as session:
-            assert session.scalar(select(func.count()).select_from(ImageRecord)
-                                  .where(ImageRecord.source.like("%/amy/%"))) == 0
+            assert (
+                session.scalar(select(func.count()).select_from(ImageRecord).where(ImageRecord.source.like("%/amy/%")))
+                == 0
+            )
         # ... from the index in memory and from every file on disk.
         cid = ff.store.collection("people").id
         assert ff.store.index_size(cid) == 11
@@ -156,8 +162,7 @@ def test_privacy_end_to_end(tmp_path, models_dir, pipeline):
     # Re-ingest the same photos: Amy's faces are skipped (and her photos not stored at all).
     again = json.loads(run_cli(data, "ingest", folder, "-c", "people", "--workers", "0", "--json").stdout)
     assert (again["ingested"], again["duplicates"], again["opted_out"], again["opted_out_photos"]) == (0, 9, 4, 4)
-    fresh = json.loads(run_cli(data, "ingest", folder, "-c", "fresh", *POLICY_ARGS, "--workers", "0",
-                               "--json").stdout)
+    fresh = json.loads(run_cli(data, "ingest", folder, "-c", "fresh", *POLICY_ARGS, "--workers", "0", "--json").stdout)
     assert (fresh["ingested"], fresh["faces"], fresh["opted_out"]) == (9, 11, 4)
     assert held_faces(data, "/amy/") == {}
     human = run_cli(data, "ingest", folder, "-c", "people", "--workers", "0")
@@ -167,8 +172,15 @@ def test_privacy_end_to_end(tmp_path, models_dir, pipeline):
     ff = open_finder(data, pipeline)
     try:
         log = ff.audit.entries()
-        assert [e.action for e in log][:7] == ["collection.create", "ingest", "optout.add", "search",
-                                              "optout.review", "optout.review", "optout.erase"]  # erase lists first
+        assert [e.action for e in log][:7] == [
+            "collection.create",
+            "ingest",
+            "optout.add",
+            "search",
+            "optout.review",
+            "optout.review",
+            "optout.erase",
+        ]  # erase lists first
         details = {e.action: json.loads(e.details) for e in log}
         assert details["optout.add"]["reference"] == "REQ-17" and details["optout.add"]["photo_deleted"] is True
         assert sorted(details["optout.add"]["matches"]) == sorted(amy)
@@ -200,7 +212,9 @@ def test_privacy_end_to_end(tmp_path, models_dir, pipeline):
         infos = {c.name: c for c in ff.collections()}
         assert (infos["people"].images, infos["people"].faces, infos["fresh"].images) == (0, 0, 9)
         assert ff.store.index_size(cid) == 0
-        [purge] = [json.loads(e.details) for e in ff.audit.entries(action="purge") if not json.loads(e.details)["dry_run"]]
+        [purge] = [
+            json.loads(e.details) for e in ff.audit.entries(action="purge") if not json.loads(e.details)["dry_run"]
+        ]
         assert purge["images"] == 9 and purge["faces"] == 11
         # The purged vectors are gone from the people index file (the "fresh" collection has its own copies).
         people_index = (data / "index" / f"collection-{cid}.faiss").read_bytes()
@@ -239,8 +253,18 @@ def test_a_collection_cannot_be_created_without_its_policy(make_finder, tmp_path
 def test_cli_collections_create_and_set(tmp_path):
     data = tmp_path / "data"
     run_cli(data, "collections", "create", "c", expect=2)  # the options are required
-    run_cli(data, "collections", "create", "c", "--purpose", "missing persons", "--legal-basis", "Art. 9(2)(g)",
-            "--retention-days", "90")
+    run_cli(
+        data,
+        "collections",
+        "create",
+        "c",
+        "--purpose",
+        "missing persons",
+        "--legal-basis",
+        "Art. 9(2)(g)",
+        "--retention-days",
+        "90",
+    )
     run_cli(data, "collections", "set", "c", "--retention-days", "30")
     [row] = json.loads(run_cli(data, "collections", "--json").stdout)
     assert (row["purpose"], row["legal_basis"], row["retention_days"]) == ("missing persons", "Art. 9(2)(g)", 30)
@@ -255,8 +279,10 @@ def test_a_catalog_from_before_policies_opens_and_gets_one(tmp_path, make_finder
     data = tmp_path / "old"
     data.mkdir()
     with sqlite3.connect(data / "catalog.db") as db:
-        db.execute("CREATE TABLE collections (id INTEGER PRIMARY KEY, name VARCHAR(200) UNIQUE, "
-                   "description TEXT, model_id VARCHAR(200), created_at DATETIME)")
+        db.execute(
+            "CREATE TABLE collections (id INTEGER PRIMARY KEY, name VARCHAR(200) UNIQUE, "
+            "description TEXT, model_id VARCHAR(200), created_at DATETIME)"
+        )
         db.execute("INSERT INTO collections (name, description, created_at) VALUES ('legacy', '', '2020-01-01')")
     ff = make_finder(data)
     [info] = ff.collections()
@@ -420,7 +446,12 @@ def test_optout_hides_at_once_and_erases_after_review(tmp_path, make_finder):
     [record] = ff.search(GALLERY / "howard" / "howard1.png", top_k=10)
     assert [c.face_id for c in record.candidates] == listed[3:]
     assert [a for a in actions(ff) if a.startswith("optout.")] == [
-        "optout.add", "optout.review", "optout.erase", "optout.review", "optout.remove"]
+        "optout.add",
+        "optout.review",
+        "optout.erase",
+        "optout.review",
+        "optout.remove",
+    ]
 
 
 def test_optout_from_bytes_and_several_photos(tmp_path, make_finder):
@@ -466,8 +497,11 @@ def test_cli_optout_list_remove_and_status(tmp_path):
 def consented_folder(root: Path) -> Path:
     folder = root / "consented"
     folder.mkdir()
-    for name, consent_id in (("Tony_Blair_0001.jpg", "C-1"), ("Tony_Blair_0002.jpg", "C-1"),
-                             ("Colin_Powell_0001.jpg", "C-2")):
+    for name, consent_id in (
+        ("Tony_Blair_0001.jpg", "C-1"),
+        ("Tony_Blair_0002.jpg", "C-1"),
+        ("Colin_Powell_0001.jpg", "C-2"),
+    ):
         shutil.copy(LFW / name.rsplit("_", 1)[0] / name, folder / name)
         (folder / f"{name}.json").write_text(json.dumps({"consent_id": consent_id}))
     return folder
@@ -476,11 +510,17 @@ def consented_folder(root: Path) -> Path:
 def test_consent_withdrawal_erases_and_blocks_reingest(tmp_path, make_finder):
     ff = make_finder(tmp_path / "data")
     folder = consented_folder(tmp_path)
-    ff.create_collection("volunteers", purpose="consented gallery", legal_basis="consent (GDPR Art. 9(2)(a))",
-                         retention_days=365)
+    ff.create_collection(
+        "volunteers", purpose="consented gallery", legal_basis="consent (GDPR Art. 9(2)(a))", retention_days=365
+    )
     assert ff.ingest(folder, collection="volunteers").ingested == 3
-    ff.privacy.consent_record("C-1", "volunteer 1 (form #1)", "face search in the volunteers collection",
-                              "2024-05-01", collection="volunteers")
+    ff.privacy.consent_record(
+        "C-1",
+        "volunteer 1 (form #1)",
+        "face search in the volunteers collection",
+        "2024-05-01",
+        collection="volunteers",
+    )
     with pytest.raises(FaceFinderError, match="already recorded"):
         ff.privacy.consent_record("C-1", "x", "y", "2024-05-01")
     with pytest.raises(FaceFinderError, match="given_at"):
@@ -503,8 +543,10 @@ def test_consent_withdrawal_erases_and_blocks_reingest(tmp_path, make_finder):
     assert ff.privacy.consent_withdraw("C-2").images == 1
     assert {c.consent_id: c.subject for c in ff.privacy.consents()}["C-2"] == "(not recorded)"
     entries = [json.loads(e.details) for e in ff.audit.entries(action="consent.withdraw")]
-    assert [(e["consent_id"], e["images"], e["recorded_before"]) for e in entries] == [("C-1", 2, True),
-                                                                                        ("C-2", 1, False)]
+    assert [(e["consent_id"], e["images"], e["recorded_before"]) for e in entries] == [
+        ("C-1", 2, True),
+        ("C-2", 1, False),
+    ]
     assert "consent.record" in actions(ff)
 
 
@@ -550,7 +592,9 @@ def test_a_scheduler_purges_under_its_own_name(tmp_path, make_finder):
 def test_subject_access_export(tmp_path, make_finder):
     ff = make_finder(tmp_path / "data")
     folder = gallery_copy(tmp_path)
-    (folder / "sheldon" / "sheldon1.png.json").write_text(json.dumps({"consent_id": "C-9", "source_url": "https://x/<1>"}))
+    (folder / "sheldon" / "sheldon1.png.json").write_text(
+        json.dumps({"consent_id": "C-9", "source_url": "https://x/<1>"})
+    )
     ff.ingest(folder, collection="people", **POLICY)
     ff.privacy.consent_record("C-9", "S. Cooper", "research gallery", "2024-01-02")
     ff.search(PROBES / "sheldon_sheldon5.png", case_id="K-42", purpose="missing person")
@@ -567,7 +611,8 @@ def test_subject_access_export(tmp_path, make_finder):
         assert face["collection"] == {"name": "people", **POLICY}
         assert face["image"]["expires_at"] > face["image"]["ingested_at"]
         assert [(s["audit_id"], s["case_id"], s["purpose"]) for s in face["searches"]] == [
-            (search_entry.id, "K-42", "missing person")]
+            (search_entry.id, "K-42", "missing person")
+        ]
         assert face["thumbnail_jpeg_base64"]
     [with_consent] = [f for f in report["faces"] if f["image"]["source"].endswith("sheldon1.png")]
     assert with_consent["consent"]["subject"] == "S. Cooper"
@@ -576,19 +621,23 @@ def test_subject_access_export(tmp_path, make_finder):
     html = access_report_html(report)
     assert html.startswith("<!doctype html>") and "Subject access report" in html
     assert "https://x/&lt;1&gt;" in html and "<1>" not in html  # escaped
-    assert html.count("<section class=\"face\">") == 4 and "K-42" in html
+    assert html.count('<section class="face">') == 4 and "K-42" in html
     [entry] = ff.audit.entries(action="access.export")
     details = json.loads(entry.details)
     assert details["approved_by"] == "admin:carol" and sorted(details["face_ids"]) == sorted(
-        f["face_id"] for f in report["faces"])
+        f["face_id"] for f in report["faces"]
+    )
 
 
 def test_cli_subject_access_writes_json_and_html(tmp_path):
     data = tmp_path / "data"
-    run_cli(data, "ingest", gallery_copy(tmp_path, people=("amy",), group=False), "-c", "p", *POLICY_ARGS,
-            "--workers", "0")
+    run_cli(
+        data, "ingest", gallery_copy(tmp_path, people=("amy",), group=False), "-c", "p", *POLICY_ARGS, "--workers", "0"
+    )
     run_cli(data, "privacy", "access", PROBES / "amy_amy5.png", "--out", tmp_path / "out", expect=2)  # no approver
-    done = run_cli(data, "privacy", "access", PROBES / "amy_amy5.png", "--approved-by", "dpo", "--out", tmp_path / "out")
+    done = run_cli(
+        data, "privacy", "access", PROBES / "amy_amy5.png", "--approved-by", "dpo", "--out", tmp_path / "out"
+    )
     assert "4 faces held" in done.stderr
     report = json.loads((tmp_path / "out" / "subject-access.json").read_text())
     assert len(report["faces"]) == 4

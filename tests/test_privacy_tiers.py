@@ -2,7 +2,6 @@
 IVF-PQ index tiers forced."""
 
 import pytest
-
 from test_privacy import *  # noqa: F401,F403  (the tests, collected again here under each tier)
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, POLICY, PROBES, box_iou, lfw, open_finder, save_jpeg
 from PIL import Image
 
 from facefinder.errors import CatalogError, FaceFinderError
 from facefinder.services.calibration import default_calibration
 from facefinder.vision.image import read_image
-from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, POLICY, PROBES, box_iou, lfw, open_finder, save_jpeg
 
 THRESHOLD = default_calibration().threshold
 
@@ -27,7 +27,7 @@ def test_crop_of_one_face_finds_its_group_photo(group_finder, pipeline, tmp_path
     for number, face in enumerate(faces):
         x1, y1, x2, y2 = face.box
         margin = 0.6 * (x2 - x1)
-        crop = image[int(max(0, y1 - margin)):int(y2 + margin), int(max(0, x1 - margin)):int(x2 + margin)]
+        crop = image[int(max(0, y1 - margin)) : int(y2 + margin), int(max(0, x1 - margin)) : int(x2 + margin)]
         probe = save_jpeg(crop, tmp_path / f"{Path(name).stem}-face{number}.jpg", quality=90)
 
         [record] = group_finder.search(probe, collections=["groups"], top_k=3)

@@ -10,13 +10,13 @@ import json
 import subprocess
 
 import pytest
+from helpers import cli_command
+from service_helpers import backend  # noqa: F401
 from sqlalchemy import delete, update
 from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app
 from facefinder.storage.catalog import AuditEntry, Catalog
-from helpers import cli_command
-from service_helpers import backend  # noqa: F401
 
 
 @pytest.fixture
@@ -48,12 +48,13 @@ def test_users_commands(cli):
     cli("users", "add", "aud", "--role", "auditor", input="prompted-password\nprompted-password\n")
     catalog = Catalog(cli.url)
     try:
-        from facefinder.services.server.accounts import Accounts
         from facefinder.services.audit import AuditLog
+        from facefinder.services.server.accounts import Accounts
         from facefinder.storage.store import FaceStore
 
         FaceStore(cli.data, cli.url if cli.url.startswith("postgresql") else None).create_collection(
-            "people", purpose="p", legal_basis="l", retention_days=5)
+            "people", purpose="p", legal_basis="l", retention_days=5
+        )
         cli("users", "grant", "ivan", "people")
         cli("users", "grant", "ivan", "nope", expect=2)
         listed = {u["username"]: u for u in json.loads(cli("users", "list", "--json").stdout)}
@@ -112,8 +113,12 @@ def test_editing_a_row_is_caught(cli):
 
 def test_editing_details_is_caught(cli):
     make_log(cli)
-    tamper(cli.url, lambda s: s.execute(update(AuditEntry).where(AuditEntry.id == 1)
-                                        .values(details='{"role":"admin","username":"user0"}')))
+    tamper(
+        cli.url,
+        lambda s: s.execute(
+            update(AuditEntry).where(AuditEntry.id == 1).values(details='{"role":"admin","username":"user0"}')
+        ),
+    )
     assert "entry 1" in cli("audit", "verify", expect=1).stderr
 
 

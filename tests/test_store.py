@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import GROUP, LFW, POLICY, lfw
 from sqlalchemy import func, select
 
 from facefinder.errors import CatalogError
 from facefinder.storage.catalog import FaceRecord, ImageRecord, JournalEntry
 from facefinder.storage.index import VectorIndex
 from facefinder.storage.store import FaceStore, NewFace, NewImage
-from helpers import GROUP, LFW, POLICY, lfw
 
 DIM = 192
 
@@ -26,8 +26,9 @@ def unit_vectors(count: int, seed: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def add_photos(store: FaceStore, collection: str, vectors: np.ndarray, faces_per_photo: int = 2,
-               tag: str = "p") -> list[int]:
+def add_photos(
+    store: FaceStore, collection: str, vectors: np.ndarray, faces_per_photo: int = 2, tag: str = "p"
+) -> list[int]:
     """Store the vectors as photos of ``faces_per_photo`` faces each; returns the image ids."""
     cid = store.collection(collection, create=True, **POLICY).id
     store.set_model(cid, "test-model")

@@ -13,17 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from facefinder.storage.store import FaceStore
 from helpers import POLICY, lfw
 from test_store import (  # noqa: F401  (the backend-neutral tests, collected again here on Milvus)
-    add_photos, assert_index_matches_catalog, face_ids, nearest, unit_vectors,
-    populated, test_a_long_lived_store_sees_faces_another_process_checkpointed,
-    test_a_second_store_sees_another_process_writes_and_deletes, test_collection_is_bound_to_one_model,
-    test_delete_face, test_delete_image, test_deleted_then_recreated_collection_starts_empty,
-    test_deletes_are_replayed_too, test_engine_sees_photos_ingested_by_another_engine,
+    add_photos,
+    assert_index_matches_catalog,
+    face_ids,
+    nearest,
+    populated,
+    test_a_long_lived_store_sees_faces_another_process_checkpointed,
+    test_a_second_store_sees_another_process_writes_and_deletes,
+    test_collection_is_bound_to_one_model,
+    test_delete_face,
+    test_delete_image,
+    test_deleted_then_recreated_collection_starts_empty,
+    test_deletes_are_replayed_too,
+    test_engine_sees_photos_ingested_by_another_engine,
     test_index_is_replayed_from_the_journal_after_a_crash,
+    unit_vectors,
 )
+
+from facefinder.storage.store import FaceStore
 
 MILVUS = os.environ.get("FACEFINDER_TEST_MILVUS_URI")
 pytestmark = pytest.mark.skipif(not MILVUS, reason="FACEFINDER_TEST_MILVUS_URI is not set (see .ci/milvus.sh)")

@@ -19,7 +19,9 @@ def test_erasing_an_uploaded_photo_removes_its_copy(tmp_path, make_finder):
     ff.ingest(own, collection="own", **POLICY)
     with ff.store.catalog.session() as session:
         from sqlalchemy import select
+
         from facefinder.storage.catalog import ImageRecord
+
         ids = dict(session.execute(select(ImageRecord.source, ImageRecord.id)).all())
 
     ff.delete_image(ids[str(uploads / "a.jpg")])

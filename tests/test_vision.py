@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, PROBES, box_iou, lfw, save_jpeg
 from PIL import Image, ImageFilter
 
 from facefinder.errors import FaceFinderError, ImageError
@@ -16,7 +17,6 @@ from facefinder.services.calibration import default_calibration
 from facefinder.vision import protocols
 from facefinder.vision.image import decode_image, read_image
 from facefinder.vision.pipeline import FacePipeline
-from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, PROBES, box_iou, lfw, save_jpeg
 
 THRESHOLD = default_calibration().threshold
 
@@ -39,7 +39,8 @@ def test_same_person_scores_far_above_different_people(lfw_embeddings):
     different = [
         float(a @ b)
         for p, q in itertools.combinations(lfw_embeddings, 2)
-        for a in lfw_embeddings[p] for b in lfw_embeddings[q]
+        for a in lfw_embeddings[p]
+        for b in lfw_embeddings[q]
     ]
     assert len(same) == 15 and len(different) == 90
     # Every genuine pair is a match at the calibrated threshold and no impostor pair is ...
@@ -217,13 +218,16 @@ def _garbled(data: bytes) -> bytes:
     return bytes(damaged)
 
 
-@pytest.mark.parametrize("data, reason", [
-    pytest.param(b"", "not-an-image", id="empty"),
-    pytest.param(bytes(random.Random(1).getrandbits(8) for _ in range(4096)), "not-an-image", id="random-bytes"),
-    pytest.param(b"this is a shopping list, not a photo\n" * 10, "not-an-image", id="text"),
-    pytest.param(_jpeg_bytes()[: len(_jpeg_bytes()) // 2], "truncated", id="first-half-of-jpeg"),
-    pytest.param(_garbled(_jpeg_bytes()), "corrupt", id="garbled-jpeg"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        pytest.param(b"", "not-an-image", id="empty"),
+        pytest.param(bytes(random.Random(1).getrandbits(8) for _ in range(4096)), "not-an-image", id="random-bytes"),
+        pytest.param(b"this is a shopping list, not a photo\n" * 10, "not-an-image", id="text"),
+        pytest.param(_jpeg_bytes()[: len(_jpeg_bytes()) // 2], "truncated", id="first-half-of-jpeg"),
+        pytest.param(_garbled(_jpeg_bytes()), "corrupt", id="garbled-jpeg"),
+    ],
+)
 def test_decode_image_failure_reasons(data, reason):
     with pytest.raises(ImageError) as info:
         decode_image(data, "some/photo.jpg")

@@ -21,16 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import GALLERY, GROUP, PROBES, cli_command
 from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app as cli_app
-from helpers import GALLERY, GROUP, PROBES, cli_command
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 USERS = {"admin": "admin", "ivan": "investigator", "inga": "investigator", "aud": "auditor"}
 
 
@@ -56,14 +62,30 @@ def server(tmp_path_factory, models_dir):
     data = tmp_path_factory.mktemp("e2e") / "data"
     runner = CliRunner()
     for user, role in USERS.items():
-        result = runner.invoke(cli_app, ["--data-dir", str(data), "users", "add", user, "--role", role,
-                                         "--password-stdin"], input=password(user) + "\n")
+        result = runner.invoke(
+            cli_app,
+            ["--data-dir", str(data), "users", "add", user, "--role", role, "--password-stdin"],
+            input=password(user) + "\n",
+        )
         assert result.exit_code == 0, result.stderr
     port = free_port()
     log = open(data.parent / "server.log", "w")
-    process = subprocess.Popen([*cli_command(), "--data-dir", str(data), "serve", "--host", "127.0.0.1",
-                                "--port", str(port), "--import-root", str(GALLERY)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            *cli_command(),
+            "--data-dir",
+            str(data),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--import-root",
+            str(GALLERY),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -221,8 +243,16 @@ def test_case_bound_search_in_the_browser(server, browser, shots):
     assert aud.url.endswith("/audit")
     expect(aud.locator("#verify-status")).to_contain_text("Hash chain intact")
     table = aud.locator("#audit")
-    for action in ("login", "collection.create", "ingest", "grant.add", "search", "result.view", "lead.propose",
-                   "lead.confirm"):
+    for action in (
+        "login",
+        "collection.create",
+        "ingest",
+        "grant.add",
+        "search",
+        "result.view",
+        "lead.propose",
+        "lead.confirm",
+    ):
         expect(table).to_contain_text(action)
     aud.screenshot(path=str(shots / "audit.png"), full_page=False)
     aud.fill("input[name=case_id]", "2024-0172")
@@ -242,6 +272,7 @@ def test_case_bound_search_in_the_browser(server, browser, shots):
     aud_context.close()
 
     # and the log verifies from the command line
-    done = subprocess.run([*cli_command(), "--data-dir", str(server.data), "audit", "verify"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*cli_command(), "--data-dir", str(server.data), "audit", "verify"], capture_output=True, text=True
+    )
     assert done.returncode == 0 and "audit log intact" in done.stderr, done.stderr

@@ -37,8 +37,10 @@ class MissingPolicy(CatalogError):
 
     def __init__(self, collection: str, missing: tuple[str, ...]) -> None:
         self.collection, self.missing = collection, tuple(missing)
-        super().__init__(f"collection {collection!r}: a collection needs a purpose, a legal basis and a retention "
-                         f"period; missing {', '.join(self.missing)}")
+        super().__init__(
+            f"collection {collection!r}: a collection needs a purpose, a legal basis and a retention "
+            f"period; missing {', '.join(self.missing)}"
+        )
 
     def __reduce__(self) -> tuple:
         return type(self), (self.collection, self.missing)  # whole again in another process (ingest workers)
@@ -68,8 +70,12 @@ class DiskFullError(FaceFinderError):
         super().__init__(message)
 
 
-_DISK_FULL_TEXT = ("database or disk is full", "no space left on device", "disk quota exceeded",
-                   "could not extend file")  # SQLite, OS (also inside FAISS/Milvus messages), PostgreSQL
+_DISK_FULL_TEXT = (
+    "database or disk is full",
+    "no space left on device",
+    "disk quota exceeded",
+    "could not extend file",
+)  # SQLite, OS (also inside FAISS/Milvus messages), PostgreSQL
 
 
 def is_disk_full(exc: BaseException | None) -> bool:

@@ -38,8 +38,13 @@ def postgres_and_milvus(monkeypatch):
 
 def worker(*args: object, env: dict | None = None) -> subprocess.Popen:
     """Start store_worker.py in its own process."""
-    return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), *map(str, args)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(*processes: subprocess.Popen, timeout: float = 300) -> None:
@@ -48,8 +53,9 @@ def finish(*processes: subprocess.Popen, timeout: float = 300) -> None:
         assert process.returncode == 0, out
 
 
-def assert_sound(data_dir: Path, url: str | None = None, vectors: str | None = None,
-                 erased: set[int] = frozenset()) -> int:
+def assert_sound(
+    data_dir: Path, url: str | None = None, vectors: str | None = None, erased: set[int] = frozenset()
+) -> int:
     """A fresh process's view: ``check`` finds nothing, the index holds exactly the catalog's faces, every
     stored face is found by searching itself (rank 1, score >= 0.99), and no erased face is held.
     Returns how many faces are stored."""
@@ -69,8 +75,8 @@ def assert_sound(data_dir: Path, url: str | None = None, vectors: str | None = N
             assert not held & erased
             vectors_ = np.stack([np.frombuffer(r.embedding, np.float32) for r in rows if r.collection_id == cid])
             for start in range(0, len(ids), 256):
-                found = store.search([cid], vectors_[start:start + 256], 1)
-                for face_id, top in zip(ids[start:start + 256], found):
+                found = store.search([cid], vectors_[start : start + 256], 1)
+                for face_id, top in zip(ids[start : start + 256], found):
                     assert top and top[0][1] >= 0.99, f"face {face_id} does not find itself: {top}"
                     assert top[0][0] == face_id or top[0][1] >= 0.9999, f"face {face_id} finds {top}"
     finally:

@@ -37,8 +37,10 @@ def embedding(tag: str, photo: int, face: int) -> np.ndarray:
 
 def photo(tag: str, number: int) -> tuple[NewImage, list[NewFace]]:
     """Photo ``number`` of ``tag``: its own bytes (sha256 stand-in) and FACES_PER_PHOTO faces."""
-    faces = [NewFace([0, 0, 10, 10], [[1, 1]] * 5, 0.9, 0.8, {}, embedding(tag, number, face), b"thumb")
-             for face in range(FACES_PER_PHOTO)]
+    faces = [
+        NewFace([0, 0, 10, 10], [[1, 1]] * 5, 0.9, 0.8, {}, embedding(tag, number, face), b"thumb")
+        for face in range(FACES_PER_PHOTO)
+    ]
     return NewImage(f"{tag}-{number}", f"/photos/{tag}/{number}.jpg", 100, 100), faces
 
 

@@ -17,13 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import GALLERY, LFW, POLICY_ARGS, cli_command, open_finder
+from integrity import assert_sound, postgres_and_milvus
 from PIL import Image
 from sqlalchemy import func, select
 
 from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
-from helpers import GALLERY, LFW, POLICY_ARGS, cli_command, open_finder
-from integrity import assert_sound, postgres_and_milvus
 
 PEOPLE = sorted(p.name for p in GALLERY.iterdir() if p.is_dir() and p.name != "group")
 
@@ -53,8 +53,9 @@ def variants_of(tmp_path: Path, name: str, sources: list[Path], copies: int) -> 
 
 
 def cli(data: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([*cli_command(), "--data-dir", str(data), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [*cli_command(), "--data-dir", str(data), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def done(process: subprocess.Popen, timeout: float = 600) -> str:
@@ -63,15 +64,17 @@ def done(process: subprocess.Popen, timeout: float = 600) -> str:
     return out
 
 
-def assert_every_photo_finds_itself(data: Path, pipeline, folders: list[Path], url: str | None = None,
-                                    vectors: str | None = None) -> int:
+def assert_every_photo_finds_itself(
+    data: Path, pipeline, folders: list[Path], url: str | None = None, vectors: str | None = None
+) -> int:
     """Search each source photo through the real pipeline: its own stored face comes first at >= 0.99."""
     ff = open_finder(data, pipeline, catalog_url=url, vectors=vectors)
     try:
         with ff.store.catalog.session() as session:
             stored = dict(session.execute(select(ImageRecord.source, ImageRecord.id)).all())
             assert session.scalar(select(func.count()).select_from(ImageRecord)) == len(
-                set(session.scalars(select(ImageRecord.sha256))))  # no photo twice
+                set(session.scalars(select(ImageRecord.sha256)))
+            )  # no photo twice
         for source, image_id in stored.items():
             if "/group/" in source:
                 continue  # several faces each; the single-face photos suffice here
@@ -126,22 +129,35 @@ def free_port() -> int:
 
 
 def api(url: str, token: str, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
-    request = urllib.request.Request(url + path, data=body, method=method, headers={
-        "Authorization": f"Bearer {token}", **({"Content-Type": content_type} if content_type else {})})
+    request = urllib.request.Request(
+        url + path,
+        data=body,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", **({"Content-Type": content_type} if content_type else {})},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read() or b"null")
 
 
 def upload(url: str, token: str, photo: Path) -> dict:
     boundary = "ffboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"{photo.name}\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + photo.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="photo"; filename="{photo.name}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo.read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return api(url, token, "POST", "/api/probes", body, f"multipart/form-data; boundary={boundary}")
 
 
 def start_server(data: Path, port: int, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen([*cli_command(), "--data-dir", str(data), "serve", "--port", str(port)],
-                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [*cli_command(), "--data-dir", str(data), "serve", "--port", str(port)],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
@@ -163,8 +179,12 @@ def test_serve_started_during_an_ingest_searching_and_erasing_then_stopped(tmp_p
     rest = variants_of(tmp_path, "rest", [GALLERY / p for p in PEOPLE[3:]] + [LFW], copies=10)
     done(cli(data, "collections", "create", "c", *POLICY_ARGS))
     done(cli(data, "ingest", str(first), "-c", "c", "--workers", "1"))
-    add = subprocess.run([*cli_command(), "--data-dir", str(data), "users", "add", "admin", "--role", "admin",
-                          "--password-stdin"], input="a long enough password\n", text=True, capture_output=True)
+    add = subprocess.run(
+        [*cli_command(), "--data-dir", str(data), "users", "add", "admin", "--role", "admin", "--password-stdin"],
+        input="a long enough password\n",
+        text=True,
+        capture_output=True,
+    )
     assert add.returncode == 0, add.stderr
     token = done(cli(data, "users", "token", "admin")).strip().splitlines()[-1]
 
@@ -173,15 +193,31 @@ def test_serve_started_during_an_ingest_searching_and_erasing_then_stopped(tmp_p
     server = start_server(data, port, tmp_path / "server.log")
     url = f"http://127.0.0.1:{port}"
     with FaceStore(data).catalog.session() as session:
-        erasable = list(session.execute(select(ImageRecord.id).where(ImageRecord.source.like("%/first/%"))
-                                        .order_by(ImageRecord.id)).scalars())[:3]
+        erasable = list(
+            session.execute(
+                select(ImageRecord.id).where(ImageRecord.source.like("%/first/%")).order_by(ImageRecord.id)
+            ).scalars()
+        )[:3]
         erased_faces = set(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(erasable))))
     for image_id in erasable:  # erase through the server while the CLI ingest writes
         api(url, token, "DELETE", f"/api/images/{image_id}")
         probe = upload(url, token, next((GALLERY / PEOPLE[0]).iterdir()))
-        found = api(url, token, "POST", "/api/searches", json.dumps({
-            "probe_id": probe["probe_id"], "face": 0, "case_id": "K-1", "purpose": "fault test",
-            "category": "criminal investigation"}).encode(), "application/json")
+        found = api(
+            url,
+            token,
+            "POST",
+            "/api/searches",
+            json.dumps(
+                {
+                    "probe_id": probe["probe_id"],
+                    "face": 0,
+                    "case_id": "K-1",
+                    "purpose": "fault test",
+                    "category": "criminal investigation",
+                }
+            ).encode(),
+            "application/json",
+        )
         assert found["candidates"]
     if stop == "during":
         assert ingest.poll() is None, "the ingest ended before the server stopped: use a larger folder"

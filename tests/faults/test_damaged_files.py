@@ -12,14 +12,14 @@ import random
 
 import numpy as np
 import pytest
+from integrity import assert_sound, finish, worker
+from store_worker import COLLECTION, embedding
+from test_store import add_photos, unit_vectors
+from test_store_concurrency import create_collection
 
 from facefinder.errors import CatalogError
 from facefinder.storage.catalog import Catalog
 from facefinder.storage.store import FaceStore
-from integrity import assert_sound, finish, worker
-from store_worker import COLLECTION, embedding
-from test_store_concurrency import create_collection
-from test_store import add_photos, unit_vectors
 
 
 def ingest_into_wal(data, photos: int = 30) -> None:
@@ -87,8 +87,10 @@ def flip_bit(path, rng: random.Random) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("tier,file", [("flat", ".faiss"), ("hnsw", ".faiss"), ("hnsw", ".faiss.*.vec"),
-                                       ("ivfpq", ".faiss"), ("ivfpq", ".faiss.*.vec")])
+@pytest.mark.parametrize(
+    "tier,file",
+    [("flat", ".faiss"), ("hnsw", ".faiss"), ("hnsw", ".faiss.*.vec"), ("ivfpq", ".faiss"), ("ivfpq", ".faiss.*.vec")],
+)
 def test_a_flipped_bit_in_an_index_file_is_caught_and_rebuilt(tmp_path, monkeypatch, tier, file):
     monkeypatch.setenv("FACEFINDER_INDEX_TIER", tier)
     rng = random.Random(f"{tier}{file}")

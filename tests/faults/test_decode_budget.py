@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import POLICY, box_iou, lfw
 from PIL import Image
+from test_hostile_inputs import png_header
 
 from facefinder.errors import ImageError
 from facefinder.vision.image import MAX_PHOTO_BYTES, WORK_PIXELS, decode_image, decode_photo, read_photo_bytes
-from helpers import POLICY, box_iou, lfw
-from test_hostile_inputs import png_header
 
 MEASURE = """
 import json, resource, sys, time
@@ -75,8 +75,13 @@ def serve_probe(path, models_dir, tmp_path) -> dict:
     """POST /api/probes with the photo at ``path`` on a fresh server in a fresh process: the answer,
     the seconds it took and the peak RSS before and after (after a warm-up probe)."""
     tests_dir = str(Path(__file__).resolve().parents[1])
-    out = subprocess.run([sys.executable, "-c", SERVE_MEASURE, str(path), str(models_dir), str(tmp_path), tests_dir],
-                         capture_output=True, text=True, timeout=180, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", SERVE_MEASURE, str(path), str(models_dir), str(tmp_path), tests_dir],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -113,8 +118,13 @@ def test_pixel_bomb_under_the_cap_costs_little(tmp_path, models_dir, mode):
     and 2 GB. Measured in a fresh process, so that pytest's own peak does not count."""
     bomb = tmp_path / ("bomb.png" if mode == "L" else "bomb.jpg")
     Image.new("L" if mode == "L" else "RGB", (7999, 7999), 40).save(bomb, **({} if mode == "L" else {"quality": 50}))
-    out = subprocess.run([sys.executable, "-c", MEASURE, str(bomb), str(models_dir), str(lfw("Tony_Blair", 1))],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(bomb), str(models_dir), str(lfw("Tony_Blair", 1))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["size"] == [7999, 7999] and figures["shape"][0] * figures["shape"][1] <= WORK_PIXELS
     assert figures["seconds"] < 3, figures

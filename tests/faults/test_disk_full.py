@@ -18,12 +18,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import GALLERY, LFW, POLICY, POLICY_ARGS, cli_command, lfw
+from integrity import assert_sound
 from sqlalchemy import func, select
 
 from facefinder.errors import DiskFullError, is_disk_full
 from facefinder.storage.catalog import ImageRecord
-from helpers import GALLERY, LFW, POLICY, POLICY_ARGS, cli_command, lfw
-from integrity import assert_sound
 
 LINE = re.compile(r"^error: disk full at (?P<dir>\S+): (?P<stored>\d+) photos stored, re-run to resume$")
 
@@ -33,8 +33,9 @@ def small_disk(tmp_path):
     """A 6 MB tmpfs mounted for this test."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a 6 MB tmpfs here (needs root): {done.stderr.strip() or done.returncode}")
     try:
@@ -68,13 +69,14 @@ def photos(folder: Path, people: list[str]) -> Path:
 
 def image_count(store) -> tuple[int, int]:
     with store.catalog.session() as session:
-        return (session.scalar(select(func.count()).select_from(ImageRecord)),
-                session.scalar(select(func.count(func.distinct(ImageRecord.sha256)))))
+        return (
+            session.scalar(select(func.count()).select_from(ImageRecord)),
+            session.scalar(select(func.count(func.distinct(ImageRecord.sha256)))),
+        )
 
 
 def run_cli(data: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*cli_command(), "--data-dir", str(data), *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([*cli_command(), "--data-dir", str(data), *args], capture_output=True, text=True, timeout=300)
 
 
 def error_lines(done: subprocess.CompletedProcess) -> list[str]:
@@ -119,6 +121,7 @@ def test_cli_ingest_stops_with_one_line_and_a_rerun_resumes(small_disk, tmp_path
     assert (report["ingested"], report["duplicates"], report["failures"]) == (total - stored, stored, [])
     faces = assert_sound(data)
     from facefinder.storage.store import FaceStore
+
     store = FaceStore(data)
     try:
         assert image_count(store) == (total, total)  # no photo twice

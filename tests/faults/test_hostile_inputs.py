@@ -22,23 +22,31 @@ import zlib
 from pathlib import Path
 
 import pytest
+from helpers import GALLERY, POLICY, lfw
+from integrity import assert_sound
 from PIL import Image
 from sqlalchemy import func, select
 
 from facefinder.storage.catalog import FaceRecord
-from helpers import GALLERY, POLICY, lfw
-from integrity import assert_sound
 
-REAL = [lfw("Tony_Blair", 1), lfw("Colin_Powell", 1), lfw("Hugo_Chavez", 1), lfw("Vladimir_Putin", 1),
-        GALLERY / "amy" / "amy1.png", GALLERY / "bernadette" / "bernadette1.png"]
+REAL = [
+    lfw("Tony_Blair", 1),
+    lfw("Colin_Powell", 1),
+    lfw("Hugo_Chavez", 1),
+    lfw("Vladimir_Putin", 1),
+    GALLERY / "amy" / "amy1.png",
+    GALLERY / "bernadette" / "bernadette1.png",
+]
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif")
 LOCKED = "locked-"  # folders that cannot be listed (see unlistable_folders)
 
 
 def png_header(width: int, height: int, mode: int = 2) -> bytes:
     """A PNG that claims ``width`` x ``height`` (colour type ``mode``) and holds a few bytes of data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, mode, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
@@ -74,15 +82,29 @@ def build_corpus(root: Path, scale: int = 1) -> tuple[dict[str, set[str]], set[s
         width, height = (9000 + i, 9000) if i % 2 else (6000 + i, 6000)
         bad(f"huge-header/{i:03d}.png", png_header(width, height), "too-large")
     for i in range(n(100)):
-        data = [b"%PDF-1.4\n" + rng.randbytes(200), b"PK\x03\x04" + rng.randbytes(100),
-                f"Dear operator, note {i}\n".encode() * 5, b"<html><body>%d</body></html>" % i][i % 4]
+        data = [
+            b"%PDF-1.4\n" + rng.randbytes(200),
+            b"PK\x03\x04" + rng.randbytes(100),
+            f"Dear operator, note {i}\n".encode() * 5,
+            b"<html><body>%d</body></html>" % i,
+        ][i % 4]
         bad(f"renamed/{i:03d}{EXTENSIONS[i % 7]}", data, "not-an-image")
     garbled = bytearray(jpeg)
     garbled[1000:3000] = rng.randbytes(2000)
     for i in range(max(2, n(100))):  # byte-identical corrupt copies
         bad(f"copies/corrupt-{i:03d}.jpg", bytes(garbled), "corrupt")
-    sidecars = [b"[1,2]", b'"x"', b"42", b"null", b"true", b"{not json", b'{"notes": "\xff\xfe"}',
-                b"\xff\xfe\x00\x00", b'{"case_id": "%s"}' % (b"k" * 300), b'{"captured_at": "%s"}' % (b"9" * 100)]
+    sidecars = [
+        b"[1,2]",
+        b'"x"',
+        b"42",
+        b"null",
+        b"true",
+        b"{not json",
+        b'{"notes": "\xff\xfe"}',
+        b"\xff\xfe\x00\x00",
+        b'{"case_id": "%s"}' % (b"k" * 300),
+        b'{"captured_at": "%s"}' % (b"9" * 100),
+    ]
     for i in range(max(len(sidecars), n(100))):
         photo = bad(f"sidecars/{i:03d}.jpg", rng.randbytes(64), "bad-sidecar")
         photo.with_name(photo.name + ".json").write_bytes(sidecars[i % len(sidecars)])
@@ -161,8 +183,11 @@ def manifest(root: Path, rng: random.Random, expected: dict[str, set[str]], stor
         photo.parent.mkdir(exist_ok=True)
         photo.write_bytes(rng.randbytes(64))
         expected[str(photo)] = {"bad-manifest"}
-        row = [b"manifested/%02d.jpg,C,\xff\xfe notes" % i, b"manifested/%02d.jpg,C,%s" % (i, b"n" * 131072),
-               b"manifested/%02d.jpg,%s," % (i, b"c" * 250)][i % 3]
+        row = [
+            b"manifested/%02d.jpg,C,\xff\xfe notes" % i,
+            b"manifested/%02d.jpg,C,%s" % (i, b"n" * 131072),
+            b"manifested/%02d.jpg,%s," % (i, b"c" * 250),
+        ][i % 3]
         lines.append(row)
     lines.append(b",no path here,")
     lines.append(b"\xff\xfe.jpg,undecodable path,")
@@ -258,7 +283,12 @@ def test_search_reports_each_bad_probe_and_goes_on(lfw_finder, tmp_path, unlista
     unlistable_folders(probes)
     records = lfw_finder.search(probes, top_k=1)
     errors = {Path(r.probe).name: r.error for r in records}
-    assert errors == {"a-dangling.jpg": "unreadable", f"{LOCKED}b": "unreadable", "c-huge.png": "too-large",
-                      "d-truncated.tar.gz": "corrupt", "e-good.jpg": None}
+    assert errors == {
+        "a-dangling.jpg": "unreadable",
+        f"{LOCKED}b": "unreadable",
+        "c-huge.png": "too-large",
+        "d-truncated.tar.gz": "corrupt",
+        "e-good.jpg": None,
+    }
     [good] = [r for r in records if r.probe.endswith("e-good.jpg")]
     assert good.candidates[0].score >= 0.99

@@ -11,7 +11,6 @@ import signal
 import time
 
 import pytest
-
 from integrity import assert_sound, worker
 from test_store_concurrency import create_collection
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 
 import pytest
+from helpers import POLICY
+from integrity import assert_sound, finish, postgres_and_milvus, worker
 from sqlalchemy import select
+from store_worker import COLLECTION, FACES_PER_PHOTO
 
 from facefinder.storage.catalog import FaceRecord
 from facefinder.storage.store import FaceStore
-from helpers import POLICY
-from integrity import assert_sound, finish, postgres_and_milvus, worker
-from store_worker import COLLECTION, FACES_PER_PHOTO
-
 
 
 @pytest.fixture(params=["sqlite+faiss", "sqlite+faiss-hnsw", "postgresql+milvus"])

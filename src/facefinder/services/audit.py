@@ -65,17 +65,25 @@ class AuditLog:
             last = json.loads(head.value)
             at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
             body = _canonical(details)
-            entry = AuditEntry(at=at, actor=actor, action=action, case_id=case_id, details=body,
-                               prev_hash=last["hash"], hash="")
+            entry = AuditEntry(
+                at=at, actor=actor, action=action, case_id=case_id, details=body, prev_hash=last["hash"], hash=""
+            )
             session.add(entry)
             session.flush()  # assigns the id, which the hash covers
             entry.hash = entry_hash(entry.id, at, actor, action, case_id, body, last["hash"])
             head.value = json.dumps({"id": entry.id, "hash": entry.hash})
             return entry
 
-    def entries(self, action: str | None = None, actor: str | None = None, case_id: str | None = None,
-                since: str | None = None, until: str | None = None, limit: int | None = None,
-                newest_first: bool = False) -> list[AuditEntry]:
+    def entries(
+        self,
+        action: str | None = None,
+        actor: str | None = None,
+        case_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[AuditEntry]:
         query = select(AuditEntry).order_by(AuditEntry.id.desc() if newest_first else AuditEntry.id)
         if action:
             query = query.where(AuditEntry.action == action)
@@ -99,8 +107,9 @@ class AuditLog:
         for entry in self.entries():
             if entry.prev_hash != prev_hash or entry.id != prev_id + 1:
                 problems.append(Problem(entry.id, "an entry before it was removed, altered or reordered"))
-            expected = entry_hash(entry.id, entry.at, entry.actor, entry.action, entry.case_id, entry.details,
-                                  entry.prev_hash)
+            expected = entry_hash(
+                entry.id, entry.at, entry.actor, entry.action, entry.case_id, entry.details, entry.prev_hash
+            )
             if entry.hash != expected:
                 problems.append(Problem(entry.id, "edited (its contents do not match its hash)"))
             prev_hash, prev_id = entry.hash, entry.id
@@ -114,8 +123,16 @@ class AuditLog:
 
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:
-    return {"id": entry.id, "at": entry.at, "actor": entry.actor, "action": entry.action, "case_id": entry.case_id,
-            "details": json.loads(entry.details), "prev_hash": entry.prev_hash, "hash": entry.hash}
+    return {
+        "id": entry.id,
+        "at": entry.at,
+        "actor": entry.actor,
+        "action": entry.action,
+        "case_id": entry.case_id,
+        "details": json.loads(entry.details),
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
 
 
 def export_csv(entries: list[AuditEntry]) -> str:

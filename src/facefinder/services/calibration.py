@@ -43,7 +43,7 @@ class Calibration:
     def false_match_rate(self, score: float) -> float:
         """Estimated FMR at this score (interpolated in log space, clamped to the measured range)."""
         log_fmr = np.interp(score, self.scores, np.log10(np.maximum(self.fmr, 1e-12)))
-        return float(10 ** log_fmr)
+        return float(10**log_fmr)
 
     def score_at(self, fmr: float) -> float:
         """The lowest score whose estimated false match rate is at most ``fmr`` (rounded up to 0.001)."""
@@ -67,8 +67,10 @@ class Calibration:
 def default_calibration() -> Calibration:
     data = json.loads(CALIBRATION_FILE.read_text())
     return Calibration(
-        model_id=data["model_id"], threshold=float(data["threshold"]),
+        model_id=data["model_id"],
+        threshold=float(data["threshold"]),
         scores=np.array(data["fmr_curve"]["scores"], dtype=np.float64),
         fmr=np.array(data["fmr_curve"]["fmr"], dtype=np.float64),
-        bands={k: float(v) for k, v in data["bands"].items()}, source=data["source"],
+        bands={k: float(v) for k, v in data["bands"].items()},
+        source=data["source"],
     )

@@ -15,21 +15,29 @@ from facefinder.storage.store import Problem
 def check(finder, repair: bool = False) -> list[Problem]:
     """Every problem found, one line each; with ``repair`` each one that can be fixed is (``repaired``)."""
     problems = finder.store.check(repair=repair)
-    problems += [Problem("audit-chain", f"audit log entry {p.entry_id}: {p.problem}")
-                 for p in finder.audit.verify()]
+    problems += [Problem("audit-chain", f"audit log entry {p.entry_id}: {p.problem}") for p in finder.audit.verify()]
     problems += _orphan_uploads(finder.store, repair)
-    finder.audit.record(finder.actor, "store.check", repair=repair, problems=len(problems),
-                        kinds=sorted({p.kind for p in problems}),
-                        repaired=sum(p.repaired for p in problems))
+    finder.audit.record(
+        finder.actor,
+        "store.check",
+        repair=repair,
+        problems=len(problems),
+        kinds=sorted({p.kind for p in problems}),
+        repaired=sum(p.repaired for p in problems),
+    )
     return problems
 
 
 def _orphan_uploads(store, repair: bool) -> list[Problem]:
     """Uploaded files no photo names, outside uploads still being ingested (a sweep takes them)."""
     root = uploads.uploads_dir(store.data_dir)
-    stray = [path for path in uploads.orphans(store)
-             if not (root / path.relative_to(root).parts[0] / uploads.IN_FLIGHT).exists()]
+    stray = [
+        path
+        for path in uploads.orphans(store)
+        if not (root / path.relative_to(root).parts[0] / uploads.IN_FLIGHT).exists()
+    ]
     if repair and stray:
         uploads.sweep(store)
-    return [Problem("orphan-upload", f"{path}: an uploaded file no stored photo names", repaired=repair)
-            for path in stray]
+    return [
+        Problem("orphan-upload", f"{path}: an uploaded file no stored photo names", repaired=repair) for path in stray
+    ]

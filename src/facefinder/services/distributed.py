@@ -24,7 +24,12 @@ from pathlib import Path
 
 from facefinder.errors import FaceFinderError, ImageError
 from facefinder.services.ingest import (
-    BATCH_PHOTOS, Failure, IngestReport, Ingestor, analyze_batch, batch_size_for,
+    BATCH_PHOTOS,
+    Failure,
+    Ingestor,
+    IngestReport,
+    analyze_batch,
+    batch_size_for,
 )
 from facefinder.services.sources.folders import iter_sources, read_location
 from facefinder.storage.store import NewImage
@@ -33,8 +38,9 @@ from facefinder.storage.store import NewImage
 class AnalyzeActor:
     """Holds the ONNX sessions for the life of a Ray actor; analyzes one batch of photos per call."""
 
-    def __init__(self, models_dir: str, detector: str | None, recognizer: str | None, max_pixels: int,
-                 known: frozenset[str]) -> None:
+    def __init__(
+        self, models_dir: str, detector: str | None, recognizer: str | None, max_pixels: int, known: frozenset[str]
+    ) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         from facefinder.vision.pipeline import FacePipeline
 
@@ -70,8 +76,9 @@ class AnalyzeActor:
             results[i] = result
         model_id = outcome["model_id"] if outcome else self.pipeline.model_id
         stages = outcome["stages"] if outcome else {}
-        payloads = [pickle.dumps((digests[i], results[i], stages if i == 0 else {}, model_id))
-                    for i in range(len(digests))]
+        payloads = [
+            pickle.dumps((digests[i], results[i], stages if i == 0 else {}, model_id)) for i in range(len(digests))
+        ]
         return pa.table({"seq": batch.column("seq"), "payload": pa.array(payloads, pa.binary())})
 
 
@@ -82,8 +89,17 @@ class RayIngestor(Ingestor):
         super().__init__(*args, **kwargs)
         self.address = address
 
-    def _analyzed(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
-                  report: IngestReport, on_progress, total: int) -> Iterator[tuple[dict, list[NewImage]]]:
+    def _analyzed(
+        self,
+        path,
+        manifest,
+        collection_id: int,
+        known: set[str],
+        pending: dict[str, NewImage],
+        report: IngestReport,
+        on_progress,
+        total: int,
+    ) -> Iterator[tuple[dict, list[NewImage]]]:
         ray = _connect(self.address, self.workers)  # ray with ray.data loaded
         rows, metas = [], []
         for item in iter_sources(path, manifest):
@@ -99,11 +115,19 @@ class RayIngestor(Ingestor):
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # written in source order, as a local ingest does
         dataset = ray.data.from_items(rows).map_batches(
-            AnalyzeActor, batch_size=batch_size_for(len(rows), workers), batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
-            fn_constructor_kwargs={"models_dir": str(self.models_dir), "detector": self.detector,
-                                   "recognizer": self.recognizer, "max_pixels": self.max_pixels,
-                                   "known": frozenset(known)})
+            AnalyzeActor,
+            batch_size=batch_size_for(len(rows), workers),
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            fn_constructor_kwargs={
+                "models_dir": str(self.models_dir),
+                "detector": self.detector,
+                "recognizer": self.recognizer,
+                "max_pixels": self.max_pixels,
+                "known": frozenset(known),
+            },
+        )
         results, batch_metas, stages, model_id = [], [], {}, None
         for row in dataset.iter_rows():
             digest, result, row_stages, model_id = pickle.loads(row["payload"])
@@ -130,8 +154,14 @@ class RayIngestor(Ingestor):
 
     def _row(self, seq: int, item) -> dict:
         """A photo as the actors get it: where to read it, or its bytes when only we can read it."""
-        row = {"seq": seq, "source": item.source, "location": item.location, "size": item.size, "data": None,
-               "failure": None}
+        row = {
+            "seq": seq,
+            "source": item.source,
+            "location": item.location,
+            "size": item.size,
+            "data": None,
+            "failure": None,
+        }
         if item.location is None:
             try:
                 row["data"] = item.read()
@@ -150,8 +180,12 @@ def _connect(address: str | None, workers: int | None):
         raise FaceFinderError("a distributed ingest needs Ray: pip install 'facefinder[ray]'") from None
     if not ray.is_initialized():
         if address in (None, "", "local"):
-            ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            ray.init(
+                num_cpus=workers or os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         else:
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facefinder.config import data_dir as resolve_data_dir, models_dir as resolve_models_dir
+from facefinder.config import data_dir as resolve_data_dir
+from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import CatalogError, DiskFullError, FaceFinderError, is_disk_full
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
@@ -40,9 +41,18 @@ class FaceFinder:
     """The one object that wires a data directory's store, audit log and models to the services: the
     Python API uses it directly, and the HTTP service builds its accounts, cases and jobs on it."""
 
-    def __init__(self, data_dir: str | os.PathLike | None = None, *, models_dir: str | os.PathLike | None = None,
-                 detector: str | None = None, recognizer: str | None = None, workers: int | None = None,
-                 catalog_url: str | None = None, vectors: str | None = None, actor: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | None = None,
+        *,
+        models_dir: str | os.PathLike | None = None,
+        detector: str | None = None,
+        recognizer: str | None = None,
+        workers: int | None = None,
+        catalog_url: str | None = None,
+        vectors: str | None = None,
+        actor: str | None = None,
+    ) -> None:
         """Open (or create) a facefinder data directory.
 
         ``detector`` / ``recognizer`` point at other ONNX models (SCRFD-style / ArcFace-style);
@@ -63,8 +73,9 @@ class FaceFinder:
     def pipeline(self) -> FacePipeline:
         """The vision pipeline, loaded on first use and then kept (models load once)."""
         if self._pipeline is None:
-            self._pipeline = FacePipeline.default(self.models_dir, threads=os.cpu_count() or 1,
-                                                  detector=self.detector, recognizer=self.recognizer)
+            self._pipeline = FacePipeline.default(
+                self.models_dir, threads=os.cpu_count() or 1, detector=self.detector, recognizer=self.recognizer
+            )
         return self._pipeline
 
     @property
@@ -82,10 +93,18 @@ class FaceFinder:
         view.actor, view._privacy = actor, None
         return view
 
-    def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
-               on_progress: Callable[[Progress], None] | None = None, *, purpose: str | None = None,
-               legal_basis: str | None = None, retention_days: int | None = None,
-               ray: str | None = None) -> IngestReport:
+    def ingest(
+        self,
+        path: str | os.PathLike,
+        collection: str,
+        manifest: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        *,
+        purpose: str | None = None,
+        legal_basis: str | None = None,
+        retention_days: int | None = None,
+        ray: str | None = None,
+    ) -> IngestReport:
         """Ingest into ``collection``; a new one is created with the given purpose, legal basis and
         retention period (all three required then; for an existing one they must match or be left out).
         ``ray`` runs the analysis on a Ray cluster ("local", "auto" or "ray://head:10001"; see
@@ -94,11 +113,13 @@ class FaceFinder:
         if ray:
             from facefinder.services.distributed import RayIngestor
 
-            ingestor = RayIngestor(self.store, self.models_dir, self.workers, self.detector, self.recognizer,
-                                   address=ray)
+            ingestor = RayIngestor(
+                self.store, self.models_dir, self.workers, self.detector, self.recognizer, address=ray
+            )
         else:
-            ingestor = Ingestor(self.store, self.models_dir, self.workers, self.detector, self.recognizer,
-                                pipeline=self._pipeline)
+            ingestor = Ingestor(
+                self.store, self.models_dir, self.workers, self.detector, self.recognizer, pipeline=self._pipeline
+            )
         try:  # the ingestor creates a new collection once the models have loaded
             report = ingestor.ingest(path, collection, manifest, on_progress, policy)
         except BaseException:
@@ -109,10 +130,19 @@ class FaceFinder:
             raise
         try:
             self._record_creation(collection, policy)
-            self.audit.record(self.actor, "ingest", collection=collection, path=str(path),
-                              ingested=report.ingested, duplicates=report.duplicates, faces=report.faces,
-                              failed=len(report.failures), opted_out=report.opted_out,
-                              opted_out_photos=report.opted_out_photos, consent_withdrawn=report.consent_withdrawn)
+            self.audit.record(
+                self.actor,
+                "ingest",
+                collection=collection,
+                path=str(path),
+                ingested=report.ingested,
+                duplicates=report.duplicates,
+                faces=report.faces,
+                failed=len(report.failures),
+                opted_out=report.opted_out,
+                opted_out_photos=report.opted_out_photos,
+                consent_withdrawn=report.consent_withdrawn,
+            )
         except Exception as exc:
             if is_disk_full(exc):
                 raise DiskFullError(self.data_dir, report.ingested) from exc
@@ -124,23 +154,44 @@ class FaceFinder:
         if policy and any(c.name == collection for c in self.store.collections()):
             self.audit.record(self.actor, "collection.create", collection=collection, **policy)
 
-    def create_collection(self, name: str, *, purpose: str, legal_basis: str, retention_days: int,
-                          description: str = "") -> None:
+    def create_collection(
+        self, name: str, *, purpose: str, legal_basis: str, retention_days: int, description: str = ""
+    ) -> None:
         """A new collection, with why it is held, on what legal basis, and for how many days per photo."""
-        row = self.store.create_collection(name, purpose=purpose, legal_basis=legal_basis,
-                                           retention_days=retention_days, description=description)
-        self.audit.record(self.actor, "collection.create", collection=name, purpose=row.purpose,
-                          legal_basis=row.legal_basis, retention_days=row.retention_days)
+        row = self.store.create_collection(
+            name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days, description=description
+        )
+        self.audit.record(
+            self.actor,
+            "collection.create",
+            collection=name,
+            purpose=row.purpose,
+            legal_basis=row.legal_basis,
+            retention_days=row.retention_days,
+        )
 
-    def set_collection_policy(self, name: str, *, purpose: str | None = None, legal_basis: str | None = None,
-                              retention_days: int | None = None) -> None:
+    def set_collection_policy(
+        self,
+        name: str,
+        *,
+        purpose: str | None = None,
+        legal_basis: str | None = None,
+        retention_days: int | None = None,
+    ) -> None:
         """Change a collection's purpose, legal basis or retention period (logged)."""
         row = self.store.set_policy(name, purpose, legal_basis, retention_days)
-        self.audit.record(self.actor, "collection.policy", collection=name, purpose=row.purpose,
-                          legal_basis=row.legal_basis, retention_days=row.retention_days)
+        self.audit.record(
+            self.actor,
+            "collection.policy",
+            collection=name,
+            purpose=row.purpose,
+            legal_basis=row.legal_basis,
+            retention_days=row.retention_days,
+        )
 
-    def _ensure_collection(self, name: str, purpose: str | None, legal_basis: str | None,
-                           retention_days: int | None) -> dict | None:
+    def _ensure_collection(
+        self, name: str, purpose: str | None, legal_basis: str | None, retention_days: int | None
+    ) -> dict | None:
         """The checked policy of a collection still to be created, or None when it exists (its policy
         then checked against what was given, or filled in if it predates policies)."""
         given = {"purpose": purpose, "legal_basis": legal_basis, "retention_days": retention_days}
@@ -158,19 +209,33 @@ class FaceFinder:
             return None
         for key, value in given.items():
             if held[key] is not None and held[key] != value:
-                raise FaceFinderError(f"collection {name!r} has {key} {held[key]!r}, not {value!r}; "
-                                      f"change it with `facefinder collections set`")
+                raise FaceFinderError(
+                    f"collection {name!r} has {key} {held[key]!r}, not {value!r}; "
+                    f"change it with `facefinder collections set`"
+                )
         return None
 
-    def search(self, *probes: str | os.PathLike, collections: list[str] | None = None, top_k: int = 10,
-               threshold: float | None = None, case_id: str | None = None,
-               purpose: str | None = None) -> list[ProbeFace]:
+    def search(
+        self,
+        *probes: str | os.PathLike,
+        collections: list[str] | None = None,
+        top_k: int = 10,
+        threshold: float | None = None,
+        case_id: str | None = None,
+        purpose: str | None = None,
+    ) -> list[ProbeFace]:
         """One record per face found in the probe photos (or folders of photos)."""
         return list(self.iter_search(list(probes), collections, top_k, threshold, case_id, purpose))
 
-    def iter_search(self, probes: list[str | os.PathLike], collections: list[str] | None = None, top_k: int = 10,
-                    threshold: float | None = None, case_id: str | None = None,
-                    purpose: str | None = None) -> Iterator[ProbeFace]:
+    def iter_search(
+        self,
+        probes: list[str | os.PathLike],
+        collections: list[str] | None = None,
+        top_k: int = 10,
+        threshold: float | None = None,
+        case_id: str | None = None,
+        purpose: str | None = None,
+    ) -> Iterator[ProbeFace]:
         """Search lazily; each probe face is written to the audit log as it is returned."""
         if top_k < 1:
             raise FaceFinderError("top_k: must be at least 1")
@@ -178,10 +243,18 @@ class FaceFinder:
         for record in searcher.search(probes, collections, top_k, threshold):
             try:
                 self.audit.record(
-                    self.actor, "search", case_id, purpose=purpose, probe=record.probe,
-                    probe_sha256=record.probe_sha256, face=record.face, collections=collections or "all", top_k=top_k,
+                    self.actor,
+                    "search",
+                    case_id,
+                    purpose=purpose,
+                    probe=record.probe,
+                    probe_sha256=record.probe_sha256,
+                    face=record.face,
+                    collections=collections or "all",
+                    top_k=top_k,
                     threshold=searcher.calibration.threshold if threshold is None else threshold,
-                    candidates=[[c.face_id, c.score] for c in record.candidates], error=record.error,
+                    candidates=[[c.face_id, c.score] for c in record.candidates],
+                    error=record.error,
                 )
             except Exception as exc:  # no result is shown that the audit log could not record
                 if is_disk_full(exc):

@@ -52,8 +52,9 @@ class IngestReport:
     photos_without_faces: int = 0
     failures: list[Failure] = field(default_factory=list)
     seconds: float = 0.0
-    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        ("read", "decode", "detect", "align", "embed", "optout", "store"), 0.0))
+    stage_seconds: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(("read", "decode", "detect", "align", "embed", "optout", "store"), 0.0)
+    )
     opted_out: int = 0  # faces not stored: they match the opt-out list
     opted_out_photos: int = 0  # photos not stored: every face in them matched it
     consent_withdrawn: int = 0  # photos not read: their consent_id was withdrawn
@@ -112,13 +113,17 @@ def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: Fac
             results[i] = faces
             continue
         results[i] = {
-            "width": images[i].width, "height": images[i].height,
+            "width": images[i].width,
+            "height": images[i].height,
             "faces": [
                 NewFace(
                     box=[round(float(v), 2) for v in f.box],
                     landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
-                    detector_score=round(f.score, 4), quality=round(f.quality.score, 4),
-                    quality_parts=f.quality.as_dict(), embedding=f.embedding, thumbnail=encode_jpeg(f.aligned),
+                    detector_score=round(f.score, 4),
+                    quality=round(f.quality.score, 4),
+                    quality_parts=f.quality.as_dict(),
+                    embedding=f.embedding,
+                    thumbnail=encode_jpeg(f.aligned),
                 )
                 for f in faces
             ],
@@ -137,9 +142,16 @@ def batch_size_for(total: int, workers: int) -> int:
 class Ingestor:
     """Parallel, resumable ingest: sources -> worker processes (detect, align, embed) -> the store, in batches."""
 
-    def __init__(self, store: FaceStore, models_dir: Path, workers: int | None = None,
-                 detector: str | None = None, recognizer: str | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, pipeline: FacePipeline | None = None) -> None:
+    def __init__(
+        self,
+        store: FaceStore,
+        models_dir: Path,
+        workers: int | None = None,
+        detector: str | None = None,
+        recognizer: str | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        pipeline: FacePipeline | None = None,
+    ) -> None:
         self.store, self.models_dir = store, models_dir
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.detector, self.recognizer, self.max_pixels = detector, recognizer, max_pixels
@@ -151,8 +163,14 @@ class Ingestor:
         # failure row each when it fails, a duplicate each when it is stored).
         self._copies: dict[str, list[str]] = {}
 
-    def ingest(self, path: str | os.PathLike, collection: str, manifest: str | None = None,
-               on_progress: Callable[[Progress], None] | None = None, policy: dict | None = None) -> IngestReport:
+    def ingest(
+        self,
+        path: str | os.PathLike,
+        collection: str,
+        manifest: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        policy: dict | None = None,
+    ) -> IngestReport:
         """``policy`` (purpose, legal_basis, retention_days) is needed when ``collection`` is new.
 
         A full disk stops the run with DiskFullError (one line: how many photos were stored); each
@@ -166,15 +184,22 @@ class Ingestor:
                 raise
             raise DiskFullError(self.store.data_dir, report.ingested) from exc
 
-    def _ingest(self, path: str | os.PathLike, collection: str, manifest: str | None,
-                on_progress: Callable[[Progress], None] | None, policy: dict | None,
-                report: IngestReport) -> IngestReport:
+    def _ingest(
+        self,
+        path: str | os.PathLike,
+        collection: str,
+        manifest: str | None,
+        on_progress: Callable[[Progress], None] | None,
+        policy: dict | None,
+        report: IngestReport,
+    ) -> IngestReport:
         started = time.perf_counter()
         if self._pipeline is None:
             # Load the models here first: a bad model path is then one ModelError, raised now, rather
             # than a crash in every worker process that would record each photo as "corrupt".
-            pipeline = FacePipeline.default(self.models_dir, threads=1, detector=self.detector,
-                                            recognizer=self.recognizer)
+            pipeline = FacePipeline.default(
+                self.models_dir, threads=1, detector=self.detector, recognizer=self.recognizer
+            )
             if self.workers == 0:
                 self._pipeline = pipeline
         coll = self.store.collection(collection, create=True, **(policy or {}))
@@ -227,14 +252,24 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def _analyzed(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
-                  report: IngestReport, on_progress, total: int) -> Iterator[tuple[dict, list[NewImage]]]:
+    def _analyzed(
+        self,
+        path,
+        manifest,
+        collection_id: int,
+        known: set[str],
+        pending: dict[str, NewImage],
+        report: IngestReport,
+        on_progress,
+        total: int,
+    ) -> Iterator[tuple[dict, list[NewImage]]]:
         """(outcome of analyze_batch, the photos' metadata) per batch, in source order, from worker
         processes on this machine (services/distributed.py does the same on a Ray cluster)."""
         batch_size = batch_size_for(total, self.workers)
         try:
-            for batch in self._batches(path, manifest, collection_id, known, pending, report, on_progress, total,
-                                       batch_size):
+            for batch in self._batches(
+                path, manifest, collection_id, known, pending, report, on_progress, total, batch_size
+            ):
                 metas = [meta for meta, _ in batch]
                 self._inflight.append((self._submit([(m.source, data) for m, data in batch]), metas))
                 yield from self._drain(limit=2 * max(self.workers, 1))
@@ -260,9 +295,18 @@ class Ingestor:
                     written.append(False)
             return written
 
-    def _batches(self, path, manifest, collection_id: int, known: set[str], pending: dict[str, NewImage],
-                 report: IngestReport, on_progress, total: int,
-                 batch_size: int = BATCH_PHOTOS) -> Iterator[list[tuple[NewImage, bytes]]]:
+    def _batches(
+        self,
+        path,
+        manifest,
+        collection_id: int,
+        known: set[str],
+        pending: dict[str, NewImage],
+        report: IngestReport,
+        on_progress,
+        total: int,
+        batch_size: int = BATCH_PHOTOS,
+    ) -> Iterator[list[tuple[NewImage, bytes]]]:
         batch: list[tuple[NewImage, bytes]] = []
         for item in iter_sources(path, manifest):
             report.seen += 1
@@ -309,12 +353,14 @@ class Ingestor:
     def _submit(self, batch: list[tuple[str, bytes]]) -> Future | dict:
         if self.workers == 0:
             if self._pipeline is None:
-                self._pipeline = FacePipeline.default(self.models_dir, threads=1, detector=self.detector,
-                                                      recognizer=self.recognizer)
+                self._pipeline = FacePipeline.default(
+                    self.models_dir, threads=1, detector=self.detector, recognizer=self.recognizer
+                )
             return analyze_batch(batch, self.max_pixels, self._pipeline)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.workers, initializer=_init_worker,
+                self.workers,
+                initializer=_init_worker,
                 initargs=(str(self.models_dir), self.detector, self.recognizer),
             )
         return self._pool.submit(analyze_batch, batch, self.max_pixels)
@@ -328,8 +374,11 @@ class Ingestor:
                 self._close_pool()
                 raise
             except Exception as exc:  # a worker died (e.g. out of memory): record, go on
-                outcome = {"results": [Failure(m.source, "corrupt", f"worker failed: {exc}") for m in metas],
-                           "stages": {}, "model_id": None}
+                outcome = {
+                    "results": [Failure(m.source, "corrupt", f"worker failed: {exc}") for m in metas],
+                    "stages": {},
+                    "model_id": None,
+                }
                 self._close_pool()
             yield outcome, metas
 

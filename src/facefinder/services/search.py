@@ -81,8 +81,13 @@ class Searcher:
         self.store, self.pipeline = store, pipeline
         self.calibration = calibration or default_calibration()
 
-    def search(self, probes: list[str | os.PathLike], collections: list[str] | None = None, top_k: int = 10,
-               threshold: float | None = None) -> Iterator[ProbeFace]:
+    def search(
+        self,
+        probes: list[str | os.PathLike],
+        collections: list[str] | None = None,
+        top_k: int = 10,
+        threshold: float | None = None,
+    ) -> Iterator[ProbeFace]:
         """Search each probe (a photo, or a folder of photos); yields one record per probe face."""
         threshold = self.calibration.threshold if threshold is None else threshold
         collection_ids = self._collection_ids(collections)
@@ -103,8 +108,9 @@ class Searcher:
                     record.probe_sha256 = digest
                     yield record
 
-    def search_image(self, image: np.ndarray | Decoded, source: str, collection_ids: list[int], top_k: int,
-                     threshold: float) -> Iterator[ProbeFace]:
+    def search_image(
+        self, image: np.ndarray | Decoded, source: str, collection_ids: list[int], top_k: int, threshold: float
+    ) -> Iterator[ProbeFace]:
         """One record per face of a decoded probe (boxes in the probe's own pixels)."""
         if not isinstance(image, Decoded):
             image = Decoded(image, image.shape[1], image.shape[0])
@@ -114,11 +120,13 @@ class Searcher:
             return
         per_face = self.search_embeddings(np.stack([f.embedding for f in faces]), collection_ids, top_k, threshold)
         for number, (face, candidates) in enumerate(zip(faces, per_face)):
-            yield ProbeFace(source, number, [round(float(v), 2) for v in face.box], round(face.quality.score, 4),
-                            candidates)
+            yield ProbeFace(
+                source, number, [round(float(v), 2) for v in face.box], round(face.quality.score, 4), candidates
+            )
 
-    def search_embeddings(self, embeddings: np.ndarray, collection_ids: list[int], top_k: int,
-                          threshold: float) -> list[list[Candidate]]:
+    def search_embeddings(
+        self, embeddings: np.ndarray, collection_ids: list[int], top_k: int, threshold: float
+    ) -> list[list[Candidate]]:
         """Ranked candidates at or above the threshold for each embedding (the service searches these)."""
         hits = self.store.search(collection_ids, embeddings, top_k)
         rows = self.store.faces([fid for row in hits for fid, _ in row])
@@ -130,18 +138,30 @@ class Searcher:
             for face_id, score in row:
                 if score < threshold or face_id not in rows:  # never serve a face the catalog lacks
                     continue
-                candidates.append(Candidate(rank=len(candidates) + 1, band=self.calibration.band(score),
-                                            **self.match_fields(face_id, score, rows)))
+                candidates.append(
+                    Candidate(
+                        rank=len(candidates) + 1,
+                        band=self.calibration.band(score),
+                        **self.match_fields(face_id, score, rows),
+                    )
+                )
             results.append(candidates)
         return results
 
     def match_fields(self, face_id: int, score: float, rows: dict) -> dict:
         """The Match fields of a held face (``rows`` from ``FaceStore.faces``), scored and calibrated."""
         record, image_row, collection = rows[face_id]
-        return dict(face_id=face_id, score=round(score, 4),
-                    false_match_rate=float(f"{self.calibration.false_match_rate(score):.2e}"),
-                    collection=collection, image_id=image_row.id, source=image_row.source, box=record.box,
-                    quality=record.quality, provenance={k: getattr(image_row, k) for k in PROVENANCE_FIELDS})
+        return dict(
+            face_id=face_id,
+            score=round(score, 4),
+            false_match_rate=float(f"{self.calibration.false_match_rate(score):.2e}"),
+            collection=collection,
+            image_id=image_row.id,
+            source=image_row.source,
+            box=record.box,
+            quality=record.quality,
+            provenance={k: getattr(image_row, k) for k in PROVENANCE_FIELDS},
+        )
 
     def collection_ids(self, names: list[str] | None) -> list[int]:
         """Catalog ids of the named collections (default: all) that these models can search."""
@@ -158,6 +178,8 @@ class Searcher:
         usable = [c for c in infos if c[2] in (None, self.pipeline.model_id)]
         if names and len(usable) < len(infos):
             _, bad_name, bad_model = next(c for c in infos if c not in usable)
-            raise CatalogError(f"collection {bad_name!r} was embedded with {bad_model}, "
-                               f"not {self.pipeline.model_id}: search it with the same models")
+            raise CatalogError(
+                f"collection {bad_name!r} was embedded with {bad_model}, "
+                f"not {self.pipeline.model_id}: search it with the same models"
+            )
         return [c[0] for c in usable]

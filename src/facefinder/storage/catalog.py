@@ -12,15 +12,26 @@ import json
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    JSON, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, create_engine, event,
-    inspect, select, text,
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
 from facefinder.errors import CatalogError
-
 
 JOURNAL_LOCK_KEY = 0x66616365  # PostgreSQL advisory lock that orders journal writes ("face")
 
@@ -48,8 +59,9 @@ class Collection(Base):
     purpose: Mapped[str | None] = mapped_column(Text)
     legal_basis: Mapped[str | None] = mapped_column(Text)
     retention_days: Mapped[int | None] = mapped_column(Integer)
-    images: Mapped[list["ImageRecord"]] = relationship(back_populates="collection", cascade="all, delete-orphan",
-                                                       passive_deletes=True)
+    images: Mapped[list["ImageRecord"]] = relationship(
+        back_populates="collection", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class ImageRecord(Base):
@@ -71,8 +83,9 @@ class ImageRecord(Base):
     notes: Mapped[str | None] = mapped_column(Text)
     ingested_at: Mapped[datetime] = mapped_column(default=utcnow)
     collection: Mapped[Collection] = relationship(back_populates="images")
-    faces: Mapped[list["FaceRecord"]] = relationship(back_populates="image", cascade="all, delete-orphan",
-                                                     passive_deletes=True)
+    faces: Mapped[list["FaceRecord"]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class FaceRecord(Base):
@@ -254,7 +267,8 @@ class CaseSearch(Base):
     threshold: Mapped[float] = mapped_column(Float)
     model_id: Mapped[str] = mapped_column(String(200))
     candidates: Mapped[list["CaseCandidate"]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True, order_by="CaseCandidate.rank")
+        cascade="all, delete-orphan", passive_deletes=True, order_by="CaseCandidate.rank"
+    )
 
 
 class CaseCandidate(Base):
@@ -291,9 +305,13 @@ class Setting(Base):
 
 def make_engine(url: str) -> Engine:
     """An engine with the SQLite pragmas that durability and erasure need."""
-    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {},
-                           pool_pre_ping=not url.startswith("sqlite"))
+    engine = create_engine(
+        url,
+        connect_args={"timeout": 30} if url.startswith("sqlite") else {},
+        pool_pre_ping=not url.startswith("sqlite"),
+    )
     if url.startswith("sqlite"):
+
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection, _record) -> None:
             cursor = dbapi_connection.cursor()
@@ -304,6 +322,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA secure_delete=ON")  # erased faces are overwritten on disk, not just unlinked
             cursor.close()
+
     return engine
 
 
@@ -364,8 +383,11 @@ class Catalog:
         if self.is_sqlite:
             counter = session.scalar(text("SELECT seq FROM sqlite_sequence WHERE name = :t"), {"t": table})
         elif self.url.startswith("postgresql"):
-            counter = session.scalar(text(
-                f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {self._pg_sequence(session, table, column)}"))
+            counter = session.scalar(
+                text(
+                    f"SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {self._pg_sequence(session, table, column)}"
+                )
+            )
         else:
             counter = 0
         return max(int(largest), int(counter or 0))
@@ -376,10 +398,13 @@ class Catalog:
         if value <= self.high_water(session, table, column):
             return
         if self.is_sqlite:
-            updated = session.execute(text("UPDATE sqlite_sequence SET seq = :v WHERE name = :t"),
-                                      {"v": value, "t": table}).rowcount
+            updated = session.execute(
+                text("UPDATE sqlite_sequence SET seq = :v WHERE name = :t"), {"v": value, "t": table}
+            ).rowcount
             if not updated:
-                session.execute(text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :v)"), {"v": value, "t": table})
+                session.execute(
+                    text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :v)"), {"v": value, "t": table}
+                )
         elif self.url.startswith("postgresql"):
             session.execute(text(f"SELECT setval('{self._pg_sequence(session, table, column)}', :v)"), {"v": value})
 

@@ -40,7 +40,9 @@ class StoreCheckup:
         store.refresh()
         names = {c.id: c.name for c in store.collections()}
         for cid, message in sorted(store.lost.items()):
-            problems.append(Problem("catalog-lost-data", message, names.get(cid), repaired=repair and self._repair_lost(cid)))
+            problems.append(
+                Problem("catalog-lost-data", message, names.get(cid), repaired=repair and self._repair_lost(cid))
+            )
         for cid, (kind, why) in sorted(store.healed.items()):
             if cid in names:
                 problems.append(Problem(kind, f"collection {names[cid]!r}: {why}", names[cid], repaired=repair))
@@ -49,9 +51,16 @@ class StoreCheckup:
                 continue
             held, stored = self._held_and_stored(cid, index)
             if held != stored:
-                problems.append(Problem("index-mismatch", f"collection {names.get(cid, cid)!r}: index holds "
-                                        f"{len(held - stored)} faces the catalog lacks and lacks {len(stored - held)} "
-                                        f"it holds", names.get(cid), repaired=repair))
+                problems.append(
+                    Problem(
+                        "index-mismatch",
+                        f"collection {names.get(cid, cid)!r}: index holds "
+                        f"{len(held - stored)} faces the catalog lacks and lacks {len(stored - held)} "
+                        f"it holds",
+                        names.get(cid),
+                        repaired=repair,
+                    )
+                )
                 if repair:
                     store.indexes[cid] = store.opener.rebuild(cid)
         problems += self._orphan_files(names, repair)
@@ -80,12 +89,21 @@ class StoreCheckup:
             except (OSError, ValueError):
                 continue  # no file (nothing to hold), or damaged (reported as such)
             with store.catalog.session() as session:
-                count = session.scalar(select(func.count()).select_from(JournalEntry).where(
-                    JournalEntry.collection_id == cid, JournalEntry.op == "delete", JournalEntry.seq > saved_seq))
+                count = session.scalar(
+                    select(func.count())
+                    .select_from(JournalEntry)
+                    .where(JournalEntry.collection_id == cid, JournalEntry.op == "delete", JournalEntry.seq > saved_seq)
+                )
             if count:
-                problems.append(Problem("erasure-pending", f"collection {names.get(cid, cid)!r}: {count} erased faces "
-                                        f"may still be in its index file (never served; rewritten by the next checkpoint)",
-                                        names.get(cid), repaired=repair))
+                problems.append(
+                    Problem(
+                        "erasure-pending",
+                        f"collection {names.get(cid, cid)!r}: {count} erased faces "
+                        f"may still be in its index file (never served; rewritten by the next checkpoint)",
+                        names.get(cid),
+                        repaired=repair,
+                    )
+                )
         return problems
 
     def _repair_lost(self, cid: int) -> bool:
@@ -126,8 +144,14 @@ class StoreCheckup:
             cid = int(number) if number.isdigit() else None
             with store.locks.hold(cid) if cid is not None else contextlib.nullcontext():
                 for path in self._strays(cid if cid in names else None, paths):
-                    problems.append(Problem("orphan-index-file", f"{path}: an index file no checkpoint names",
-                                            names.get(cid), repaired=repair))
+                    problems.append(
+                        Problem(
+                            "orphan-index-file",
+                            f"{path}: an index file no checkpoint names",
+                            names.get(cid),
+                            repaired=repair,
+                        )
+                    )
                     if repair:
                         scrub_file(path)
         return problems

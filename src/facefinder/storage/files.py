@@ -64,7 +64,7 @@ def parse_header(path: Path, handle: BinaryIO) -> dict:
     start = handle.read(len(MAGIC) + 4)
     if not start.startswith(MAGIC):
         raise ValueError(f"{path}: not a facefinder index file of this version")
-    (length,) = struct.unpack("<I", start[len(MAGIC):])
+    (length,) = struct.unpack("<I", start[len(MAGIC) :])
     if length > 1 << 20:
         raise ValueError(f"{path}: damaged header")
     head = handle.read(length)

@@ -33,19 +33,25 @@ import faiss
 import numpy as np
 
 from facefinder.storage.files import (
-    Fingerprint, header_bytes, parse_header, replace_file, scrub_file, vector_path, written_file,
+    Fingerprint,
+    header_bytes,
+    parse_header,
+    replace_file,
+    scrub_file,
+    vector_path,
+    written_file,
 )
 from facefinder.storage.vectors import FullPrecisionRows
 
 TIERS = ("flat", "hnsw", "ivfpq")
-FLAT_MAX = 50_000        # exact flat search below this many faces (~2 ms a query, 1 thread, 192-d)
-HNSW_MAX = 250_000       # HNSW from FLAT_MAX to here; IVF-PQ + exact re-rank above
-COMPACT_FRACTION = 0.1   # rebuild an HNSW graph / rewrite the vector store past this share of holes
+FLAT_MAX = 50_000  # exact flat search below this many faces (~2 ms a query, 1 thread, 192-d)
+HNSW_MAX = 250_000  # HNSW from FLAT_MAX to here; IVF-PQ + exact re-rank above
+COMPACT_FRACTION = 0.1  # rebuild an HNSW graph / rewrite the vector store past this share of holes
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
-PQ_M = 48                # 192-d / 48 = 4 dims per 4-bit sub-quantiser: 24 bytes a face (see pq_m)
-RERANK = 128             # IVF-PQ shortlist re-ranked exactly (256 finds no more mates at 1M)
+PQ_M = 48  # 192-d / 48 = 4 dims per 4-bit sub-quantiser: 24 bytes a face (see pq_m)
+RERANK = 128  # IVF-PQ shortlist re-ranked exactly (256 finds no more mates at 1M)
 NPROBE_FRACTION = 0.375  # share of IVF lists probed (all under EXACT_BELOW faces): mate-recall@10 0.995 at 1M
 EXACT_BELOW = 20_000
 
@@ -226,11 +232,17 @@ class VectorIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.tier == "flat":
             lims, scores, ids = self.index.range_search(queries, float(threshold) - 1e-6)  # FAISS keeps score > radius
-            return [[(int(i), float(d)) for i, d in zip(ids[lims[q]:lims[q + 1]], scores[lims[q]:lims[q + 1]])
-                     if d >= threshold] for q in range(len(queries))]
+            return [
+                [
+                    (int(i), float(d))
+                    for i, d in zip(ids[lims[q] : lims[q + 1]], scores[lims[q] : lims[q + 1]])
+                    if d >= threshold
+                ]
+                for q in range(len(queries))
+            ]
         found: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
         for start, block in self.vectors.chunks():  # exact, over the full-precision rows
-            ids = self.row_ids[start:start + len(block)]
+            ids = self.row_ids[start : start + len(block)]
             scores = block @ queries.T
             for r, q in zip(*np.nonzero((scores >= threshold) & (ids >= 0)[:, None])):
                 found[q].append((int(ids[r]), float(scores[r, q])))
@@ -241,10 +253,17 @@ class VectorIndex:
         """(ids, vectors) of every face held, in id order."""
         if self.tier == "flat":
             ids = self.face_ids()
-            vectors = self.index.index.reconstruct_n(0, self.index.ntotal) if len(ids) else np.zeros((0, self.dim), np.float32)
+            vectors = (
+                self.index.index.reconstruct_n(0, self.index.ntotal)
+                if len(ids)
+                else np.zeros((0, self.dim), np.float32)
+            )
         else:
             keep = np.nonzero(self.row_ids[: self.nrows] >= 0)[0]
-            ids, vectors = self.row_ids[keep], self.vectors.get(keep) if len(keep) else np.zeros((0, self.dim), np.float32)
+            ids, vectors = (
+                self.row_ids[keep],
+                self.vectors.get(keep) if len(keep) else np.zeros((0, self.dim), np.float32),
+            )
         order = np.argsort(ids, kind="stable")
         return ids[order], np.ascontiguousarray(vectors[order], dtype=np.float32)
 
@@ -260,7 +279,11 @@ class VectorIndex:
         if len(train) > 64 * nlist:
             train = train[np.random.default_rng(0).choice(len(train), 64 * nlist, replace=False)]
         if len(train) < max(1000, 39 * nlist):  # tiny: pad with random unit vectors (the re-rank is exact anyway)
-            pad = np.random.default_rng(0).standard_normal((max(1000, 39 * nlist) - len(train), self.dim)).astype(np.float32)
+            pad = (
+                np.random.default_rng(0)
+                .standard_normal((max(1000, 39 * nlist) - len(train), self.dim))
+                .astype(np.float32)
+            )
             pad /= np.linalg.norm(pad, axis=1, keepdims=True)
             train = np.concatenate([train, pad])
         faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -336,8 +359,15 @@ class VectorIndex:
     def _checkpoint_bytes(self, token: str, vector_file: Path | None) -> tuple[dict, bytes]:
         """The index file's header and payload (after writing the vector file, for the tiers that have one)."""
         fingerprint = self.fingerprint()
-        header = {"seq": self.seq, "token": token, "dim": self.dim, "tier": self.tier,
-                  "faces": fingerprint.faces, "id_sum": fingerprint.id_sum, "max_id": fingerprint.max_id}
+        header = {
+            "seq": self.seq,
+            "token": token,
+            "dim": self.dim,
+            "tier": self.tier,
+            "faces": fingerprint.faces,
+            "id_sum": fingerprint.id_sum,
+            "max_id": fingerprint.max_id,
+        }
         if vector_file is None:
             payload = faiss.serialize_index(self.index).tobytes()
         else:
@@ -349,8 +379,7 @@ class VectorIndex:
         header["payload_len"] = len(payload)
         return header, payload
 
-    def _retire_vector_files(self, path: Path, keep: str, retired: Path | None, dead: np.ndarray,
-                             scrub: bool) -> None:
+    def _retire_vector_files(self, path: Path, keep: str, retired: Path | None, dead: np.ndarray, scrub: bool) -> None:
         """Remove the vector files the new checkpoint does not name (unfinished ones included). The one this
         index mapped gets its erased rows zeroed first (``dead``): a process still mapping it keeps its live
         rows. With ``scrub``, any other one (whose rows this index does not know) is zeroed whole."""
@@ -387,12 +416,13 @@ class VectorIndex:
             nrows = header["nrows"]
             self = cls(dim, seq=header["seq"], tier=tier)
             self.row_ids = np.frombuffer(payload[: 8 * nrows], np.int64).copy()
-            inner = payload[8 * nrows:]
+            inner = payload[8 * nrows :]
             self.index = faiss.deserialize_index(np.frombuffer(inner, dtype=np.uint8)) if inner else None
             self.nrows, self.live, self.trained_n = nrows, header["live"], header["trained_n"]
             self.max_id = header["index_max_id"]
-            self.vectors = FullPrecisionRows.load(vector_path(path, header["token"]), dim, nrows, header["token"],
-                                         header["vec_crc"])
+            self.vectors = FullPrecisionRows.load(
+                vector_path(path, header["token"]), dim, nrows, header["token"], header["vec_crc"]
+            )
         self.token = header["token"]
         if self.fingerprint() != Fingerprint(header["faces"], header["id_sum"], header["max_id"]):
             raise ValueError(f"{path}: holds other faces than its header says")

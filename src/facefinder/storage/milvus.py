@@ -42,13 +42,13 @@ from sqlalchemy import delete, select
 from facefinder.errors import FaceFinderError
 from facefinder.storage.catalog import FaceRecord, IndexCheckpoint, Setting
 
-SHORTLIST = 2         # candidates asked for, per result wanted (at least MIN_SHORTLIST)
+SHORTLIST = 2  # candidates asked for, per result wanted (at least MIN_SHORTLIST)
 MIN_SHORTLIST = 20
-CHUNK = 10_000        # rows per insert/delete request (well under gRPC's message cap)
-MAX_TOPK = 16_384     # Milvus's limit on results per query
+CHUNK = 10_000  # rows per insert/delete request (well under gRPC's message cap)
+MAX_TOPK = 16_384  # Milvus's limit on results per query
 HNSW = {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 32, "efConstruction": 128}}
 SESSION = "Session"
-STRONG = "Strong"    # exact counts and id lists (index_size, checks): ~200 ms a call, so never in search
+STRONG = "Strong"  # exact counts and id lists (index_size, checks): ~200 ms a call, so never in search
 TOKEN_ENV = "FACEFINDER_MILVUS_TOKEN"
 
 _aliases = itertools.count()
@@ -149,10 +149,13 @@ class MilvusBackend:
 
     def _create(self, cid: int, dim: int):
         pm = _pymilvus()
-        schema = pm.CollectionSchema([
-            pm.FieldSchema("face_id", pm.DataType.INT64, is_primary=True, auto_id=False),
-            pm.FieldSchema("embedding", pm.DataType.FLOAT_VECTOR, dim=dim),
-        ], description="facefinder faces: catalog face id -> embedding")
+        schema = pm.CollectionSchema(
+            [
+                pm.FieldSchema("face_id", pm.DataType.INT64, is_primary=True, auto_id=False),
+                pm.FieldSchema("embedding", pm.DataType.FLOAT_VECTOR, dim=dim),
+            ],
+            description="facefinder faces: catalog face id -> embedding",
+        )
         try:  # another process may be making it at the same moment: then use theirs
             collection = pm.Collection(self.name(cid), schema, using=self.alias, consistency_level=SESSION)
             if not collection.has_index():
@@ -207,8 +210,9 @@ class MilvusIndex:
         if self.collection is None:
             return np.zeros(0, np.int64)
         ids = []
-        iterator = self.collection.query_iterator(batch_size=CHUNK, expr="face_id >= 0", output_fields=["face_id"],
-                                                  consistency_level=STRONG)
+        iterator = self.collection.query_iterator(
+            batch_size=CHUNK, expr="face_id >= 0", output_fields=["face_id"], consistency_level=STRONG
+        )
         while batch := iterator.next():
             ids.extend(row["face_id"] for row in batch)
         iterator.close()
@@ -229,7 +233,7 @@ class MilvusIndex:
             self.dim = vectors.shape[1]
             self.collection = self.backend._create(self.cid, self.dim)
         for start in range(0, len(ids), CHUNK):
-            self.collection.upsert([ids[start:start + CHUNK].tolist(), vectors[start:start + CHUNK]])
+            self.collection.upsert([ids[start : start + CHUNK].tolist(), vectors[start : start + CHUNK]])
         if len(ids):
             self._count, self.dirty = None, True
 
@@ -240,7 +244,7 @@ class MilvusIndex:
             return 0
         removed = 0
         for start in range(0, len(ids), CHUNK):
-            held = self._held(ids[start:start + CHUNK])
+            held = self._held(ids[start : start + CHUNK])
             if held:
                 self.collection.delete(f"face_id in {held}")
                 removed += len(held)
@@ -251,8 +255,7 @@ class MilvusIndex:
     def _held(self, ids: np.ndarray) -> list[int]:
         if not len(ids):
             return []
-        rows = self.collection.query(f"face_id in {ids.tolist()}", output_fields=["face_id"],
-                                     consistency_level=SESSION)
+        rows = self.collection.query(f"face_id in {ids.tolist()}", output_fields=["face_id"], consistency_level=SESSION)
         return sorted(int(row["face_id"]) for row in rows)
 
     def save(self, scrub: bool = False) -> None:
@@ -277,13 +280,19 @@ class MilvusIndex:
         out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         out_ids = np.full((len(queries), k), -1, dtype=np.int64)
         shortlist = min(max(SHORTLIST * k, MIN_SHORTLIST), MAX_TOPK)
-        hits = self.collection.search(queries, "embedding", {"metric_type": "IP", "params": {"ef": max(shortlist, 64)}},
-                                      limit=shortlist, output_fields=["embedding"], consistency_level=SESSION)
+        hits = self.collection.search(
+            queries,
+            "embedding",
+            {"metric_type": "IP", "params": {"ef": max(shortlist, 64)}},
+            limit=shortlist,
+            output_fields=["embedding"],
+            consistency_level=SESSION,
+        )
         live = self._in_catalog(hits)
         for q, found in enumerate(hits):
             ids, scores = self._rescore(found, queries[q], live)
             order = np.argsort(-scores, kind="stable")[:k]
-            out_scores[q, :len(order)], out_ids[q, :len(order)] = scores[order], ids[order]
+            out_scores[q, : len(order)], out_ids[q, : len(order)] = scores[order], ids[order]
         return out_scores, out_ids
 
     def above(self, queries: np.ndarray, threshold: float) -> list[list[tuple[int, float]]]:
@@ -292,10 +301,13 @@ class MilvusIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.collection is None:
             return [[] for _ in range(len(queries))]
-        params = {"metric_type": "IP", "params": {"ef": MAX_TOPK, "radius": float(threshold) - 1e-3,
-                                                  "range_filter": 1.0 + 1e-3}}
-        hits = self.collection.search(queries, "embedding", params, limit=MAX_TOPK, output_fields=["embedding"],
-                                      consistency_level=SESSION)
+        params = {
+            "metric_type": "IP",
+            "params": {"ef": MAX_TOPK, "radius": float(threshold) - 1e-3, "range_filter": 1.0 + 1e-3},
+        }
+        hits = self.collection.search(
+            queries, "embedding", params, limit=MAX_TOPK, output_fields=["embedding"], consistency_level=SESSION
+        )
         live = self._in_catalog(hits)
         found = []
         for q, row in enumerate(hits):

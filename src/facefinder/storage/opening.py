@@ -118,16 +118,20 @@ class IndexOpener:
             self._refuse_lost(cid, index.seq, fingerprint.max_id if fingerprint else 0, journal_top, faces_top)
             return None, None
         if index.seq < kept:
-            return None, ("index-mismatch", (f"index checkpoint is stale (journal entry {index.seq}, catalog "
-                                             f"checkpoint {kept})"))
+            return None, (
+                "index-mismatch",
+                (f"index checkpoint is stale (journal entry {index.seq}, catalog checkpoint {kept})"),
+            )
         return index, None
 
     def _refuse_lost(self, cid: int, seq: int, max_id: int, journal_top: int, faces_top: int) -> None:
         """The catalog lost committed data: refuse the collection in every process until it is repaired, and
         move the id counters past what the checkpoint held now, so no new face anywhere gets a lost id."""
-        message = (f"collection {collection_name(self.catalog, cid) or cid!r}: the catalog lost committed data "
-                   f"(its index checkpoint holds journal entries to {seq} and face ids to {max_id}, the catalog "
-                   f"only {journal_top} and {faces_top}): refused until facefinder check --repair")
+        message = (
+            f"collection {collection_name(self.catalog, cid) or cid!r}: the catalog lost committed data "
+            f"(its index checkpoint holds journal entries to {seq} and face ids to {max_id}, the catalog "
+            f"only {journal_top} and {faces_top}): refused until facefinder check --repair"
+        )
         with self.catalog.session() as session, session.begin():
             self.catalog.raise_high_water(session, "index_journal", "seq", seq)
             self.catalog.raise_high_water(session, "faces", "id", max_id)
@@ -140,7 +144,8 @@ class IndexOpener:
         with self.catalog.session() as session:
             entries = session.execute(
                 select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
-                .where(JournalEntry.collection_id == cid, JournalEntry.seq > index.seq).order_by(JournalEntry.seq)
+                .where(JournalEntry.collection_id == cid, JournalEntry.seq > index.seq)
+                .order_by(JournalEntry.seq)
             ).all()
         self.replay(index, entries)
 
@@ -150,17 +155,22 @@ class IndexOpener:
         for _ in range(5):
             with self.catalog.session() as session:
                 row = session.execute(
-                    select(func.count(FaceRecord.id), func.coalesce(func.sum(FaceRecord.id), 0),
-                           func.coalesce(func.max(FaceRecord.id), 0),
-                           select(func.max(JournalEntry.seq)).where(JournalEntry.collection_id == cid).scalar_subquery())
-                    .where(FaceRecord.collection_id == cid)).one()
+                    select(
+                        func.count(FaceRecord.id),
+                        func.coalesce(func.sum(FaceRecord.id), 0),
+                        func.coalesce(func.max(FaceRecord.id), 0),
+                        select(func.max(JournalEntry.seq)).where(JournalEntry.collection_id == cid).scalar_subquery(),
+                    ).where(FaceRecord.collection_id == cid)
+                ).one()
             if row[3] is not None and row[3] > index.seq:
                 self.catch_up(cid, index)  # written meanwhile: catch up and compare again
                 continue
             catalog = Fingerprint(int(row[0]), int(row[1]), int(row[2]))
             held = fingerprint_of(index)
             if held is None:  # a remote index (Milvus): the count is what can be compared cheaply
-                return None if len(index) == catalog.faces else f"index holds {len(index)} faces, catalog {catalog.faces}"
+                return (
+                    None if len(index) == catalog.faces else f"index holds {len(index)} faces, catalog {catalog.faces}"
+                )
             return None if held == catalog else f"index holds {held}, catalog {catalog}"
         return None  # too busy to compare now; the next open or `facefinder check` will
 
@@ -172,7 +182,9 @@ class IndexOpener:
             # is replayed again later, which is harmless.
             self.catalog.lock_journal(session)
             seq = max(session.scalar(select(func.max(JournalEntry.seq))) or 0, pruned_through(session, cid))
-            rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)).all()
+            rows = session.execute(
+                select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.collection_id == cid)
+            ).all()
         dim = len(rows[0].embedding) // 4 if rows else 1
         index = self.vectors.new(cid, dim, seq=seq, tier=tier_for(len(rows)) if rows else None)
         index.basis = checkpoint_token(self.catalog, cid)  # replaces that checkpoint at the next save
@@ -191,7 +203,11 @@ class IndexOpener:
         final = {e.face_id: e.op for e in entries}
         adds = [fid for fid, op in final.items() if op == "add"]
         with self.catalog.session() as session:
-            rows = session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.id.in_(adds))).all() if adds else []
+            rows = (
+                session.execute(select(FaceRecord.id, FaceRecord.embedding).where(FaceRecord.id.in_(adds))).all()
+                if adds
+                else []
+            )
         present = {r.id for r in rows}
         index.remove(np.array([fid for fid in final if fid not in present], dtype=np.int64))
         if rows:

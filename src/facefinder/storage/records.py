@@ -64,11 +64,14 @@ class CollectionInfo:
     retention_days: int | None = None
 
 
-def check_policy(name: str, purpose: str | None, legal_basis: str | None,
-                 retention_days: int | None) -> tuple[str, str, int]:
+def check_policy(
+    name: str, purpose: str | None, legal_basis: str | None, retention_days: int | None
+) -> tuple[str, str, int]:
     """A collection's purpose, legal basis and retention period (days), all required."""
     given = dict(zip(POLICY_FIELDS, (purpose, legal_basis, retention_days)))
-    missing = tuple(key for key, value in given.items() if value is None or (isinstance(value, str) and not value.strip()))
+    missing = tuple(
+        key for key, value in given.items() if value is None or (isinstance(value, str) and not value.strip())
+    )
     if missing:
         raise MissingPolicy(name, missing)
     try:

@@ -31,7 +31,14 @@ from sqlalchemy import delete, func, select
 from facefinder.errors import CatalogError
 from facefinder.storage.backend import CollectionIndex, VectorBackend
 from facefinder.storage.catalog import (
-    Catalog, Collection, FaceRecord, ImageRecord, IndexCheckpoint, IngestFailure, JournalEntry, Setting,
+    Catalog,
+    Collection,
+    FaceRecord,
+    ImageRecord,
+    IndexCheckpoint,
+    IngestFailure,
+    JournalEntry,
+    Setting,
 )
 from facefinder.storage.checkup import StoreCheckup
 from facefinder.storage.faiss_files import FaissFiles
@@ -40,7 +47,12 @@ from facefinder.storage.locks import CheckpointLocks
 from facefinder.storage.milvus import MilvusBackend, is_milvus_uri
 from facefinder.storage.opening import IndexOpener, checkpoint_token, collection_name, fingerprint_of
 from facefinder.storage.records import (  # the services import these from here too
-    PROVENANCE_FIELDS, CollectionInfo, NewFace, NewImage, Problem, check_policy,
+    PROVENANCE_FIELDS,
+    CollectionInfo,
+    NewFace,
+    NewImage,
+    Problem,
+    check_policy,
 )
 
 VECTORS_ENV = "FACEFINDER_VECTORS"
@@ -59,18 +71,21 @@ def open_vectors(spec: str | None, index_dir: Path, catalog: Catalog) -> VectorB
 def _locked(method):
     """Serialise a method on the store's lock: the server searches while a background thread ingests,
     and a FAISS index must not be searched, replayed or saved by two threads at once."""
+
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self._lock:
             return method(self, *args, **kwargs)
+
     return wrapper
 
 
 class FaceStore:
     """The catalog and the vector index of every collection, kept consistent (see the module docstring)."""
 
-    def __init__(self, data_dir: Path, url: str | None = None, vectors: str | None = None,
-                 owned_copies: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, url: str | None = None, vectors: str | None = None, owned_copies: Path | None = None
+    ) -> None:
         """``url``: the catalog (default SQLite in ``data_dir``); ``vectors``: see ``open_vectors``;
         ``owned_copies``: a folder of photo copies the store owns (the server keeps uploads there), so
         that erasing a photo whose source lies under it erases that copy too."""
@@ -91,20 +106,35 @@ class FaceStore:
         self.reload()
 
     # ----- collections -------------------------------------------------------------------
-    def collection(self, name: str, create: bool = False, description: str = "", purpose: str | None = None,
-                   legal_basis: str | None = None, retention_days: int | None = None) -> Collection:
+    def collection(
+        self,
+        name: str,
+        create: bool = False,
+        description: str = "",
+        purpose: str | None = None,
+        legal_basis: str | None = None,
+        retention_days: int | None = None,
+    ) -> Collection:
         """The named collection; with ``create``, made if new, which needs its retention policy."""
         with self.catalog.session() as session:
             found = self.catalog.collection(session, name)
         if found is None and create:
-            return self.create_collection(name, purpose=purpose, legal_basis=legal_basis,
-                                          retention_days=retention_days, description=description)
+            return self.create_collection(
+                name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days, description=description
+            )
         if found is None:
             raise CatalogError(f"collection {name!r} does not exist")
         return found
 
-    def create_collection(self, name: str, *, purpose: str | None, legal_basis: str | None,
-                          retention_days: int | None, description: str = "") -> Collection:
+    def create_collection(
+        self,
+        name: str,
+        *,
+        purpose: str | None,
+        legal_basis: str | None,
+        retention_days: int | None,
+        description: str = "",
+    ) -> Collection:
         """A new collection. It cannot exist without a purpose, a legal basis and a retention period."""
         if not name.strip():
             raise CatalogError("collection: a name is required")
@@ -112,23 +142,31 @@ class FaceStore:
         with self.catalog.session() as session:
             if self.catalog.collection(session, name) is not None:
                 raise CatalogError(f"collection {name!r} already exists")
-            found = Collection(name=name, description=description, purpose=purpose, legal_basis=legal_basis,
-                               retention_days=retention_days)
+            found = Collection(
+                name=name,
+                description=description,
+                purpose=purpose,
+                legal_basis=legal_basis,
+                retention_days=retention_days,
+            )
             session.add(found)
             session.commit()
             return found
 
-    def set_policy(self, name: str, purpose: str | None = None, legal_basis: str | None = None,
-                   retention_days: int | None = None) -> Collection:
+    def set_policy(
+        self, name: str, purpose: str | None = None, legal_basis: str | None = None, retention_days: int | None = None
+    ) -> Collection:
         """Change some of a collection's policy fields; the result must be complete."""
         with self.catalog.session() as session:
             row = self.catalog.collection(session, name)
             if row is None:
                 raise CatalogError(f"collection {name!r} does not exist")
             row.purpose, row.legal_basis, row.retention_days = check_policy(
-                name, purpose if purpose is not None else row.purpose,
+                name,
+                purpose if purpose is not None else row.purpose,
                 legal_basis if legal_basis is not None else row.legal_basis,
-                retention_days if retention_days is not None else row.retention_days)
+                retention_days if retention_days is not None else row.retention_days,
+            )
             session.commit()
             return row
 
@@ -145,20 +183,44 @@ class FaceStore:
 
     def collections(self) -> list[CollectionInfo]:
         with self.catalog.session() as session:
-            images = dict(session.execute(select(ImageRecord.collection_id, func.count()).group_by(ImageRecord.collection_id)).all())
-            faces = dict(session.execute(select(FaceRecord.collection_id, func.count()).group_by(FaceRecord.collection_id)).all())
-            failures = dict(session.execute(select(IngestFailure.collection_id, func.count()).group_by(IngestFailure.collection_id)).all())
+            images = dict(
+                session.execute(
+                    select(ImageRecord.collection_id, func.count()).group_by(ImageRecord.collection_id)
+                ).all()
+            )
+            faces = dict(
+                session.execute(select(FaceRecord.collection_id, func.count()).group_by(FaceRecord.collection_id)).all()
+            )
+            failures = dict(
+                session.execute(
+                    select(IngestFailure.collection_id, func.count()).group_by(IngestFailure.collection_id)
+                ).all()
+            )
             return [
-                CollectionInfo(c.id, c.name, c.description, c.model_id, images.get(c.id, 0), faces.get(c.id, 0),
-                               failures.get(c.id, 0), c.purpose, c.legal_basis, c.retention_days)
+                CollectionInfo(
+                    c.id,
+                    c.name,
+                    c.description,
+                    c.model_id,
+                    images.get(c.id, 0),
+                    faces.get(c.id, 0),
+                    failures.get(c.id, 0),
+                    c.purpose,
+                    c.legal_basis,
+                    c.retention_days,
+                )
                 for c in session.scalars(select(Collection).order_by(Collection.name))
             ]
 
     def collection_models(self) -> list[tuple[int, str, str | None]]:
         """(id, name, model id) of every collection: what a search needs, without counting rows."""
         with self.catalog.session() as session:
-            return [tuple(row) for row in session.execute(
-                select(Collection.id, Collection.name, Collection.model_id).order_by(Collection.name))]
+            return [
+                tuple(row)
+                for row in session.execute(
+                    select(Collection.id, Collection.name, Collection.model_id).order_by(Collection.name)
+                )
+            ]
 
     # ----- writes --------------------------------------------------------------------------
     def known_hashes(self, collection_id: int) -> set[str]:
@@ -183,16 +245,26 @@ class FaceStore:
     @staticmethod
     def _write_image(session, collection_id: int, image: NewImage, faces: list[NewFace], model_id: str) -> int:
         record = ImageRecord(
-            collection_id=collection_id, sha256=image.sha256, source=image.source, width=image.width,
-            height=image.height, **{k: image.provenance.get(k) for k in PROVENANCE_FIELDS},
+            collection_id=collection_id,
+            sha256=image.sha256,
+            source=image.source,
+            width=image.width,
+            height=image.height,
+            **{k: image.provenance.get(k) for k in PROVENANCE_FIELDS},
         )
         session.add(record)
         session.flush()
         rows = [
             FaceRecord(
-                image_id=record.id, collection_id=collection_id, box=f.box, landmarks=f.landmarks,
-                detector_score=f.detector_score, quality=f.quality, quality_parts=f.quality_parts,
-                model_id=model_id, embedding=np.asarray(f.embedding, dtype=np.float32).tobytes(),
+                image_id=record.id,
+                collection_id=collection_id,
+                box=f.box,
+                landmarks=f.landmarks,
+                detector_score=f.detector_score,
+                quality=f.quality,
+                quality_parts=f.quality_parts,
+                model_id=model_id,
+                embedding=np.asarray(f.embedding, dtype=np.float32).tobytes(),
                 thumbnail=f.thumbnail,
             )
             for f in faces
@@ -200,26 +272,39 @@ class FaceStore:
         session.add_all(rows)
         session.flush()
         session.add_all([JournalEntry(collection_id=collection_id, face_id=r.id, op="add") for r in rows])
-        session.execute(delete(IngestFailure).where(
-            IngestFailure.collection_id == collection_id, IngestFailure.source == image.source))
+        session.execute(
+            delete(IngestFailure).where(
+                IngestFailure.collection_id == collection_id, IngestFailure.source == image.source
+            )
+        )
         return record.id
 
     def record_failure(self, collection_id: int, source: str, reason: str, detail: str) -> None:
         with self.catalog.session() as session, session.begin():
-            session.execute(delete(IngestFailure).where(
-                IngestFailure.collection_id == collection_id, IngestFailure.source == source))
+            session.execute(
+                delete(IngestFailure).where(
+                    IngestFailure.collection_id == collection_id, IngestFailure.source == source
+                )
+            )
             session.add(IngestFailure(collection_id=collection_id, source=source, reason=reason, detail=detail[:2000]))
 
     def failures(self, collection_id: int) -> list[IngestFailure]:
         with self.catalog.session() as session:
-            return list(session.scalars(select(IngestFailure).where(IngestFailure.collection_id == collection_id)
-                                        .order_by(IngestFailure.source)))
+            return list(
+                session.scalars(
+                    select(IngestFailure)
+                    .where(IngestFailure.collection_id == collection_id)
+                    .order_by(IngestFailure.source)
+                )
+            )
 
     def delete_faces(self, face_ids: list[int]) -> int:
         """Erase faces from catalog and index; returns how many existed."""
         with self.catalog.session() as session, session.begin():
             self.catalog.lock_journal(session)
-            rows = session.execute(select(FaceRecord.id, FaceRecord.collection_id).where(FaceRecord.id.in_(face_ids))).all()
+            rows = session.execute(
+                select(FaceRecord.id, FaceRecord.collection_id).where(FaceRecord.id.in_(face_ids))
+            ).all()
             session.execute(delete(FaceRecord).where(FaceRecord.id.in_([r.id for r in rows])))
             session.add_all([JournalEntry(collection_id=r.collection_id, face_id=r.id, op="delete") for r in rows])
         self.refresh()
@@ -254,7 +339,9 @@ class FaceStore:
     def delete_collection(self, name: str) -> None:
         collection = self.collection(name)
         with self.catalog.session() as session:
-            sources = list(session.scalars(select(ImageRecord.source).where(ImageRecord.collection_id == collection.id)))
+            sources = list(
+                session.scalars(select(ImageRecord.source).where(ImageRecord.collection_id == collection.id))
+            )
         with self.catalog.session() as session, session.begin():
             session.execute(delete(JournalEntry).where(JournalEntry.collection_id == collection.id))
             session.execute(delete(Collection).where(Collection.id == collection.id))
@@ -291,8 +378,9 @@ class FaceStore:
         return [sorted(row, key=lambda pair: -pair[1])[:k] for row in merged]
 
     @_locked
-    def search_above(self, collection_ids: list[int], queries: np.ndarray,
-                     threshold: float) -> list[list[tuple[int, float]]]:
+    def search_above(
+        self, collection_ids: list[int], queries: np.ndarray, threshold: float
+    ) -> list[list[tuple[int, float]]]:
         """Every (face id, cosine) at or above ``threshold`` per query across the collections, best first."""
         self.refresh()
         merged: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
@@ -339,12 +427,15 @@ class FaceStore:
         with self.catalog.session() as session:
             entries = session.execute(
                 select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
-                .where(JournalEntry.seq > self.applied_seq).order_by(JournalEntry.seq)
+                .where(JournalEntry.seq > self.applied_seq)
+                .order_by(JournalEntry.seq)
             ).all()
             known = set(session.scalars(select(Collection.id)))
             tokens = dict(session.execute(select(IndexCheckpoint.collection_id, IndexCheckpoint.token)).all())
-            refused = {int(key.split(":", 1)[1]) for key in session.scalars(
-                select(Setting.key).where(Setting.key.like("lost:%")))}
+            refused = {
+                int(key.split(":", 1)[1])
+                for key in session.scalars(select(Setting.key).where(Setting.key.like("lost:%")))
+            }
         for cid in list(self.indexes):
             if cid not in known or tokens.get(cid) != self.indexes[cid].basis or cid in refused:
                 del self.indexes[cid]
@@ -389,11 +480,18 @@ class FaceStore:
             fingerprint = fingerprint_of(index)
             index.basis = index.token
             with self.catalog.session() as session, session.begin():
-                session.merge(IndexCheckpoint(collection_id=cid, seq=index.seq, token=index.token,
-                                              faces=fingerprint.faces if fingerprint else len(index),
-                                              max_face_id=fingerprint.max_id if fingerprint else 0))
-                session.execute(delete(JournalEntry).where(JournalEntry.collection_id == cid,
-                                                           JournalEntry.seq <= index.seq))
+                session.merge(
+                    IndexCheckpoint(
+                        collection_id=cid,
+                        seq=index.seq,
+                        token=index.token,
+                        faces=fingerprint.faces if fingerprint else len(index),
+                        max_face_id=fingerprint.max_id if fingerprint else 0,
+                    )
+                )
+                session.execute(
+                    delete(JournalEntry).where(JournalEntry.collection_id == cid, JournalEntry.seq <= index.seq)
+                )
 
     @_locked
     def compact(self) -> tuple[int, int, int] | None:

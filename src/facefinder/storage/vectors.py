@@ -46,7 +46,7 @@ class FullPrecisionRows:
             grown = np.zeros((max(need, 2 * len(self.tail), 1024), self.dim), np.float32)
             grown[: self.ntail] = self.tail[: self.ntail]
             self.tail = grown
-        self.tail[self.ntail:need] = vectors
+        self.tail[self.ntail : need] = vectors
         self.ntail = need
 
     def get(self, rows: np.ndarray) -> np.ndarray:
@@ -71,9 +71,9 @@ class FullPrecisionRows:
     def chunks(self, size: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, block) over every row, for exhaustive scans and rebuilds."""
         for start in range(0, self.nbase, size):
-            yield start, np.asarray(self.base[start:min(start + size, self.nbase)])
+            yield start, np.asarray(self.base[start : min(start + size, self.nbase)])
         for start in range(0, self.ntail, size):
-            yield self.nbase + start, self.tail[start:min(start + size, self.ntail)]
+            yield self.nbase + start, self.tail[start : min(start + size, self.ntail)]
 
     def all(self) -> np.ndarray:
         parts = [block for _, block in self.chunks()]
@@ -141,4 +141,3 @@ class FullPrecisionRows:
         vectors.token = token
         vectors.open(path, rows)
         return vectors
-

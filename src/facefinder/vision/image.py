@@ -49,8 +49,9 @@ class Decoded:
         return self.width / width, self.height / height
 
 
-def decode_photo(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 work_pixels: int = WORK_PIXELS) -> Decoded:
+def decode_photo(
+    data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS, work_pixels: int = WORK_PIXELS
+) -> Decoded:
     """Bytes of a photo -> upright RGB of at most about ``work_pixels``, within the decode budget.
 
     Raises ImageError naming ``source`` with reason not-an-image, too-large, truncated or corrupt.
@@ -101,9 +102,12 @@ def _check_budget(image: Image.Image, source: str) -> None:
     width, height = image.size
     needed = width * height * _BYTES_PER_PIXEL.get(image.mode, 4)
     if needed > FULL_DECODE_BYTES:
-        raise ImageError(source, "too-large",
-                         f"{width}x{height} {image.format} ({image.mode}) needs {needed / 2**20:,.0f} MB to decode, "
-                         f"over the {FULL_DECODE_BYTES / 2**20:,.0f} MB budget (only JPEG is reduced while decoding)")
+        raise ImageError(
+            source,
+            "too-large",
+            f"{width}x{height} {image.format} ({image.mode}) needs {needed / 2**20:,.0f} MB to decode, "
+            f"over the {FULL_DECODE_BYTES / 2**20:,.0f} MB budget (only JPEG is reduced while decoding)",
+        )
 
 
 def _load(holder: list[Image.Image], source: str, reduce_to: int | None = None) -> tuple[ImageArray, bool]:

@@ -40,20 +40,27 @@ class FaceMesh(OnnxModel):
         transforms = [self._crop_transform(d.box, d.keypoints[0], d.keypoints[1]) for d in detections]
         for _ in range(self.passes):
             meshes = self._mesh(image, transforms)
-            transforms = [self._crop_transform(np.r_[m.min(axis=0), m.max(axis=0)], m[LEFT_EYE].mean(axis=0),
-                                               m[RIGHT_EYE].mean(axis=0)) for m in meshes]
+            transforms = [
+                self._crop_transform(
+                    np.r_[m.min(axis=0), m.max(axis=0)], m[LEFT_EYE].mean(axis=0), m[RIGHT_EYE].mean(axis=0)
+                )
+                for m in meshes
+            ]
         return [
-            np.stack([m[LEFT_EYE].mean(axis=0), m[RIGHT_EYE].mean(axis=0), m[NOSE_TIP], m[MOUTH_LEFT],
-                      m[MOUTH_RIGHT]]).astype(np.float32)
+            np.stack(
+                [m[LEFT_EYE].mean(axis=0), m[RIGHT_EYE].mean(axis=0), m[NOSE_TIP], m[MOUTH_LEFT], m[MOUTH_RIGHT]]
+            ).astype(np.float32)
             for m in meshes
         ]
 
     def _mesh(self, image: ImageArray, transforms: list[np.ndarray]) -> list[np.ndarray]:
         """The 468 mesh points for each crop transform, mapped back to image coordinates."""
-        crops = np.stack([
-            cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-            for m in transforms
-        ])
+        crops = np.stack(
+            [
+                cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                for m in transforms
+            ]
+        )
         mesh = self.run(crops.astype(np.float32) / 255.0)[0].reshape(len(transforms), 468, 3)[:, :, :2]
         meshes = []
         for m, pts in zip(transforms, mesh):
@@ -72,7 +79,10 @@ class FaceMesh(OnnxModel):
         cos, sin = scale * np.cos(angle), scale * np.sin(angle)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         half = self.size / 2
-        return np.array([
-            [cos, sin, half - (cos * cx + sin * cy)],
-            [-sin, cos, half - (-sin * cx + cos * cy)],
-        ], dtype=np.float64)
+        return np.array(
+            [
+                [cos, sin, half - (cos * cx + sin * cy)],
+                [-sin, cos, half - (-sin * cx + cos * cy)],
+            ],
+            dtype=np.float64,
+        )

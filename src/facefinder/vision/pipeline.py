@@ -60,16 +60,28 @@ class FacePipeline:
     timings: PipelineTimings
     model_id: str  # "<detector>+<recognizer>" file stems, stored with every face
 
-    def __init__(self, detector: Detector, recognizer: Recognizer, landmarker: Landmarker | None = None,
-                 min_face: int = DEFAULT_MIN_FACE) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        recognizer: Recognizer,
+        landmarker: Landmarker | None = None,
+        min_face: int = DEFAULT_MIN_FACE,
+    ) -> None:
         self.detector, self.recognizer, self.landmarker = detector, recognizer, landmarker
         self.min_face = min_face
         self.timings = PipelineTimings()
         self.model_id = f"{Path(detector.path).stem}+{Path(recognizer.path).stem}"
 
     @classmethod
-    def default(cls, models_dir: Path, threads: int = 1, detector: str | None = None,
-                recognizer: str | None = None, flip: bool = False, mesh_passes: int = 1) -> FacePipeline:
+    def default(
+        cls,
+        models_dir: Path,
+        threads: int = 1,
+        detector: str | None = None,
+        recognizer: str | None = None,
+        flip: bool = False,
+        mesh_passes: int = 1,
+    ) -> FacePipeline:
         """The shipped models, or user-supplied ONNX detector / recognizer files."""
         if detector is None or recognizer is None:
             require_models(models_dir)
@@ -83,8 +95,10 @@ class FacePipeline:
         if not (isinstance(det, Scrfd) and det.has_keypoints):
             mesh_path = model_path(models_dir, "facemesh")
             if not mesh_path.is_file():
-                raise ModelError(f"{det.path} gives no five-point landmarks, and the FaceMesh model that would "
-                                 f"supply them is not in {models_dir}: run `facefinder models fetch`")
+                raise ModelError(
+                    f"{det.path} gives no five-point landmarks, and the FaceMesh model that would "
+                    f"supply them is not in {models_dir}: run `facefinder models fetch`"
+                )
             mesh = FaceMesh(mesh_path, threads, mesh_passes)
         return cls(det, rec, mesh)
 

@@ -48,14 +48,24 @@ def audit_verify(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         head = log.head()
         count = len(log.entries())
     if as_json:
-        print(json.dumps({"ok": not problems, "entries": count, "head": head,
-                          "problems": [{"entry_id": p.entry_id, "problem": p.problem} for p in problems]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": not problems,
+                    "entries": count,
+                    "head": head,
+                    "problems": [{"entry_id": p.entry_id, "problem": p.problem} for p in problems],
+                },
+                indent=2,
+            )
+        )
     elif problems:
         for p in problems:
             console.print(f"[red]tampered:[/red] {p}", highlight=False, soft_wrap=True)
     else:
-        console.print(f"audit log intact: {count} entries, head {head['id']} {head['hash']}", highlight=False,
-                      soft_wrap=True)
+        console.print(
+            f"audit log intact: {count} entries, head {head['id']} {head['hash']}", highlight=False, soft_wrap=True
+        )
     if problems:
         raise typer.Exit(1)
 
@@ -78,9 +88,17 @@ def audit_export(
     with _audit_log() as log:
         entries = log.entries(action=action, actor=actor, case_id=case, since=since, until=until)
         text = export_csv(entries) if format == "csv" else json.dumps([as_dict(e) for e in entries], indent=1) + "\n"
-        log.record(local_actor(), "audit.export", format=format, entries=len(entries),
-                   filters={k: v for k, v in {"action": action, "actor": actor, "case_id": case, "since": since,
-                                              "until": until}.items() if v})
+        log.record(
+            local_actor(),
+            "audit.export",
+            format=format,
+            entries=len(entries),
+            filters={
+                k: v
+                for k, v in {"action": action, "actor": actor, "case_id": case, "since": since, "until": until}.items()
+                if v
+            },
+        )
     if output:
         output.write_text(text)
         console.print(f"wrote {len(entries)} entries to {output}", highlight=False)

@@ -11,8 +11,10 @@ import typer
 from facefinder.interfaces.cli.common import engine, errors
 
 
-def check(repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed from the catalog.")] = False,
-          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Fix what can be fixed from the catalog.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Verify the catalog, every index against it, their checksums, the audit chain and uploaded files.
 
     Exits 0 when all is sound (or, with --repair, when everything found was repaired), else 1."""

@@ -14,8 +14,9 @@ from rich.table import Table
 
 from facefinder.interfaces.cli.common import engine, errors, print_table, reading, say
 
-collections_app = typer.Typer(help="List collections (no subcommand), or create one / set its retention policy.",
-                              invoke_without_command=True)
+collections_app = typer.Typer(
+    help="List collections (no subcommand), or create one / set its retention policy.", invoke_without_command=True
+)
 
 
 @collections_app.callback()
@@ -30,9 +31,16 @@ def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
         return
     table = Table("name", "photos", "faces", "failed", "model", "retention", "purpose", "legal basis")
     for c in infos:
-        table.add_row(c.name, str(c.images), str(c.faces), str(c.failures), c.model_id or "-",
-                      f"{c.retention_days} days" if c.retention_days else "[red]not set[/red]", c.purpose or "-",
-                      c.legal_basis or "-")
+        table.add_row(
+            c.name,
+            str(c.images),
+            str(c.faces),
+            str(c.failures),
+            c.model_id or "-",
+            f"{c.retention_days} days" if c.retention_days else "[red]not set[/red]",
+            c.purpose or "-",
+            c.legal_basis or "-",
+        )
     print_table(table)
 
 
@@ -40,14 +48,19 @@ def collections(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
 def collections_create(
     name: str,
     purpose: Annotated[str, typer.Option(help="Why the photos are held.")],
-    legal_basis: Annotated[str, typer.Option(help="The legal basis for holding them (e.g. GDPR Art. 6(1)(e) and 9(2)(g), or consent).")],
-    retention_days: Annotated[int, typer.Option(min=1, help="Days each photo is kept before `facefinder purge` erases it.")],
+    legal_basis: Annotated[
+        str, typer.Option(help="The legal basis for holding them (e.g. GDPR Art. 6(1)(e) and 9(2)(g), or consent).")
+    ],
+    retention_days: Annotated[
+        int, typer.Option(min=1, help="Days each photo is kept before `facefinder purge` erases it.")
+    ],
     description: Annotated[str, typer.Option(help="Free text.")] = "",
 ) -> None:
     """Create a collection. It cannot exist without a purpose, a legal basis and a retention period."""
     with errors(), engine() as ff:
-        ff.create_collection(name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days,
-                             description=description)
+        ff.create_collection(
+            name, purpose=purpose, legal_basis=legal_basis, retention_days=retention_days, description=description
+        )
     say(f"created collection {name}: kept {retention_days} days per photo")
 
 

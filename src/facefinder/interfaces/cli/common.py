@@ -59,14 +59,29 @@ class ServiceOptions:
 service_options = ServiceOptions()
 
 # ----- options shared by several commands --------------------------------------------------------------
-DatabaseUrl = Annotated[Optional[str], typer.Option(
-    "--database-url", envvar=DATABASE_URL_ENV,
-    help="SQLAlchemy URL of the catalog (e.g. postgresql+psycopg://user@host/db) [default: <data dir>/catalog.db].")]
-FaceOpt = Annotated[Optional[int], typer.Option("--face", help="Which face in the photo is the person (0-based), when it shows several.")]
-ThresholdOpt = Annotated[Optional[float], typer.Option(help="Lowest score that counts as the person [default: the strict privacy threshold, see docs/privacy.md].")]
+DatabaseUrl = Annotated[
+    Optional[str],
+    typer.Option(
+        "--database-url",
+        envvar=DATABASE_URL_ENV,
+        help="SQLAlchemy URL of the catalog (e.g. postgresql+psycopg://user@host/db) [default: <data dir>/catalog.db].",
+    ),
+]
+FaceOpt = Annotated[
+    Optional[int],
+    typer.Option("--face", help="Which face in the photo is the person (0-based), when it shows several."),
+]
+ThresholdOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        help="Lowest score that counts as the person [default: the strict privacy threshold, see docs/privacy.md]."
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")]
-FaceIdsOpt = Annotated[Optional[list[int]], typer.Option("--face-id", help="Erase only these listed faces (repeatable), after review.")]
+FaceIdsOpt = Annotated[
+    Optional[list[int]], typer.Option("--face-id", help="Erase only these listed faces (repeatable), after review.")
+]
 
 
 # ----- errors ------------------------------------------------------------------------------------------
@@ -91,8 +106,10 @@ def errors() -> Iterator[None]:
         yield
     except MissingPolicy as exc:
         flags = ", ".join("--" + name.replace("_", "-") for name in exc.missing)
-        fail(f"collection {exc.collection!r}: a collection needs a purpose, a legal basis and a retention period; "
-             f"missing {flags}")
+        fail(
+            f"collection {exc.collection!r}: a collection needs a purpose, a legal basis and a retention period; "
+            f"missing {flags}"
+        )
     except FaceFinderError as exc:
         fail(disk_full_message(exc) if is_disk_full(exc) else str(exc))
     except Exception as exc:
@@ -107,8 +124,14 @@ def engine(workers: Optional[int] = None) -> FaceFinder:
     from facefinder.services.engine import FaceFinder
 
     with errors():
-        return FaceFinder(state.data_dir, detector=state.detector, recognizer=state.recognizer, workers=workers,
-                          catalog_url=state.database_url, vectors=state.vectors)
+        return FaceFinder(
+            state.data_dir,
+            detector=state.detector,
+            recognizer=state.recognizer,
+            workers=workers,
+            catalog_url=state.database_url,
+            vectors=state.vectors,
+        )
 
 
 @contextmanager
@@ -161,10 +184,17 @@ def say(message: str) -> None:
 
 def progress() -> Progress:
     """The ingest's progress bar (on stderr, shown only on a terminal)."""
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[faces]} faces"), TimeElapsedColumn(),
-                    TextColumn("{task.fields[rate]}"), console=console,
-                    transient=False, disable=not console.is_terminal)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[faces]} faces"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[rate]}"),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
 
 
 def short_path(path: str) -> str:

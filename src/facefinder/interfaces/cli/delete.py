@@ -44,7 +44,9 @@ def delete_image(image_id: int) -> None:
 
 
 @delete_app.command("collection")
-def delete_collection(name: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")] = False) -> None:
+def delete_collection(
+    name: str, yes: Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")] = False
+) -> None:
     """Erase a whole collection."""
     confirm(f"Erase collection {name!r} and every face in it?", yes)
     with errors(), engine() as ff:
@@ -57,7 +59,10 @@ def delete_person(
     probe: Annotated[Path, typer.Argument(help="A photo of the person.")],
     face: FaceOpt = None,
     threshold: ThresholdOpt = None,
-    collection: Annotated[Optional[list[str]], typer.Option("--collection", "-c", help="Only this collection (repeatable) [default: all].")] = None,
+    collection: Annotated[
+        Optional[list[str]],
+        typer.Option("--collection", "-c", help="Only this collection (repeatable) [default: all]."),
+    ] = None,
     face_id: FaceIdsOpt = None,
     yes: YesOpt = False,
     as_json: JsonOpt = False,

@@ -37,17 +37,37 @@ class _App(typer.Typer):
             sys.exit(2)
 
 
-app = _App(help="facefinder: self-hosted, accountable face search.", no_args_is_help=True,
-           pretty_exceptions_enable=False)
+app = _App(
+    help="facefinder: self-hosted, accountable face search.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 
 
 @app.callback()
 def main(
-    data_dir: Annotated[Optional[Path], typer.Option(envvar=DATA_DIR_ENV, help="Where the catalog, index and models live [default: ~/.facefinder].")] = None,
-    detector: Annotated[Optional[str], typer.Option(help="An SCRFD-style ONNX detector to use instead of BlazeFace.")] = None,
-    recognizer: Annotated[Optional[str], typer.Option(help="An ArcFace-style ONNX recognizer to use instead of MobileFaceNet.")] = None,
-    database_url: Annotated[Optional[str], typer.Option(envvar="FACEFINDER_DATABASE_URL", help="A PostgreSQL catalog (postgresql+psycopg://...) instead of <data dir>/catalog.db.")] = None,
-    vectors: Annotated[Optional[str], typer.Option(envvar="FACEFINDER_VECTORS", help="Where vectors live: 'faiss' (files under the data dir) or milvus://host:19530/namespace.")] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option(envvar=DATA_DIR_ENV, help="Where the catalog, index and models live [default: ~/.facefinder]."),
+    ] = None,
+    detector: Annotated[
+        Optional[str], typer.Option(help="An SCRFD-style ONNX detector to use instead of BlazeFace.")
+    ] = None,
+    recognizer: Annotated[
+        Optional[str], typer.Option(help="An ArcFace-style ONNX recognizer to use instead of MobileFaceNet.")
+    ] = None,
+    database_url: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="FACEFINDER_DATABASE_URL",
+            help="A PostgreSQL catalog (postgresql+psycopg://...) instead of <data dir>/catalog.db.",
+        ),
+    ] = None,
+    vectors: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="FACEFINDER_VECTORS",
+            help="Where vectors live: 'faiss' (files under the data dir) or milvus://host:19530/namespace.",
+        ),
+    ] = None,
 ) -> None:
     # no docstring: the app's help above is the one `facefinder --help` shows
     state.data_dir, state.detector, state.recognizer = data_dir, detector, recognizer
@@ -56,13 +76,26 @@ def main(
 
 def _register(app: typer.Typer) -> None:
     """Every command and group, in the order `facefinder --help` lists them."""
-    for command in (photos.ingest, photos.search, check.check, photos.failures, photos.demo, privacy.purge,
-                    serve.serve):
+    for command in (
+        photos.ingest,
+        photos.search,
+        check.check,
+        photos.failures,
+        photos.demo,
+        privacy.purge,
+        serve.serve,
+    ):
         app.command()(command)
-    for group, name in ((models.models_app, "models"), (delete.delete_app, "delete"),
-                        (collection.collections_app, "collections"), (privacy.optout_app, "optout"),
-                        (privacy.consent_app, "consent"), (privacy.privacy_app, "privacy"),
-                        (users.users_app, "users"), (audit.audit_app, "audit")):
+    for group, name in (
+        (models.models_app, "models"),
+        (delete.delete_app, "delete"),
+        (collection.collections_app, "collections"),
+        (privacy.optout_app, "optout"),
+        (privacy.consent_app, "consent"),
+        (privacy.privacy_app, "privacy"),
+        (users.users_app, "users"),
+        (audit.audit_app, "audit"),
+    ):
         app.add_typer(group, name=name)
 
 

@@ -22,8 +22,11 @@ def models_fetch(force: Annotated[bool, typer.Option(help="Fetch and convert aga
     from facefinder.vision.models import fetch_models
 
     try:
-        paths = fetch_models(resolve_models_dir(resolve_data_dir(state.data_dir)), force=force,
-                             log=lambda m: console.print(m, highlight=False))
+        paths = fetch_models(
+            resolve_models_dir(resolve_data_dir(state.data_dir)),
+            force=force,
+            log=lambda m: console.print(m, highlight=False),
+        )
     except FaceFinderError as exc:
         fail(str(exc))
     for p in paths:
@@ -36,8 +39,15 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     from facefinder.vision.models import MODELS, model_path
 
     folder = resolve_models_dir(resolve_data_dir(state.data_dir))
-    rows = [{"name": n, "package": f"{s.package.registry}:{s.package.name}=={s.package.version}",
-             "path": str(model_path(folder, n)), "cached": model_path(folder, n).is_file()} for n, s in MODELS.items()]
+    rows = [
+        {
+            "name": n,
+            "package": f"{s.package.registry}:{s.package.name}=={s.package.version}",
+            "path": str(model_path(folder, n)),
+            "cached": model_path(folder, n).is_file(),
+        }
+        for n, s in MODELS.items()
+    ]
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -15,8 +15,8 @@ from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import FaceFinderError
 from facefinder.interfaces.cli.common import (
     console,
-    errors,
     engine,
+    errors,
     fail,
     print_table,
     progress,
@@ -26,21 +26,50 @@ from facefinder.interfaces.cli.common import (
 )
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
-DEMO_POLICY = {"purpose": "demonstration of facefinder on its bundled sample photos",
-               "legal_basis": "sample photos published under the MIT licence (see demo/README.md)",
-               "retention_days": 30}
+DEMO_POLICY = {
+    "purpose": "demonstration of facefinder on its bundled sample photos",
+    "legal_basis": "sample photos published under the MIT licence (see demo/README.md)",
+    "retention_days": 30,
+}
 
 
 def ingest(
-    path: Annotated[str, typer.Argument(help="A folder (recursive), a .zip / .tar(.gz) archive, one photo, or s3://bucket/prefix.")],
-    collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to add the photos to (a new one needs --purpose, --legal-basis and --retention-days).")],
-    manifest: Annotated[Optional[Path], typer.Option(help="CSV manifest with a 'path' column and provenance fields.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes [default: one per core; 0 = in-process].")] = None,
+    path: Annotated[
+        str, typer.Argument(help="A folder (recursive), a .zip / .tar(.gz) archive, one photo, or s3://bucket/prefix.")
+    ],
+    collection: Annotated[
+        str,
+        typer.Option(
+            "--collection",
+            "-c",
+            help="Collection to add the photos to (a new one needs --purpose, --legal-basis and --retention-days).",
+        ),
+    ],
+    manifest: Annotated[
+        Optional[Path], typer.Option(help="CSV manifest with a 'path' column and provenance fields.")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option(help="Worker processes [default: one per core; 0 = in-process].")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    purpose: Annotated[Optional[str], typer.Option(help="Why the photos are held (required for a new collection).")] = None,
-    legal_basis: Annotated[Optional[str], typer.Option(help="The legal basis for holding them (required for a new collection).")] = None,
-    retention_days: Annotated[Optional[int], typer.Option(min=1, help="Days each photo is kept before `facefinder purge` erases it (required for a new collection).")] = None,
-    ray: Annotated[Optional[str], typer.Option(help="Analyze on a Ray cluster: 'local' (start one here), 'auto' (this machine's cluster) or ray://head:10001.")] = None,
+    purpose: Annotated[
+        Optional[str], typer.Option(help="Why the photos are held (required for a new collection).")
+    ] = None,
+    legal_basis: Annotated[
+        Optional[str], typer.Option(help="The legal basis for holding them (required for a new collection).")
+    ] = None,
+    retention_days: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, help="Days each photo is kept before `facefinder purge` erases it (required for a new collection)."
+        ),
+    ] = None,
+    ray: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Analyze on a Ray cluster: 'local' (start one here), 'auto' (this machine's cluster) or ray://head:10001."
+        ),
+    ] = None,
 ) -> None:
     """Detect, align, embed and store every face in PATH. Re-run after a crash to resume."""
     with errors(), engine(workers) as ff, progress() as bar:
@@ -51,8 +80,16 @@ def ingest(
             rate = f"{p.done / elapsed:.1f} photos/s" if elapsed > 0.5 else ""
             bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
 
-        report = ff.ingest(path, collection, str(manifest) if manifest else None, update, purpose=purpose,
-                           legal_basis=legal_basis, retention_days=retention_days, ray=ray)
+        report = ff.ingest(
+            path,
+            collection,
+            str(manifest) if manifest else None,
+            update,
+            purpose=purpose,
+            legal_basis=legal_basis,
+            retention_days=retention_days,
+            ray=ray,
+        )
     if as_json:
         data = asdict(report)
         data["photos_per_second"] = round(report.photos_per_second, 2)
@@ -66,10 +103,15 @@ def _print_ingest_report(report: Any) -> None:
         f"[bold]{report.collection}[/bold]: {report.ingested} photos ingested, {report.faces} faces, "
         f"{report.duplicates} duplicates skipped, {len(report.failures)} failed, "
         f"{report.photos_without_faces} without a face; {report.seconds:.1f} s "
-        f"({report.photos_per_second:.1f} photos/s)", highlight=False)
+        f"({report.photos_per_second:.1f} photos/s)",
+        highlight=False,
+    )
     if report.opted_out or report.consent_withdrawn:
-        console.print(f"skipped {report.opted_out} faces on the opt-out list ({report.opted_out_photos} photos "
-                      f"entirely) and {report.consent_withdrawn} photos whose consent was withdrawn", highlight=False)
+        console.print(
+            f"skipped {report.opted_out} faces on the opt-out list ({report.opted_out_photos} photos "
+            f"entirely) and {report.consent_withdrawn} photos whose consent was withdrawn",
+            highlight=False,
+        )
     if report.failures:
         table = Table("file", "reason", "detail", title="Files that failed")
         table.columns[0].overflow = "fold"  # the whole path, wrapped, rather than cut short
@@ -80,9 +122,14 @@ def _print_ingest_report(report: Any) -> None:
 
 def search(
     photos: Annotated[list[Path], typer.Argument(help="Probe photos, or folders of them.")],
-    collection: Annotated[Optional[list[str]], typer.Option("--collection", "-c", help="Search only this collection (repeatable) [default: all].")] = None,
+    collection: Annotated[
+        Optional[list[str]],
+        typer.Option("--collection", "-c", help="Search only this collection (repeatable) [default: all]."),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Candidates per probe face.")] = 10,
-    threshold: Annotated[Optional[float], typer.Option(help="Lowest score reported as a candidate [default: calibrated, see README].")] = None,
+    threshold: Annotated[
+        Optional[float], typer.Option(help="Lowest score reported as a candidate [default: calibrated, see README].")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines: one record per probe face.")] = False,
     case: Annotated[Optional[str], typer.Option(help="Case number, written to the audit log.")] = None,
     purpose: Annotated[Optional[str], typer.Option(help="Why this search is run, written to the audit log.")] = None,
@@ -100,8 +147,11 @@ def search(
     except FaceFinderError as exc:
         fail(str(exc))
     if matched:
-        console.print("score: cosine similarity; FMR: the measured share of different-person pairs that score "
-                      "this high. These are leads, not identifications.", highlight=False)
+        console.print(
+            "score: cosine similarity; FMR: the measured share of different-person pairs that score "
+            "this high. These are leads, not identifications.",
+            highlight=False,
+        )
 
 
 def _print_probe(record: Any) -> None:
@@ -112,12 +162,18 @@ def _print_probe(record: Any) -> None:
     if not record.candidates:
         console.print(f"[bold]{title}[/bold]: no match", highlight=False)
         return
-    table = Table("#", "score", "band", "FMR", "collection", "source", "face id", title=title,
-                  title_justify="left")
+    table = Table("#", "score", "band", "FMR", "collection", "source", "face id", title=title, title_justify="left")
     table.columns[5].overflow = "fold"
     for c in record.candidates:
-        table.add_row(str(c.rank), f"{c.score:.3f}", c.band, f"{c.false_match_rate:.1e}", c.collection,
-                      short_path(c.source), str(c.face_id))
+        table.add_row(
+            str(c.rank),
+            f"{c.score:.3f}",
+            c.band,
+            f"{c.false_match_rate:.1e}",
+            c.collection,
+            short_path(c.source),
+            str(c.face_id),
+        )
     print_table(table)
 
 

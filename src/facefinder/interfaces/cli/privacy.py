@@ -24,20 +24,26 @@ from facefinder.interfaces.cli.common import (
     say,
 )
 
-optout_app = typer.Typer(help="Opt-out by face: people who asked to be left out of every collection.",
-                         no_args_is_help=True)
-consent_app = typer.Typer(help="Consent records of consented galleries, and withdrawal (which erases).",
-                          no_args_is_help=True)
+optout_app = typer.Typer(
+    help="Opt-out by face: people who asked to be left out of every collection.", no_args_is_help=True
+)
+consent_app = typer.Typer(
+    help="Consent records of consented galleries, and withdrawal (which erases).", no_args_is_help=True
+)
 privacy_app = typer.Typer(help="Subject access reports, privacy settings and status.", no_args_is_help=True)
 
 
 # ----- opt-out --------------------------------------------------------------------------------
 @optout_app.command("add")
 def optout_add(
-    photos: Annotated[list[Path], typer.Argument(help="One or more photos of the person (more photos catch more of their faces).")],
+    photos: Annotated[
+        list[Path], typer.Argument(help="One or more photos of the person (more photos catch more of their faces).")
+    ],
     reference: Annotated[str, typer.Option(help="Your reference for the request (e.g. a ticket number).")] = "",
     face: FaceOpt = None,
-    keep_photo: Annotated[bool, typer.Option("--keep-photo", help="Do not delete the photo files once the templates are made.")] = False,
+    keep_photo: Annotated[
+        bool, typer.Option("--keep-photo", help="Do not delete the photo files once the templates are made.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Put a person on the opt-out list. Only their face template is kept: the photo files are
@@ -45,13 +51,26 @@ def optout_add(
     with errors(), engine() as ff:
         result = ff.privacy.optout_add(photos, reference=reference, face=face, delete_photos=not keep_photo)
     if as_json:
-        print(json.dumps({"id": result.id, "templates": result.templates, "photo_deleted": result.photo_deleted,
-                          "matches": [m.to_dict() for m in result.matches]}))
-    say(f"opt-out {result.id}: {result.templates} face template(s) on the list"
-        + ("; photo file(s) deleted" if result.photo_deleted else ""))
+        print(
+            json.dumps(
+                {
+                    "id": result.id,
+                    "templates": result.templates,
+                    "photo_deleted": result.photo_deleted,
+                    "matches": [m.to_dict() for m in result.matches],
+                }
+            )
+        )
+    say(
+        f"opt-out {result.id}: {result.templates} face template(s) on the list"
+        + ("; photo file(s) deleted" if result.photo_deleted else "")
+    )
     if result.matches:
-        matches_table(result.matches, f"{len(result.matches)} faces held match: hidden from search now; review, "
-                                      f"then `facefinder optout erase {result.id}`")
+        matches_table(
+            result.matches,
+            f"{len(result.matches)} faces held match: hidden from search now; review, "
+            f"then `facefinder optout erase {result.id}`",
+        )
     else:
         say("no face held matches")
 
@@ -62,13 +81,27 @@ def optout_list(as_json: JsonOpt = False) -> None:
     with engine() as ff:
         rows = ff.privacy.optout_list()
     if as_json:
-        print(json.dumps([{**vars(r), "created_at": str(r.created_at), "erased_at": str(r.erased_at) if r.erased_at else None}
-                          for r in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {**vars(r), "created_at": str(r.created_at), "erased_at": str(r.erased_at) if r.erased_at else None}
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
     table = Table("id", "reference", "channel", "templates", "added", "by", "held faces erased")
     for r in rows:
-        table.add_row(str(r.id), r.reference, r.channel, str(r.templates), f"{r.created_at:%Y-%m-%d %H:%M}",
-                      r.created_by, f"{r.erased_at:%Y-%m-%d} by {r.erased_by}" if r.erased_at else "not yet")
+        table.add_row(
+            str(r.id),
+            r.reference,
+            r.channel,
+            str(r.templates),
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            r.created_by,
+            f"{r.erased_at:%Y-%m-%d} by {r.erased_by}" if r.erased_at else "not yet",
+        )
     print_table(table)
 
 
@@ -101,8 +134,9 @@ def optout_erase(optout_id: int, face_id: FaceIdsOpt = None, yes: YesOpt = False
 
 
 @optout_app.command("remove")
-def optout_remove(optout_id: int, note: Annotated[str, typer.Option(help="Why (logged).")] = "",
-                  yes: YesOpt = False) -> None:
+def optout_remove(
+    optout_id: int, note: Annotated[str, typer.Option(help="Why (logged).")] = "", yes: YesOpt = False
+) -> None:
     """Take a person off the opt-out list (request withdrawn, or a public submission rejected)."""
     confirm(f"Remove opt-out {optout_id}? Their faces become searchable again.", yes)
     with errors(), engine() as ff:
@@ -131,19 +165,38 @@ def consent_list(as_json: JsonOpt = False) -> None:
     with engine() as ff:
         rows = ff.privacy.consents()
     if as_json:
-        print(json.dumps([{**vars(r), "recorded_at": str(r.recorded_at),
-                           "withdrawn_at": str(r.withdrawn_at) if r.withdrawn_at else None} for r in rows], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        **vars(r),
+                        "recorded_at": str(r.recorded_at),
+                        "withdrawn_at": str(r.withdrawn_at) if r.withdrawn_at else None,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
         return
     table = Table("consent", "subject", "scope", "given", "collection", "photos", "withdrawn")
     for r in rows:
-        table.add_row(r.consent_id, r.subject, r.scope, r.given_at, r.collection or "-", str(r.images),
-                      f"{r.withdrawn_at:%Y-%m-%d} by {r.withdrawn_by}" if r.withdrawn_at else "-")
+        table.add_row(
+            r.consent_id,
+            r.subject,
+            r.scope,
+            r.given_at,
+            r.collection or "-",
+            str(r.images),
+            f"{r.withdrawn_at:%Y-%m-%d} by {r.withdrawn_by}" if r.withdrawn_at else "-",
+        )
     print_table(table)
 
 
 @consent_app.command("withdraw")
-def consent_withdraw(consent_id: str, note: Annotated[Optional[str], typer.Option(help="Logged with it.")] = None,
-                     yes: YesOpt = False) -> None:
+def consent_withdraw(
+    consent_id: str, note: Annotated[Optional[str], typer.Option(help="Logged with it.")] = None, yes: YesOpt = False
+) -> None:
     """Record that a consent was withdrawn and erase every photo that carries it."""
     with errors(), engine() as ff:
         from facefinder.services.privacy.consent import linked_images
@@ -155,8 +208,10 @@ def consent_withdraw(consent_id: str, note: Annotated[Optional[str], typer.Optio
 
 
 # ----- retention ------------------------------------------------------------------------------
-def purge(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what has expired.")] = False,
-          as_json: JsonOpt = False) -> None:
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report what has expired.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Erase every photo older than its collection's retention period (logged)."""
     with engine() as ff:
         report = ff.privacy.purge(dry_run=dry_run)
@@ -168,8 +223,10 @@ def purge(dry_run: Annotated[bool, typer.Option("--dry-run", help="Only report w
         if c.retention_days is None:
             say(f"{c.collection}: [red]no retention period[/red]; set one with `facefinder collections set`")
         else:
-            say(f"{c.collection}: {verb} {c.images} photos, {c.faces} faces ingested before {c.cutoff} "
-                f"({c.retention_days} days)")
+            say(
+                f"{c.collection}: {verb} {c.images} photos, {c.faces} faces ingested before {c.cutoff} "
+                f"({c.retention_days} days)"
+            )
     say(f"purge {'(dry run) ' if dry_run else ''}done: {report.images} photos, {report.faces} faces")
 
 
@@ -190,8 +247,10 @@ def privacy_access(
         # The report holds face thumbnails; erasure reaches only what facefinder keeps itself, so it
         # is never written among the data directory's files, where it would look like one of them.
         if out.expanduser().resolve().is_relative_to(ff.data_dir.resolve()):
-            fail(f"--out: {out} is inside the data directory {ff.data_dir}; choose a folder outside it "
-                 f"(the report holds face thumbnails that erasing the person would not reach)")
+            fail(
+                f"--out: {out} is inside the data directory {ff.data_dir}; choose a folder outside it "
+                f"(the report holds face thumbnails that erasing the person would not reach)"
+            )
         report = ff.privacy.subject_access(probe, approved_by, face, threshold)
     out.mkdir(parents=True, exist_ok=True)
     (out / "subject-access.json").write_text(json.dumps(report, indent=2))
@@ -206,8 +265,10 @@ def privacy_status(as_json: JsonOpt = False) -> None:
 
     with engine() as ff:
         status = {
-            "threshold": ff.privacy.threshold, "threshold_false_match_rate": PRIVACY_FMR,
-            "optouts": len(ff.privacy.optout_list()), "public_optout_form": ff.privacy.public_optout_enabled(),
+            "threshold": ff.privacy.threshold,
+            "threshold_false_match_rate": PRIVACY_FMR,
+            "optouts": len(ff.privacy.optout_list()),
+            "public_optout_form": ff.privacy.public_optout_enabled(),
             "collections_without_retention": [c.name for c in ff.collections() if not c.retention_days],
         }
     if as_json:

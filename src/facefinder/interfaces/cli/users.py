@@ -25,8 +25,9 @@ from facefinder.interfaces.cli.common import (
 if TYPE_CHECKING:
     from facefinder.services.server.accounts import Accounts, Principal
 
-users_app = typer.Typer(help="Accounts of the service: users, roles, collection grants, API tokens.",
-                        no_args_is_help=True)
+users_app = typer.Typer(
+    help="Accounts of the service: users, roles, collection grants, API tokens.", no_args_is_help=True
+)
 
 
 @users_app.callback()
@@ -53,7 +54,9 @@ def _local_admin() -> Principal:
 def users_add(
     username: str,
     role: Annotated[str, typer.Option(help="admin, investigator or auditor.")] = "investigator",
-    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin (one line).")] = False,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin (one line).")
+    ] = False,
 ) -> None:
     """Create a user (the first one: --role admin). Asks for the password unless --password-stdin."""
     if password_stdin:
@@ -73,16 +76,24 @@ def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     """Users with their role, status and collection grants."""
     with _accounts() as accounts:
         grants = accounts.grants()
-        rows = [{"username": u.username, "role": u.role, "active": u.active,
-                 "created_at": u.created_at.isoformat(timespec="seconds"), "grants": grants.get(u.username, [])}
-                for u in accounts.users()]
+        rows = [
+            {
+                "username": u.username,
+                "role": u.role,
+                "active": u.active,
+                "created_at": u.created_at.isoformat(timespec="seconds"),
+                "grants": grants.get(u.username, []),
+            }
+            for u in accounts.users()
+        ]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
     table = Table("user", "role", "active", "grants", "created")
     for r in rows:
-        table.add_row(r["username"], r["role"], "yes" if r["active"] else "no", ", ".join(r["grants"]) or "-",
-                      r["created_at"])
+        table.add_row(
+            r["username"], r["role"], "yes" if r["active"] else "no", ", ".join(r["grants"]) or "-", r["created_at"]
+        )
     print_table(table)
 
 

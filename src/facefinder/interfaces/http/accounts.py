@@ -7,9 +7,22 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 
 from facefinder.interfaces.http.deps import Admin, AnyUser, ApiError, Service, ServiceDep, sign_in
-from facefinder.interfaces.http.schemas import (ERRORS, DbId, LoginRequest, MeOut, SessionOut, SettingsOut,
-                                                SettingsUpdate, TokenCreate, TokenCreated, TokenOut, UserCreate,
-                                                UserOut, UserUpdate, user_out)
+from facefinder.interfaces.http.schemas import (
+    ERRORS,
+    DbId,
+    LoginRequest,
+    MeOut,
+    SessionOut,
+    SettingsOut,
+    SettingsUpdate,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+    user_out,
+)
 
 if TYPE_CHECKING:
     from facefinder.services.server.accounts import UserInfo
@@ -39,19 +52,30 @@ def logout(request: Request, principal: AnyUser, service: ServiceDep) -> dict[st
 
 @router.get("/me", response_model=MeOut, tags=["accounts"], summary="Who am I, what may I search")
 def me(principal: AnyUser, service: ServiceDep) -> MeOut:
-    return MeOut(id=principal.id, username=principal.username, role=principal.role,
-                 collections=service.accounts.allowed_collections(principal),
-                 categories=service.cases.settings().categories)
+    return MeOut(
+        id=principal.id,
+        username=principal.username,
+        role=principal.role,
+        collections=service.accounts.allowed_collections(principal),
+        categories=service.cases.settings().categories,
+    )
 
 
 @router.get("/tokens", response_model=list[TokenOut], tags=["accounts"], summary="My API tokens")
 def list_tokens(principal: AnyUser, service: ServiceDep) -> list[TokenOut]:
-    return [TokenOut(id=t.id, name=t.name, created_at=t.created_at, last_used_at=t.last_used_at)
-            for t in service.accounts.tokens(principal)]
+    return [
+        TokenOut(id=t.id, name=t.name, created_at=t.created_at, last_used_at=t.last_used_at)
+        for t in service.accounts.tokens(principal)
+    ]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201, tags=["accounts"],
-             summary="Create an API token for myself (shown once)")
+@router.post(
+    "/tokens",
+    response_model=TokenCreated,
+    status_code=201,
+    tags=["accounts"],
+    summary="Create an API token for myself (shown once)",
+)
 def create_token(body: TokenCreate, principal: AnyUser, service: ServiceDep) -> TokenCreated:
     return TokenCreated(name=body.name, token=service.accounts.create_token(principal, body.name))
 
@@ -84,15 +108,23 @@ def update_user(username: str, body: UserUpdate, admin: Admin, service: ServiceD
     return user_out(_user(service, username), service.accounts.grants())
 
 
-@router.put("/users/{username}/grants/{collection}", response_model=UserOut, tags=["accounts"],
-            summary="Grant a user a collection")
+@router.put(
+    "/users/{username}/grants/{collection}",
+    response_model=UserOut,
+    tags=["accounts"],
+    summary="Grant a user a collection",
+)
 def add_grant(username: str, collection: str, admin: Admin, service: ServiceDep) -> UserOut:
     service.accounts.grant(admin, username, collection, allow=True)
     return user_out(_user(service, username), service.accounts.grants())
 
 
-@router.delete("/users/{username}/grants/{collection}", response_model=UserOut, tags=["accounts"],
-               summary="Take a collection grant away")
+@router.delete(
+    "/users/{username}/grants/{collection}",
+    response_model=UserOut,
+    tags=["accounts"],
+    summary="Take a collection grant away",
+)
 def remove_grant(username: str, collection: str, admin: Admin, service: ServiceDep) -> UserOut:
     service.accounts.grant(admin, username, collection, allow=False)
     return user_out(_user(service, username), service.accounts.grants())

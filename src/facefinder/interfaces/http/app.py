@@ -24,8 +24,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facefinder import __version__
 from facefinder.errors import FaceFinderError
 from facefinder.interfaces.http import accounts, audit, collections, ingest, privacy, search
-from facefinder.interfaces.http.deps import (SESSION_COOKIE, STATUS_CODES, ApiError, MiB, Service, ServiceConfig,
-                                             api_error_for)
+from facefinder.interfaces.http.deps import (
+    SESSION_COOKIE,
+    STATUS_CODES,
+    ApiError,
+    MiB,
+    Service,
+    ServiceConfig,
+    api_error_for,
+)
 from facefinder.interfaces.http.schemas import ERRORS
 from facefinder.interfaces.web.pages import LoginRequired, html_error, is_page_request, mount_web
 from facefinder.services.engine import FaceFinder
@@ -33,10 +40,12 @@ from facefinder.services.engine import FaceFinder
 __all__ = ["MiB", "ServiceConfig", "create_app"]  # what `facefinder serve` and embedding code need
 
 log = logging.getLogger("facefinder.api")
-DESCRIPTION = ("Accountable face search. Results are investigative leads, never an identification. "
-               "Authenticate with `Authorization: Bearer <API token>` (create one with "
-               "`facefinder users token` or POST /api/tokens). Errors: "
-               "`{\"error\": {\"code\", \"message\", \"field\"}}`.")
+DESCRIPTION = (
+    "Accountable face search. Results are investigative leads, never an identification. "
+    "Authenticate with `Authorization: Bearer <API token>` (create one with "
+    "`facefinder users token` or POST /api/tokens). Errors: "
+    '`{"error": {"code", "message", "field"}}`.'
+)
 
 health_router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -47,15 +56,29 @@ def health() -> dict[str, str]:
 
 
 # Included in this order (the order routes are matched in).
-ROUTERS = [health_router, accounts.router, collections.router, ingest.router, search.router, audit.router,
-           privacy.router]
+ROUTERS = [
+    health_router,
+    accounts.router,
+    collections.router,
+    ingest.router,
+    search.router,
+    audit.router,
+    privacy.router,
+]
 
 
 # ----- the app -----------------------------------------------------------------------------------------
-def create_app(data_dir: str | os.PathLike | None = None, catalog_url: str | None = None, *,
-               config: ServiceConfig | None = None, finder: FaceFinder | None = None,
-               models_dir: str | os.PathLike | None = None, detector: str | None = None,
-               recognizer: str | None = None, vectors: str | None = None) -> FastAPI:
+def create_app(
+    data_dir: str | os.PathLike | None = None,
+    catalog_url: str | None = None,
+    *,
+    config: ServiceConfig | None = None,
+    finder: FaceFinder | None = None,
+    models_dir: str | os.PathLike | None = None,
+    detector: str | None = None,
+    recognizer: str | None = None,
+    vectors: str | None = None,
+) -> FastAPI:
     """The service on ``data_dir`` (default: $FACEFINDER_DATA_DIR or ~/.facefinder), its catalog in
     SQLite there or at ``catalog_url`` (e.g. ``postgresql+psycopg://user:pw@host/db``), its vectors in
     FAISS files there or in Milvus (``vectors="milvus://host:19530/namespace"``).
@@ -65,18 +88,38 @@ def create_app(data_dir: str | os.PathLike | None = None, catalog_url: str | Non
     config = config or ServiceConfig()
     owns = finder is None
     if finder is None:
-        finder = FaceFinder(data_dir, models_dir=models_dir, detector=detector, recognizer=recognizer,
-                            catalog_url=catalog_url, vectors=vectors, workers=config.ingest_workers)
+        finder = FaceFinder(
+            data_dir,
+            models_dir=models_dir,
+            detector=detector,
+            recognizer=recognizer,
+            catalog_url=catalog_url,
+            vectors=vectors,
+            workers=config.ingest_workers,
+        )
     service = Service(finder, config, owns_finder=owns)
-    app = FastAPI(title="facefinder", version=__version__, lifespan=lifespan_of(service), description=DESCRIPTION,
-                  openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="facefinder",
+        version=__version__,
+        lifespan=lifespan_of(service),
+        description=DESCRIPTION,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
     app.state.service = service
     for router in ROUTERS:
         app.include_router(router)
     mount_web(app)
     install_error_handlers(app)
-    app.add_middleware(SessionMiddleware, secret_key=service.secret_key, session_cookie=SESSION_COOKIE,
-                       max_age=config.session_max_age, same_site="strict", https_only=config.secure_cookies)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=service.secret_key,
+        session_cookie=SESSION_COOKIE,
+        max_age=config.session_max_age,
+        same_site="strict",
+        https_only=config.secure_cookies,
+    )
     app.add_middleware(BodyLimit, max_bytes=config.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
     return app
@@ -108,8 +151,14 @@ async def on_api_error(request: Request, exc: ApiError) -> Response:
 
 async def on_data_error(request: Request, exc: DataError) -> Response:
     # The database refused a value (PostgreSQL: a NUL character in text, a number out of range).
-    return respond(request, ApiError(400, "bad_request", "a value in the request cannot be stored or "
-                                                         "compared (a NUL character, a number out of range)"))
+    return respond(
+        request,
+        ApiError(
+            400,
+            "bad_request",
+            "a value in the request cannot be stored or compared (a NUL character, a number out of range)",
+        ),
+    )
 
 
 async def on_facefinder_error(request: Request, exc: FaceFinderError) -> Response:
@@ -144,9 +193,15 @@ async def on_internal(request: Request, exc: Exception) -> Response:
     return respond(request, ApiError(500, "internal", "internal error (logged on the server)"))
 
 
-ERROR_HANDLERS = {ApiError: on_api_error, DataError: on_data_error, FaceFinderError: on_facefinder_error,
-                  LoginRequired: on_login_required, StarletteHTTPException: on_http_error,
-                  RequestValidationError: on_invalid, Exception: on_internal}
+ERROR_HANDLERS = {
+    ApiError: on_api_error,
+    DataError: on_data_error,
+    FaceFinderError: on_facefinder_error,
+    LoginRequired: on_login_required,
+    StarletteHTTPException: on_http_error,
+    RequestValidationError: on_invalid,
+    Exception: on_internal,
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -219,8 +274,11 @@ class SecurityHeaders:
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
         (b"referrer-policy", b"no-referrer"),
-        (b"content-security-policy", b"default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
-                                     b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
+        (
+            b"content-security-policy",
+            b"default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
+            b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+        ),
     ]
 
     def __init__(self, app: ASGIApp) -> None:

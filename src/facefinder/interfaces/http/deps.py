@@ -64,8 +64,9 @@ class ServiceConfig:
 class ApiError(Exception):
     """An error with an HTTP status and the stable JSON shape."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
 
@@ -74,9 +75,20 @@ class ApiError(Exception):
         return {"error": {"code": self.code, "message": self.message, "field": self.field}}
 
 
-STATUS_CODES = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "too_large",
-                415: "unsupported_media_type", 422: "invalid", 429: "rate_limited", 500: "internal"}
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    500: "internal",
+}
 _FIELD_PREFIX = re.compile(r"^([a-z_]{2,40}): ")
 
 
@@ -95,14 +107,22 @@ def api_error_for(exc: Exception) -> ApiError:
         return ApiError(403, "forbidden", message)
     if isinstance(exc, ImageError):  # its message starts with the file's name, never a field's: "photo"
         status, code = (413, "too_large") if exc.reason == "too-large" else (400, "bad_image")
-        return ApiError(status, code, f"{exc.reason}" + (f": {exc.detail}" if exc.detail else ""),
-                        getattr(exc, "field", None) or "photo")
+        return ApiError(
+            status,
+            code,
+            f"{exc.reason}" + (f": {exc.detail}" if exc.detail else ""),
+            getattr(exc, "field", None) or "photo",
+        )
     if isinstance(exc, FieldError):
         return ApiError(400, "bad_request", message, exc.field)
     if isinstance(exc, NotFound) or "does not exist" in message or message.startswith("username: no user"):
         return ApiError(404, "not_found", message, field_name if not isinstance(exc, NotFound) else None)
-    if isinstance(exc, Conflict) or "is taken" in message or "already exists" in message or (
-            isinstance(exc, CatalogError) and " holds " in message):
+    if (
+        isinstance(exc, Conflict)
+        or "is taken" in message
+        or "already exists" in message
+        or (isinstance(exc, CatalogError) and " holds " in message)
+    ):
         return ApiError(409, "conflict", message, field_name)
     return ApiError(400, "bad_request", message, field_name)
 
@@ -126,8 +146,12 @@ class RateLimiter:
                     hits.popleft()
                 if len(hits) >= self.limit:
                     retry = max(1, int(self.window - (now - hits[0])) + 1)
-                    raise ApiError(429, "rate_limited", f"too many attempts; try again in {retry} s",
-                                   headers={"Retry-After": str(retry)})
+                    raise ApiError(
+                        429,
+                        "rate_limited",
+                        f"too many attempts; try again in {retry} s",
+                        headers={"Retry-After": str(retry)},
+                    )
             for key in keys:
                 self._hits[key].append(now)
             if len(self._hits) > 10_000:  # forget idle keys
@@ -223,15 +247,18 @@ def current_principal(request: Request, service: Annotated[Service, Depends(get_
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthenticated", "use 'Authorization: Bearer <API token>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthenticated",
+                "use 'Authorization: Bearer <API token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         principal = service.accounts.principal_for_token(token.strip())
         request.state.principal = principal
         return principal
     principal = session_principal(request, service)
     if principal is None:
-        raise ApiError(401, "unauthenticated", "sign in, or send an API token",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(401, "unauthenticated", "sign in, or send an API token", headers={"WWW-Authenticate": "Bearer"})
     if request.method not in SAFE_METHODS:
         check_csrf(request, request.headers.get("x-csrf-token"))
     request.state.principal = principal

@@ -12,8 +12,22 @@ from facefinder.interfaces.http.deps import ApiError, CanSearch, MiB, Service, S
 from facefinder.interfaces.http.schemas import ERRORS, IngestRequest, JobOut, job_out
 from facefinder.services.server import uploads
 
-UPLOAD_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".jpg", ".jpeg", ".png", ".webp",
-                   ".bmp", ".tif", ".tiff", ".gif")
+UPLOAD_SUFFIXES = (
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tar.xz",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".gif",
+)
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -21,8 +35,12 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 def resolve_import(service: Service, raw: str) -> Path:
     """A server-side path inside one of the import roots (never outside: no traversal, no symlink escape)."""
     if not service.import_roots:
-        raise ApiError(403, "forbidden", "server-side imports are off: start the server with --import-root DIR, "
-                                         "or upload an archive", "path")
+        raise ApiError(
+            403,
+            "forbidden",
+            "server-side imports are off: start the server with --import-root DIR, or upload an archive",
+            "path",
+        )
     if "\x00" in raw:
         raise FieldError("path", "invalid path")
     candidate = Path(raw).expanduser()
@@ -41,8 +59,13 @@ def list_ingests(principal: CanSearch, service: ServiceDep) -> list[JobOut]:
     return [job_out(j) for j in service.jobs.list(principal)]
 
 
-@router.post("/ingests", response_model=JobOut, status_code=202, tags=["ingest"],
-             summary="Start an ingest from a server-side path inside an import root")
+@router.post(
+    "/ingests",
+    response_model=JobOut,
+    status_code=202,
+    tags=["ingest"],
+    summary="Start an ingest from a server-side path inside an import root",
+)
 def start_ingest(body: IngestRequest, principal: CanSearch, service: ServiceDep) -> JobOut:
     service.store.collection(body.collection)
     service.accounts.require_collections(principal, [body.collection])
@@ -50,11 +73,19 @@ def start_ingest(body: IngestRequest, principal: CanSearch, service: ServiceDep)
     return job_out(service.jobs.start(principal, body.collection, path, str(path)))
 
 
-@router.post("/ingests/upload", response_model=JobOut, status_code=202, tags=["ingest"],
-             summary="Start an ingest of an uploaded archive (.zip, .tar[.gz|.bz2|.xz]) or photo")
-def upload_ingest(collection: Annotated[str, Form(min_length=1, max_length=200)],
-                  file: Annotated[UploadFile, File(description="An archive or one photo")],
-                  principal: CanSearch, service: ServiceDep) -> JobOut:
+@router.post(
+    "/ingests/upload",
+    response_model=JobOut,
+    status_code=202,
+    tags=["ingest"],
+    summary="Start an ingest of an uploaded archive (.zip, .tar[.gz|.bz2|.xz]) or photo",
+)
+def upload_ingest(
+    collection: Annotated[str, Form(min_length=1, max_length=200)],
+    file: Annotated[UploadFile, File(description="An archive or one photo")],
+    principal: CanSearch,
+    service: ServiceDep,
+) -> JobOut:
     service.store.collection(collection)
     service.accounts.require_collections(principal, [collection])
     name = safe_filename(file.filename)

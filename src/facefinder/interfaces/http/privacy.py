@@ -21,11 +21,25 @@ from starlette.concurrency import run_in_threadpool
 
 from facefinder.errors import FaceFinderError
 from facefinder.interfaces.http.deps import Admin, ApiError, RateLimiter, Service, ServiceDep, get_service
-from facefinder.interfaces.http.schemas import (ConsentIn, ConsentOut, ErasureOut, FaceIds, MatchOut, OptOutCreated,
-                                                OptOutOut, PersonMatchesOut, PublicForm, PublicOptOutOut, PurgeIn,
-                                                StatusOut, Withdrawal, erasure_out, matches_out)
-from facefinder.services.calibration import PRIVACY_FMR
+from facefinder.interfaces.http.schemas import (
+    ConsentIn,
+    ConsentOut,
+    ErasureOut,
+    FaceIds,
+    MatchOut,
+    OptOutCreated,
+    OptOutOut,
+    PersonMatchesOut,
+    PublicForm,
+    PublicOptOutOut,
+    PurgeIn,
+    StatusOut,
+    Withdrawal,
+    erasure_out,
+    matches_out,
+)
 from facefinder.interfaces.web import documents
+from facefinder.services.calibration import PRIVACY_FMR
 from facefinder.services.privacy.service import Erasure
 
 router = APIRouter(prefix="/api/privacy", tags=["privacy"])
@@ -43,8 +57,9 @@ async def photo_body(request: Request, service: Service) -> bytes:
             raise ApiError(413, "too_large", f"a photo is capped at {limit:,} bytes", "photo")
         chunks.append(chunk)
     if not size:
-        raise ApiError(400, "bad_request", "photo: send the photo as the request body "
-                                           "(e.g. Content-Type: image/jpeg)", "photo")
+        raise ApiError(
+            400, "bad_request", "photo: send the photo as the request body (e.g. Content-Type: image/jpeg)", "photo"
+        )
     return b"".join(chunks)
 
 
@@ -62,10 +77,13 @@ def public_limiter(service: Service) -> RateLimiter:
 @router.get("/status", response_model=StatusOut, summary="Privacy threshold, opt-out list size, public form")
 def status(admin: Admin, service: ServiceDep) -> StatusOut:
     privacy = service.acting_as(admin).privacy
-    return StatusOut(threshold=privacy.threshold, threshold_false_match_rate=PRIVACY_FMR,
-                     optouts=len(privacy.optout_list()), public_optout_form=privacy.public_optout_enabled(),
-                     collections_without_retention=[c.name for c in service.store.collections()
-                                                    if not c.retention_days])
+    return StatusOut(
+        threshold=privacy.threshold,
+        threshold_false_match_rate=PRIVACY_FMR,
+        optouts=len(privacy.optout_list()),
+        public_optout_form=privacy.public_optout_enabled(),
+        collections_without_retention=[c.name for c in service.store.collections() if not c.retention_days],
+    )
 
 
 @router.put("/public-optout", response_model=PublicForm, summary="Switch the public opt-out form on or off")
@@ -75,23 +93,38 @@ def set_public_optout(body: PublicForm, admin: Admin, service: ServiceDep) -> Pu
 
 
 # ----- erasure by person --------------------------------------------------------------------------------
-@router.post("/persons/find", response_model=PersonMatchesOut,
-             summary="Step 1 of erasure by person: the faces held that match the photo (body: the photo)")
-async def find_person(request: Request, admin: Admin, service: ServiceDep,
-                      face: Annotated[int | None, Query(ge=0, description="Which face, if several")] = None,
-                      threshold: Annotated[float | None, Query(ge=-1, le=1)] = None) -> PersonMatchesOut:
+@router.post(
+    "/persons/find",
+    response_model=PersonMatchesOut,
+    summary="Step 1 of erasure by person: the faces held that match the photo (body: the photo)",
+)
+async def find_person(
+    request: Request,
+    admin: Admin,
+    service: ServiceDep,
+    face: Annotated[int | None, Query(ge=0, description="Which face, if several")] = None,
+    threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+) -> PersonMatchesOut:
     data = await photo_body(request, service)
     found = await run_in_threadpool(service.acting_as(admin).privacy.find_person, data, face, None, threshold)
-    return PersonMatchesOut(probe_sha256=found.probe_sha256, threshold=found.threshold,
-                            matches=matches_out(found.matches))
+    return PersonMatchesOut(
+        probe_sha256=found.probe_sha256, threshold=found.threshold, matches=matches_out(found.matches)
+    )
 
 
-@router.post("/persons/erase", response_model=ErasureOut,
-             summary="Step 2: erase the confirmed faces of the person in the photo (body: the same photo)")
-async def erase_person(request: Request, admin: Admin, service: ServiceDep,
-                       face_id: Annotated[list[int], Query(min_length=1, description="The confirmed face ids")],
-                       face: Annotated[int | None, Query(ge=0)] = None,
-                       threshold: Annotated[float | None, Query(ge=-1, le=1)] = None) -> ErasureOut:
+@router.post(
+    "/persons/erase",
+    response_model=ErasureOut,
+    summary="Step 2: erase the confirmed faces of the person in the photo (body: the same photo)",
+)
+async def erase_person(
+    request: Request,
+    admin: Admin,
+    service: ServiceDep,
+    face_id: Annotated[list[int], Query(min_length=1, description="The confirmed face ids")],
+    face: Annotated[int | None, Query(ge=0)] = None,
+    threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+) -> ErasureOut:
     data = await photo_body(request, service)
     privacy = service.acting_as(admin).privacy
 
@@ -103,11 +136,19 @@ async def erase_person(request: Request, admin: Admin, service: ServiceDep,
 
 
 # ----- opt-out --------------------------------------------------------------------------------------------
-@router.post("/optouts", response_model=OptOutCreated, status_code=201,
-             summary="Put a person on the opt-out list (body: their photo; only the template is kept)")
-async def add_optout(request: Request, admin: Admin, service: ServiceDep,
-                     reference: Annotated[str, Query(max_length=200)] = "",
-                     face: Annotated[int | None, Query(ge=0)] = None) -> OptOutCreated:
+@router.post(
+    "/optouts",
+    response_model=OptOutCreated,
+    status_code=201,
+    summary="Put a person on the opt-out list (body: their photo; only the template is kept)",
+)
+async def add_optout(
+    request: Request,
+    admin: Admin,
+    service: ServiceDep,
+    reference: Annotated[str, Query(max_length=200)] = "",
+    face: Annotated[int | None, Query(ge=0)] = None,
+) -> OptOutCreated:
     data = await photo_body(request, service)
     result = await run_in_threadpool(service.acting_as(admin).privacy.optout_add, [data], reference, "admin", face)
     return OptOutCreated(id=result.id, templates=result.templates, matches=matches_out(result.matches))
@@ -118,22 +159,32 @@ def list_optouts(admin: Admin, service: ServiceDep) -> list[OptOutOut]:
     return [OptOutOut(**vars(o)) for o in service.acting_as(admin).privacy.optout_list()]
 
 
-@router.get("/optouts/{optout_id}/matches", response_model=list[MatchOut],
-            summary="The faces held now that match an opt-out (for review)")
+@router.get(
+    "/optouts/{optout_id}/matches",
+    response_model=list[MatchOut],
+    summary="The faces held now that match an opt-out (for review)",
+)
 def optout_matches(optout_id: int, admin: Admin, service: ServiceDep) -> list[MatchOut]:
     return matches_out(service.acting_as(admin).privacy.optout_matches(optout_id))
 
 
-@router.post("/optouts/{optout_id}/erase", response_model=ErasureOut,
-             summary="Erase the held faces that match an opt-out (all, or the reviewed face_ids)")
+@router.post(
+    "/optouts/{optout_id}/erase",
+    response_model=ErasureOut,
+    summary="Erase the held faces that match an opt-out (all, or the reviewed face_ids)",
+)
 def erase_optout(optout_id: int, body: FaceIds, admin: Admin, service: ServiceDep) -> ErasureOut:
     return erasure_out(service.acting_as(admin).privacy.optout_erase(optout_id, body.face_ids))
 
 
-@router.delete("/optouts/{optout_id}", response_model=dict[str, int],
-               summary="Take a person off the opt-out list (request withdrawn, or a submission rejected)")
-def remove_optout(optout_id: int, admin: Admin, service: ServiceDep,
-                  note: Annotated[str, Query(max_length=2000)] = "") -> dict[str, int]:
+@router.delete(
+    "/optouts/{optout_id}",
+    response_model=dict[str, int],
+    summary="Take a person off the opt-out list (request withdrawn, or a submission rejected)",
+)
+def remove_optout(
+    optout_id: int, admin: Admin, service: ServiceDep, note: Annotated[str, Query(max_length=2000)] = ""
+) -> dict[str, int]:
     service.acting_as(admin).privacy.optout_remove(optout_id, note)
     return {"removed": optout_id}
 
@@ -144,8 +195,12 @@ def _public_enabled(service: Service) -> None:
         raise ApiError(404, "not_found", "the public opt-out form is not enabled on this server")
 
 
-@router.post("/public/optout", response_model=PublicOptOutOut, status_code=202,
-             summary="Public: ask to be left out (body: a photo of only you). Off unless enabled.")
+@router.post(
+    "/public/optout",
+    response_model=PublicOptOutOut,
+    status_code=202,
+    summary="Public: ask to be left out (body: a photo of only you). Off unless enabled.",
+)
 async def public_optout(request: Request) -> PublicOptOutOut:
     service = get_service(request)
     _public_enabled(service)
@@ -163,9 +218,12 @@ async def public_optout(request: Request) -> PublicOptOutOut:
             message = "no face was found in the photo: send a clear, front-facing photo of you"
         raise ApiError(400, "bad_image", message, "photo") from None
     # Nothing is said about what is held: the answer is the same whether or not the person is in a collection.
-    return PublicOptOutOut(received=True, reference=reference,
-                           message="Your face template is on the opt-out list and your photo was not kept. "
-                                   "Faces of you that are held will be reviewed and erased.")
+    return PublicOptOutOut(
+        received=True,
+        reference=reference,
+        message="Your face template is on the opt-out list and your photo was not kept. "
+        "Faces of you that are held will be reviewed and erased.",
+    )
 
 
 @router.get("/public/optout", response_class=HTMLResponse, summary="Public: the opt-out form (when enabled)")
@@ -194,8 +252,11 @@ def add_consent(body: ConsentIn, admin: Admin, service: ServiceDep) -> ConsentOu
     return ConsentOut(**vars(record))
 
 
-@router.post("/consents/{consent_id}/withdraw", response_model=ErasureOut,
-             summary="Record a withdrawal and erase every photo under the consent")
+@router.post(
+    "/consents/{consent_id}/withdraw",
+    response_model=ErasureOut,
+    summary="Record a withdrawal and erase every photo under the consent",
+)
 def withdraw_consent(consent_id: str, body: Withdrawal, admin: Admin, service: ServiceDep) -> ErasureOut:
     return erasure_out(service.acting_as(admin).privacy.consent_withdraw(consent_id, body.note))
 
@@ -207,12 +268,19 @@ def purge(body: PurgeIn, admin: Admin, service: ServiceDep) -> dict:
 
 
 # ----- subject access -------------------------------------------------------------------------------------
-@router.post("/access", summary="Subject access: what is held on the person in the photo (body: the photo); "
-                                "the calling admin approves it. format=html for the readable report",
-             responses={200: {"content": {"application/json": {}, "text/html": {}}}})
-async def subject_access(request: Request, admin: Admin, service: ServiceDep,
-                         face: Annotated[int | None, Query(ge=0)] = None,
-                         format: Annotated[str, Query(pattern="^(json|html)$")] = "json") -> Response:
+@router.post(
+    "/access",
+    summary="Subject access: what is held on the person in the photo (body: the photo); "
+    "the calling admin approves it. format=html for the readable report",
+    responses={200: {"content": {"application/json": {}, "text/html": {}}}},
+)
+async def subject_access(
+    request: Request,
+    admin: Admin,
+    service: ServiceDep,
+    face: Annotated[int | None, Query(ge=0)] = None,
+    format: Annotated[str, Query(pattern="^(json|html)$")] = "json",
+) -> Response:
     data = await photo_body(request, service)
     privacy = service.acting_as(admin).privacy
     report = await run_in_threadpool(privacy.subject_access, data, admin.username, face)

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
 
 # ----- the error shape -------------------------------------------------------------------------------
 class ErrorDetail(BaseModel):
-    code: str = Field(description="Stable machine-readable code: unauthenticated, forbidden, csrf_failed, "
-                                  "not_found, conflict, invalid, bad_request, bad_image, too_large, "
-                                  "rate_limited, method_not_allowed, internal")
+    code: str = Field(
+        description="Stable machine-readable code: unauthenticated, forbidden, csrf_failed, "
+        "not_found, conflict, invalid, bad_request, bad_image, too_large, "
+        "rate_limited, method_not_allowed, internal"
+    )
     message: str
     field: str | None = Field(None, description="The request field the error is about, when there is one")
 
@@ -197,8 +199,9 @@ class CandidateOut(BaseModel):
     confirmed_by: str | None
     confirmed_at: UtcDatetime | None
     confirmed_note: str | None
-    erased_at: UtcDatetime | None = Field(None, description="When the candidate's face was erased; its thumbnail "
-                                                            "is then a placeholder saying so")
+    erased_at: UtcDatetime | None = Field(
+        None, description="When the candidate's face was erased; its thumbnail is then a placeholder saying so"
+    )
 
 
 class SearchOut(BaseModel):
@@ -213,8 +216,9 @@ class SearchOut(BaseModel):
     probe_box: list[float]
     probe_quality: float
     probe_kept: bool = Field(description="Whether the probe photo itself is kept (per the retention setting)")
-    probe_erased_at: UtcDatetime | None = Field(None, description="When the probe's person was erased: the probe "
-                                                                  "thumbnail is then a placeholder saying so")
+    probe_erased_at: UtcDatetime | None = Field(
+        None, description="When the probe's person was erased: the probe thumbnail is then a placeholder saying so"
+    )
     collections: list[str]
     top_k: int
     threshold: float
@@ -296,15 +300,17 @@ class ErasureOut(BaseModel):
 
 
 class FaceIds(BaseModel):
-    face_ids: list[int] | None = Field(None, description="Erase only these listed faces (after review); "
-                                                         "null: every face that matches now")
+    face_ids: list[int] | None = Field(
+        None, description="Erase only these listed faces (after review); null: every face that matches now"
+    )
 
 
 class OptOutCreated(BaseModel):
     id: int
     templates: int
-    matches: list[MatchOut] = Field(description="Faces held now that match: hidden from search at once; "
-                                                "review, then POST .../erase")
+    matches: list[MatchOut] = Field(
+        description="Faces held now that match: hidden from search at once; review, then POST .../erase"
+    )
 
 
 class OptOutOut(BaseModel):
@@ -368,25 +374,56 @@ class StatusOut(BaseModel):
 
 # ----- converters ------------------------------------------------------------------------------------
 def user_out(user: UserInfo, grants: dict[str, list[str]]) -> UserOut:
-    return UserOut(id=user.id, username=user.username, role=user.role, active=user.active,
-                   created_at=user.created_at, grants=grants.get(user.username, []))
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        role=user.role,
+        active=user.active,
+        created_at=user.created_at,
+        grants=grants.get(user.username, []),
+    )
 
 
 def candidate_out(c: Lead) -> CandidateOut:
-    return CandidateOut(rank=c.rank, face_id=c.face_id, image_id=c.image_id, collection=c.collection, score=c.score,
-                        false_match_rate=c.false_match_rate, band=c.band, status=c.status,
-                        proposed_by=c.proposed_by, proposed_at=c.proposed_at, proposed_note=c.proposed_note,
-                        confirmed_by=c.confirmed_by, confirmed_at=c.confirmed_at, confirmed_note=c.confirmed_note,
-                        erased_at=c.erased_at)
+    return CandidateOut(
+        rank=c.rank,
+        face_id=c.face_id,
+        image_id=c.image_id,
+        collection=c.collection,
+        score=c.score,
+        false_match_rate=c.false_match_rate,
+        band=c.band,
+        status=c.status,
+        proposed_by=c.proposed_by,
+        proposed_at=c.proposed_at,
+        proposed_note=c.proposed_note,
+        confirmed_by=c.confirmed_by,
+        confirmed_at=c.confirmed_at,
+        confirmed_note=c.confirmed_note,
+        erased_at=c.erased_at,
+    )
 
 
 def search_out(s: CaseRecord) -> SearchOut:
-    return SearchOut(id=s.id, at=s.at, username=s.username, case_id=s.case_id, purpose=s.purpose,
-                     category=s.category, probe_sha256=s.probe_sha256, probe_face=s.probe_face,
-                     probe_box=s.probe_box, probe_quality=s.probe_quality, probe_kept=s.probe_kept,
-                     probe_erased_at=s.probe_erased_at,
-                     collections=s.collections, top_k=s.top_k, threshold=s.threshold, model_id=s.model_id,
-                     candidates=[candidate_out(c) for c in s.candidates])
+    return SearchOut(
+        id=s.id,
+        at=s.at,
+        username=s.username,
+        case_id=s.case_id,
+        purpose=s.purpose,
+        category=s.category,
+        probe_sha256=s.probe_sha256,
+        probe_face=s.probe_face,
+        probe_box=s.probe_box,
+        probe_quality=s.probe_quality,
+        probe_kept=s.probe_kept,
+        probe_erased_at=s.probe_erased_at,
+        collections=s.collections,
+        top_k=s.top_k,
+        threshold=s.threshold,
+        model_id=s.model_id,
+        candidates=[candidate_out(c) for c in s.candidates],
+    )
 
 
 def job_out(job: IngestJob) -> JobOut:
@@ -398,5 +435,6 @@ def matches_out(matches: list[Match]) -> list[MatchOut]:
 
 
 def erasure_out(erasure: Erasure) -> ErasureOut:
-    return ErasureOut(faces=erasure.faces, images=erasure.images, face_ids=erasure.face_ids,
-                      image_ids=erasure.image_ids)
+    return ErasureOut(
+        faces=erasure.faces, images=erasure.images, face_ids=erasure.face_ids, image_ids=erasure.image_ids
+    )

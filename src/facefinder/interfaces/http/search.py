@@ -9,9 +9,21 @@ from fastapi.responses import Response
 
 from facefinder.errors import NotFound
 from facefinder.interfaces.http.deps import ApiError, CanSearch, Reader, ServiceDep, safe_filename
-from facefinder.interfaces.http.schemas import (ERRORS, JPEG, CandidateOut, DbId, LeadNote, ProbeFaceOut, ProbeOut,
-                                                Rank, ResultOut, SearchOut, SearchRequest, candidate_out,
-                                                search_out)
+from facefinder.interfaces.http.schemas import (
+    ERRORS,
+    JPEG,
+    CandidateOut,
+    DbId,
+    LeadNote,
+    ProbeFaceOut,
+    ProbeOut,
+    Rank,
+    ResultOut,
+    SearchOut,
+    SearchRequest,
+    candidate_out,
+    search_out,
+)
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -21,22 +33,39 @@ def jpeg(data: bytes) -> Response:
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
-@router.post("/probes", response_model=ProbeOut, status_code=201, tags=["search"],
-             summary="Upload a probe photo: the faces found in it (the photo is not stored)")
-def create_probe(photo: Annotated[UploadFile, File(description="The probe photo")], principal: CanSearch,
-                 service: ServiceDep) -> ProbeOut:
+@router.post(
+    "/probes",
+    response_model=ProbeOut,
+    status_code=201,
+    tags=["search"],
+    summary="Upload a probe photo: the faces found in it (the photo is not stored)",
+)
+def create_probe(
+    photo: Annotated[UploadFile, File(description="The probe photo")], principal: CanSearch, service: ServiceDep
+) -> ProbeOut:
     service.search_limiter.hit(f"user:{principal.id}")
     data = photo.file.read(service.config.max_probe_bytes + 1)
     if len(data) > service.config.max_probe_bytes:
-        raise ApiError(413, "too_large", f"a probe photo is capped at {service.config.max_probe_bytes:,} bytes",
-                       "photo")
+        raise ApiError(
+            413, "too_large", f"a probe photo is capped at {service.config.max_probe_bytes:,} bytes", "photo"
+        )
     probe = service.cases.analyze_probe(principal, data, safe_filename(photo.filename))
-    return ProbeOut(probe_id=probe.id, sha256=probe.sha256, width=probe.width, height=probe.height,
-                    faces=[ProbeFaceOut(face=i, box=f.box, quality=f.quality) for i, f in enumerate(probe.faces)])
+    return ProbeOut(
+        probe_id=probe.id,
+        sha256=probe.sha256,
+        width=probe.width,
+        height=probe.height,
+        faces=[ProbeFaceOut(face=i, box=f.box, quality=f.quality) for i, f in enumerate(probe.faces)],
+    )
 
 
-@router.get("/probes/{probe_id}/faces/{face}/thumbnail", response_class=Response, responses=JPEG, tags=["search"],
-            summary="The aligned crop of one face of my probe")
+@router.get(
+    "/probes/{probe_id}/faces/{face}/thumbnail",
+    response_class=Response,
+    responses=JPEG,
+    tags=["search"],
+    summary="The aligned crop of one face of my probe",
+)
 def probe_face_thumbnail(probe_id: str, face: int, principal: CanSearch, service: ServiceDep) -> Response:
     probe = service.cases.probes.get(principal, probe_id)
     if not 0 <= face < len(probe.faces):
@@ -44,22 +73,40 @@ def probe_face_thumbnail(probe_id: str, face: int, principal: CanSearch, service
     return jpeg(probe.faces[face].thumbnail)
 
 
-@router.post("/searches", response_model=SearchOut, status_code=201, tags=["search"],
-             summary="Search one probe face for a case: recorded, audited, returns ranked leads")
+@router.post(
+    "/searches",
+    response_model=SearchOut,
+    status_code=201,
+    tags=["search"],
+    summary="Search one probe face for a case: recorded, audited, returns ranked leads",
+)
 def create_search(body: SearchRequest, principal: CanSearch, service: ServiceDep) -> SearchOut:
     service.search_limiter.hit(f"user:{principal.id}")
-    record = service.cases.search(principal, body.probe_id, body.face, body.case_id, body.purpose, body.category,
-                                  body.collections, body.top_k, body.threshold)
+    record = service.cases.search(
+        principal,
+        body.probe_id,
+        body.face,
+        body.case_id,
+        body.purpose,
+        body.category,
+        body.collections,
+        body.top_k,
+        body.threshold,
+    )
     return search_out(record)
 
 
-@router.get("/searches", response_model=list[SearchOut], tags=["search"],
-            summary="Search records I may read, newest first")
-def list_searches(principal: Reader, service: ServiceDep,
-                  case_id: Annotated[str | None, Query(max_length=200)] = None,
-                  username: Annotated[str | None, Query(max_length=100)] = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[SearchOut]:
+@router.get(
+    "/searches", response_model=list[SearchOut], tags=["search"], summary="Search records I may read, newest first"
+)
+def list_searches(
+    principal: Reader,
+    service: ServiceDep,
+    case_id: Annotated[str | None, Query(max_length=200)] = None,
+    username: Annotated[str | None, Query(max_length=100)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[SearchOut]:
     return [search_out(s) for s in service.cases.searches(principal, case_id, username, limit, offset)]
 
 
@@ -68,41 +115,70 @@ def get_search(search_id: DbId, principal: Reader, service: ServiceDep) -> Searc
     return search_out(service.cases.get(principal, search_id))
 
 
-@router.get("/searches/{search_id}/probe/thumbnail", response_class=Response, responses=JPEG, tags=["search"],
-            summary="The searched probe face (a placeholder once its person was erased)")
+@router.get(
+    "/searches/{search_id}/probe/thumbnail",
+    response_class=Response,
+    responses=JPEG,
+    tags=["search"],
+    summary="The searched probe face (a placeholder once its person was erased)",
+)
 def search_probe_thumbnail(search_id: DbId, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.probe_thumbnail(principal, search_id))
 
 
-@router.get("/searches/{search_id}/candidates/{rank}", response_model=ResultOut, tags=["search"],
-            summary="Open a result: the candidate and its provenance (audited as a view)")
+@router.get(
+    "/searches/{search_id}/candidates/{rank}",
+    response_model=ResultOut,
+    tags=["search"],
+    summary="Open a result: the candidate and its provenance (audited as a view)",
+)
 def get_result(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> ResultOut:
     details = service.cases.candidate_details(principal, search_id, rank)
     record, candidate = service.cases.candidate(principal, search_id, rank)
     return ResultOut(search_id=search_id, case_id=record.case_id, candidate=candidate_out(candidate), **details)
 
 
-@router.get("/searches/{search_id}/candidates/{rank}/thumbnail", response_class=Response, responses=JPEG,
-            tags=["search"], summary="The candidate's face (a placeholder once it was erased or opted out)")
+@router.get(
+    "/searches/{search_id}/candidates/{rank}/thumbnail",
+    response_class=Response,
+    responses=JPEG,
+    tags=["search"],
+    summary="The candidate's face (a placeholder once it was erased or opted out)",
+)
 def candidate_thumbnail(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.candidate_thumbnail(principal, search_id, rank))
 
 
-@router.get("/searches/{search_id}/candidates/{rank}/photo", response_class=Response, responses=JPEG,
-            tags=["search"], summary="The candidate's source photo with the face boxed (audited as a view)")
+@router.get(
+    "/searches/{search_id}/candidates/{rank}/photo",
+    response_class=Response,
+    responses=JPEG,
+    tags=["search"],
+    summary="The candidate's source photo with the face boxed (audited as a view)",
+)
 def candidate_photo(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.candidate_photo(principal, search_id, rank))
 
 
-@router.post("/searches/{search_id}/candidates/{rank}/propose", response_model=CandidateOut, tags=["search"],
-             summary="Propose a candidate as a lead (a second person confirms)")
-def propose_lead(search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch,
-                 service: ServiceDep) -> CandidateOut:
+@router.post(
+    "/searches/{search_id}/candidates/{rank}/propose",
+    response_model=CandidateOut,
+    tags=["search"],
+    summary="Propose a candidate as a lead (a second person confirms)",
+)
+def propose_lead(
+    search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch, service: ServiceDep
+) -> CandidateOut:
     return candidate_out(service.cases.propose(principal, search_id, rank, body.note))
 
 
-@router.post("/searches/{search_id}/candidates/{rank}/confirm", response_model=CandidateOut, tags=["search"],
-             summary="Confirm a proposed lead, with a note (never the proposer: two-person rule)")
-def confirm_lead(search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch,
-                 service: ServiceDep) -> CandidateOut:
+@router.post(
+    "/searches/{search_id}/candidates/{rank}/confirm",
+    response_model=CandidateOut,
+    tags=["search"],
+    summary="Confirm a proposed lead, with a note (never the proposer: two-person rule)",
+)
+def confirm_lead(
+    search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch, service: ServiceDep
+) -> CandidateOut:
     return candidate_out(service.cases.confirm(principal, search_id, rank, body.note))

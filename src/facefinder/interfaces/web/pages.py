@@ -22,9 +22,9 @@ from facefinder import __version__
 from facefinder.interfaces.http.collections import collections_for
 from facefinder.interfaces.http.deps import ApiError, check_csrf, get_service, session_principal, sign_in
 from facefinder.interfaces.http.deps import csrf_token as session_csrf_token
-from facefinder.services.server.accounts import AuthenticationFailed, Principal
 from facefinder.services.audit import as_dict
 from facefinder.services.calibration import default_calibration
+from facefinder.services.server.accounts import AuthenticationFailed, Principal
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -56,9 +56,19 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     """A page from its template, with the signed-in user, the CSRF token and the navigation."""
     principal = getattr(request.state, "principal", None)
     nav = [(path, label) for path, label, roles in NAV if principal and principal.role in roles]
-    return templates.TemplateResponse(request, template, {
-        "principal": principal, "csrf": session_csrf_token(request), "nav": nav, "path": request.url.path,
-        "version": __version__, **context}, status_code=status_code)
+    return templates.TemplateResponse(
+        request,
+        template,
+        {
+            "principal": principal,
+            "csrf": session_csrf_token(request),
+            "nav": nav,
+            "path": request.url.path,
+            "version": __version__,
+            **context,
+        },
+        status_code=status_code,
+    )
 
 
 def html_error(request: Request, error: ApiError) -> Response:
@@ -119,20 +129,35 @@ def login_page(request: Request, next: str | None = None) -> Response:
 
 
 @router.post("/login")
-def login_submit(request: Request, username: Annotated[str, Form(max_length=100)] = "",
-                 password: Annotated[str, Form(max_length=1000)] = "",
-                 csrf_token: Annotated[str, Form(max_length=200)] = "",
-                 next: Annotated[str, Form(max_length=2000)] = "") -> Response:
+def login_submit(
+    request: Request,
+    username: Annotated[str, Form(max_length=100)] = "",
+    password: Annotated[str, Form(max_length=1000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+    next: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
     request.state.principal = None
     try:
         check_csrf(request, csrf_token)
         principal = sign_in(request, get_service(request), username, password)
     except ApiError as exc:
-        return render(request, "login.html", status_code=exc.status, next=_safe_next(next) or "",
-                      error=exc.message, username=username)
+        return render(
+            request,
+            "login.html",
+            status_code=exc.status,
+            next=_safe_next(next) or "",
+            error=exc.message,
+            username=username,
+        )
     except AuthenticationFailed:
-        return render(request, "login.html", status_code=401, next=_safe_next(next) or "",
-                      error="Wrong username or password.", username=username)
+        return render(
+            request,
+            "login.html",
+            status_code=401,
+            next=_safe_next(next) or "",
+            error="Wrong username or password.",
+            username=username,
+        )
     return RedirectResponse(_safe_next(next) or HOME[principal.role], status_code=303)
 
 
@@ -155,22 +180,34 @@ def home(principal: User) -> Response:
 def collections_page(request: Request, principal: Reader) -> Response:
     service = get_service(request)
     can_ingest = principal.role in ("admin", "investigator")
-    return render(request, "collections.html", collections=collections_for(principal, service),
-                  allowed=service.accounts.allowed_collections(principal) if can_ingest else [],
-                  can_ingest=can_ingest, jobs=service.jobs.list(principal) if can_ingest else [],
-                  import_roots=service.import_roots, max_upload=service.config.max_upload_bytes)
+    return render(
+        request,
+        "collections.html",
+        collections=collections_for(principal, service),
+        allowed=service.accounts.allowed_collections(principal) if can_ingest else [],
+        can_ingest=can_ingest,
+        jobs=service.jobs.list(principal) if can_ingest else [],
+        import_roots=service.import_roots,
+        max_upload=service.config.max_upload_bytes,
+    )
 
 
 @router.get("/search")
 def search_page(request: Request, principal: Searcher) -> Response:
     service = get_service(request)
-    return render(request, "search.html", allowed=service.accounts.allowed_collections(principal),
-                  categories=service.cases.settings().categories, max_probe=service.config.max_probe_bytes)
+    return render(
+        request,
+        "search.html",
+        allowed=service.accounts.allowed_collections(principal),
+        categories=service.cases.settings().categories,
+        max_probe=service.config.max_probe_bytes,
+    )
 
 
 @router.get("/searches")
-def searches_page(request: Request, principal: Reader,
-                  case_id: Annotated[str | None, Query(max_length=200)] = None) -> Response:
+def searches_page(
+    request: Request, principal: Reader, case_id: Annotated[str | None, Query(max_length=200)] = None
+) -> Response:
     service = get_service(request)
     records = service.cases.searches(principal, case_id=case_id or None, limit=200)
     return render(request, "searches.html", searches=records, case_id=case_id or "")
@@ -188,38 +225,64 @@ def candidate_page(request: Request, search_id: int, rank: int, principal: Searc
     service = get_service(request)
     details = service.cases.candidate_details(principal, search_id, rank)
     record, candidate = service.cases.candidate(principal, search_id, rank)
-    return render(request, "candidate.html", search=record, c=candidate, details=details,
-                  calibration=default_calibration())
+    return render(
+        request, "candidate.html", search=record, c=candidate, details=details, calibration=default_calibration()
+    )
 
 
 @router.get("/audit")
-def audit_page(request: Request, principal: Auditor,
-               action: Annotated[str | None, Query(max_length=60)] = None,
-               actor: Annotated[str | None, Query(max_length=100)] = None,
-               case_id: Annotated[str | None, Query(max_length=200)] = None,
-               since: Annotated[str | None, Query(max_length=40)] = None,
-               until: Annotated[str | None, Query(max_length=40)] = None) -> Response:
+def audit_page(
+    request: Request,
+    principal: Auditor,
+    action: Annotated[str | None, Query(max_length=60)] = None,
+    actor: Annotated[str | None, Query(max_length=100)] = None,
+    case_id: Annotated[str | None, Query(max_length=200)] = None,
+    since: Annotated[str | None, Query(max_length=40)] = None,
+    until: Annotated[str | None, Query(max_length=40)] = None,
+) -> Response:
     service = get_service(request)
-    filters = {"action": action or None, "actor": actor or None, "case_id": case_id or None,
-               "since": since or None, "until": until or None}
+    filters = {
+        "action": action or None,
+        "actor": actor or None,
+        "case_id": case_id or None,
+        "since": since or None,
+        "until": until or None,
+    }
     entries = [as_dict(e) for e in service.audit.entries(**filters, limit=300, newest_first=True)]
     query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
-    return render(request, "audit.html", entries=entries, filters={k: v or "" for k, v in filters.items()},
-                  problems=service.audit.verify(), head=service.audit.head(), query=query)
+    return render(
+        request,
+        "audit.html",
+        entries=entries,
+        filters={k: v or "" for k, v in filters.items()},
+        problems=service.audit.verify(),
+        head=service.audit.head(),
+        query=query,
+    )
 
 
 @router.get("/accounts")
 def accounts_page(request: Request, principal: Admin) -> Response:
     service = get_service(request)
-    return render(request, "accounts.html", users=service.accounts.users(), grants=service.accounts.grants(),
-                  collections=[c.name for c in service.finder.collections()], settings=service.cases.settings())
+    return render(
+        request,
+        "accounts.html",
+        users=service.accounts.users(),
+        grants=service.accounts.grants(),
+        collections=[c.name for c in service.finder.collections()],
+        settings=service.cases.settings(),
+    )
 
 
 @router.get("/account")
 def account_page(request: Request, principal: User) -> Response:
     service = get_service(request)
-    return render(request, "account.html", tokens=service.accounts.tokens(principal),
-                  collections=service.accounts.allowed_collections(principal))
+    return render(
+        request,
+        "account.html",
+        tokens=service.accounts.tokens(principal),
+        collections=service.accounts.allowed_collections(principal),
+    )
 
 
 def mount_web(app: FastAPI) -> None:

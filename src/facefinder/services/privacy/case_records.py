@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from facefinder.errors import ImageError
-from facefinder.storage.catalog import Catalog, CaseCandidate, CaseSearch, FaceRecord
+from facefinder.storage.catalog import CaseCandidate, CaseSearch, Catalog, FaceRecord
 from facefinder.vision.image import decode_image, decode_photo
 
 
@@ -38,13 +38,19 @@ def mark_erased_candidates(catalog: Catalog, at: datetime) -> int:
     what lets the record say when."""
     gone = ~select(FaceRecord.id).where(FaceRecord.id == CaseCandidate.face_id).exists()
     with catalog.session() as session, session.begin():
-        result = session.execute(update(CaseCandidate).where(CaseCandidate.erased_at.is_(None), gone)
-                                 .values(erased_at=at))
+        result = session.execute(
+            update(CaseCandidate).where(CaseCandidate.erased_at.is_(None), gone).values(erased_at=at)
+        )
         return result.rowcount or 0
 
 
-def erase_probes_of(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float, at: datetime,
-                    pipeline: Callable[[], Any] | None = None) -> ProbeErasure:
+def erase_probes_of(
+    catalog: Catalog,
+    templates: dict[str, np.ndarray],
+    threshold: float,
+    at: datetime,
+    pipeline: Callable[[], Any] | None = None,
+) -> ProbeErasure:
     """A person was erased: empty the probe face of every case search whose probe was that person.
 
     Whose probe it was is decided the way the erasure decided which held faces were the person's:
@@ -68,9 +74,13 @@ def erase_probes_of(catalog: Catalog, templates: dict[str, np.ndarray], threshol
     if pipeline is not None:
         _backfill_probe_templates(catalog, pipeline, set(templates))
     with catalog.session() as session:
-        rows = session.execute(select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_embedding)
-                               .where(CaseSearch.probe_erased_at.is_(None), CaseSearch.probe_embedding.is_not(None),
-                                      CaseSearch.model_id.in_(list(templates)))).all()
+        rows = session.execute(
+            select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_embedding).where(
+                CaseSearch.probe_erased_at.is_(None),
+                CaseSearch.probe_embedding.is_not(None),
+                CaseSearch.model_id.in_(list(templates)),
+            )
+        ).all()
     for row in rows:
         probe = np.frombuffer(row.probe_embedding, dtype=np.float32)
         if _matches(templates[row.model_id], probe[None], threshold):
@@ -79,12 +89,23 @@ def erase_probes_of(catalog: Catalog, templates: dict[str, np.ndarray], threshol
         result.photos = _kept_photos_showing(catalog, pipeline, templates, threshold, set(result.searches))
     with catalog.session() as session, session.begin():
         if result.searches:
-            session.execute(update(CaseSearch).where(CaseSearch.id.in_(result.searches)).values(
-                probe_thumbnail=b"", probe_embedding=None, probe_photo=None, probe_keep_until=None,
-                probe_erased_at=at))
+            session.execute(
+                update(CaseSearch)
+                .where(CaseSearch.id.in_(result.searches))
+                .values(
+                    probe_thumbnail=b"",
+                    probe_embedding=None,
+                    probe_photo=None,
+                    probe_keep_until=None,
+                    probe_erased_at=at,
+                )
+            )
         if result.photos:
-            session.execute(update(CaseSearch).where(CaseSearch.id.in_(result.photos)).values(
-                probe_photo=None, probe_keep_until=None))
+            session.execute(
+                update(CaseSearch)
+                .where(CaseSearch.id.in_(result.photos))
+                .values(probe_photo=None, probe_keep_until=None)
+            )
     return result
 
 
@@ -97,30 +118,41 @@ def _matches(templates: np.ndarray, faces: np.ndarray, threshold: float) -> bool
 def _backfill_probe_templates(catalog: Catalog, pipeline: Callable[[], Any], models: set[str]) -> None:
     """Searches recorded before probe templates were kept: compute them from the kept thumbnails."""
     with catalog.session() as session:
-        missing = session.execute(select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_thumbnail).where(
-            CaseSearch.probe_erased_at.is_(None), CaseSearch.probe_embedding.is_(None),
-            CaseSearch.model_id.in_(list(models)))).all()
+        missing = session.execute(
+            select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_thumbnail).where(
+                CaseSearch.probe_erased_at.is_(None),
+                CaseSearch.probe_embedding.is_(None),
+                CaseSearch.model_id.in_(list(models)),
+            )
+        ).all()
     if not missing:
         return
     loaded = pipeline()
     todo = [r for r in missing if r.model_id == loaded.model_id and r.probe_thumbnail]
     for start in range(0, len(todo), 256):
-        chunk = todo[start:start + 256]
+        chunk = todo[start : start + 256]
         # our own 112x112 JPEGs (the aligned crop): decoded as they are, the recognizer's input size
         crops = [decode_image(r.probe_thumbnail, f"search {r.id} probe") for r in chunk]
         vectors = loaded.recognizer.embed(crops)
         with catalog.session() as session, session.begin():
             for r, vector in zip(chunk, vectors):
-                session.execute(update(CaseSearch).where(CaseSearch.id == r.id).values(
-                    probe_embedding=np.asarray(vector, dtype=np.float32).tobytes()))
+                session.execute(
+                    update(CaseSearch)
+                    .where(CaseSearch.id == r.id)
+                    .values(probe_embedding=np.asarray(vector, dtype=np.float32).tobytes())
+                )
 
 
-def _kept_photos_showing(catalog: Catalog, pipeline: Callable[[], Any], templates: dict[str, np.ndarray],
-                         threshold: float, skip: set[int]) -> list[int]:
+def _kept_photos_showing(
+    catalog: Catalog, pipeline: Callable[[], Any], templates: dict[str, np.ndarray], threshold: float, skip: set[int]
+) -> list[int]:
     """Searches (other than ``skip``) whose kept probe photo shows the person in any of its faces."""
     with catalog.session() as session:
-        kept = session.execute(select(CaseSearch.id, CaseSearch.model_id).where(
-            CaseSearch.probe_photo.is_not(None), CaseSearch.model_id.in_(list(templates)))).all()
+        kept = session.execute(
+            select(CaseSearch.id, CaseSearch.model_id).where(
+                CaseSearch.probe_photo.is_not(None), CaseSearch.model_id.in_(list(templates))
+            )
+        ).all()
     kept = [r for r in kept if r.id not in skip]
     if not kept:
         return []

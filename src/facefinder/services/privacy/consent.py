@@ -38,8 +38,15 @@ class ConsentInfo:
         return self.withdrawn_at is not None
 
 
-def record(catalog: Catalog, consent_id: str, subject: str, scope: str, given_at: str, actor: str,
-           collection: str | None = None) -> None:
+def record(
+    catalog: Catalog,
+    consent_id: str,
+    subject: str,
+    scope: str,
+    given_at: str,
+    actor: str,
+    collection: str | None = None,
+) -> None:
     for name, value in (("consent_id", consent_id), ("subject", subject), ("scope", scope), ("given_at", given_at)):
         if not value or not str(value).strip():
             raise FaceFinderError(f"{name}: required")
@@ -50,8 +57,16 @@ def record(catalog: Catalog, consent_id: str, subject: str, scope: str, given_at
     with catalog.session() as session, session.begin():
         if session.get(ConsentRecord, consent_id) is not None:
             raise FaceFinderError(f"consent {consent_id!r} is already recorded")
-        session.add(ConsentRecord(consent_id=consent_id.strip(), subject=subject.strip(), scope=scope.strip(),
-                                  given_at=given_at, collection=collection, recorded_by=actor))
+        session.add(
+            ConsentRecord(
+                consent_id=consent_id.strip(),
+                subject=subject.strip(),
+                scope=scope.strip(),
+                given_at=given_at,
+                collection=collection,
+                recorded_by=actor,
+            )
+        )
 
 
 def listing(catalog: Catalog, consent_id: str | None = None) -> list[ConsentInfo]:
@@ -60,19 +75,41 @@ def listing(catalog: Catalog, consent_id: str | None = None) -> list[ConsentInfo
         if consent_id is not None:
             query = query.where(ConsentRecord.consent_id == consent_id)
         records = list(session.scalars(query))
-        counts = dict(session.execute(
-            select(ImageRecord.consent_id, func.count()).where(ImageRecord.consent_id.in_([r.consent_id for r in records]))
-            .group_by(ImageRecord.consent_id)).all()) if records else {}
-    return [ConsentInfo(r.consent_id, r.subject, r.scope, r.given_at, r.collection, r.recorded_at, r.recorded_by,
-                        r.withdrawn_at, r.withdrawn_by, r.withdrawal_note, counts.get(r.consent_id, 0))
-            for r in records]
+        counts = (
+            dict(
+                session.execute(
+                    select(ImageRecord.consent_id, func.count())
+                    .where(ImageRecord.consent_id.in_([r.consent_id for r in records]))
+                    .group_by(ImageRecord.consent_id)
+                ).all()
+            )
+            if records
+            else {}
+        )
+    return [
+        ConsentInfo(
+            r.consent_id,
+            r.subject,
+            r.scope,
+            r.given_at,
+            r.collection,
+            r.recorded_at,
+            r.recorded_by,
+            r.withdrawn_at,
+            r.withdrawn_by,
+            r.withdrawal_note,
+            counts.get(r.consent_id, 0),
+        )
+        for r in records
+    ]
 
 
 def linked_images(catalog: Catalog, consent_id: str) -> list[int]:
     """Ids of the photos held that carry this consent id (any collection)."""
     with catalog.session() as session:
-        return list(session.scalars(select(ImageRecord.id).where(ImageRecord.consent_id == consent_id)
-                                    .order_by(ImageRecord.id)))
+        return list(
+            session.scalars(select(ImageRecord.id).where(ImageRecord.consent_id == consent_id).order_by(ImageRecord.id))
+        )
 
 
 def mark_withdrawn(catalog: Catalog, consent_id: str, actor: str, note: str | None, at: datetime) -> bool:
@@ -82,8 +119,9 @@ def mark_withdrawn(catalog: Catalog, consent_id: str, actor: str, note: str | No
         row = session.get(ConsentRecord, consent_id)
         existed = row is not None
         if row is None:
-            row = ConsentRecord(consent_id=consent_id, subject="(not recorded)", scope="(not recorded)",
-                                given_at="", recorded_by=actor)
+            row = ConsentRecord(
+                consent_id=consent_id, subject="(not recorded)", scope="(not recorded)", given_at="", recorded_by=actor
+            )
             session.add(row)
         if row.withdrawn_at is not None:
             raise FaceFinderError(f"consent {consent_id!r} was already withdrawn on {row.withdrawn_at:%Y-%m-%d}")

@@ -84,8 +84,9 @@ class OptOutScreen:
             return
         with self._lock:
             with self.catalog.session() as session:
-                rows = session.execute(select(OptOutTemplate.optout_id, OptOutTemplate.model_id,
-                                              OptOutTemplate.embedding)).all()
+                rows = session.execute(
+                    select(OptOutTemplate.optout_id, OptOutTemplate.model_id, OptOutTemplate.embedding)
+                ).all()
             grouped: dict[str, list] = {}
             for row in rows:
                 grouped.setdefault(row.model_id, []).append(row)
@@ -126,8 +127,12 @@ class OptOutScreen:
         """
         if not model_id:
             return 0
-        faces = [(i, j, face) for i, result in enumerate(results) if isinstance(result, dict)
-                 for j, face in enumerate(result["faces"])]
+        faces = [
+            (i, j, face)
+            for i, result in enumerate(results)
+            if isinstance(result, dict)
+            for j, face in enumerate(result["faces"])
+        ]
         if not faces:
             return 0
         self.refresh(max_age=1.0)
@@ -140,8 +145,9 @@ class OptOutScreen:
                 results[i]["opted_out"] = results[i].get("opted_out", 0) + 1
         return int(np.count_nonzero(hits))
 
-    def filter_hits(self, probes: np.ndarray, hits: list[list[tuple[int, float]]], rows: dict,
-                    threshold: float, model_id: str) -> list[list[tuple[int, float]]]:
+    def filter_hits(
+        self, probes: np.ndarray, hits: list[list[tuple[int, float]]], rows: dict, threshold: float, model_id: str
+    ) -> list[list[tuple[int, float]]]:
         """Search: no candidates for a probe face on the list, and no candidate that is on it.
 
         ``hits`` are (face id, score) per probe embedding; ``rows`` the catalog rows of those faces
@@ -150,14 +156,20 @@ class OptOutScreen:
         if not self.size(model_id):
             return hits
         probe_listed = self._match(probes, model_id) > 0
-        pending = [(fid, rows[fid][0].embedding) for r, row in enumerate(hits) if not probe_listed[r]
-                   for fid, score in row if score >= threshold and fid in rows]
+        pending = [
+            (fid, rows[fid][0].embedding)
+            for r, row in enumerate(hits)
+            if not probe_listed[r]
+            for fid, score in row
+            if score >= threshold and fid in rows
+        ]
         listed: set[int] = set()
         if pending:
             vectors = np.stack([np.frombuffer(embedding, np.float32) for _, embedding in pending])
             listed = {fid for (fid, _), hit in zip(pending, self._match(vectors, model_id)) if hit}
-        return [[] if probe_listed[r] else [(fid, s) for fid, s in row if fid not in listed]
-                for r, row in enumerate(hits)]
+        return [
+            [] if probe_listed[r] else [(fid, s) for fid, s in row if fid not in listed] for r, row in enumerate(hits)
+        ]
 
 
 _screens: "weakref.WeakKeyDictionary[Catalog, OptOutScreen]" = weakref.WeakKeyDictionary()
@@ -181,8 +193,9 @@ def screen_for(catalog: Catalog) -> OptOutScreen:
 
 
 # ----- the list ----------------------------------------------------------------------------
-def add(catalog: Catalog, templates: list[tuple[np.ndarray, float]], model_id: str, reference: str,
-        channel: str, actor: str) -> int:
+def add(
+    catalog: Catalog, templates: list[tuple[np.ndarray, float]], model_id: str, reference: str, channel: str, actor: str
+) -> int:
     """Put one person's templates (embedding, quality) on the list; returns the opt-out id."""
     if channel not in CHANNELS:
         raise FaceFinderError(f"channel: one of {', '.join(CHANNELS)}, not {channel!r}")
@@ -192,17 +205,26 @@ def add(catalog: Catalog, templates: list[tuple[np.ndarray, float]], model_id: s
         row = OptOut(reference=reference or "", channel=channel, created_by=actor)
         session.add(row)
         session.flush()
-        session.add_all([OptOutTemplate(optout_id=row.id, model_id=model_id, quality=float(quality),
-                                        embedding=np.asarray(embedding, dtype=np.float32).tobytes())
-                         for embedding, quality in templates])
+        session.add_all(
+            [
+                OptOutTemplate(
+                    optout_id=row.id,
+                    model_id=model_id,
+                    quality=float(quality),
+                    embedding=np.asarray(embedding, dtype=np.float32).tobytes(),
+                )
+                for embedding, quality in templates
+            ]
+        )
         catalog.set_setting(session, VERSION_KEY, uuid.uuid4().hex)
         optout_id = row.id
     _changed(catalog)
     return optout_id
 
 
-def add_many(catalog: Catalog, people: list[list[np.ndarray]], model_id: str, reference: str, channel: str,
-             actor: str) -> list[int]:
+def add_many(
+    catalog: Catalog, people: list[list[np.ndarray]], model_id: str, reference: str, channel: str, actor: str
+) -> list[int]:
     """Bulk form of ``add`` (benchmarks and imports): one opt-out per person, one transaction."""
     ids = []
     with catalog.session() as session, session.begin():
@@ -210,8 +232,17 @@ def add_many(catalog: Catalog, people: list[list[np.ndarray]], model_id: str, re
             row = OptOut(reference=reference, channel=channel, created_by=actor)
             session.add(row)
             session.flush()
-            session.add_all([OptOutTemplate(optout_id=row.id, model_id=model_id, quality=1.0,
-                                            embedding=np.asarray(e, dtype=np.float32).tobytes()) for e in embeddings])
+            session.add_all(
+                [
+                    OptOutTemplate(
+                        optout_id=row.id,
+                        model_id=model_id,
+                        quality=1.0,
+                        embedding=np.asarray(e, dtype=np.float32).tobytes(),
+                    )
+                    for e in embeddings
+                ]
+            )
             ids.append(row.id)
         catalog.set_setting(session, VERSION_KEY, uuid.uuid4().hex)
     _changed(catalog)
@@ -223,8 +254,9 @@ def templates(catalog: Catalog, optout_id: int) -> dict[str, np.ndarray]:
     with catalog.session() as session:
         if session.get(OptOut, optout_id) is None:
             raise FaceFinderError(f"opt-out {optout_id} does not exist")
-        rows = session.execute(select(OptOutTemplate.model_id, OptOutTemplate.embedding)
-                               .where(OptOutTemplate.optout_id == optout_id)).all()
+        rows = session.execute(
+            select(OptOutTemplate.model_id, OptOutTemplate.embedding).where(OptOutTemplate.optout_id == optout_id)
+        ).all()
     grouped: dict[str, list[np.ndarray]] = {}
     for row in rows:
         grouped.setdefault(row.model_id, []).append(np.frombuffer(row.embedding, np.float32))
@@ -233,11 +265,15 @@ def templates(catalog: Catalog, optout_id: int) -> dict[str, np.ndarray]:
 
 def listing(catalog: Catalog) -> list[OptOutInfo]:
     with catalog.session() as session:
-        counts = dict(session.execute(select(OptOutTemplate.optout_id, func.count())
-                                      .group_by(OptOutTemplate.optout_id)).all())
-        return [OptOutInfo(o.id, o.reference, o.channel, o.created_at, o.created_by, counts.get(o.id, 0),
-                           o.erased_at, o.erased_by)
-                for o in session.scalars(select(OptOut).order_by(OptOut.id))]
+        counts = dict(
+            session.execute(select(OptOutTemplate.optout_id, func.count()).group_by(OptOutTemplate.optout_id)).all()
+        )
+        return [
+            OptOutInfo(
+                o.id, o.reference, o.channel, o.created_at, o.created_by, counts.get(o.id, 0), o.erased_at, o.erased_by
+            )
+            for o in session.scalars(select(OptOut).order_by(OptOut.id))
+        ]
 
 
 def mark_erased(catalog: Catalog, optout_id: int, actor: str, at: datetime) -> None:

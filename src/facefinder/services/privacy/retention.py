@@ -59,8 +59,14 @@ def expires_at(ingested_at: datetime, retention_days: int | None) -> datetime | 
     return ingested_at + timedelta(days=retention_days) if retention_days else None
 
 
-def run_purge(store: FaceStore, audit: AuditLog, after_erasure: Callable[[], object], actor: str,
-              now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
+def run_purge(
+    store: FaceStore,
+    audit: AuditLog,
+    after_erasure: Callable[[], object],
+    actor: str,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> PurgeReport:
     """Erase every photo older than its collection's retention period; logged. Safe to run at any time.
 
     ``now`` (UTC, naive) defaults to the current time; ``dry_run`` only reports what would go.
@@ -77,12 +83,23 @@ def run_purge(store: FaceStore, audit: AuditLog, after_erasure: Callable[[], obj
                 plans.append(CollectionPurge(c.name, None, None))
                 continue
             cutoff = now - timedelta(days=c.retention_days)
-            image_ids = list(session.scalars(select(ImageRecord.id).where(
-                ImageRecord.collection_id == c.id, ImageRecord.ingested_at < cutoff).order_by(ImageRecord.id)))
-            faces = len(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))).all()) \
-                if image_ids else 0
-            plans.append(CollectionPurge(c.name, c.retention_days, cutoff.isoformat(timespec="seconds"),
-                                         len(image_ids), faces, image_ids))
+            image_ids = list(
+                session.scalars(
+                    select(ImageRecord.id)
+                    .where(ImageRecord.collection_id == c.id, ImageRecord.ingested_at < cutoff)
+                    .order_by(ImageRecord.id)
+                )
+            )
+            faces = (
+                len(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))).all())
+                if image_ids
+                else 0
+            )
+            plans.append(
+                CollectionPurge(
+                    c.name, c.retention_days, cutoff.isoformat(timespec="seconds"), len(image_ids), faces, image_ids
+                )
+            )
     images = faces = 0
     for plan in plans:
         if plan.image_ids and not dry_run:
@@ -91,9 +108,26 @@ def run_purge(store: FaceStore, audit: AuditLog, after_erasure: Callable[[], obj
         faces += plan.faces
     if images and not dry_run:
         after_erasure()  # case candidates stamped, upload copies scrubbed, then compacted
-    report = PurgeReport(now.isoformat(timespec="seconds"), dry_run, plans, images, faces,
-                         round(time.perf_counter() - started, 3))
-    audit.record(actor, "purge", dry_run=dry_run, as_of=report.at, images=images, faces=faces,
-                    collections=[{"collection": p.collection, "retention_days": p.retention_days, "cutoff": p.cutoff,
-                                  "images": p.images, "faces": p.faces, "image_ids": p.image_ids} for p in plans])
+    report = PurgeReport(
+        now.isoformat(timespec="seconds"), dry_run, plans, images, faces, round(time.perf_counter() - started, 3)
+    )
+    audit.record(
+        actor,
+        "purge",
+        dry_run=dry_run,
+        as_of=report.at,
+        images=images,
+        faces=faces,
+        collections=[
+            {
+                "collection": p.collection,
+                "retention_days": p.retention_days,
+                "cutoff": p.cutoff,
+                "images": p.images,
+                "faces": p.faces,
+                "image_ids": p.image_ids,
+            }
+            for p in plans
+        ],
+    )
     return report

@@ -37,11 +37,11 @@ from sqlalchemy import select
 from facefinder.errors import FaceFinderError
 from facefinder.services.audit import AuditLog
 from facefinder.services.calibration import PRIVACY_FMR, default_calibration
+from facefinder.services.privacy import case_records
 from facefinder.services.privacy import consent as consents
 from facefinder.services.privacy import optout as optouts
 from facefinder.services.privacy.retention import PurgeReport, expires_at, run_purge
 from facefinder.services.search import Match, Searcher
-from facefinder.services.privacy import case_records
 from facefinder.services.server import uploads
 from facefinder.storage.catalog import Collection, FaceRecord, utcnow
 from facefinder.storage.store import FaceStore
@@ -67,8 +67,11 @@ class PersonMatches:
         return [m.face_id for m in self.matches]
 
     def to_dict(self) -> dict:
-        return {"probe_sha256": self.probe_sha256, "threshold": self.threshold,
-                "matches": [m.to_dict() for m in self.matches]}
+        return {
+            "probe_sha256": self.probe_sha256,
+            "threshold": self.threshold,
+            "matches": [m.to_dict() for m in self.matches],
+        }
 
 
 @dataclass
@@ -141,15 +144,17 @@ class Privacy:
             raise FaceFinderError(f"{source}: no face found")
         if face is None and len(faces) > 1:
             boxes = "; ".join(f"{i}: {[round(float(v)) for v in f.box]}" for i, f in enumerate(faces))
-            raise FaceFinderError(f"{source}: {len(faces)} faces found; say which one is the person "
-                                  f"(--face N; boxes {boxes})")
+            raise FaceFinderError(
+                f"{source}: {len(faces)} faces found; say which one is the person (--face N; boxes {boxes})"
+            )
         index = face or 0
         if not 0 <= index < len(faces):
             raise FaceFinderError(f"face: {source} has faces 0..{len(faces) - 1}, not {index}")
         return faces[index], hashlib.sha256(data).hexdigest()
 
-    def find(self, embeddings: np.ndarray, collections: list[str] | None = None,
-             threshold: float | None = None) -> list[Match]:
+    def find(
+        self, embeddings: np.ndarray, collections: list[str] | None = None, threshold: float | None = None
+    ) -> list[Match]:
         """Every held face scoring at or above the threshold against any of the embeddings, best first."""
         threshold = self.threshold if threshold is None else threshold
         searcher = Searcher(self.store, self.pipeline, self.calibration)
@@ -159,24 +164,43 @@ class Privacy:
             for face_id, score in row:
                 best[face_id] = max(score, best.get(face_id, -1.0))
         rows = self.store.faces(list(best))
-        matches = [Match(**searcher.match_fields(face_id, score, rows)) for face_id, score in best.items()
-                   if face_id in rows]
+        matches = [
+            Match(**searcher.match_fields(face_id, score, rows)) for face_id, score in best.items() if face_id in rows
+        ]
         return sorted(matches, key=lambda m: (-m.score, m.face_id))
 
-    def find_person(self, photo: Photo, face: int | None = None, collections: list[str] | None = None,
-                    threshold: float | None = None, actor: str | None = None) -> PersonMatches:
+    def find_person(
+        self,
+        photo: Photo,
+        face: int | None = None,
+        collections: list[str] | None = None,
+        threshold: float | None = None,
+        actor: str | None = None,
+    ) -> PersonMatches:
         """Step one of erasure by person: what is held that matches the person in ``photo`` (logged)."""
         subject, digest = self.subject_face(photo, face)
         threshold = self.threshold if threshold is None else threshold
         matches = self.find(subject.embedding, collections, threshold)
-        self.audit.record(self._actor(actor), "privacy.find", probe_sha256=digest, threshold=threshold,
-                          collections=collections or "all", face_ids=[m.face_id for m in matches])
+        self.audit.record(
+            self._actor(actor),
+            "privacy.find",
+            probe_sha256=digest,
+            threshold=threshold,
+            collections=collections or "all",
+            face_ids=[m.face_id for m in matches],
+        )
         return PersonMatches(digest, threshold, matches, subject.embedding, self.pipeline.model_id)
 
     # ----- erasure ----------------------------------------------------------------------------
-    def erase_faces(self, face_ids: list[int], action: str = "delete.face", drop_empty_images: bool = False,
-                    actor: str | None = None, person: dict[str, np.ndarray] | None = None,
-                    **details: Any) -> Erasure:
+    def erase_faces(
+        self,
+        face_ids: list[int],
+        action: str = "delete.face",
+        drop_empty_images: bool = False,
+        actor: str | None = None,
+        person: dict[str, np.ndarray] | None = None,
+        **details: Any,
+    ) -> Erasure:
         """Erase faces (rows, embeddings, thumbnails, vectors); with ``drop_empty_images``, also the
         rows of photos left without a face. Logged as ``action`` when anything was erased.
 
@@ -185,8 +209,12 @@ class Privacy:
         that person lose their probe face too (see ``after_erasure``). None for a face erased as such."""
         rows = self.store.faces(list(face_ids))
         if person is not None:
-            person = _by_model([*((v, m) for m, vs in person.items() for v in np.atleast_2d(vs)),
-                                *((record.embedding, record.model_id) for record, _, _ in rows.values())])
+            person = _by_model(
+                [
+                    *((v, m) for m, vs in person.items() for v in np.atleast_2d(vs)),
+                    *((record.embedding, record.model_id) for record, _, _ in rows.values()),
+                ]
+            )
         image_ids = sorted({image.id for _, image, _ in rows.values()})
         count = self.store.delete_faces(list(rows))
         emptied: list[int] = []
@@ -200,8 +228,16 @@ class Privacy:
         if count or emptied or person:
             self._finish(result, person)
         if count or emptied or result.case_searches or result.case_probe_photos:
-            self.audit.record(self._actor(actor), action, faces=count, face_ids=result.face_ids,
-                              images=len(emptied), image_ids=emptied, **_case_details(result), **details)
+            self.audit.record(
+                self._actor(actor),
+                action,
+                faces=count,
+                face_ids=result.face_ids,
+                images=len(emptied),
+                image_ids=emptied,
+                **_case_details(result),
+                **details,
+            )
         return result
 
     def erase_image(self, image_id: int, actor: str | None = None) -> Erasure:
@@ -216,12 +252,14 @@ class Privacy:
         info = next((c for c in self.store.collections() if c.name == name), None)
         self.store.delete_collection(name)
         result = self._finish(Erasure(info.faces if info else 0, info.images if info else 0))
-        self.audit.record(self._actor(actor), "delete.collection", collection=name, images=result.images,
-                          faces=result.faces)
+        self.audit.record(
+            self._actor(actor), "delete.collection", collection=name, images=result.images, faces=result.faces
+        )
         return result
 
-    def after_erasure(self, person: dict[str, np.ndarray] | None = None
-                      ) -> tuple[tuple[int, int, int] | None, case_records.ProbeErasure, int]:
+    def after_erasure(
+        self, person: dict[str, np.ndarray] | None = None
+    ) -> tuple[tuple[int, int, int] | None, case_records.ProbeErasure, int]:
         """What every erasure does last (purge too): stamp case candidates whose face is gone; when a
         person was erased (``person``: their templates by model), empty the probe face of the case
         searches whose probe was them; zero and remove upload copies that no photo row names; then
@@ -241,15 +279,23 @@ class Privacy:
         result.case_searches, result.case_probe_photos = probes.searches, probes.photos
         return result
 
-    def erase_person(self, matches: PersonMatches, face_ids: list[int] | None = None,
-                     actor: str | None = None) -> Erasure:
+    def erase_person(
+        self, matches: PersonMatches, face_ids: list[int] | None = None, actor: str | None = None
+    ) -> Erasure:
         """Step two of erasure by person: erase the reviewed matches (all, or the ``face_ids`` kept after
         review). Photos left without faces go too; photos that still show others keep their row."""
         chosen = self._chosen(matches.face_ids, face_ids)
         subject = {matches.model_id: matches.embedding} if matches.embedding is not None else {}
-        return self.erase_faces(chosen, "delete.person", drop_empty_images=True, actor=actor, person=subject,
-                                probe_sha256=matches.probe_sha256, threshold=matches.threshold,
-                                listed=len(matches.matches))
+        return self.erase_faces(
+            chosen,
+            "delete.person",
+            drop_empty_images=True,
+            actor=actor,
+            person=subject,
+            probe_sha256=matches.probe_sha256,
+            threshold=matches.threshold,
+            listed=len(matches.matches),
+        )
 
     @staticmethod
     def _chosen(listed: list[int], chosen: list[int] | None) -> list[int]:
@@ -261,8 +307,15 @@ class Privacy:
         return list(dict.fromkeys(chosen))
 
     # ----- opt-out ------------------------------------------------------------------------------
-    def optout_add(self, photos: list[Photo], reference: str = "", channel: str = "admin", face: int | None = None,
-                   delete_photos: bool = False, actor: str | None = None) -> OptOutResult:
+    def optout_add(
+        self,
+        photos: list[Photo],
+        reference: str = "",
+        channel: str = "admin",
+        face: int | None = None,
+        delete_photos: bool = False,
+        actor: str | None = None,
+    ) -> OptOutResult:
         """Put a person on the opt-out list from one or more photos of them (more photos: more of their
         faces caught). Only the templates are kept; with ``delete_photos`` the photo files are
         overwritten and removed once the templates are made. Returns the held faces that match now,
@@ -271,8 +324,14 @@ class Privacy:
             raise FaceFinderError("an opt-out needs a photo of the person")
         faces = [self.subject_face(photo, face if len(photos) == 1 else None)[0] for photo in photos]
         model_id = self.pipeline.model_id
-        optout_id = optouts.add(self.store.catalog, [(f.embedding, f.quality.score) for f in faces], model_id,
-                                reference, channel, self._actor(actor))
+        optout_id = optouts.add(
+            self.store.catalog,
+            [(f.embedding, f.quality.score) for f in faces],
+            model_id,
+            reference,
+            channel,
+            self._actor(actor),
+        )
         deleted = False
         if delete_photos:
             from facefinder.storage.index import scrub_file
@@ -282,9 +341,17 @@ class Privacy:
                     scrub_file(Path(photo))
             deleted = True
         matches = self.find(np.stack([f.embedding for f in faces]))
-        self.audit.record(self._actor(actor), "optout.add", optout_id=optout_id, reference=reference, channel=channel,
-                          templates=len(faces), photo_deleted=deleted, threshold=self.threshold,
-                          matches=[m.face_id for m in matches])
+        self.audit.record(
+            self._actor(actor),
+            "optout.add",
+            optout_id=optout_id,
+            reference=reference,
+            channel=channel,
+            templates=len(faces),
+            photo_deleted=deleted,
+            threshold=self.threshold,
+            matches=[m.face_id for m in matches],
+        )
         return OptOutResult(optout_id, len(faces), matches, deleted)
 
     def optout_matches(self, optout_id: int, actor: str | None = None) -> list[Match]:
@@ -292,8 +359,13 @@ class Privacy:
         by_model = optouts.templates(self.store.catalog, optout_id)
         vectors = by_model.get(self.pipeline.model_id)
         matches = self.find(vectors) if vectors is not None else []
-        self.audit.record(self._actor(actor), "optout.review", optout_id=optout_id, threshold=self.threshold,
-                          matches=[m.face_id for m in matches])
+        self.audit.record(
+            self._actor(actor),
+            "optout.review",
+            optout_id=optout_id,
+            threshold=self.threshold,
+            matches=[m.face_id for m in matches],
+        )
         return matches
 
     def optout_erase(self, optout_id: int, face_ids: list[int] | None = None, actor: str | None = None) -> Erasure:
@@ -303,8 +375,15 @@ class Privacy:
         vectors = by_model.get(self.pipeline.model_id)
         listed = [m.face_id for m in self.find(vectors)] if vectors is not None else []
         chosen = self._chosen(listed, face_ids)
-        result = self.erase_faces(chosen, "optout.erase", drop_empty_images=True, actor=actor, person=by_model,
-                                  optout_id=optout_id, listed=len(listed))
+        result = self.erase_faces(
+            chosen,
+            "optout.erase",
+            drop_empty_images=True,
+            actor=actor,
+            person=by_model,
+            optout_id=optout_id,
+            listed=len(listed),
+        )
         if not chosen and not (result.case_searches or result.case_probe_photos):
             self.audit.record(self._actor(actor), "optout.erase", optout_id=optout_id, faces=0, listed=len(listed))
         optouts.mark_erased(self.store.catalog, optout_id, self._actor(actor), utcnow())
@@ -326,13 +405,27 @@ class Privacy:
         self.audit.record(self._actor(actor), "optout.public_form", enabled=enabled)
 
     # ----- consent ------------------------------------------------------------------------------
-    def consent_record(self, consent_id: str, subject: str, scope: str, given_at: str,
-                       collection: str | None = None, actor: str | None = None) -> None:
+    def consent_record(
+        self,
+        consent_id: str,
+        subject: str,
+        scope: str,
+        given_at: str,
+        collection: str | None = None,
+        actor: str | None = None,
+    ) -> None:
         if collection is not None:
             self.store.collection(collection)  # must exist
         consents.record(self.store.catalog, consent_id, subject, scope, given_at, self._actor(actor), collection)
-        self.audit.record(self._actor(actor), "consent.record", consent_id=consent_id, subject=subject, scope=scope,
-                          given_at=given_at, collection=collection)
+        self.audit.record(
+            self._actor(actor),
+            "consent.record",
+            consent_id=consent_id,
+            subject=subject,
+            scope=scope,
+            given_at=given_at,
+            collection=collection,
+        )
 
     def consents(self, consent_id: str | None = None) -> list[consents.ConsentInfo]:
         return consents.listing(self.store.catalog, consent_id)
@@ -346,27 +439,41 @@ class Privacy:
         result = Erasure(faces, images, [], image_ids)
         if image_ids:
             self._finish(result, person)
-        self.audit.record(self._actor(actor), "consent.withdraw", consent_id=consent_id, note=note,
-                          recorded_before=existed, images=images, faces=faces, image_ids=image_ids,
-                          **_case_details(result))
+        self.audit.record(
+            self._actor(actor),
+            "consent.withdraw",
+            consent_id=consent_id,
+            note=note,
+            recorded_before=existed,
+            images=images,
+            faces=faces,
+            image_ids=image_ids,
+            **_case_details(result),
+        )
         return result
 
     def _templates_of_images(self, image_ids: list[int]) -> dict[str, np.ndarray]:
         if not image_ids:
             return {}
         with self.store.catalog.session() as session:
-            rows = session.execute(select(FaceRecord.embedding, FaceRecord.model_id)
-                                   .where(FaceRecord.image_id.in_(image_ids))).all()
+            rows = session.execute(
+                select(FaceRecord.embedding, FaceRecord.model_id).where(FaceRecord.image_id.in_(image_ids))
+            ).all()
         return _by_model([(r.embedding, r.model_id) for r in rows])
 
     # ----- retention ----------------------------------------------------------------------------
     def purge(self, now: datetime | None = None, dry_run: bool = False, actor: str | None = None) -> PurgeReport:
-        return run_purge(self.store, self.audit, self.after_erasure, now=now, dry_run=dry_run,
-                         actor=self._actor(actor))
+        return run_purge(self.store, self.audit, self.after_erasure, now=now, dry_run=dry_run, actor=self._actor(actor))
 
     # ----- subject access -----------------------------------------------------------------------
-    def subject_access(self, photo: Photo, approved_by: str, face: int | None = None,
-                       threshold: float | None = None, actor: str | None = None) -> dict:
+    def subject_access(
+        self,
+        photo: Photo,
+        approved_by: str,
+        face: int | None = None,
+        threshold: float | None = None,
+        actor: str | None = None,
+    ) -> dict:
         """What is held on the person in ``photo``: each matching face with its photo's source and
         provenance, the collection's purpose, legal basis and retention, the consent it rests on, and
         every logged search that returned it. JSON-ready; interfaces/web/documents.py renders it as HTML."""
@@ -387,30 +494,55 @@ class Privacy:
             policy = policies.get(m.collection)
             expiry = expires_at(image.ingested_at, policy.retention_days if policy else None)
             consent = consent_info.get(m.provenance.get("consent_id") or "")
-            held.append({
-                "face_id": m.face_id, "score": m.score, "false_match_rate": m.false_match_rate,
-                "box": m.box, "quality": m.quality,
-                "thumbnail_jpeg_base64": base64.b64encode(record.thumbnail).decode(),
-                "collection": {"name": m.collection, "purpose": policy.purpose if policy else None,
-                               "legal_basis": policy.legal_basis if policy else None,
-                               "retention_days": policy.retention_days if policy else None},
-                "image": {"id": image.id, "source": image.source, "sha256": image.sha256, "width": image.width,
-                          "height": image.height, "ingested_at": image.ingested_at.isoformat(timespec="seconds"),
-                          "expires_at": expiry.isoformat(timespec="seconds") if expiry else None,
-                          "provenance": m.provenance},
-                "consent": None if consent is None else {
-                    "consent_id": consent.consent_id, "subject": consent.subject, "scope": consent.scope,
-                    "given_at": consent.given_at,
-                    "withdrawn_at": consent.withdrawn_at.isoformat(timespec="seconds") if consent.withdrawn_at else None},
-                "searches": searches.get(m.face_id, []),
-            })
+            held.append(
+                {
+                    "face_id": m.face_id,
+                    "score": m.score,
+                    "false_match_rate": m.false_match_rate,
+                    "box": m.box,
+                    "quality": m.quality,
+                    "thumbnail_jpeg_base64": base64.b64encode(record.thumbnail).decode(),
+                    "collection": {
+                        "name": m.collection,
+                        "purpose": policy.purpose if policy else None,
+                        "legal_basis": policy.legal_basis if policy else None,
+                        "retention_days": policy.retention_days if policy else None,
+                    },
+                    "image": {
+                        "id": image.id,
+                        "source": image.source,
+                        "sha256": image.sha256,
+                        "width": image.width,
+                        "height": image.height,
+                        "ingested_at": image.ingested_at.isoformat(timespec="seconds"),
+                        "expires_at": expiry.isoformat(timespec="seconds") if expiry else None,
+                        "provenance": m.provenance,
+                    },
+                    "consent": None
+                    if consent is None
+                    else {
+                        "consent_id": consent.consent_id,
+                        "subject": consent.subject,
+                        "scope": consent.scope,
+                        "given_at": consent.given_at,
+                        "withdrawn_at": consent.withdrawn_at.isoformat(timespec="seconds")
+                        if consent.withdrawn_at
+                        else None,
+                    },
+                    "searches": searches.get(m.face_id, []),
+                }
+            )
         listed = int(optouts.screen_for(self.store.catalog).match(subject.embedding[None], self.pipeline.model_id)[0])
         report = {
             "kind": "facefinder subject access report",
             "generated_at": utcnow().isoformat(timespec="seconds") + "Z",
-            "requested_by": self._actor(actor), "approved_by": approved_by.strip(),
-            "probe_sha256": digest, "threshold": threshold, "threshold_false_match_rate": PRIVACY_FMR
-            if threshold == self.threshold else float(f"{self.calibration.false_match_rate(threshold):.2e}"),
+            "requested_by": self._actor(actor),
+            "approved_by": approved_by.strip(),
+            "probe_sha256": digest,
+            "threshold": threshold,
+            "threshold_false_match_rate": PRIVACY_FMR
+            if threshold == self.threshold
+            else float(f"{self.calibration.false_match_rate(threshold):.2e}"),
             "on_optout_list": listed or None,
             "faces": held,
             "notes": [
@@ -422,8 +554,15 @@ class Privacy:
                 "'searches' lists each logged search that returned the face, with its case and purpose.",
             ],
         }
-        self.audit.record(self._actor(actor), "access.export", probe_sha256=digest, approved_by=approved_by.strip(),
-                          threshold=threshold, faces=len(held), face_ids=[h["face_id"] for h in held])
+        self.audit.record(
+            self._actor(actor),
+            "access.export",
+            probe_sha256=digest,
+            approved_by=approved_by.strip(),
+            threshold=threshold,
+            faces=len(held),
+            face_ids=[h["face_id"] for h in held],
+        )
         return report
 
     def _searches_returning(self, face_ids: set[int]) -> dict[int, list[dict]]:
@@ -436,9 +575,16 @@ class Privacy:
             for pair in details.get("candidates") or []:
                 face_id, score = pair[0], pair[1]
                 if face_id in face_ids:
-                    found.setdefault(face_id, []).append({
-                        "audit_id": entry.id, "at": entry.at, "actor": entry.actor, "case_id": entry.case_id,
-                        "purpose": details.get("purpose"), "score": score})
+                    found.setdefault(face_id, []).append(
+                        {
+                            "audit_id": entry.id,
+                            "at": entry.at,
+                            "actor": entry.actor,
+                            "case_id": entry.case_id,
+                            "purpose": details.get("purpose"),
+                            "score": score,
+                        }
+                    )
         return found
 
 
@@ -446,8 +592,11 @@ def _by_model(pairs: list[tuple[bytes | np.ndarray, str]]) -> dict[str, np.ndarr
     """(template, model id) pairs -> model id -> stacked float32 templates."""
     grouped: dict[str, list[np.ndarray]] = {}
     for vector, model_id in pairs:
-        data = np.frombuffer(vector, dtype=np.float32) if isinstance(vector, (bytes, bytearray, memoryview)) \
+        data = (
+            np.frombuffer(vector, dtype=np.float32)
+            if isinstance(vector, (bytes, bytearray, memoryview))
             else np.asarray(vector, dtype=np.float32).ravel()
+        )
         grouped.setdefault(model_id, []).append(data)
     return {m: np.stack(vs) for m, vs in grouped.items() if m}
 

@@ -167,12 +167,16 @@ class Accounts:
                 raise FaceFinderError(f"username: no user {username!r}")
             if coll is None:
                 raise FaceFinderError(f"collection {collection!r} does not exist")
-            session.execute(delete(CollectionGrant).where(CollectionGrant.user_id == user.id,
-                                                          CollectionGrant.collection_id == coll.id))
+            session.execute(
+                delete(CollectionGrant).where(
+                    CollectionGrant.user_id == user.id, CollectionGrant.collection_id == coll.id
+                )
+            )
             if allow:
                 session.add(CollectionGrant(user_id=user.id, collection_id=coll.id))
-        self.audit.record(admin.username, "grant.add" if allow else "grant.remove", username=username,
-                          collection=collection)
+        self.audit.record(
+            admin.username, "grant.add" if allow else "grant.remove", username=username, collection=collection
+        )
 
     def allowed_collections(self, principal: Principal) -> list[str]:
         """The collections this principal may search or ingest into (admins: all; auditors: none)."""
@@ -181,9 +185,14 @@ class Accounts:
                 return list(session.scalars(select(Collection.name).order_by(Collection.name)))
             if principal.role != "investigator":
                 return []
-            return list(session.scalars(
-                select(Collection.name).join(CollectionGrant, CollectionGrant.collection_id == Collection.id)
-                .where(CollectionGrant.user_id == principal.id).order_by(Collection.name)))
+            return list(
+                session.scalars(
+                    select(Collection.name)
+                    .join(CollectionGrant, CollectionGrant.collection_id == Collection.id)
+                    .where(CollectionGrant.user_id == principal.id)
+                    .order_by(Collection.name)
+                )
+            )
 
     def require_collections(self, principal: Principal, names: list[str]) -> None:
         allowed = set(self.allowed_collections(principal))
@@ -195,8 +204,11 @@ class Accounts:
         """username -> the collections granted to them (for the accounts page)."""
         with self.catalog.session() as session:
             rows = session.execute(
-                select(User.username, Collection.name).join(CollectionGrant, CollectionGrant.user_id == User.id)
-                .join(Collection, Collection.id == CollectionGrant.collection_id).order_by(Collection.name)).all()
+                select(User.username, Collection.name)
+                .join(CollectionGrant, CollectionGrant.user_id == User.id)
+                .join(Collection, Collection.id == CollectionGrant.collection_id)
+                .order_by(Collection.name)
+            ).all()
         granted: dict[str, list[str]] = {}
         for username, collection in rows:
             granted.setdefault(username, []).append(collection)
@@ -205,8 +217,12 @@ class Accounts:
     def tokens(self, principal: Principal) -> list[TokenInfo]:
         """This principal's own API tokens (a token is shown once, when created; only its hash is kept)."""
         with self.catalog.session() as session:
-            return [TokenInfo.of(token) for token in session.scalars(
-                select(ApiToken).where(ApiToken.user_id == principal.id).order_by(ApiToken.id))]
+            return [
+                TokenInfo.of(token)
+                for token in session.scalars(
+                    select(ApiToken).where(ApiToken.user_id == principal.id).order_by(ApiToken.id)
+                )
+            ]
 
     def revoke_token(self, principal: Principal, token_id: int) -> None:
         """Revoke one of one's own tokens (an admin may revoke anyone's)."""

@@ -30,10 +30,10 @@ import numpy as np
 from sqlalchemy import select, update
 
 from facefinder.errors import CatalogError, Conflict, FaceFinderError, FieldError, ImageError, NotFound
-from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
-from facefinder.services.privacy import optout
 from facefinder.services.audit import AuditLog
+from facefinder.services.privacy import optout
 from facefinder.services.search import Searcher
+from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
 from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
 from facefinder.services.server.probes import Probe, ProbeCache, ProbeFaceData
 from facefinder.services.server.records import CaseRecord, Lead
@@ -42,7 +42,9 @@ from facefinder.services.sources.folders import read_source
 from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import (
-    DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg,
+    DEFAULT_MAX_PIXELS,
+    decode_photo,
+    encode_jpeg,
 )
 
 if TYPE_CHECKING:
@@ -74,8 +76,15 @@ class CaseSettings:
 class Cases:
     """Case-bound searches, their records and leads (see the module docstring), as CaseRecord and Lead values."""
 
-    def __init__(self, store: FaceStore, pipeline_source: Callable[[], FacePipeline], accounts: Accounts,
-                 audit: AuditLog, max_pixels: int = DEFAULT_MAX_PIXELS, probes: ProbeCache | None = None) -> None:
+    def __init__(
+        self,
+        store: FaceStore,
+        pipeline_source: Callable[[], FacePipeline],
+        accounts: Accounts,
+        audit: AuditLog,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        probes: ProbeCache | None = None,
+    ) -> None:
         """``pipeline_source`` is a callable returning the loaded FacePipeline (models load on first use)."""
         self.store, self.accounts, self.audit = store, accounts, audit
         self._pipeline_source = pipeline_source
@@ -93,8 +102,9 @@ class Cases:
         days = int(self.catalog.get_setting(RETENTION_KEY, "0"))
         return CaseSettings(categories, days)
 
-    def update_settings(self, admin: Principal, categories: list[str] | None = None,
-                        probe_retention_days: int | None = None) -> CaseSettings:
+    def update_settings(
+        self, admin: Principal, categories: list[str] | None = None, probe_retention_days: int | None = None
+    ) -> CaseSettings:
         admin.require("admin")
         changes: dict[str, Any] = {}
         if categories is not None:
@@ -131,18 +141,38 @@ class Cases:
         photo = decode_photo(data, filename or "probe", self.max_pixels)
         faces = self.pipeline.analyze_decoded([photo])[0]
         probe = Probe(
-            id=secrets.token_urlsafe(16), owner_id=principal.id, sha256=hashlib.sha256(data).hexdigest(),
-            width=photo.width, height=photo.height,
-            faces=[ProbeFaceData([round(float(v), 2) for v in f.box], round(f.quality.score, 4),
-                                 np.asarray(f.embedding, dtype=np.float32), encode_jpeg(f.aligned)) for f in faces],
+            id=secrets.token_urlsafe(16),
+            owner_id=principal.id,
+            sha256=hashlib.sha256(data).hexdigest(),
+            width=photo.width,
+            height=photo.height,
+            faces=[
+                ProbeFaceData(
+                    [round(float(v), 2) for v in f.box],
+                    round(f.quality.score, 4),
+                    np.asarray(f.embedding, dtype=np.float32),
+                    encode_jpeg(f.aligned),
+                )
+                for f in faces
+            ],
             photo=data if self.settings().probe_retention_days > 0 else None,
         )
         self.probes.put(probe)
         return probe
 
     # ----- search ------------------------------------------------------------------------------
-    def search(self, principal: Principal, probe_id: str, face: int, case_id: str, purpose: str, category: str,
-               collections: list[str] | None = None, top_k: int = 10, threshold: float | None = None) -> CaseRecord:
+    def search(
+        self,
+        principal: Principal,
+        probe_id: str,
+        face: int,
+        case_id: str,
+        purpose: str,
+        category: str,
+        collections: list[str] | None = None,
+        top_k: int = 10,
+        threshold: float | None = None,
+    ) -> CaseRecord:
         principal.require("admin", "investigator")
         case_id, purpose, category = (case_id or "").strip(), (purpose or "").strip(), (category or "").strip()
         if not case_id:
@@ -163,8 +193,12 @@ class Cases:
         names = self._searchable(principal, collections)
         probe = self.probes.get(principal, probe_id)
         if not 0 <= face < len(probe.faces):
-            raise FieldError("face", f"the probe holds {len(probe.faces)} face(s); pick 0..{len(probe.faces) - 1}"
-                             if probe.faces else "no face was found in the probe photo")
+            raise FieldError(
+                "face",
+                f"the probe holds {len(probe.faces)} face(s); pick 0..{len(probe.faces) - 1}"
+                if probe.faces
+                else "no face was found in the probe photo",
+            )
         searcher = Searcher(self.store, self.pipeline)
         try:
             ids = searcher.collection_ids(names)
@@ -177,25 +211,51 @@ class Cases:
         days = settings.probe_retention_days
         with self.catalog.session() as session, session.begin():
             record = CaseSearch(
-                user_id=principal.id, username=principal.username, case_id=case_id, purpose=purpose,
-                category=category, probe_sha256=probe.sha256, probe_face=face, probe_box=chosen.box,
-                probe_quality=chosen.quality, probe_thumbnail=chosen.thumbnail,
+                user_id=principal.id,
+                username=principal.username,
+                case_id=case_id,
+                purpose=purpose,
+                category=category,
+                probe_sha256=probe.sha256,
+                probe_face=face,
+                probe_box=chosen.box,
+                probe_quality=chosen.quality,
+                probe_thumbnail=chosen.thumbnail,
                 probe_embedding=np.asarray(chosen.embedding, dtype=np.float32).tobytes(),
                 probe_photo=probe.photo if days > 0 else None,
                 probe_keep_until=utcnow() + timedelta(days=days) if days > 0 and probe.photo else None,
-                collections=names, top_k=top_k, threshold=threshold, model_id=self.pipeline.model_id,
+                collections=names,
+                top_k=top_k,
+                threshold=threshold,
+                model_id=self.pipeline.model_id,
             )
             record.candidates = [
-                CaseCandidate(rank=c.rank, face_id=c.face_id, image_id=c.image_id, collection=c.collection,
-                              score=c.score, false_match_rate=c.false_match_rate, band=c.band)
+                CaseCandidate(
+                    rank=c.rank,
+                    face_id=c.face_id,
+                    image_id=c.image_id,
+                    collection=c.collection,
+                    score=c.score,
+                    false_match_rate=c.false_match_rate,
+                    band=c.band,
+                )
                 for c in candidates
             ]
             session.add(record)
             session.flush()
             search_id = record.id
         self.audit.record(
-            principal.username, "search", case_id, search_id=search_id, purpose=purpose, category=category,
-            probe_sha256=probe.sha256, face=face, collections=names, top_k=top_k, threshold=threshold,
+            principal.username,
+            "search",
+            case_id,
+            search_id=search_id,
+            purpose=purpose,
+            category=category,
+            probe_sha256=probe.sha256,
+            face=face,
+            collections=names,
+            top_k=top_k,
+            threshold=threshold,
             candidates=[[c.face_id, c.score] for c in candidates],
         )
         return self.get(principal, search_id, audit=False)
@@ -215,8 +275,14 @@ class Cases:
         return names
 
     # ----- records -----------------------------------------------------------------------------
-    def searches(self, principal: Principal, case_id: str | None = None, username: str | None = None,
-                 limit: int = 100, offset: int = 0) -> list[CaseRecord]:
+    def searches(
+        self,
+        principal: Principal,
+        case_id: str | None = None,
+        username: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[CaseRecord]:
         """Search records this principal may read, newest first."""
         principal.require("admin", "investigator", "auditor")
         query = select(CaseSearch).order_by(CaseSearch.id.desc())
@@ -247,8 +313,9 @@ class Cases:
                 raise NotFound(f"search {search_id} does not exist")
             record = CaseRecord.of(row)
         if not self._can_read(principal, record, set(self.accounts.allowed_collections(principal))):
-            raise AccessDenied(f"{principal.username} may not read search {search_id}: it covers collections "
-                               f"not granted to them")
+            raise AccessDenied(
+                f"{principal.username} may not read search {search_id}: it covers collections not granted to them"
+            )
         return record
 
     def can_see_faces(self, principal: Principal) -> bool:
@@ -280,12 +347,25 @@ class Cases:
             face, image, _ = held
             from facefinder.storage.store import PROVENANCE_FIELDS
 
-            details.update(source=image.source, width=image.width, height=image.height, box=face.box,
-                           quality=face.quality, sha256=image.sha256,
-                           ingested_at=image.ingested_at.replace(tzinfo=timezone.utc).isoformat(timespec="seconds"),
-                           provenance={k: getattr(image, k) for k in PROVENANCE_FIELDS})
-        self.audit.record(principal.username, "result.view", record.case_id, search_id=search_id, rank=rank,
-                          face_id=candidate.face_id, image_id=candidate.image_id)
+            details.update(
+                source=image.source,
+                width=image.width,
+                height=image.height,
+                box=face.box,
+                quality=face.quality,
+                sha256=image.sha256,
+                ingested_at=image.ingested_at.replace(tzinfo=timezone.utc).isoformat(timespec="seconds"),
+                provenance={k: getattr(image, k) for k in PROVENANCE_FIELDS},
+            )
+        self.audit.record(
+            principal.username,
+            "result.view",
+            record.case_id,
+            search_id=search_id,
+            rank=rank,
+            face_id=candidate.face_id,
+            image_id=candidate.image_id,
+        )
         return details
 
     def _held(self, face_id: int) -> tuple[FaceRecord, ImageRecord, str] | None:
@@ -313,8 +393,13 @@ class Cases:
         self._with_faces(principal, search_id)
         with self.catalog.session() as session:  # the probe face stays in the catalog: no record carries it
             thumbnail, embedding, erased_at, model_id = session.execute(
-                select(CaseSearch.probe_thumbnail, CaseSearch.probe_embedding, CaseSearch.probe_erased_at,
-                       CaseSearch.model_id).where(CaseSearch.id == search_id)).one()
+                select(
+                    CaseSearch.probe_thumbnail,
+                    CaseSearch.probe_embedding,
+                    CaseSearch.probe_erased_at,
+                    CaseSearch.model_id,
+                ).where(CaseSearch.id == search_id)
+            ).one()
         if erased_at is not None or not thumbnail:
             return placeholder_jpeg(*erased_lines(erased_at))
         if embedding:
@@ -343,10 +428,19 @@ class Cases:
             data = read_source(image_row.source)
             photo = decode_photo(data, image_row.source, self.max_pixels, work_pixels=SHOWN_WORK_PIXELS)
         except (*archives.ARCHIVE_ERRORS, ImageError, FaceFinderError):
-            raise NotFound(f"the source photo of image {image_row.id} is no longer readable where it was "
-                           f"ingested from") from None
-        self.audit.record(principal.username, "result.view", record.case_id, search_id=search_id, rank=rank,
-                          face_id=candidate.face_id, image_id=image_row.id, photo=True)
+            raise NotFound(
+                f"the source photo of image {image_row.id} is no longer readable where it was ingested from"
+            ) from None
+        self.audit.record(
+            principal.username,
+            "result.view",
+            record.case_id,
+            search_id=search_id,
+            rank=rank,
+            face_id=candidate.face_id,
+            image_id=image_row.id,
+            photo=True,
+        )
         return boxed_jpeg(photo.image, box_in(photo, face.box))
 
     # ----- leads: the two-person rule -------------------------------------------------------------
@@ -360,11 +454,22 @@ class Cases:
             row = self._locked_candidate(session, search_id, rank)
             if row.status != "candidate":
                 raise Conflict(f"candidate {rank} of search {search_id} is already {row.status}")
-            row.status, row.proposed_by, row.proposed_at, row.proposed_note = "proposed", principal.username, \
-                utcnow(), note
+            row.status, row.proposed_by, row.proposed_at, row.proposed_note = (
+                "proposed",
+                principal.username,
+                utcnow(),
+                note,
+            )
             lead = Lead.of(row)
-        self.audit.record(principal.username, "lead.propose", record.case_id, search_id=search_id, rank=rank,
-                          face_id=lead.face_id, note=note)
+        self.audit.record(
+            principal.username,
+            "lead.propose",
+            record.case_id,
+            search_id=search_id,
+            rank=rank,
+            face_id=lead.face_id,
+            note=note,
+        )
         return lead
 
     def confirm(self, principal: Principal, search_id: int, rank: int, note: str) -> Lead:
@@ -382,21 +487,41 @@ class Cases:
             if row.status == "confirmed":
                 raise Conflict(f"candidate {rank} of search {search_id} is already confirmed")
             if row.proposed_by == principal.username:
-                raise AccessDenied("two-person rule: a lead must be confirmed by someone other than the person "
-                                   f"who proposed it ({row.proposed_by})")
-            row.status, row.confirmed_by, row.confirmed_at, row.confirmed_note = "confirmed", principal.username, \
-                utcnow(), note
+                raise AccessDenied(
+                    "two-person rule: a lead must be confirmed by someone other than the person "
+                    f"who proposed it ({row.proposed_by})"
+                )
+            row.status, row.confirmed_by, row.confirmed_at, row.confirmed_note = (
+                "confirmed",
+                principal.username,
+                utcnow(),
+                note,
+            )
             lead = Lead.of(row)
-        self.audit.record(principal.username, "lead.confirm", record.case_id, search_id=search_id, rank=rank,
-                          face_id=lead.face_id, proposed_by=lead.proposed_by, note=note)
+        self.audit.record(
+            principal.username,
+            "lead.confirm",
+            record.case_id,
+            search_id=search_id,
+            rank=rank,
+            face_id=lead.face_id,
+            proposed_by=lead.proposed_by,
+            note=note,
+        )
         return lead
 
     def _locked_candidate(self, session: Session, search_id: int, rank: int) -> CaseCandidate:
         # Take the row lock first (SQLite: the database write lock), so two confirmations cannot race.
-        session.execute(update(CaseCandidate).where(CaseCandidate.search_id == search_id, CaseCandidate.rank == rank)
-                        .values(status=CaseCandidate.status))
-        row = session.scalars(select(CaseCandidate).where(CaseCandidate.search_id == search_id,
-                                                          CaseCandidate.rank == rank).with_for_update()).first()
+        session.execute(
+            update(CaseCandidate)
+            .where(CaseCandidate.search_id == search_id, CaseCandidate.rank == rank)
+            .values(status=CaseCandidate.status)
+        )
+        row = session.scalars(
+            select(CaseCandidate)
+            .where(CaseCandidate.search_id == search_id, CaseCandidate.rank == rank)
+            .with_for_update()
+        ).first()
         if row is None:
             raise NotFound(f"search {search_id} has no candidate {rank}")
         return row
@@ -406,11 +531,11 @@ class Cases:
         """Drop kept probe photos whose retention has run out; returns how many."""
         with self.catalog.session() as session, session.begin():
             result = session.execute(
-                update(CaseSearch).where(CaseSearch.probe_keep_until.is_not(None), CaseSearch.probe_keep_until < utcnow())
-                .values(probe_photo=None, probe_keep_until=None))
+                update(CaseSearch)
+                .where(CaseSearch.probe_keep_until.is_not(None), CaseSearch.probe_keep_until < utcnow())
+                .values(probe_photo=None, probe_keep_until=None)
+            )
             count = result.rowcount or 0
         if count:
             self.audit.record("system", "probe.purge", count=count)
         return count
-
-

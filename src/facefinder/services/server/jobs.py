@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from facefinder.errors import FaceFinderError, NotFound
-from facefinder.services.server.accounts import Accounts, Principal
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Progress
 from facefinder.services.server import uploads
+from facefinder.services.server.accounts import Accounts, Principal
 from facefinder.services.sources import archives
 from facefinder.storage.store import FaceStore
 
@@ -57,17 +57,35 @@ class IngestJob:
     finished_at: str | None = None
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "owner": self.owner, "collection": self.collection, "source": self.label,
-                "state": self.state, "done": self.done, "total": self.total, "faces": self.faces,
-                "failures": self.failures, "report": self.report, "error": self.error,
-                "created_at": self.created_at, "finished_at": self.finished_at}
+        return {
+            "id": self.id,
+            "owner": self.owner,
+            "collection": self.collection,
+            "source": self.label,
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "faces": self.faces,
+            "failures": self.failures,
+            "report": self.report,
+            "error": self.error,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
 
 
 class IngestJobs:
     """The server's ingest queue: one worker thread runs jobs in order, each audited as its user."""
 
-    def __init__(self, store: FaceStore, accounts: Accounts, audit: AuditLog, finder_as: Callable[[str], Any],
-                 keep: int = 200, max_unpacked_bytes: int = 8 * 1024**3) -> None:
+    def __init__(
+        self,
+        store: FaceStore,
+        accounts: Accounts,
+        audit: AuditLog,
+        finder_as: Callable[[str], Any],
+        keep: int = 200,
+        max_unpacked_bytes: int = 8 * 1024**3,
+    ) -> None:
         """``finder_as(username)`` gives the engine (FaceFinder) auditing as that user."""
         self.store, self.accounts, self.audit, self.finder_as = store, accounts, audit, finder_as
         self.keep, self.max_unpacked_bytes = keep, max_unpacked_bytes
@@ -81,8 +99,16 @@ class IngestJobs:
         principal.require("admin", "investigator")
         self.store.collection(collection)  # raises when it does not exist
         self.accounts.require_collections(principal, [collection])
-        job = IngestJob(secrets.token_hex(8), principal.id, principal.username, collection, label, Path(path), upload,
-                        folder=Path(path).parent if upload else None)
+        job = IngestJob(
+            secrets.token_hex(8),
+            principal.id,
+            principal.username,
+            collection,
+            label,
+            Path(path),
+            upload,
+            folder=Path(path).parent if upload else None,
+        )
         with self._lock:
             self._jobs[job.id] = job
             finished = [j for j in self._jobs.values() if j.state in ("done", "failed")]
@@ -149,6 +175,7 @@ class IngestJobs:
 
     def _ingest(self, job: IngestJob) -> str:
         """Unpack and ingest; returns the job's final state."""
+
         def progress(p: Progress) -> None:
             job.done, job.total, job.faces, job.failures = p.done, p.total, p.faces, p.failures
 
@@ -162,12 +189,16 @@ class IngestJobs:
             self.audit.record(job.owner, "ingest.failed", collection=job.collection, path=job.label, error=message)
             return "failed"
         job.report = {
-            "collection": report.collection, "seen": report.seen, "ingested": report.ingested,
-            "duplicates": report.duplicates, "faces": report.faces,
+            "collection": report.collection,
+            "seen": report.seen,
+            "ingested": report.ingested,
+            "duplicates": report.duplicates,
+            "faces": report.faces,
             "photos_without_faces": report.photos_without_faces,
             "opted_out": getattr(report, "opted_out", 0),
-            "failures": [{"source": _relative(f.source, job), "reason": f.reason, "detail": f.detail}
-                         for f in report.failures],
+            "failures": [
+                {"source": _relative(f.source, job), "reason": f.reason, "detail": f.detail} for f in report.failures
+            ],
             "seconds": round(report.seconds, 2),
         }
         job.done, job.total, job.faces, job.failures = report.seen, report.seen, report.faces, len(report.failures)
@@ -193,5 +224,5 @@ def unpack_upload(upload: Path, max_total: int) -> Path:
 def _relative(source: str, job: IngestJob) -> str:
     """Failure sources of an uploaded archive are shown as ``upload:<name>!member``, not server paths."""
     if job.upload and source.startswith(str(job.path)):
-        return job.label + "!" + source[len(str(job.path)):].lstrip("/")
+        return job.label + "!" + source[len(str(job.path)) :].lstrip("/")
     return source

@@ -37,8 +37,7 @@ def placeholder_jpeg(*lines: str) -> bytes:
     step = max((b[3] - b[1] for b in boxes), default=0) + 6
     y = (PLACEHOLDER_SIDE - step * len(lines)) / 2
     for line, box in zip(lines, boxes):
-        draw.text(((PLACEHOLDER_SIDE - (box[2] - box[0])) / 2 - box[0], y - box[1]), line, fill=(80, 80, 80),
-                  font=font)
+        draw.text(((PLACEHOLDER_SIDE - (box[2] - box[0])) / 2 - box[0], y - box[1]), line, fill=(80, 80, 80), font=font)
         y += step
     return encode_jpeg(np.asarray(image))
 
@@ -50,8 +49,9 @@ def box_in(photo: Decoded, box: list[float]) -> list[float]:
     return [float(v) / s for v, s in zip(box, (sx, sy, sx, sy))]
 
 
-def boxed_jpeg(pixels: np.ndarray, box: list[float], max_side: int = PHOTO_MAX_SIDE,
-               min_side: int = PHOTO_MIN_SIDE) -> bytes:
+def boxed_jpeg(
+    pixels: np.ndarray, box: list[float], max_side: int = PHOTO_MAX_SIDE, min_side: int = PHOTO_MIN_SIDE
+) -> bytes:
     """A photo with one face outlined, scaled down to ``max_side`` (or small ones up to ``min_side``)."""
     image = Image.fromarray(pixels)
     longest = max(image.size)

@@ -34,11 +34,24 @@ class Lead:
 
     @classmethod
     def of(cls, row: CaseCandidate) -> Lead:
-        return cls(search_id=row.search_id, rank=row.rank, face_id=row.face_id, image_id=row.image_id,
-                   collection=row.collection, score=row.score, false_match_rate=row.false_match_rate,
-                   band=row.band, status=row.status, proposed_by=row.proposed_by, proposed_at=row.proposed_at,
-                   proposed_note=row.proposed_note, confirmed_by=row.confirmed_by, confirmed_at=row.confirmed_at,
-                   confirmed_note=row.confirmed_note, erased_at=row.erased_at)
+        return cls(
+            search_id=row.search_id,
+            rank=row.rank,
+            face_id=row.face_id,
+            image_id=row.image_id,
+            collection=row.collection,
+            score=row.score,
+            false_match_rate=row.false_match_rate,
+            band=row.band,
+            status=row.status,
+            proposed_by=row.proposed_by,
+            proposed_at=row.proposed_at,
+            proposed_note=row.proposed_note,
+            confirmed_by=row.confirmed_by,
+            confirmed_at=row.confirmed_at,
+            confirmed_note=row.confirmed_note,
+            erased_at=row.erased_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -66,9 +79,22 @@ class CaseRecord:
     @classmethod
     def of(cls, row: CaseSearch) -> CaseRecord:
         """The record of ``row``; call it while the row's session is open (it reads the candidates)."""
-        return cls(id=row.id, at=row.at, username=row.username, case_id=row.case_id, purpose=row.purpose,
-                   category=row.category, probe_sha256=row.probe_sha256, probe_face=row.probe_face,
-                   probe_box=list(row.probe_box), probe_quality=row.probe_quality,
-                   probe_kept=row.probe_photo is not None, probe_erased_at=row.probe_erased_at,
-                   collections=list(row.collections), top_k=row.top_k, threshold=row.threshold,
-                   model_id=row.model_id, candidates=tuple(Lead.of(c) for c in row.candidates))
+        return cls(
+            id=row.id,
+            at=row.at,
+            username=row.username,
+            case_id=row.case_id,
+            purpose=row.purpose,
+            category=row.category,
+            probe_sha256=row.probe_sha256,
+            probe_face=row.probe_face,
+            probe_box=list(row.probe_box),
+            probe_quality=row.probe_quality,
+            probe_kept=row.probe_photo is not None,
+            probe_erased_at=row.probe_erased_at,
+            collections=list(row.collections),
+            top_k=row.top_k,
+            threshold=row.threshold,
+            model_id=row.model_id,
+            candidates=tuple(Lead.of(c) for c in row.candidates),
+        )

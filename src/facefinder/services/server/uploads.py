@@ -122,13 +122,14 @@ def _named(store: FaceStore, under: Path) -> set[str]:
     root = str(uploads_dir(store.data_dir))
     prefix = str(under).rstrip(os.sep) + os.sep
     with store.catalog.session() as session:
-        sources = session.scalars(select(ImageRecord.source).where(
-            ImageRecord.source.startswith(prefix, autoescape=True)))
-        return {s[len(root) + 1:].split("!", 1)[0] for s in sources}
+        sources = session.scalars(
+            select(ImageRecord.source).where(ImageRecord.source.startswith(prefix, autoescape=True))
+        )
+        return {s[len(root) + 1 :].split("!", 1)[0] for s in sources}
 
 
 def _is_named(file: Path, root: Path, named: set[str]) -> bool:
-    return str(file)[len(str(root)) + 1:] in named
+    return str(file)[len(str(root)) + 1 :] in named
 
 
 def _files(folder: Path, include_marker: bool = False) -> list[Path]:

@@ -25,8 +25,17 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 MAX_FILE_BYTES = 200 * 1024 * 1024  # an archive member (or uploaded archive) over this is refused
 NESTED_DEPTH = 3  # archives inside an uploaded archive are unpacked this many levels deep
 # What a damaged archive raises while it is listed or a member is read (bz2 raises OSError).
-ARCHIVE_ERRORS = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib_error, lzma.LZMAError, OSError,
-                  RuntimeError, NotImplementedError, ValueError)
+ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    tarfile.TarError,
+    EOFError,
+    zlib_error,
+    lzma.LZMAError,
+    OSError,
+    RuntimeError,
+    NotImplementedError,
+    ValueError,
+)
 
 
 @dataclass
@@ -81,7 +90,7 @@ def read_member(source: str) -> bytes:
     cut is tried, leftmost first). FileNotFoundError when neither the archive nor the member is there."""
     cut = source.find("!")
     while cut != -1:
-        archive, name = Path(source[:cut]), source[cut + 1:]
+        archive, name = Path(source[:cut]), source[cut + 1 :]
         if archive.is_file() and is_archive_name(archive.name):
             for member in iter_members(archive):
                 if member.name == name:

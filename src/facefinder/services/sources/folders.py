@@ -24,7 +24,13 @@ from facefinder.errors import ImageError
 from facefinder.services.sources import archives
 from facefinder.services.sources.object_storage import is_object_uri, iter_objects, read_object
 from facefinder.services.sources.provenance import (
-    MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, Manifest, SourceError, failing_read, parse_sidecar, read_manifest,
+    MAX_MANIFEST_BYTES,
+    MAX_SIDECAR_BYTES,
+    Manifest,
+    SourceError,
+    failing_read,
+    parse_sidecar,
+    read_manifest,
 )
 from facefinder.vision.image import MAX_PHOTO_BYTES, read_photo_bytes
 
@@ -44,8 +50,9 @@ class SourceItem:
     location: str | None = None
 
 
-def iter_sources(path: str | os.PathLike, manifest: str | os.PathLike | None = None,
-                 provenance: bool = True) -> Iterator[SourceItem]:
+def iter_sources(
+    path: str | os.PathLike, manifest: str | os.PathLike | None = None, provenance: bool = True
+) -> Iterator[SourceItem]:
     """Every candidate photo under ``path`` (a folder, an archive, a single file, or an
     ``s3://bucket/prefix`` of object storage), sorted. ``provenance=False`` (search probes) reads
     no sidecar or manifest."""
@@ -223,4 +230,5 @@ def _member_reader(source: str, member: archives.Member) -> Callable[[], bytes]:
             return member.read()
         except archives.ARCHIVE_ERRORS as exc:  # a truncated .tar.gz ends in EOFError: a bad member, not a bad run
             raise ImageError(source, "corrupt", f"damaged archive member ({exc})") from None
+
     return checked

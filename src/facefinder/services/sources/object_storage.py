@@ -21,13 +21,17 @@ def is_object_uri(path: object) -> bool:
     return isinstance(path, str) and path.startswith("s3://")
 
 
-def iter_objects(uri: str, source_item, skipped_suffixes: tuple[str, ...], archive_suffixes: tuple[str, ...],
-                 max_bytes: int) -> Iterator:
+def iter_objects(
+    uri: str, source_item, skipped_suffixes: tuple[str, ...], archive_suffixes: tuple[str, ...], max_bytes: int
+) -> Iterator:
     """SourceItems for every object under ``uri``, sorted by key (``source_item`` builds them)."""
     client, bucket, prefix = _client(uri)
     try:
-        keys = {obj["Key"]: obj["Size"] for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix) for obj in page.get("Contents", [])}
+        keys = {
+            obj["Key"]: obj["Size"]
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        }
     except Exception as exc:  # botocore raises many types: name the URI and what the service said
         raise FaceFinderError(f"{uri}: cannot list objects ({exc})") from None
     manifest = _manifest(client, bucket, prefix, keys)
@@ -37,16 +41,25 @@ def iter_objects(uri: str, source_item, skipped_suffixes: tuple[str, ...], archi
             continue
         source = f"s3://{bucket}/{key}"
         if name.lower().endswith(archive_suffixes):
-            yield source_item(source, 0, failing_read(source, "not-an-image", "archives are not unpacked from object "
-                                                 "storage: download the archive and ingest the file"), {})
+            yield source_item(
+                source,
+                0,
+                failing_read(
+                    source,
+                    "not-an-image",
+                    "archives are not unpacked from object storage: download the archive and ingest the file",
+                ),
+                {},
+            )
             continue
         try:
-            provenance = {**manifest.get(key[len(prefix):].lstrip("/"), {}), **_sidecar(client, bucket, key, keys)}
+            provenance = {**manifest.get(key[len(prefix) :].lstrip("/"), {}), **_sidecar(client, bucket, key, keys)}
         except FaceFinderError as exc:
             yield source_item(source, 0, failing_read(source, "bad-sidecar", str(exc)), {})
             continue
-        yield source_item(source, keys[key], _reader(client, bucket, key, keys[key], max_bytes), provenance,
-                          location=source)
+        yield source_item(
+            source, keys[key], _reader(client, bucket, key, keys[key], max_bytes), provenance, location=source
+        )
 
 
 def read_object(uri: str, size: int, max_bytes: int) -> bytes:
@@ -91,6 +104,7 @@ def _reader(client, bucket: str, key: str, size: int, max_bytes: int):
             return _get(client, bucket, key)
         except Exception as exc:
             raise ImageError(f"s3://{bucket}/{key}", "unreadable", str(exc)) from None
+
     return read
 
 

@@ -98,8 +98,9 @@ def _add_row(manifest: Manifest, name: str, line: int, row: list[str], columns: 
     if not path or not _decodes([path]):
         manifest.problems.append((where, "no usable 'path' (empty, or not UTF-8)"))
         return
-    values = {k: row[columns[k]] for k in PROVENANCE_FIELDS if k in columns and columns[k] < len(row)
-              and row[columns[k]]}
+    values = {
+        k: row[columns[k]] for k in PROVENANCE_FIELDS if k in columns and columns[k] < len(row) and row[columns[k]]
+    }
     if not _decodes(values.values()):
         manifest.bad[path] = f"{where}: not UTF-8 text"
     elif _too_long(values):
@@ -138,6 +139,8 @@ def parse_manifest(data: bytes, name: str) -> dict[str, dict[str, str]]:
 
 def failing_read(source: str, reason: str, detail: str):
     """A read() that fails with ImageError: how one bad item becomes one line of an ingest report."""
+
     def read() -> bytes:
         raise ImageError(source, reason, detail)
+
     return read
