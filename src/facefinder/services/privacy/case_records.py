@@ -73,6 +73,15 @@ def erase_probes_of(
         return result
     if pipeline is not None:
         _backfill_probe_templates(catalog, pipeline, set(templates))
+    result.searches = _searches_probing(catalog, templates, threshold)
+    if pipeline is not None:
+        result.photos = _kept_photos_showing(catalog, pipeline, templates, threshold, set(result.searches))
+    _clear_probes(catalog, result, at)
+    return result
+
+
+def _searches_probing(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float) -> list[int]:
+    """Searches not yet emptied whose kept probe template scores at or above ``threshold`` against ``templates``."""
     with catalog.session() as session:
         rows = session.execute(
             select(CaseSearch.id, CaseSearch.model_id, CaseSearch.probe_embedding).where(
@@ -81,12 +90,17 @@ def erase_probes_of(
                 CaseSearch.model_id.in_(list(templates)),
             )
         ).all()
+    found = []
     for row in rows:
         probe = np.frombuffer(row.probe_embedding, dtype=np.float32)
         if _matches(templates[row.model_id], probe[None], threshold):
-            result.searches.append(row.id)
-    if pipeline is not None:
-        result.photos = _kept_photos_showing(catalog, pipeline, templates, threshold, set(result.searches))
+            found.append(row.id)
+    return found
+
+
+def _clear_probes(catalog: Catalog, result: ProbeErasure, at: datetime) -> None:
+    """Empty the probe face (thumbnail, template, kept photo) of ``result.searches``, stamped ``at``;
+    drop only the kept probe photo of ``result.photos``. One transaction."""
     with catalog.session() as session, session.begin():
         if result.searches:
             session.execute(
@@ -106,7 +120,6 @@ def erase_probes_of(
                 .where(CaseSearch.id.in_(result.photos))
                 .values(probe_photo=None, probe_keep_until=None)
             )
-    return result
 
 
 def _matches(templates: np.ndarray, faces: np.ndarray, threshold: float) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from facefinder.services.audit import AuditLog
 from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord, utcnow
@@ -75,49 +76,70 @@ def run_purge(
     """
     started = time.perf_counter()
     now = now or utcnow()
+    plans = plan_purge(store, now)
+    images, faces = apply_purge(store, plans, dry_run)
+    if images and not dry_run:
+        after_erasure()  # case candidates stamped, upload copies scrubbed, then compacted
+    report = PurgeReport(
+        now.isoformat(timespec="seconds"), dry_run, plans, images, faces, round(time.perf_counter() - started, 3)
+    )
+    _audit_purge(audit, actor, report)
+    return report
+
+
+def plan_purge(store: FaceStore, now: datetime) -> list[CollectionPurge]:
+    """Per collection (by name), what has expired at ``now``: nothing is erased here."""
     with store.catalog.session() as session:
         collections = list(session.scalars(select(Collection).order_by(Collection.name)))
-        plans = []
-        for c in collections:
-            if not c.retention_days:
-                plans.append(CollectionPurge(c.name, None, None))
-                continue
-            cutoff = now - timedelta(days=c.retention_days)
-            image_ids = list(
-                session.scalars(
-                    select(ImageRecord.id)
-                    .where(ImageRecord.collection_id == c.id, ImageRecord.ingested_at < cutoff)
-                    .order_by(ImageRecord.id)
-                )
-            )
-            faces = (
-                len(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))).all())
-                if image_ids
-                else 0
-            )
-            plans.append(
-                CollectionPurge(
-                    c.name, c.retention_days, cutoff.isoformat(timespec="seconds"), len(image_ids), faces, image_ids
-                )
-            )
+        return [_plan_collection(session, c, now) for c in collections]
+
+
+def _plan_collection(session: Session, collection: Collection, now: datetime) -> CollectionPurge:
+    """The photos of ``collection`` ingested before its cutoff; none without a retention period."""
+    if not collection.retention_days:
+        return CollectionPurge(collection.name, None, None)
+    cutoff = now - timedelta(days=collection.retention_days)
+    image_ids = list(
+        session.scalars(
+            select(ImageRecord.id)
+            .where(ImageRecord.collection_id == collection.id, ImageRecord.ingested_at < cutoff)
+            .order_by(ImageRecord.id)
+        )
+    )
+    faces = (
+        len(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id.in_(image_ids))).all()) if image_ids else 0
+    )
+    return CollectionPurge(
+        collection.name,
+        collection.retention_days,
+        cutoff.isoformat(timespec="seconds"),
+        len(image_ids),
+        faces,
+        image_ids,
+    )
+
+
+def apply_purge(store: FaceStore, plans: list[CollectionPurge], dry_run: bool) -> tuple[int, int]:
+    """Erase the planned photos (unless ``dry_run``); each plan then holds what its collection lost
+    (on a dry run, what it would lose). Returns the totals (images, faces)."""
     images = faces = 0
     for plan in plans:
         if plan.image_ids and not dry_run:
             plan.images, plan.faces = store.delete_images(plan.image_ids)
         images += plan.images
         faces += plan.faces
-    if images and not dry_run:
-        after_erasure()  # case candidates stamped, upload copies scrubbed, then compacted
-    report = PurgeReport(
-        now.isoformat(timespec="seconds"), dry_run, plans, images, faces, round(time.perf_counter() - started, 3)
-    )
+    return images, faces
+
+
+def _audit_purge(audit: AuditLog, actor: str, report: PurgeReport) -> None:
+    """One ``purge`` entry, with each collection's cutoff and the photo ids it lost."""
     audit.record(
         actor,
         "purge",
-        dry_run=dry_run,
+        dry_run=report.dry_run,
         as_of=report.at,
-        images=images,
-        faces=faces,
+        images=report.images,
+        faces=report.faces,
         collections=[
             {
                 "collection": p.collection,
@@ -127,7 +149,6 @@ def run_purge(
                 "faces": p.faces,
                 "image_ids": p.image_ids,
             }
-            for p in plans
+            for p in report.collections
         ],
     )
-    return report

@@ -17,16 +17,16 @@ old copy of a row lingers there. A collection does not keep copies of photos ing
 operator's folders (it holds the path or URI), which stay the operator's; photos uploaded through the
 server are kept under ``<data dir>/uploads`` and are zeroed and removed with their row
 (``FaceStore.owned_copies``).
+
+The subject access report is built in services/privacy/access.py, and what these operations return
+(``PersonMatches``, ``Erasure``, ``OptOutResult``) is in services/privacy/results.py.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,69 +36,20 @@ from sqlalchemy import select
 
 from facefinder.errors import FaceFinderError
 from facefinder.services.audit import AuditLog
-from facefinder.services.calibration import PRIVACY_FMR, default_calibration
-from facefinder.services.privacy import case_records
+from facefinder.services.calibration import default_calibration
+from facefinder.services.privacy import access, case_records
 from facefinder.services.privacy import consent as consents
 from facefinder.services.privacy import optout as optouts
-from facefinder.services.privacy.retention import PurgeReport, expires_at, run_purge
+from facefinder.services.privacy.results import Erasure, OptOutResult, PersonMatches
+from facefinder.services.privacy.retention import PurgeReport, run_purge
 from facefinder.services.search import Match, Searcher
 from facefinder.services.server import uploads
-from facefinder.storage.catalog import Collection, FaceRecord, utcnow
+from facefinder.storage.catalog import FaceRecord, utcnow
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import decode_photo, read_photo_bytes
 from facefinder.vision.pipeline import Face, FacePipeline
 
 Photo = str | os.PathLike | bytes
-
-
-@dataclass
-class PersonMatches:
-    """Step one of erasure by person: the faces held that match the person's face, for review."""
-
-    probe_sha256: str
-    threshold: float
-    matches: list[Match]
-    # The person's face template (never in to_dict): erasure also empties case probes that were them.
-    embedding: np.ndarray | None = field(default=None, repr=False)
-    model_id: str | None = None
-
-    @property
-    def face_ids(self) -> list[int]:
-        return [m.face_id for m in self.matches]
-
-    def to_dict(self) -> dict:
-        return {
-            "probe_sha256": self.probe_sha256,
-            "threshold": self.threshold,
-            "matches": [m.to_dict() for m in self.matches],
-        }
-
-
-@dataclass
-class Erasure:
-    """What an erasure removed: faces, photos, and the case records it emptied."""
-
-    faces: int  # faces erased
-    images: int  # photos erased (with their rows and provenance)
-    face_ids: list[int] = field(default_factory=list)
-    image_ids: list[int] = field(default_factory=list)
-    wal: tuple[int, int, int] | None = None  # SQLite wal_checkpoint(TRUNCATE): (busy, frames, checkpointed)
-    case_searches: list[int] = field(default_factory=list)  # case searches whose probe face was emptied
-    case_probe_photos: list[int] = field(default_factory=list)  # ... whose kept probe photo showed the person
-    upload_copies: int = 0  # unnamed upload copies zeroed and removed
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class OptOutResult:
-    """A new opt-out: its id, its templates, and the faces already held that match it."""
-
-    id: int
-    templates: int
-    matches: list[Match]  # faces held now that match: for an admin to review, then erase
-    photo_deleted: bool = False
 
 
 class Privacy:
@@ -476,116 +427,9 @@ class Privacy:
     ) -> dict:
         """What is held on the person in ``photo``: each matching face with its photo's source and
         provenance, the collection's purpose, legal basis and retention, the consent it rests on, and
-        every logged search that returned it. JSON-ready; interfaces/web/documents.py renders it as HTML."""
-        if not approved_by or not approved_by.strip():
-            raise FaceFinderError("approved_by: a subject access export needs an admin's approval")
-        subject, digest = self.subject_face(photo, face)
-        threshold = self.threshold if threshold is None else threshold
-        matches = self.find(subject.embedding, None, threshold)
-        rows = self.store.faces([m.face_id for m in matches])
-        with self.store.catalog.session() as session:
-            policies = {c.name: c for c in session.scalars(select(Collection))}
-        searches = self._searches_returning({m.face_id for m in matches})
-        consent_ids = sorted({m.provenance["consent_id"] for m in matches if m.provenance.get("consent_id")})
-        consent_info = {c.consent_id: c for cid in consent_ids for c in self.consents(cid)}
-        held = []
-        for m in matches:
-            record, image, _ = rows[m.face_id]
-            policy = policies.get(m.collection)
-            expiry = expires_at(image.ingested_at, policy.retention_days if policy else None)
-            consent = consent_info.get(m.provenance.get("consent_id") or "")
-            held.append(
-                {
-                    "face_id": m.face_id,
-                    "score": m.score,
-                    "false_match_rate": m.false_match_rate,
-                    "box": m.box,
-                    "quality": m.quality,
-                    "thumbnail_jpeg_base64": base64.b64encode(record.thumbnail).decode(),
-                    "collection": {
-                        "name": m.collection,
-                        "purpose": policy.purpose if policy else None,
-                        "legal_basis": policy.legal_basis if policy else None,
-                        "retention_days": policy.retention_days if policy else None,
-                    },
-                    "image": {
-                        "id": image.id,
-                        "source": image.source,
-                        "sha256": image.sha256,
-                        "width": image.width,
-                        "height": image.height,
-                        "ingested_at": image.ingested_at.isoformat(timespec="seconds"),
-                        "expires_at": expiry.isoformat(timespec="seconds") if expiry else None,
-                        "provenance": m.provenance,
-                    },
-                    "consent": None
-                    if consent is None
-                    else {
-                        "consent_id": consent.consent_id,
-                        "subject": consent.subject,
-                        "scope": consent.scope,
-                        "given_at": consent.given_at,
-                        "withdrawn_at": consent.withdrawn_at.isoformat(timespec="seconds")
-                        if consent.withdrawn_at
-                        else None,
-                    },
-                    "searches": searches.get(m.face_id, []),
-                }
-            )
-        listed = int(optouts.screen_for(self.store.catalog).match(subject.embedding[None], self.pipeline.model_id)[0])
-        report = {
-            "kind": "facefinder subject access report",
-            "generated_at": utcnow().isoformat(timespec="seconds") + "Z",
-            "requested_by": self._actor(actor),
-            "approved_by": approved_by.strip(),
-            "probe_sha256": digest,
-            "threshold": threshold,
-            "threshold_false_match_rate": PRIVACY_FMR
-            if threshold == self.threshold
-            else float(f"{self.calibration.false_match_rate(threshold):.2e}"),
-            "on_optout_list": listed or None,
-            "faces": held,
-            "notes": [
-                "Matching is by face similarity: a face scoring at or above the threshold is listed. A photo of "
-                "this person can be missed (below the threshold), and a lookalike can be listed.",
-                "facefinder holds no copy of photos ingested from folders ('source' is where each was ingested "
-                "from; photos uploaded through the server are kept under its uploads folder). It holds the "
-                "face's position, quality, a small aligned crop (shown) and a numeric template (not shown).",
-                "'searches' lists each logged search that returned the face, with its case and purpose.",
-            ],
-        }
-        self.audit.record(
-            self._actor(actor),
-            "access.export",
-            probe_sha256=digest,
-            approved_by=approved_by.strip(),
-            threshold=threshold,
-            faces=len(held),
-            face_ids=[h["face_id"] for h in held],
-        )
-        return report
-
-    def _searches_returning(self, face_ids: set[int]) -> dict[int, list[dict]]:
-        """face id -> the logged searches whose candidates included it."""
-        found: dict[int, list[dict]] = {}
-        if not face_ids:
-            return found
-        for entry in self.audit.entries(action="search"):
-            details = json.loads(entry.details)
-            for pair in details.get("candidates") or []:
-                face_id, score = pair[0], pair[1]
-                if face_id in face_ids:
-                    found.setdefault(face_id, []).append(
-                        {
-                            "audit_id": entry.id,
-                            "at": entry.at,
-                            "actor": entry.actor,
-                            "case_id": entry.case_id,
-                            "purpose": details.get("purpose"),
-                            "score": score,
-                        }
-                    )
-        return found
+        every logged search that returned it. JSON-ready; interfaces/web/documents.py renders it as HTML.
+        Built by services/privacy/access.py."""
+        return access.subject_access(self, photo, approved_by, face, threshold, self._actor(actor))
 
 
 def _by_model(pairs: list[tuple[bytes | np.ndarray, str]]) -> dict[str, np.ndarray]:
