@@ -35,17 +35,16 @@ from facefinder.storage.catalog import (
     Collection,
     FaceRecord,
     ImageRecord,
-    IndexCheckpoint,
     IngestFailure,
     JournalEntry,
-    Setting,
 )
+from facefinder.storage.checkpoints import changes_since, save_checkpoint
 from facefinder.storage.checkup import StoreCheckup
 from facefinder.storage.faiss_files import FaissFiles
 from facefinder.storage.files import scrub_file
 from facefinder.storage.locks import CheckpointLocks
 from facefinder.storage.milvus import MilvusBackend, is_milvus_uri
-from facefinder.storage.opening import IndexOpener, checkpoint_token, collection_name, fingerprint_of
+from facefinder.storage.opening import IndexOpener
 from facefinder.storage.records import (  # the services import these from here too
     PROVENANCE_FIELDS,
     CollectionInfo,
@@ -424,74 +423,31 @@ class FaceStore:
     def refresh(self) -> None:
         """Apply journal entries written since we last looked (by us or by another process), and start
         again from any checkpoint another process saved since (it may have pruned entries we need)."""
-        with self.catalog.session() as session:
-            entries = session.execute(
-                select(JournalEntry.seq, JournalEntry.collection_id, JournalEntry.face_id, JournalEntry.op)
-                .where(JournalEntry.seq > self.applied_seq)
-                .order_by(JournalEntry.seq)
-            ).all()
-            known = set(session.scalars(select(Collection.id)))
-            tokens = dict(session.execute(select(IndexCheckpoint.collection_id, IndexCheckpoint.token)).all())
-            refused = {
-                int(key.split(":", 1)[1])
-                for key in session.scalars(select(Setting.key).where(Setting.key.like("lost:%")))
-            }
+        changes = changes_since(self.catalog, self.applied_seq)
         for cid in list(self.indexes):
-            if cid not in known or tokens.get(cid) != self.indexes[cid].basis or cid in refused:
+            gone, superseded = cid not in changes.collections, changes.tokens.get(cid) != self.indexes[cid].basis
+            if gone or superseded or cid in changes.refused:
                 del self.indexes[cid]
-        for cid in set(self.lost) - refused:  # repaired by another process
+        for cid in set(self.lost) - changes.refused:  # repaired by another process
             del self.lost[cid]
-        for cid in known - set(self.indexes) - set(self.lost):
+        for cid in changes.collections - set(self.indexes) - set(self.lost):
             self.opener.open(cid)
         by_collection: dict[int, list] = {}
-        for entry in entries:
+        for entry in changes.entries:
             by_collection.setdefault(entry.collection_id, []).append(entry)
         for cid, cid_entries in by_collection.items():
             if cid in self.indexes:
                 self.opener.replay(self.indexes[cid], [e for e in cid_entries if e.seq > self.indexes[cid].seq])
-        if entries:
-            self.applied_seq = entries[-1].seq
+        if changes.entries:
+            self.applied_seq = changes.entries[-1].seq
 
     @_locked
     def checkpoint(self, scrub: bool = False) -> None:
-        """Persist changed indexes and drop the journal entries they now cover (``scrub``: see compact)."""
+        """Persist changed indexes and drop the journal entries they now cover (``scrub``: see compact).
+        Each runs under the collection's cross-process lock (storage/checkpoints.py)."""
         for cid in list(self.indexes):
             if self.indexes[cid].dirty:
-                self._checkpoint(cid, scrub)
-
-    def _checkpoint(self, cid: int, scrub: bool) -> None:
-        """Save one collection's index under its cross-process lock, never older than the one on disk."""
-        with self.locks.hold(cid):
-            if collection_name(self.catalog, cid) is None:  # deleted by another process meanwhile
-                self.indexes.pop(cid, None)
-                return
-            index = self.indexes[cid]
-            if checkpoint_token(self.catalog, cid) != index.basis:  # another process saved since: use its file
-                removed = index.removed
-                index = self.opener.open(cid)
-                if index is None:
-                    return
-                index.removed = index.removed or removed
-            else:
-                self.opener.catch_up(cid, index)
-            if not index.dirty:
-                return
-            self.vectors.save(cid, index, scrub=scrub)
-            fingerprint = fingerprint_of(index)
-            index.basis = index.token
-            with self.catalog.session() as session, session.begin():
-                session.merge(
-                    IndexCheckpoint(
-                        collection_id=cid,
-                        seq=index.seq,
-                        token=index.token,
-                        faces=fingerprint.faces if fingerprint else len(index),
-                        max_face_id=fingerprint.max_id if fingerprint else 0,
-                    )
-                )
-                session.execute(
-                    delete(JournalEntry).where(JournalEntry.collection_id == cid, JournalEntry.seq <= index.seq)
-                )
+                save_checkpoint(self, cid, scrub)
 
     @_locked
     def compact(self) -> tuple[int, int, int] | None:
