@@ -27,7 +27,7 @@ from facefinder.services.ingest import (
     BATCH_PHOTOS,
     Failure,
     Ingestor,
-    IngestReport,
+    IngestRun,
     analyze_batch,
     batch_size_for,
 )
@@ -89,32 +89,35 @@ class RayIngestor(Ingestor):
         super().__init__(*args, **kwargs)
         self.address = address
 
-    def _analyzed(
-        self,
-        path,
-        manifest,
-        collection_id: int,
-        known: set[str],
-        pending: dict[str, NewImage],
-        report: IngestReport,
-        on_progress,
-        total: int,
-    ) -> Iterator[tuple[dict, list[NewImage]]]:
+    def _analyzed(self, path, manifest, run: IngestRun) -> Iterator[tuple[dict, list[NewImage]]]:
+        """(analysis outcome, the photos' metadata) per batch of up to BATCH_PHOTOS, in source order,
+        as ``Ingestor._analyzed`` gives them, with the analysis spread over the cluster's actors."""
         ray = _connect(self.address, self.workers)  # ray with ray.data loaded
+        rows, metas = self._listed(path, manifest, run)
+        if not rows:
+            return
+        yield from self._batched(self._dataset(ray, rows, run.known), metas, run)
+
+    def _listed(self, path, manifest, run: IngestRun) -> tuple[list[dict], list[NewImage]]:
+        """A row for the actors and a NewImage (its sha256 still to come) per source; a photo whose
+        consent was withdrawn is counted and left out, unread."""
         rows, metas = [], []
         for item in iter_sources(path, manifest):
             if item.provenance.get("consent_id") in self._withdrawn:
-                report.seen += 1
-                report.consent_withdrawn += 1
+                run.report.seen += 1
+                run.report.consent_withdrawn += 1
                 continue
             rows.append(self._row(len(rows), item))
             metas.append(NewImage("", item.source, 0, 0, item.provenance))
-        if not rows:
-            return
+        return rows, metas
+
+    def _dataset(self, ray, rows: list[dict], known: set[str]):
+        """The rows streamed through a pool of AnalyzeActors, results kept in source order (written in
+        the order a local ingest writes them); the actors skip what is ``known`` without analysing it."""
         workers = max(1, self.workers or int(ray.available_resources().get("CPU", 1)))
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # written in source order, as a local ingest does
-        dataset = ray.data.from_items(rows).map_batches(
+        return ray.data.from_items(rows).map_batches(
             AnalyzeActor,
             batch_size=batch_size_for(len(rows), workers),
             batch_format="pyarrow",
@@ -128,22 +131,26 @@ class RayIngestor(Ingestor):
                 "known": frozenset(known),
             },
         )
+
+    def _batched(self, dataset, metas: list[NewImage], run: IngestRun) -> Iterator[tuple[dict, list[NewImage]]]:
+        """The actors' rows regrouped into batches to write; duplicates are counted, and a copy of a
+        photo in flight shares its fate, as in a local ingest."""
         results, batch_metas, stages, model_id = [], [], {}, None
         for row in dataset.iter_rows():
             digest, result, row_stages, model_id = pickle.loads(row["payload"])
             meta = metas[row["seq"]]
-            report.seen += 1
+            run.report.seen += 1
             for stage, seconds in row_stages.items():
                 stages[stage] = stages.get(stage, 0.0) + seconds
-            if result == "duplicate" or digest in known:
-                report.duplicates += 1
+            if result == "duplicate" or digest in run.known:
+                run.report.duplicates += 1
                 continue
-            if digest in pending:  # a copy of a photo in flight shares its fate, as in a local ingest:
+            if digest in run.pending:  # a copy of a photo in flight shares its fate, as in a local ingest:
                 self._copies.setdefault(digest, []).append(meta.source)  # a failure row each if it fails
                 continue
             if digest is not None:
                 meta.sha256 = digest
-                pending[digest] = meta
+                run.pending[digest] = meta
             results.append(result)
             batch_metas.append(meta)
             if len(results) == BATCH_PHOTOS:

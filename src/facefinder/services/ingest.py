@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from facefinder.errors import DiskFullError, FaceFinderError, ImageError, is_disk_full
 from facefinder.services.privacy.consent import withdrawn_ids
-from facefinder.services.privacy.optout import screen_for
+from facefinder.services.privacy.optout import OptOutScreen, screen_for
 from facefinder.services.sources.folders import SourceItem, iter_sources
 from facefinder.storage.store import FaceStore, NewFace, NewImage
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
@@ -72,6 +72,26 @@ class Progress:
     total: int
     faces: int
     failures: int
+
+
+@dataclass
+class IngestRun:
+    """One ingest's working state, shared by its steps: reading and batching the sources, analysing
+    the batches (here or on a Ray cluster), and writing what came back."""
+
+    collection_id: int
+    report: IngestReport
+    screen: OptOutScreen  # the opt-out list, read once per ingest
+    known: set[str]  # sha256 of the photos already in the collection
+    pending: dict[str, NewImage]  # sha256 -> a photo being analysed
+    total: int
+    on_progress: Callable[[Progress], None] | None = None
+
+    def progress(self) -> None:
+        """Tell the caller how far the ingest is (photos seen of the total, faces stored, failures)."""
+        if self.on_progress:
+            report = self.report
+            self.on_progress(Progress(report.seen, self.total, report.faces, len(report.failures)))
 
 
 # ----- worker side -------------------------------------------------------------------------
@@ -193,89 +213,91 @@ class Ingestor:
         policy: dict | None,
         report: IngestReport,
     ) -> IngestReport:
+        """The ingest proper: models, collection and run state first, then every analysed batch written."""
         started = time.perf_counter()
-        if self._pipeline is None:
-            # Load the models here first: a bad model path is then one ModelError, raised now, rather
-            # than a crash in every worker process that would record each photo as "corrupt".
-            pipeline = FacePipeline.default(
-                self.models_dir, threads=1, detector=self.detector, recognizer=self.recognizer
-            )
-            if self.workers == 0:
-                self._pipeline = pipeline
+        self._load_models()
         coll = self.store.collection(collection, create=True, **(policy or {}))
         self._copies = {}
         screen = screen_for(self.store.catalog)
         self._withdrawn = withdrawn_ids(self.store.catalog)
         total = sum(1 for _ in iter_sources(path, manifest))
-        known = self.store.known_hashes(coll.id)
-        pending: dict[str, NewImage] = {}
-
-        def handle(outcome: dict, metas: list[NewImage]) -> None:
-            if outcome["model_id"]:
-                self.store.set_model(coll.id, outcome["model_id"])
-            for stage, seconds in outcome["stages"].items():
-                report.stage_seconds[stage] += seconds
-            t = time.perf_counter()
-            report.opted_out += screen.screen_batch(outcome["results"], outcome["model_id"])
-            report.stage_seconds["optout"] += time.perf_counter() - t
-            photos = []
-            for meta, result in zip(metas, outcome["results"]):
-                pending.pop(meta.sha256, None)
-                copies = self._copies.pop(meta.sha256, [])
-                if isinstance(result, Failure):
-                    for source in [meta.source, *copies]:  # every copy of a bad file gets its own row
-                        self._fail(coll.id, report, Failure(source, result.reason, result.detail))
-                    continue
-                if result.get("opted_out") and not result["faces"]:
-                    report.opted_out_photos += 1 + len(copies)  # nothing of it is stored, not even its row
-                    continue
-                report.duplicates += len(copies)
-                meta.width, meta.height = result["width"], result["height"]
-                photos.append((meta, result["faces"]))
-            t = time.perf_counter()
-            written = self._store(coll.id, photos, outcome["model_id"])
-            report.stage_seconds["store"] += time.perf_counter() - t
-            for (meta, faces), stored in zip(photos, written):
-                if not stored:  # another process stored the same photo meanwhile
-                    report.duplicates += 1
-                    continue
-                known.add(meta.sha256)  # a later copy in this run is a duplicate, not a failed write
-                report.ingested += 1
-                report.faces += len(faces)
-                report.photos_without_faces += not faces
-            if on_progress:
-                on_progress(Progress(report.seen, total, report.faces, len(report.failures)))
-
-        for outcome, metas in self._analyzed(path, manifest, coll.id, known, pending, report, on_progress, total):
-            handle(outcome, metas)
+        run = IngestRun(coll.id, report, screen, self.store.known_hashes(coll.id), {}, total, on_progress)
+        for outcome, metas in self._analyzed(path, manifest, run):
+            self._write(run, outcome, metas)
         self.store.checkpoint()
         report.seconds = time.perf_counter() - started
         return report
 
-    def _analyzed(
-        self,
-        path,
-        manifest,
-        collection_id: int,
-        known: set[str],
-        pending: dict[str, NewImage],
-        report: IngestReport,
-        on_progress,
-        total: int,
-    ) -> Iterator[tuple[dict, list[NewImage]]]:
+    def _load_models(self) -> None:
+        """Load the models here first: a bad model path is then one ModelError, raised now, rather than
+        a crash in every worker process that would record each photo as "corrupt"."""
+        if self._pipeline is None:
+            pipeline = FacePipeline.default(
+                self.models_dir, threads=1, detector=self.detector, recognizer=self.recognizer
+            )
+            if self.workers == 0:
+                self._pipeline = pipeline
+
+    def _analyzed(self, path, manifest, run: IngestRun) -> Iterator[tuple[dict, list[NewImage]]]:
         """(outcome of analyze_batch, the photos' metadata) per batch, in source order, from worker
         processes on this machine (services/distributed.py does the same on a Ray cluster)."""
-        batch_size = batch_size_for(total, self.workers)
+        batch_size = batch_size_for(run.total, self.workers)
         try:
-            for batch in self._batches(
-                path, manifest, collection_id, known, pending, report, on_progress, total, batch_size
-            ):
+            for batch in self._batches(path, manifest, run, batch_size):
                 metas = [meta for meta, _ in batch]
                 self._inflight.append((self._submit([(m.source, data) for m, data in batch]), metas))
                 yield from self._drain(limit=2 * max(self.workers, 1))
             yield from self._drain(limit=0)
         finally:
             self._close_pool()
+
+    def _write(self, run: IngestRun, outcome: dict, metas: list[NewImage]) -> None:
+        """Screen one analysed batch against the opt-out list, store what is left, and count it all."""
+        report = run.report
+        if outcome["model_id"]:
+            self.store.set_model(run.collection_id, outcome["model_id"])
+        for stage, seconds in outcome["stages"].items():
+            report.stage_seconds[stage] += seconds
+        t = time.perf_counter()
+        report.opted_out += run.screen.screen_batch(outcome["results"], outcome["model_id"])
+        report.stage_seconds["optout"] += time.perf_counter() - t
+        photos = self._storable(run, outcome["results"], metas)
+        t = time.perf_counter()
+        written = self._store(run.collection_id, photos, outcome["model_id"])
+        report.stage_seconds["store"] += time.perf_counter() - t
+        self._count_written(run, photos, written)
+        run.progress()
+
+    def _storable(self, run: IngestRun, results: list, metas: list[NewImage]) -> list[tuple[NewImage, list]]:
+        """The photos of a batch to store, with their faces; a failure is recorded once per copy of
+        the photo, and a photo whose every face is opted out is not stored at all."""
+        report, photos = run.report, []
+        for meta, result in zip(metas, results):
+            run.pending.pop(meta.sha256, None)
+            copies = self._copies.pop(meta.sha256, [])
+            if isinstance(result, Failure):
+                for source in [meta.source, *copies]:  # every copy of a bad file gets its own row
+                    self._fail(run.collection_id, report, Failure(source, result.reason, result.detail))
+                continue
+            if result.get("opted_out") and not result["faces"]:
+                report.opted_out_photos += 1 + len(copies)  # nothing of it is stored, not even its row
+                continue
+            report.duplicates += len(copies)
+            meta.width, meta.height = result["width"], result["height"]
+            photos.append((meta, result["faces"]))
+        return photos
+
+    def _count_written(self, run: IngestRun, photos: list[tuple[NewImage, list]], written: list[bool]) -> None:
+        """Count what a batch write stored; a photo is known from then on, so a later copy is a duplicate."""
+        report = run.report
+        for (meta, faces), stored in zip(photos, written):
+            if not stored:  # another process stored the same photo meanwhile
+                report.duplicates += 1
+                continue
+            run.known.add(meta.sha256)  # a later copy in this run is a duplicate, not a failed write
+            report.ingested += 1
+            report.faces += len(faces)
+            report.photos_without_faces += not faces
 
     def _store(self, collection_id: int, photos: list[tuple[NewImage, list]], model_id: str) -> list[bool]:
         """Write a batch in one transaction; if another process stored one of its photos meanwhile,
@@ -296,39 +318,31 @@ class Ingestor:
             return written
 
     def _batches(
-        self,
-        path,
-        manifest,
-        collection_id: int,
-        known: set[str],
-        pending: dict[str, NewImage],
-        report: IngestReport,
-        on_progress,
-        total: int,
-        batch_size: int = BATCH_PHOTOS,
+        self, path, manifest, run: IngestRun, batch_size: int = BATCH_PHOTOS
     ) -> Iterator[list[tuple[NewImage, bytes]]]:
-        batch: list[tuple[NewImage, bytes]] = []
+        """The sources to analyse, read and hashed, in batches; a photo already stored, a copy of one
+        in flight, and one whose consent was withdrawn are counted here and go no further."""
+        report, batch = run.report, []
         for item in iter_sources(path, manifest):
             report.seen += 1
             if item.provenance.get("consent_id") in self._withdrawn:
                 report.consent_withdrawn += 1
                 continue
             t = time.perf_counter()
-            data = self._read(item, collection_id, report)
+            data = self._read(item, run.collection_id, report)
             report.stage_seconds["read"] += time.perf_counter() - t
             if data is None:
                 continue
             digest = hashlib.sha256(data).hexdigest()
-            if digest in pending:  # a copy of a photo in flight: counted when that one's fate is known
+            if digest in run.pending:  # a copy of a photo in flight: counted when that one's fate is known
                 self._copies.setdefault(digest, []).append(item.source)
                 continue
-            if digest in known:
+            if digest in run.known:
                 report.duplicates += 1
-                if on_progress:
-                    on_progress(Progress(report.seen, total, report.faces, len(report.failures)))
+                run.progress()
                 continue
             meta = NewImage(digest, item.source, 0, 0, item.provenance)
-            pending[digest] = meta
+            run.pending[digest] = meta
             batch.append((meta, data))
             if len(batch) == batch_size:
                 yield batch

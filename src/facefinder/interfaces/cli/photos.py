@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.table import Table
@@ -73,32 +73,38 @@ def ingest(
 ) -> None:
     """Detect, align, embed and store every face in PATH. Re-run after a crash to resume."""
     with errors(), engine(workers) as ff, progress() as bar:
-        task = bar.add_task("ingest", total=None, faces=0, rate="")
-
-        def update(p: Any) -> None:
-            elapsed = bar.tasks[task].elapsed or 0
-            rate = f"{p.done / elapsed:.1f} photos/s" if elapsed > 0.5 else ""
-            bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
-
         report = ff.ingest(
             path,
             collection,
             str(manifest) if manifest else None,
-            update,
+            _progress_updater(bar),
             purpose=purpose,
             legal_basis=legal_basis,
             retention_days=retention_days,
             ray=ray,
         )
+    _print_ingest_report(report, as_json)
+
+
+def _progress_updater(bar: Any) -> Callable[[Any], None]:
+    """An ingest progress callback that moves ``bar``, with the photo rate once it means something."""
+    task = bar.add_task("ingest", total=None, faces=0, rate="")
+
+    def update(p: Any) -> None:
+        elapsed = bar.tasks[task].elapsed or 0
+        rate = f"{p.done / elapsed:.1f} photos/s" if elapsed > 0.5 else ""
+        bar.update(task, completed=p.done, total=p.total, faces=p.faces, rate=rate)
+
+    return update
+
+
+def _print_ingest_report(report: Any, as_json: bool = False) -> None:
+    """The report as JSON (with the photo rate), or as a summary line and a table of the files that failed."""
     if as_json:
         data = asdict(report)
         data["photos_per_second"] = round(report.photos_per_second, 2)
         print(json.dumps(data, indent=2))
         return
-    _print_ingest_report(report)
-
-
-def _print_ingest_report(report: Any) -> None:
     console.print(
         f"[bold]{report.collection}[/bold]: {report.ingested} photos ingested, {report.faces} faces, "
         f"{report.duplicates} duplicates skipped, {len(report.failures)} failed, "

@@ -7,9 +7,10 @@ as a record (who, when, on what, with which parameters, what came back), and its
   probe retention setting says so (default 0 days: only its sha256 and the searched face's
   thumbnail are kept).
 * ``search`` runs one face of a probe against the collections the user may search and records it,
-  in ``case_searches`` / ``case_candidates`` and in the audit log.
+  in ``case_searches`` / ``case_candidates`` and in the audit log (its checked terms and its record:
+  services/server/case_search.py; the categories it must name: services/server/case_settings.py).
 * Two-person rule: a candidate is *proposed* as a lead by one user and *confirmed* by another, each
-  with a note; the proposer can never confirm their own proposal.
+  with a note; the proposer can never confirm their own proposal (services/server/leads.py).
 * Erasure reaches the records (services/privacy/case_records.py): a candidate whose face was erased shows a placeholder saying when, and so
   does the probe of a search whose probe face was a person later erased.
 
@@ -20,26 +21,27 @@ auditors the records without any face image.
 
 from __future__ import annotations
 
-import json
 import secrets
-from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from sqlalchemy import select, update
 
-from facefinder.errors import CatalogError, Conflict, FaceFinderError, FieldError, ImageError, NotFound
+from facefinder.errors import CatalogError, FaceFinderError, FieldError, ImageError, NotFound
 from facefinder.services.audit import AuditLog
 from facefinder.services.privacy import optout
 from facefinder.services.search import Searcher
 from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
+from facefinder.services.server.case_search import SearchRun, SearchTerms, check_face
+from facefinder.services.server.case_settings import CaseSettings, save_settings, setting_changes
+from facefinder.services.server.leads import confirm_lead, lead_note, propose_lead
 from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
 from facefinder.services.server.probes import Probe, ProbeCache, ProbeFaceData
 from facefinder.services.server.records import CaseRecord, Lead
 from facefinder.services.sources import archives
 from facefinder.services.sources.folders import read_source
-from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
+from facefinder.storage.catalog import CaseSearch, utcnow
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import (
     DEFAULT_MAX_PIXELS,
@@ -48,29 +50,8 @@ from facefinder.vision.image import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from facefinder.storage.catalog import FaceRecord, ImageRecord
     from facefinder.vision.pipeline import FacePipeline
-
-DEFAULT_CATEGORIES = [
-    "criminal investigation",
-    "missing person",
-    "victim identification",
-    "fraud investigation",
-    "internal test or audit",
-]
-CATEGORIES_KEY = "search_categories"
-RETENTION_KEY = "probe_retention_days"
-MAX_TOP_K = 100
-
-
-@dataclass
-class CaseSettings:
-    """The admin's search settings: the purpose categories offered, and how long probe photos are kept."""
-
-    categories: list[str]
-    probe_retention_days: int
 
 
 class Cases:
@@ -98,29 +79,14 @@ class Cases:
 
     # ----- settings ----------------------------------------------------------------------------
     def settings(self) -> CaseSettings:
-        categories = json.loads(self.catalog.get_setting(CATEGORIES_KEY, json.dumps(DEFAULT_CATEGORIES)))
-        days = int(self.catalog.get_setting(RETENTION_KEY, "0"))
-        return CaseSettings(categories, days)
+        return CaseSettings.load(self.catalog)
 
     def update_settings(
         self, admin: Principal, categories: list[str] | None = None, probe_retention_days: int | None = None
     ) -> CaseSettings:
         admin.require("admin")
-        changes: dict[str, Any] = {}
-        if categories is not None:
-            cleaned = [c.strip() for c in categories if c and c.strip()]
-            if not cleaned:
-                raise FieldError("categories", "at least one category is needed")
-            if any(len(c) > 100 for c in cleaned):
-                raise FieldError("categories", "a category has at most 100 characters")
-            changes[CATEGORIES_KEY] = list(dict.fromkeys(cleaned))
-        if probe_retention_days is not None:
-            if not 0 <= probe_retention_days <= 3650:
-                raise FieldError("probe_retention_days", "must be between 0 and 3650")
-            changes[RETENTION_KEY] = str(probe_retention_days)
-        with self.catalog.session() as session, session.begin():
-            for key, value in changes.items():
-                self.catalog.set_setting(session, key, value)
+        changes = setting_changes(categories, probe_retention_days)
+        save_settings(self.catalog, changes)
         if changes:
             self.audit.record(admin.username, "settings.update", **{k: v for k, v in changes.items()})
         return self.settings()
@@ -173,92 +139,40 @@ class Cases:
         top_k: int = 10,
         threshold: float | None = None,
     ) -> CaseRecord:
+        """Search one face of a probe and keep the search as a record and an audit entry. Everything
+        asked is checked before anything runs: a search without a case, purpose and category, or on a
+        collection the user may not search, never runs."""
         principal.require("admin", "investigator")
-        case_id, purpose, category = (case_id or "").strip(), (purpose or "").strip(), (category or "").strip()
-        if not case_id:
-            raise FieldError("case_id", "a case number is required")
-        if len(case_id) > 200:
-            raise FieldError("case_id", "at most 200 characters")
-        if len(purpose) < 3:
-            raise FieldError("purpose", "say why this search is run (at least 3 characters)")
-        if len(purpose) > 2000:
-            raise FieldError("purpose", "at most 2000 characters")
         settings = self.settings()
-        if category not in settings.categories:
-            raise FieldError("category", f"must be one of: {', '.join(settings.categories)}")
-        if not 1 <= top_k <= MAX_TOP_K:
-            raise FieldError("top_k", f"must be between 1 and {MAX_TOP_K}")
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise FieldError("threshold", "must be between -1 and 1")
+        terms = SearchTerms.checked(case_id, purpose, category, top_k, threshold, settings.categories)
         names = self._searchable(principal, collections)
         probe = self.probes.get(principal, probe_id)
-        if not 0 <= face < len(probe.faces):
-            raise FieldError(
-                "face",
-                f"the probe holds {len(probe.faces)} face(s); pick 0..{len(probe.faces) - 1}"
-                if probe.faces
-                else "no face was found in the probe photo",
-            )
+        check_face(probe, face)
+        run = self._run(terms, probe, face, names)
+        self.purge_expired_probes()
+        search_id = self._record(principal, run, settings.probe_retention_days)
+        self.audit.record(principal.username, "search", terms.case_id, **run.audit_details(search_id))
+        return self.get(principal, search_id, audit=False)
+
+    def _run(self, terms: SearchTerms, probe: Probe, face: int, collections: list[str]) -> SearchRun:
+        """Search the chosen probe face in those collections, at the asked threshold or the calibrated one."""
         searcher = Searcher(self.store, self.pipeline)
         try:
-            ids = searcher.collection_ids(names)
+            ids = searcher.collection_ids(collections)
         except CatalogError as exc:
             raise FieldError("collections", str(exc)) from None
-        threshold = searcher.calibration.threshold if threshold is None else float(threshold)
-        chosen = probe.faces[face]
-        candidates = searcher.search_embeddings(chosen.embedding[None, :], ids, top_k, threshold)[0]
-        self.purge_expired_probes()
-        days = settings.probe_retention_days
+        threshold = searcher.calibration.threshold if terms.threshold is None else float(terms.threshold)
+        embedding = probe.faces[face].embedding[None, :]
+        candidates = searcher.search_embeddings(embedding, ids, terms.top_k, threshold)[0]
+        return SearchRun(terms, probe, face, collections, threshold, candidates, self.pipeline.model_id)
+
+    def _record(self, principal: Principal, run: SearchRun, retention_days: int) -> int:
+        """Write the search with its candidates in one transaction; returns its id."""
         with self.catalog.session() as session, session.begin():
-            record = CaseSearch(
-                user_id=principal.id,
-                username=principal.username,
-                case_id=case_id,
-                purpose=purpose,
-                category=category,
-                probe_sha256=probe.sha256,
-                probe_face=face,
-                probe_box=chosen.box,
-                probe_quality=chosen.quality,
-                probe_thumbnail=chosen.thumbnail,
-                probe_embedding=np.asarray(chosen.embedding, dtype=np.float32).tobytes(),
-                probe_photo=probe.photo if days > 0 else None,
-                probe_keep_until=utcnow() + timedelta(days=days) if days > 0 and probe.photo else None,
-                collections=names,
-                top_k=top_k,
-                threshold=threshold,
-                model_id=self.pipeline.model_id,
-            )
-            record.candidates = [
-                CaseCandidate(
-                    rank=c.rank,
-                    face_id=c.face_id,
-                    image_id=c.image_id,
-                    collection=c.collection,
-                    score=c.score,
-                    false_match_rate=c.false_match_rate,
-                    band=c.band,
-                )
-                for c in candidates
-            ]
+            record = run.row(principal, retention_days)
             session.add(record)
             session.flush()
-            search_id = record.id
-        self.audit.record(
-            principal.username,
-            "search",
-            case_id,
-            search_id=search_id,
-            purpose=purpose,
-            category=category,
-            probe_sha256=probe.sha256,
-            face=face,
-            collections=names,
-            top_k=top_k,
-            threshold=threshold,
-            candidates=[[c.face_id, c.score] for c in candidates],
-        )
-        return self.get(principal, search_id, audit=False)
+            return record.id
 
     def _searchable(self, principal: Principal, collections: list[str] | None) -> list[str]:
         allowed = self.accounts.allowed_collections(principal)
@@ -443,24 +357,12 @@ class Cases:
         )
         return boxed_jpeg(photo.image, box_in(photo, face.box))
 
-    # ----- leads: the two-person rule -------------------------------------------------------------
+    # ----- leads: the two-person rule (services/server/leads.py) ----------------------------------
     def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> Lead:
         self._with_faces(principal, search_id)
         record, _ = self.candidate(principal, search_id, rank)
-        note = (note or "").strip()
-        if len(note) > 4000:
-            raise FieldError("note", "at most 4000 characters")
-        with self.catalog.session() as session, session.begin():
-            row = self._locked_candidate(session, search_id, rank)
-            if row.status != "candidate":
-                raise Conflict(f"candidate {rank} of search {search_id} is already {row.status}")
-            row.status, row.proposed_by, row.proposed_at, row.proposed_note = (
-                "proposed",
-                principal.username,
-                utcnow(),
-                note,
-            )
-            lead = Lead.of(row)
+        note = lead_note(note)
+        lead = propose_lead(self.catalog, search_id, rank, principal.username, note)
         self.audit.record(
             principal.username,
             "lead.propose",
@@ -475,29 +377,8 @@ class Cases:
     def confirm(self, principal: Principal, search_id: int, rank: int, note: str) -> Lead:
         self._with_faces(principal, search_id)
         record, _ = self.candidate(principal, search_id, rank)
-        note = (note or "").strip()
-        if not note:
-            raise FieldError("note", "a note is required to confirm a lead (what was checked, and how)")
-        if len(note) > 4000:
-            raise FieldError("note", "at most 4000 characters")
-        with self.catalog.session() as session, session.begin():
-            row = self._locked_candidate(session, search_id, rank)
-            if row.status == "candidate":
-                raise Conflict(f"candidate {rank} of search {search_id} must be proposed as a lead first")
-            if row.status == "confirmed":
-                raise Conflict(f"candidate {rank} of search {search_id} is already confirmed")
-            if row.proposed_by == principal.username:
-                raise AccessDenied(
-                    "two-person rule: a lead must be confirmed by someone other than the person "
-                    f"who proposed it ({row.proposed_by})"
-                )
-            row.status, row.confirmed_by, row.confirmed_at, row.confirmed_note = (
-                "confirmed",
-                principal.username,
-                utcnow(),
-                note,
-            )
-            lead = Lead.of(row)
+        note = lead_note(note, required=True)
+        lead = confirm_lead(self.catalog, search_id, rank, principal.username, note)
         self.audit.record(
             principal.username,
             "lead.confirm",
@@ -509,22 +390,6 @@ class Cases:
             note=note,
         )
         return lead
-
-    def _locked_candidate(self, session: Session, search_id: int, rank: int) -> CaseCandidate:
-        # Take the row lock first (SQLite: the database write lock), so two confirmations cannot race.
-        session.execute(
-            update(CaseCandidate)
-            .where(CaseCandidate.search_id == search_id, CaseCandidate.rank == rank)
-            .values(status=CaseCandidate.status)
-        )
-        row = session.scalars(
-            select(CaseCandidate)
-            .where(CaseCandidate.search_id == search_id, CaseCandidate.rank == rank)
-            .with_for_update()
-        ).first()
-        if row is None:
-            raise NotFound(f"search {search_id} has no candidate {rank}")
-        return row
 
     # ----- retention ----------------------------------------------------------------------------
     def purge_expired_probes(self) -> int:

@@ -1,0 +1,136 @@
+"""One case-bound search, as services/server/cases.py runs it: the terms it is asked under, checked
+before any face is searched (so that no search runs without a case number, a purpose and a category),
+and what it ran on and found, kept as its ``case_searches`` / ``case_candidates`` rows and audit entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facefinder.errors import FieldError
+from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
+
+if TYPE_CHECKING:
+    from facefinder.services.search import Candidate
+    from facefinder.services.server.accounts import Principal
+    from facefinder.services.server.probes import Probe, ProbeFaceData
+
+MAX_TOP_K = 100
+
+
+@dataclass(frozen=True)
+class SearchTerms:
+    """What a case search is asked under, each field checked; a bad one is a FieldError naming it,
+    so the user is told what to fix and the search is not run."""
+
+    case_id: str
+    purpose: str
+    category: str
+    top_k: int
+    threshold: float | None  # None: the calibrated threshold
+
+    @classmethod
+    def checked(
+        cls, case_id: str, purpose: str, category: str, top_k: int, threshold: float | None, categories: list[str]
+    ) -> SearchTerms:
+        """The terms, stripped, once each is valid; ``categories`` are those the admin offers."""
+        case_id, purpose, category = (case_id or "").strip(), (purpose or "").strip(), (category or "").strip()
+        if not case_id:
+            raise FieldError("case_id", "a case number is required")
+        if len(case_id) > 200:
+            raise FieldError("case_id", "at most 200 characters")
+        if len(purpose) < 3:
+            raise FieldError("purpose", "say why this search is run (at least 3 characters)")
+        if len(purpose) > 2000:
+            raise FieldError("purpose", "at most 2000 characters")
+        if category not in categories:
+            raise FieldError("category", f"must be one of: {', '.join(categories)}")
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise FieldError("top_k", f"must be between 1 and {MAX_TOP_K}")
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise FieldError("threshold", "must be between -1 and 1")
+        return cls(case_id, purpose, category, top_k, threshold)
+
+
+def check_face(probe: Probe, face: int) -> None:
+    """A FieldError unless ``face`` is one of the probe's faces, saying which there are (or that there are none)."""
+    if not 0 <= face < len(probe.faces):
+        raise FieldError(
+            "face",
+            f"the probe holds {len(probe.faces)} face(s); pick 0..{len(probe.faces) - 1}"
+            if probe.faces
+            else "no face was found in the probe photo",
+        )
+
+
+@dataclass(frozen=True)
+class SearchRun:
+    """A case search that ran: its terms, the probe face and collections it searched, the threshold it
+    used and the candidates it found; everything its record and its audit entry keep."""
+
+    terms: SearchTerms
+    probe: Probe
+    face: int
+    collections: list[str]
+    threshold: float
+    candidates: list[Candidate]
+    model_id: str
+
+    @property
+    def chosen(self) -> ProbeFaceData:
+        return self.probe.faces[self.face]
+
+    def row(self, principal: Principal, retention_days: int) -> CaseSearch:
+        """The search's catalog row with its candidates; the probe photo is kept only while the
+        admin's retention setting says so."""
+        chosen, days = self.chosen, retention_days
+        record = CaseSearch(
+            user_id=principal.id,
+            username=principal.username,
+            case_id=self.terms.case_id,
+            purpose=self.terms.purpose,
+            category=self.terms.category,
+            probe_sha256=self.probe.sha256,
+            probe_face=self.face,
+            probe_box=chosen.box,
+            probe_quality=chosen.quality,
+            probe_thumbnail=chosen.thumbnail,
+            probe_embedding=np.asarray(chosen.embedding, dtype=np.float32).tobytes(),
+            probe_photo=self.probe.photo if days > 0 else None,
+            probe_keep_until=utcnow() + timedelta(days=days) if days > 0 and self.probe.photo else None,
+            collections=self.collections,
+            top_k=self.terms.top_k,
+            threshold=self.threshold,
+            model_id=self.model_id,
+        )
+        record.candidates = [
+            CaseCandidate(
+                rank=c.rank,
+                face_id=c.face_id,
+                image_id=c.image_id,
+                collection=c.collection,
+                score=c.score,
+                false_match_rate=c.false_match_rate,
+                band=c.band,
+            )
+            for c in self.candidates
+        ]
+        return record
+
+    def audit_details(self, search_id: int) -> dict[str, Any]:
+        """The audit entry's fields: enough to tell later who searched what, why, and what came back."""
+        return dict(
+            search_id=search_id,
+            purpose=self.terms.purpose,
+            category=self.terms.category,
+            probe_sha256=self.probe.sha256,
+            face=self.face,
+            collections=self.collections,
+            top_k=self.terms.top_k,
+            threshold=self.threshold,
+            candidates=[[c.face_id, c.score] for c in self.candidates],
+        )
