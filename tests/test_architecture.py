@@ -145,3 +145,28 @@ def test_the_contract_sees_the_imports():
     assert "facefinder.interfaces.cli.common" in GRAPH["facefinder.interfaces.cli.photos"]
     assert "facefinder.services.privacy.service" in GRAPH["facefinder.services.engine"]  # imported inside a function
     assert layer("facefinder.interfaces.http.app") == 3 and layer("facefinder.vision.detect") == 0
+
+
+# ----- room sizes: small files, short functions ---------------------------------------------------------
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_source_file_is_over_500_lines():
+    """A file past this does more than one thing: split it by concern (issue 10)."""
+    long = {
+        str(p.relative_to(ROOT)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES
+    }
+    assert long == {}
+
+
+def test_no_function_is_over_60_lines():
+    """Long functions hide steps that deserve a name (the whole body, decorators and signature included)."""
+    long = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - min([node.lineno, *(d.lineno for d in node.decorator_list)]) + 1
+                if length > MAX_FUNCTION_LINES:
+                    long[f"{name}.{node.name}"] = length
+    assert long == {}

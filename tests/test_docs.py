@@ -161,3 +161,25 @@ def test_architecture_names_every_package_folder():
     assert LAYOUT_MARKER in text
     assert "services/" in package_folders()
     assert [folder for folder in package_folders() if f"`{folder}`" not in text] == []
+
+
+def test_architecture_names_every_module_in_its_folders_row():
+    """Each module is named in its folder's row of the table, so the page cannot drift from src/."""
+    rows = {  # the first `code` span of a row names its folder
+        line.split("`")[1]: line for line in ARCHITECTURE_PAGE.read_text().splitlines() if line.startswith("| `")
+    }
+    missing = []
+    for module in PACKAGE.rglob("*.py"):
+        if module.name == "__init__.py":
+            continue
+        folder = module.parent.relative_to(PACKAGE).as_posix()
+        row = rows.get("./" if folder == "." else f"{folder}/", "")
+        if f"`{module.name}`" not in row:
+            missing.append(module.relative_to(PACKAGE).as_posix())
+    assert missing == []
+
+
+def test_the_readme_tree_names_every_package_folder():
+    """The README's architecture tree shows each folder (by its last name, indented under its parent)."""
+    tree = (REPO / "README.md").read_text().split("## Architecture", 1)[1].split("```")[1]
+    assert [f for f in package_folders() if f"{f.rstrip('/').rsplit('/', 1)[-1]}/" not in tree] == []
