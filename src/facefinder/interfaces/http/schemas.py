@@ -385,45 +385,11 @@ def user_out(user: UserInfo, grants: dict[str, list[str]]) -> UserOut:
 
 
 def candidate_out(c: Lead) -> CandidateOut:
-    return CandidateOut(
-        rank=c.rank,
-        face_id=c.face_id,
-        image_id=c.image_id,
-        collection=c.collection,
-        score=c.score,
-        false_match_rate=c.false_match_rate,
-        band=c.band,
-        status=c.status,
-        proposed_by=c.proposed_by,
-        proposed_at=c.proposed_at,
-        proposed_note=c.proposed_note,
-        confirmed_by=c.confirmed_by,
-        confirmed_at=c.confirmed_at,
-        confirmed_note=c.confirmed_note,
-        erased_at=c.erased_at,
-    )
+    return CandidateOut.model_validate(c, from_attributes=True)
 
 
 def search_out(s: CaseRecord) -> SearchOut:
-    return SearchOut(
-        id=s.id,
-        at=s.at,
-        username=s.username,
-        case_id=s.case_id,
-        purpose=s.purpose,
-        category=s.category,
-        probe_sha256=s.probe_sha256,
-        probe_face=s.probe_face,
-        probe_box=s.probe_box,
-        probe_quality=s.probe_quality,
-        probe_kept=s.probe_kept,
-        probe_erased_at=s.probe_erased_at,
-        collections=s.collections,
-        top_k=s.top_k,
-        threshold=s.threshold,
-        model_id=s.model_id,
-        candidates=[candidate_out(c) for c in s.candidates],
-    )
+    return SearchOut.model_validate(s, from_attributes=True)
 
 
 def job_out(job: IngestJob) -> JobOut:

@@ -202,22 +202,8 @@ def add(
     if not templates:
         raise FaceFinderError("an opt-out needs at least one face")
     with catalog.session() as session, session.begin():
-        row = OptOut(reference=reference or "", channel=channel, created_by=actor)
-        session.add(row)
-        session.flush()
-        session.add_all(
-            [
-                OptOutTemplate(
-                    optout_id=row.id,
-                    model_id=model_id,
-                    quality=float(quality),
-                    embedding=np.asarray(embedding, dtype=np.float32).tobytes(),
-                )
-                for embedding, quality in templates
-            ]
-        )
+        optout_id = _insert(session, templates, model_id, reference or "", channel, actor)
         catalog.set_setting(session, VERSION_KEY, uuid.uuid4().hex)
-        optout_id = row.id
     _changed(catalog)
     return optout_id
 
@@ -226,27 +212,35 @@ def add_many(
     catalog: Catalog, people: list[list[np.ndarray]], model_id: str, reference: str, channel: str, actor: str
 ) -> list[int]:
     """Bulk form of ``add`` (benchmarks and imports): one opt-out per person, one transaction."""
-    ids = []
     with catalog.session() as session, session.begin():
-        for embeddings in people:
-            row = OptOut(reference=reference, channel=channel, created_by=actor)
-            session.add(row)
-            session.flush()
-            session.add_all(
-                [
-                    OptOutTemplate(
-                        optout_id=row.id,
-                        model_id=model_id,
-                        quality=1.0,
-                        embedding=np.asarray(e, dtype=np.float32).tobytes(),
-                    )
-                    for e in embeddings
-                ]
-            )
-            ids.append(row.id)
+        ids = [
+            _insert(session, [(e, 1.0) for e in embeddings], model_id, reference, channel, actor)
+            for embeddings in people
+        ]
         catalog.set_setting(session, VERSION_KEY, uuid.uuid4().hex)
     _changed(catalog)
     return ids
+
+
+def _insert(
+    session, templates: list[tuple[np.ndarray, float]], model_id: str, reference: str, channel: str, actor: str
+) -> int:
+    """One opt-out row with its templates (embedding, quality), in the caller's transaction; its id."""
+    row = OptOut(reference=reference, channel=channel, created_by=actor)
+    session.add(row)
+    session.flush()
+    session.add_all(
+        [
+            OptOutTemplate(
+                optout_id=row.id,
+                model_id=model_id,
+                quality=float(quality),
+                embedding=np.asarray(embedding, dtype=np.float32).tobytes(),
+            )
+            for embedding, quality in templates
+        ]
+    )
+    return row.id
 
 
 def templates(catalog: Catalog, optout_id: int) -> dict[str, np.ndarray]:

@@ -5,7 +5,7 @@ no interface holds a database row. The probe photo and the probe face's template
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from facefinder.storage.catalog import CaseCandidate, CaseSearch
@@ -34,24 +34,8 @@ class Lead:
 
     @classmethod
     def of(cls, row: CaseCandidate) -> Lead:
-        return cls(
-            search_id=row.search_id,
-            rank=row.rank,
-            face_id=row.face_id,
-            image_id=row.image_id,
-            collection=row.collection,
-            score=row.score,
-            false_match_rate=row.false_match_rate,
-            band=row.band,
-            status=row.status,
-            proposed_by=row.proposed_by,
-            proposed_at=row.proposed_at,
-            proposed_note=row.proposed_note,
-            confirmed_by=row.confirmed_by,
-            confirmed_at=row.confirmed_at,
-            confirmed_note=row.confirmed_note,
-            erased_at=row.erased_at,
-        )
+        """The lead of ``row`` (every field is a column of the same name)."""
+        return cls(**_columns(row, cls))
 
 
 @dataclass(frozen=True)
@@ -79,22 +63,15 @@ class CaseRecord:
     @classmethod
     def of(cls, row: CaseSearch) -> CaseRecord:
         """The record of ``row``; call it while the row's session is open (it reads the candidates)."""
-        return cls(
-            id=row.id,
-            at=row.at,
-            username=row.username,
-            case_id=row.case_id,
-            purpose=row.purpose,
-            category=row.category,
-            probe_sha256=row.probe_sha256,
-            probe_face=row.probe_face,
-            probe_box=list(row.probe_box),
-            probe_quality=row.probe_quality,
-            probe_kept=row.probe_photo is not None,
-            probe_erased_at=row.probe_erased_at,
-            collections=list(row.collections),
-            top_k=row.top_k,
-            threshold=row.threshold,
-            model_id=row.model_id,
-            candidates=tuple(Lead.of(c) for c in row.candidates),
-        )
+        derived = {
+            "probe_box": list(row.probe_box),
+            "probe_kept": row.probe_photo is not None,
+            "collections": list(row.collections),
+            "candidates": tuple(Lead.of(c) for c in row.candidates),
+        }
+        return cls(**{**_columns(row, cls, skip=derived), **derived})
+
+
+def _columns(row: object, record: type, skip: dict | None = None) -> dict:
+    """The values of ``row`` for the fields of the dataclass ``record`` (other than those in ``skip``)."""
+    return {f.name: getattr(row, f.name) for f in fields(record) if f.name not in (skip or {})}
