@@ -13,6 +13,9 @@ import csv
 import hashlib
 import io
 import json
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -135,10 +138,60 @@ def as_dict(entry: AuditEntry) -> dict[str, Any]:
     }
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A value as a CSV cell that no spreadsheet runs: one starting like a formula gets a leading ``'``.
+
+    Anyone can put text into the log (a failed sign-in writes the username it was given as the
+    actor), and an auditor opens the export in a spreadsheet. The CSV is a view for people; the
+    JSON export keeps every value as stored, and the hash chain is verified from that.
+    """
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def export_csv(entries: list[AuditEntry]) -> str:
+    """The entries as CSV for a spreadsheet, every cell neutralised (see csv_cell)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["id", "at", "actor", "action", "case_id", "details", "prev_hash", "hash"])
     for e in entries:
-        writer.writerow([e.id, e.at, e.actor, e.action, e.case_id or "", e.details, e.prev_hash, e.hash])
+        row = [e.id, e.at, e.actor, e.action, e.case_id, e.details, e.prev_hash, e.hash]
+        writer.writerow([csv_cell(value) for value in row])
     return buffer.getvalue()
+
+
+class OncePer:
+    """Which keys were claimed in the last ``window`` seconds, so that a repeated view is logged once.
+
+    A results page fetches many thumbnails and a reload fetches them again; logging each request
+    would bury what an auditor needs (who looked at which search, when) under near-identical rows.
+    Held in memory only, at most ``capacity`` keys (the oldest forgotten first): after a restart or
+    under pressure a view can be logged twice, never not at all.
+    """
+
+    def __init__(self, window: float = 600.0, capacity: int = 10_000) -> None:
+        self.window, self.capacity = window, capacity
+        self._claimed: OrderedDict[tuple, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claim(self, key: tuple) -> bool:
+        """True (and the key is claimed) when ``key`` was not claimed within the window."""
+        now = time.monotonic()
+        with self._lock:
+            while self._claimed and now - next(iter(self._claimed.values())) > self.window:
+                self._claimed.popitem(last=False)
+            if key in self._claimed:
+                return False
+            self._claimed[key] = now
+            while len(self._claimed) > self.capacity:
+                self._claimed.popitem(last=False)
+            return True
+
+    def release(self, key: tuple) -> None:
+        """Forget a claim whose entry could not be written, so that the next view writes it."""
+        with self._lock:
+            self._claimed.pop(key, None)
