@@ -17,6 +17,11 @@ as a record (who, when, on what, with which parameters, what came back), and its
 Who sees what (deny by default): admins everything; investigators the searches whose collections
 are all granted to them (their own and their colleagues', so that a second person can confirm);
 auditors the records without any face image.
+
+Views are audited without burying the log in repeats (``OncePer``, services/audit.py): opening a
+result writes one ``result.view`` per user, search, rank and view (``details``: its provenance;
+``photo``: its source photo) in a ``view_window`` (10 minutes); the face thumbnails of a search (its
+probe face and its candidates) write one ``thumbnail.view`` per user and search in that window.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from facefinder.errors import CatalogError, FaceFinderError, FieldError, ImageError, NotFound
-from facefinder.services.audit import AuditLog
+from facefinder.services.audit import AuditLog, OncePer
 from facefinder.services.privacy import optout
 from facefinder.services.search import Searcher
 from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
@@ -53,6 +58,10 @@ if TYPE_CHECKING:
     from facefinder.storage.catalog import FaceRecord, ImageRecord
     from facefinder.vision.pipeline import FacePipeline
 
+# Catalog ids are 32-bit integers in PostgreSQL (and SQLite refuses ints past 64 bits): a larger id
+# names nothing, and asking the database for it would be an error rather than "not found".
+MAX_ID = 2_147_483_647
+
 
 class Cases:
     """Case-bound searches, their records and leads (see the module docstring), as CaseRecord and Lead values."""
@@ -65,12 +74,15 @@ class Cases:
         audit: AuditLog,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         probes: ProbeCache | None = None,
+        view_window: float = 600.0,
     ) -> None:
-        """``pipeline_source`` is a callable returning the loaded FacePipeline (models load on first use)."""
+        """``pipeline_source`` is a callable returning the loaded FacePipeline (models load on first use);
+        ``view_window``: seconds in which a repeated view of the same thing is logged once."""
         self.store, self.accounts, self.audit = store, accounts, audit
         self._pipeline_source = pipeline_source
         self.max_pixels = max_pixels
         self.probes = probes or ProbeCache()
+        self.views = OncePer(view_window)
         self.catalog = store.catalog
 
     @property
@@ -222,7 +234,7 @@ class Cases:
     def get(self, principal: Principal, search_id: int, audit: bool = False) -> CaseRecord:
         principal.require("admin", "investigator", "auditor")
         with self.catalog.session() as session:
-            row = session.get(CaseSearch, search_id)
+            row = session.get(CaseSearch, search_id) if 1 <= search_id <= MAX_ID else None
             if row is None:
                 raise NotFound(f"search {search_id} does not exist")
             record = CaseRecord.of(row)
@@ -243,6 +255,17 @@ class Cases:
     def _with_faces(self, principal: Principal, search_id: int) -> CaseRecord:
         principal.require("admin", "investigator")
         return self.get(principal, search_id)
+
+    def _log_view(self, principal: Principal, key: tuple, action: str, case_id: str, **details: Any) -> None:
+        """Write a view to the audit log, unless the same ``key`` was logged in the view window."""
+        key = (principal.username, action, *key)
+        if not self.views.claim(key):
+            return
+        try:
+            self.audit.record(principal.username, action, case_id, **details)
+        except BaseException:
+            self.views.release(key)  # not logged: the next view must try again
+            raise
 
     def candidate(self, principal: Principal, search_id: int, rank: int) -> tuple[CaseRecord, Lead]:
         record = self.get(principal, search_id)
@@ -271,14 +294,16 @@ class Cases:
                 ingested_at=image.ingested_at.replace(tzinfo=timezone.utc).isoformat(timespec="seconds"),
                 provenance={k: getattr(image, k) for k in PROVENANCE_FIELDS},
             )
-        self.audit.record(
-            principal.username,
+        self._log_view(
+            principal,
+            (search_id, rank, "details"),
             "result.view",
             record.case_id,
             search_id=search_id,
             rank=rank,
             face_id=candidate.face_id,
             image_id=candidate.image_id,
+            view="details",
         )
         return details
 
@@ -303,8 +328,9 @@ class Cases:
     def probe_thumbnail(self, principal: Principal, search_id: int) -> bytes:
         """The searched face, or a placeholder saying when it was erased (its person was erased), or
         that it is withheld (its person opted out and the erasure is still to be reviewed), as
-        candidates are."""
-        self._with_faces(principal, search_id)
+        candidates are. Audited as a ``thumbnail.view`` of the search."""
+        record = self._with_faces(principal, search_id)
+        self._log_thumbnail(principal, record, "probe")
         with self.catalog.session() as session:  # the probe face stays in the catalog: no record carries it
             thumbnail, embedding, erased_at, model_id = session.execute(
                 select(
@@ -323,9 +349,11 @@ class Cases:
         return thumbnail
 
     def candidate_thumbnail(self, principal: Principal, search_id: int, rank: int) -> bytes:
-        """The candidate's face from the catalog; once it is erased (or its person opted out), a placeholder."""
+        """The candidate's face from the catalog; once it is erased (or its person opted out), a placeholder.
+        Audited as a ``thumbnail.view`` of the search."""
         self._with_faces(principal, search_id)
-        _, candidate = self.candidate(principal, search_id, rank)
+        record, candidate = self.candidate(principal, search_id, rank)
+        self._log_thumbnail(principal, record, rank, candidate.face_id)
         held = self._held(candidate.face_id)
         if held is not None:
             return held[0].thumbnail
@@ -345,8 +373,9 @@ class Cases:
             raise NotFound(
                 f"the source photo of image {image_row.id} is no longer readable where it was ingested from"
             ) from None
-        self.audit.record(
-            principal.username,
+        self._log_view(
+            principal,
+            (search_id, rank, "photo"),
             "result.view",
             record.case_id,
             search_id=search_id,
@@ -354,8 +383,19 @@ class Cases:
             face_id=candidate.face_id,
             image_id=image_row.id,
             photo=True,
+            view="photo",
         )
         return boxed_jpeg(photo.image, box_in(photo, face.box))
+
+    def _log_thumbnail(
+        self, principal: Principal, record: CaseRecord, face: str | int, face_id: int | None = None
+    ) -> None:
+        """One ``thumbnail.view`` per user and search in the view window: it stands for every face
+        thumbnail of that search (probe and candidates) shown then; ``face`` is the first one asked for."""
+        details: dict[str, Any] = {"search_id": record.id, "face": face}
+        if face_id is not None:
+            details["face_id"] = face_id
+        self._log_view(principal, (record.id,), "thumbnail.view", record.case_id, **details)
 
     # ----- leads: the two-person rule (services/server/leads.py) ----------------------------------
     def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> Lead:
