@@ -24,6 +24,7 @@ from facefinder.interfaces.http.deps import Admin, ApiError, RateLimiter, Servic
 from facefinder.interfaces.http.schemas import (
     ConsentIn,
     ConsentOut,
+    DbId,
     ErasureOut,
     FaceIds,
     MatchOut,
@@ -164,7 +165,7 @@ def list_optouts(admin: Admin, service: ServiceDep) -> list[OptOutOut]:
     response_model=list[MatchOut],
     summary="The faces held now that match an opt-out (for review)",
 )
-def optout_matches(optout_id: int, admin: Admin, service: ServiceDep) -> list[MatchOut]:
+def optout_matches(optout_id: DbId, admin: Admin, service: ServiceDep) -> list[MatchOut]:
     return matches_out(service.acting_as(admin).privacy.optout_matches(optout_id))
 
 
@@ -173,7 +174,7 @@ def optout_matches(optout_id: int, admin: Admin, service: ServiceDep) -> list[Ma
     response_model=ErasureOut,
     summary="Erase the held faces that match an opt-out (all, or the reviewed face_ids)",
 )
-def erase_optout(optout_id: int, body: FaceIds, admin: Admin, service: ServiceDep) -> ErasureOut:
+def erase_optout(optout_id: DbId, body: FaceIds, admin: Admin, service: ServiceDep) -> ErasureOut:
     return erasure_out(service.acting_as(admin).privacy.optout_erase(optout_id, body.face_ids))
 
 
@@ -183,7 +184,7 @@ def erase_optout(optout_id: int, body: FaceIds, admin: Admin, service: ServiceDe
     summary="Take a person off the opt-out list (request withdrawn, or a submission rejected)",
 )
 def remove_optout(
-    optout_id: int, admin: Admin, service: ServiceDep, note: Annotated[str, Query(max_length=2000)] = ""
+    optout_id: DbId, admin: Admin, service: ServiceDep, note: Annotated[str, Query(max_length=2000)] = ""
 ) -> dict[str, int]:
     service.acting_as(admin).privacy.optout_remove(optout_id, note)
     return {"removed": optout_id}
