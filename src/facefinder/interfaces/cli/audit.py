@@ -80,7 +80,10 @@ def audit_export(
     since: Annotated[Optional[str], typer.Option(help="From this ISO 8601 time (UTC).")] = None,
     until: Annotated[Optional[str], typer.Option(help="Up to this ISO 8601 time (UTC).")] = None,
 ) -> None:
-    """Export entries (filtered) as CSV or JSON; the export itself is written to the log."""
+    """Export entries (filtered) as CSV or JSON; the export itself is written to the log.
+
+    CSV cells that would start a formula (= + - @ tab CR) get a leading '; JSON keeps stored values.
+    """
     from facefinder.services.audit import as_dict, export_csv
 
     if format not in ("csv", "json"):
