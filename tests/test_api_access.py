@@ -19,7 +19,10 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def served(backend, tmp_path_factory, pipeline):
-    app = make_served(tmp_path_factory.mktemp(f"access-{backend.name}") / "data", pipeline, backend.new_url())
+    data = tmp_path_factory.mktemp(f"access-{backend.name}") / "data"
+    # its import root is bound to the collection: investigators granted it may ingest from it (import_roots.py)
+    bound = {COLLECTION: [data.parent / f"{data.name}-imports"]}
+    app = make_served(data, pipeline, backend.new_url(), collection_import_roots=bound)
     inga = app.client("inga")
     record = run_search(app.client("ivan"), person="Tony_Blair", case_id="ACCESS-1")
     assert len(record["candidates"]) >= 2, record
@@ -58,6 +61,13 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
     return [
         ("GET", "/api/me", {}, only(ALL, 200)),
         ("DELETE", "/api/session", {}, only(ALL, 200)),
+        # a wrong current password changes nothing (tests/test_login_security.py changes one)
+        (
+            "POST",
+            "/api/me/password",
+            {"json": {"current_password": "not-my-password", "new_password": "a-brand-new-password"}},
+            only(ALL, 400),
+        ),
         ("GET", "/api/tokens", {}, only(ALL, 200)),
         ("POST", "/api/tokens", {"json": {"name": "matrix"}}, only(ALL, 201)),
         ("DELETE", "/api/tokens/999999", {}, only(ALL, 404)),
@@ -69,6 +79,7 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
             only({"admin"}, 201),
         ),
         ("PATCH", "/api/users/inga", {"json": {"active": True}}, only({"admin"}, 200)),
+        ("POST", "/api/users/nobody/password", {}, only({"admin"}, 404)),
         ("PUT", f"/api/users/inga/grants/{COLLECTION}", {}, only({"admin"}, 200)),
         ("DELETE", f"/api/users/olga/grants/{COLLECTION}", {}, only({"admin"}, 200)),
         ("GET", "/api/settings", {}, only({"admin"}, 200)),

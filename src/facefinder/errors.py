@@ -13,7 +13,8 @@ class ImageError(FaceFinderError):
     """An input file could not be used as a photo.
 
     ``reason`` is one of: ``not-an-image``, ``corrupt``, ``truncated``, ``too-large``,
-    ``unreadable``, ``bad-sidecar``, ``bad-manifest``, ``symlink-loop``. It is stable and documented,
+    ``unreadable``, ``bad-sidecar``, ``bad-manifest``, ``symlink-loop``, ``symlink-escape`` (a server
+    job's file whose links lead out of its import root: never read). It is stable and documented,
     so reports and scripts can group by it.
     """
 

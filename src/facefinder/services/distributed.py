@@ -102,7 +102,7 @@ class RayIngestor(Ingestor):
         """A row for the actors and a NewImage (its sha256 still to come) per source; a photo whose
         consent was withdrawn is counted and left out, unread."""
         rows, metas = [], []
-        for item in iter_sources(path, manifest):
+        for item in iter_sources(path, manifest, confine_to=self.confine_to):
             if item.provenance.get("consent_id") in self._withdrawn:
                 run.report.seen += 1
                 run.report.consent_withdrawn += 1

@@ -7,7 +7,8 @@
 
 A new collection needs a purpose, a legal basis and a retention period (``create_collection``, or the
 same keywords on the first ``ingest``); ``ff.privacy`` holds erasure, opt-out, consent, purge and
-subject access (services/privacy/service.py).
+subject access (services/privacy/service.py), ``ff.people`` the people of a collection
+(services/people/service.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import CatalogError, DiskFullError, FaceFinderError, is_disk_full
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
+from facefinder.services.people.service import People
 from facefinder.services.privacy.service import Privacy
 from facefinder.services.search import ProbeFace, Searcher
 from facefinder.services.server import uploads
@@ -68,6 +70,7 @@ class FaceFinder:
         self.actor = actor or f"local:{getpass.getuser()}"
         self._pipeline: FacePipeline | None = None
         self._privacy: Privacy | None = None
+        self._people: People | None = None
 
     @property
     def pipeline(self) -> FacePipeline:
@@ -86,11 +89,19 @@ class FaceFinder:
             self._privacy = Privacy(self.store, self.audit, lambda: self.pipeline, self.actor)
         return self._privacy
 
+    @property
+    def people(self) -> People:
+        """The people of a collection: clustering, the views, and merge / split / label / confirm
+        (services/people/service.py), audited under this FaceFinder's actor. Needs no models."""
+        if self._people is None:
+            self._people = People(self.store, self.audit, self.actor)
+        return self._people
+
     def acting_as(self, actor: str) -> FaceFinder:
         """This FaceFinder auditing under another name: the same store, models and audit log (what the
         server hands each request, and each ingest job, for the user behind it)."""
         view = copy.copy(self)
-        view.actor, view._privacy = actor, None
+        view.actor, view._privacy, view._people = actor, None, None
         return view
 
     def ingest(
@@ -104,22 +115,21 @@ class FaceFinder:
         legal_basis: str | None = None,
         retention_days: int | None = None,
         ray: str | None = None,
+        confine_to: str | os.PathLike | None = None,
     ) -> IngestReport:
         """Ingest into ``collection``; a new one is created with the given purpose, legal basis and
         retention period (all three required then; for an existing one they must match or be left out).
         ``ray`` runs the analysis on a Ray cluster ("local", "auto" or "ray://head:10001"; see
-        services/distributed.py) with ``workers`` actors; the result is the same."""
+        services/distributed.py) with ``workers`` actors; the result is the same. ``confine_to`` (the
+        server's jobs): a folder no source may lead out of, links followed (sources/folders.py)."""
         policy = self._ensure_collection(collection, purpose, legal_basis, retention_days)
+        parts = (self.store, self.models_dir, self.workers, self.detector, self.recognizer)
         if ray:
             from facefinder.services.distributed import RayIngestor
 
-            ingestor = RayIngestor(
-                self.store, self.models_dir, self.workers, self.detector, self.recognizer, address=ray
-            )
+            ingestor = RayIngestor(*parts, address=ray, confine_to=confine_to)
         else:
-            ingestor = Ingestor(
-                self.store, self.models_dir, self.workers, self.detector, self.recognizer, pipeline=self._pipeline
-            )
+            ingestor = Ingestor(*parts, pipeline=self._pipeline, confine_to=confine_to)
         try:  # the ingestor creates a new collection once the models have loaded
             report = ingestor.ingest(path, collection, manifest, on_progress, policy)
         except BaseException:

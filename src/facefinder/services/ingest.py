@@ -171,8 +171,10 @@ class Ingestor:
         recognizer: str | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         pipeline: FacePipeline | None = None,
+        confine_to: str | os.PathLike | None = None,
     ) -> None:
-        self.store, self.models_dir = store, models_dir
+        """``confine_to``: a folder no source may lead out of (server jobs; see sources/folders.py)."""
+        self.store, self.models_dir, self.confine_to = store, models_dir, confine_to
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self.detector, self.recognizer, self.max_pixels = detector, recognizer, max_pixels
         self._pipeline = pipeline  # used in-process when workers == 0
@@ -220,7 +222,7 @@ class Ingestor:
         self._copies = {}
         screen = screen_for(self.store.catalog)
         self._withdrawn = withdrawn_ids(self.store.catalog)
-        total = sum(1 for _ in iter_sources(path, manifest))
+        total = sum(1 for _ in iter_sources(path, manifest, confine_to=self.confine_to))
         run = IngestRun(coll.id, report, screen, self.store.known_hashes(coll.id), {}, total, on_progress)
         for outcome, metas in self._analyzed(path, manifest, run):
             self._write(run, outcome, metas)
@@ -323,7 +325,7 @@ class Ingestor:
         """The sources to analyse, read and hashed, in batches; a photo already stored, a copy of one
         in flight, and one whose consent was withdrawn are counted here and go no further."""
         report, batch = run.report, []
-        for item in iter_sources(path, manifest):
+        for item in iter_sources(path, manifest, confine_to=self.confine_to):
             report.seen += 1
             if item.provenance.get("consent_id") in self._withdrawn:
                 report.consent_withdrawn += 1

@@ -2,13 +2,20 @@
 that the web UI polls. Each job ingests through the engine acting as its user, so it is audited
 under that user's name like any ingest (a failed one as ``ingest.failed``).
 
+Every job is confined to a folder (``root``): the import root its path lies in, or its upload's own
+folder; no file it reads may lead out of it, links followed (services/sources/folders.py). An
+uploaded archive unpacks within the room its ``UploadSpace`` leaves (services/server/uploads.py),
+and what a job shows of an upload names it as ``upload:<name>``, never by its server path.
+
 Jobs live in memory: a restart forgets the list (the catalog keeps everything ingested, and
-re-running an ingest resumes it, skipping photos already stored).
+re-running an ingest resumes it, skipping photos already stored); the upload folders of jobs a
+stopped server left behind are swept when the next one starts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import secrets
 import threading
@@ -46,6 +53,7 @@ class IngestJob:
     path: Path
     upload: bool = False  # an uploaded archive or photo, unpacked by the job
     folder: Path | None = None  # an upload's own folder under <data dir>/uploads (services/server/uploads.py)
+    root: Path | None = None  # the folder no source of the job may lead out of
     state: str = "queued"  # queued | running | done | failed
     done: int = 0
     total: int = 0
@@ -84,30 +92,49 @@ class IngestJobs:
         audit: AuditLog,
         finder_as: Callable[[str], Any],
         keep: int = 200,
-        max_unpacked_bytes: int = 8 * 1024**3,
+        space: uploads.UploadSpace | None = None,
     ) -> None:
-        """``finder_as(username)`` gives the engine (FaceFinder) auditing as that user."""
+        """``finder_as(username)`` gives the engine (FaceFinder) auditing as that user; ``space``
+        bounds the uploads (default: ``UploadSpace``'s defaults). Upload folders that jobs of a
+        stopped server left behind are swept now (services/server/uploads.py, ``in_flight``)."""
         self.store, self.accounts, self.audit, self.finder_as = store, accounts, audit, finder_as
-        self.keep, self.max_unpacked_bytes = keep, max_unpacked_bytes
+        self.keep, self.space = keep, space or uploads.UploadSpace(store.data_dir)
+        try:
+            uploads.sweep(store)
+        except Exception:  # a server that cannot tidy up still serves; the next erasure's sweep retries
+            log.exception("could not sweep the uploads folder")
         self._jobs: dict[str, IngestJob] = {}
         self._queue: queue.Queue[IngestJob | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def start(self, principal: Principal, collection: str, path: Path, label: str, upload: bool = False) -> IngestJob:
-        """Queue an ingest of ``path`` into an existing ``collection`` the principal may ingest into."""
+    def start(
+        self,
+        principal: Principal,
+        collection: str,
+        path: Path,
+        label: str,
+        upload: bool = False,
+        root: Path | None = None,
+    ) -> IngestJob:
+        """Queue an ingest of ``path`` into an existing ``collection`` the principal may ingest into.
+        ``root``: the folder the job may not lead out of (an import root; default: ``path``'s own
+        folder); an upload is confined to its own folder."""
         principal.require("admin", "investigator")
         self.store.collection(collection)  # raises when it does not exist
         self.accounts.require_collections(principal, [collection])
+        path = Path(path)
+        folder = path.parent if upload else None
         job = IngestJob(
             secrets.token_hex(8),
             principal.id,
             principal.username,
             collection,
             label,
-            Path(path),
+            path,
             upload,
-            folder=Path(path).parent if upload else None,
+            folder=folder,
+            root=folder or root or (path if path.is_dir() else path.parent),
         )
         with self._lock:
             self._jobs[job.id] = job
@@ -167,8 +194,10 @@ class IngestJobs:
 
     def _release(self, job: IngestJob) -> None:
         """Whatever the outcome, an upload keeps only the files that became stored photos: duplicates,
-        failures, opted-out and consent-withdrawn photos, sidecars and the archive are zeroed and removed."""
+        failures, opted-out and consent-withdrawn photos, sidecars and the archive are zeroed and
+        removed; its failure rows name it as the user knows it."""
         try:
+            uploads.name_failures(self.store, job.folder, lambda text: _shown(text, job))
             uploads.release(self.store, job.folder)
         except Exception:  # never let the worker thread die; the next erasure's sweep retries
             log.exception("could not clean up upload folder %s", job.folder)
@@ -181,11 +210,11 @@ class IngestJobs:
 
         try:
             if job.upload:
-                job.path = unpack_upload(job.path, self.max_unpacked_bytes)
-            report = self.finder_as(job.owner).ingest(job.path, job.collection, None, progress)
+                job.path = unpack_upload(job.path, *self.space.unpack_limit(job.path))
+            report = self.finder_as(job.owner).ingest(job.path, job.collection, None, progress, confine_to=job.root)
         except Exception as exc:  # never let the worker thread die; the job says what happened
             message = str(exc) if isinstance(exc, FaceFinderError) else f"internal error: {type(exc).__name__}"
-            job.error = message
+            job.error = message = _shown(message, job)
             self.audit.record(job.owner, "ingest.failed", collection=job.collection, path=job.label, error=message)
             return "failed"
         job.report = {
@@ -197,7 +226,8 @@ class IngestJobs:
             "photos_without_faces": report.photos_without_faces,
             "opted_out": getattr(report, "opted_out", 0),
             "failures": [
-                {"source": _relative(f.source, job), "reason": f.reason, "detail": f.detail} for f in report.failures
+                {"source": _shown(f.source, job), "reason": f.reason, "detail": _shown(f.detail, job)}
+                for f in report.failures
             ],
             "seconds": round(report.seconds, 2),
         }
@@ -205,24 +235,29 @@ class IngestJobs:
         return "done"
 
 
-def unpack_upload(upload: Path, max_total: int) -> Path:
+def unpack_upload(upload: Path, max_total: int, limit: str = "") -> Path:
     """An uploaded archive, unpacked next to it (then zeroed and removed); returns the folder to ingest.
 
     Each photo becomes its own file under ``<data dir>/uploads/``, so it can be shown with its face
-    boxed and erased on its own: archives inside the archive are unpacked too (sources/archives.py
-    says how, and how untrusted names and sizes are kept in check). A single uploaded photo is
-    ingested as it is.
+    boxed and erased on its own: archives inside the archive are unpacked too, to ``max_total``
+    bytes in all (``limit`` says what sets it; sources/archives.py says how, and how untrusted names
+    and sizes are kept in check). A single uploaded photo is ingested as it is.
     """
     if not archives.is_archive_name(upload.name):
         return upload.parent
     try:
-        return archives.unpack(upload, upload.parent / "files", max_total)
+        return archives.unpack(upload, upload.parent / "files", max_total, limit)
     except archives.ARCHIVE_ERRORS as exc:
-        raise FaceFinderError(f"file: unreadable archive ({exc})") from None
+        why = (exc.strerror or type(exc).__name__) if isinstance(exc, OSError) else str(exc)
+        raise FaceFinderError(f"file: unreadable archive ({why})") from None
 
 
-def _relative(source: str, job: IngestJob) -> str:
-    """Failure sources of an uploaded archive are shown as ``upload:<name>!member``, not server paths."""
-    if job.upload and source.startswith(str(job.path)):
-        return job.label + "!" + source[len(str(job.path)) :].lstrip("/")
-    return source
+def _shown(text: str, job: IngestJob) -> str:
+    """``text`` (a failure's source or detail, an error) as the user may see it: the server paths of
+    an upload become ``upload:<name>``, and what was inside it ``upload:<name>!member``."""
+    if not job.upload or job.folder is None:
+        return text
+    folder = str(job.folder)
+    text = text.replace(f"{folder}{os.sep}files{os.sep}", f"{job.label}!")
+    text = text.replace(f"{folder}{os.sep}{job.label.removeprefix('upload:')}", job.label)
+    return text.replace(f"{folder}{os.sep}", f"{job.label}!").replace(folder, job.label)

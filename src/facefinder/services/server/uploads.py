@@ -13,9 +13,16 @@ erasure could reach, because no row names it. So:
   flight, which also reaches copies left by older versions or by a crash in the middle of a job.
 
 A folder is in flight while it holds ``IN_FLIGHT`` (written when the upload arrives, removed by
-``release``), so a sweep never takes a file from under a running job. A server killed during a job
-leaves the marker; the next upload's job does not clear it, so such a folder keeps its unused files
-until the marker is removed by hand (the files are listed by ``orphans``).
+``release``), so a sweep never takes a file from under a running job. The marker names the server
+process that wrote it (host, pid and a token of that process): a server stopped during a job leaves
+a marker whose process is gone, and the next sweep (every erasure, the server's start, ``check
+--repair``) treats that folder as any other. A marker from another host, or from an older version
+(empty), cannot be judged and is respected; its files are listed by ``orphans``.
+
+``UploadSpace`` bounds the folder as a whole: a quota per data directory for every upload, and how
+much one archive may unpack to (see its docstring). Failures of an upload are named as the user
+knows them (``upload:<name>!member``), in the job's report and in the catalog's failure rows
+(``name_failures``): the server's own paths are never shown.
 """
 
 from __future__ import annotations
@@ -23,12 +30,17 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from facefinder.storage.catalog import ImageRecord
+from facefinder.errors import FaceFinderError
+from facefinder.storage.catalog import ImageRecord, IngestFailure
 from facefinder.storage.index import scrub_file
 from facefinder.storage.store import FaceStore
 
@@ -36,6 +48,8 @@ log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
 IN_FLIGHT = ".ingesting"  # a dot file: ingest skips it (services/sources/folders.py)
+GiB = 1024**3
+_PROCESS = secrets.token_hex(8)  # this process, in its markers: a restarted server with the same pid is another
 
 
 def uploads_dir(data_dir: Path) -> Path:
@@ -43,11 +57,111 @@ def uploads_dir(data_dir: Path) -> Path:
 
 
 def new_folder(data_dir: Path) -> Path:
-    """A fresh folder for one upload, marked as in flight until its job releases it."""
+    """A fresh folder for one upload, marked as in flight (by this process) until its job releases it."""
     folder = uploads_dir(data_dir) / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / IN_FLIGHT).touch()
+    (folder / IN_FLIGHT).write_text(f"{socket.gethostname()} {os.getpid()} {_PROCESS}\n")
     return folder
+
+
+def in_flight(folder: Path) -> bool:
+    """Whether a job may still be working in ``folder``: it holds the marker, and the marker does
+    not name a process of this host known to be gone (its server stopped during the job)."""
+    try:
+        host, pid, process = ((folder / IN_FLIGHT).read_text().split() + ["", "", ""])[:3]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    if host != socket.gethostname() or not pid.isdigit() or os.name != "posix":
+        return True  # another machine's, or an older version's: cannot be judged from here
+    if int(pid) == os.getpid():
+        return process == _PROCESS
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, under another user
+    return True
+
+
+class QuotaExceeded(FaceFinderError):
+    """An upload that would take the uploads folder past its quota (the server answers 507)."""
+
+    field = "file"
+
+
+class UploadSpace:
+    """How much room uploads may take: a quota for the whole uploads folder of one data directory,
+    and how much one uploaded archive may unpack to.
+
+    Uploads are copies on the disk that holds the catalog; unbounded, a few small archives that
+    unpack to gigabytes (a zip of zeros) fill it. A new upload is admitted (``claim``) only while
+    the folder, with what uploads arriving at the same moment have claimed, stays within ``quota``
+    bytes; its archive then unpacks to at most the smallest of ``ratio`` times its size, the room
+    left under the quota, and ``max_unpacked`` bytes (``unpack_limit``). What stays counts too:
+    the copies of stored photos take room until they are erased."""
+
+    def __init__(self, data_dir: Path, quota: int = 20 * GiB, ratio: int = 100, max_unpacked: int = 8 * GiB) -> None:
+        self.root, self.quota, self.ratio, self.max_unpacked = uploads_dir(data_dir), quota, ratio, max_unpacked
+        self._claimed = 0
+        self._lock = threading.Lock()
+
+    def used(self) -> int:
+        """Bytes of the files under the uploads folder now (links not followed)."""
+        return sum(f.stat(follow_symlinks=False).st_size for f in _files(self.root, include_marker=True))
+
+    @contextmanager
+    def claim(self, size: int) -> Iterator[None]:
+        """Hold ``size`` bytes of the quota while an upload is written (QuotaExceeded when they do not fit)."""
+        with self._lock:
+            used = self.used() + self._claimed
+            if used + size > self.quota:
+                raise QuotaExceeded(
+                    f"file: the uploads folder is full: {_size(used)} of its {_size(self.quota)} quota in use, "
+                    f"and this upload is {_size(size)}; erase what is no longer needed, or raise --upload-quota-gb"
+                )
+            self._claimed += size
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._claimed -= size
+
+    def unpack_limit(self, archive: Path) -> tuple[int, str]:
+        """The most bytes ``archive`` (already in the folder) may unpack to, and what sets that bound."""
+        with self._lock:
+            room = self.quota - self.used() - self._claimed
+        return min(
+            (self.ratio * archive.stat().st_size, f"an archive may unpack to {self.ratio} times its size"),
+            (max(0, room), f"what is left of the {_size(self.quota)} uploads quota"),
+            (self.max_unpacked, f"the {_size(self.max_unpacked)} cap on one upload"),
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / GiB:.2f} GiB" if n >= GiB // 10 else f"{n / 1024**2:.1f} MiB"
+
+
+def name_failures(store: FaceStore, folder: Path, shown: Callable[[str], str]) -> int:
+    """Rename the catalog's failure rows of the files under ``folder`` (an upload's) as ``shown``
+    gives them (``upload:<name>!member``), detail included, so that the collection's failure list
+    never shows a server path. Returns how many rows."""
+    prefix = str(folder).rstrip(os.sep) + os.sep
+    with store.catalog.session() as session, session.begin():
+        rows = list(
+            session.scalars(select(IngestFailure).where(IngestFailure.source.startswith(prefix, autoescape=True)))
+        )
+        for row in rows:
+            source = shown(row.source)
+            session.execute(
+                delete(IngestFailure).where(
+                    IngestFailure.collection_id == row.collection_id, IngestFailure.source == source
+                )
+            )
+            row.source, row.detail = source, shown(row.detail)
+        return len(rows)
 
 
 def scrub_tree(folder: Path) -> int:
@@ -73,16 +187,18 @@ def release(store: FaceStore, folder: Path) -> int:
 
 
 def sweep(store: FaceStore) -> int:
-    """After an erasure: scrub every file under uploads/ that no photo row names, outside folders
-    in flight. Returns how many files were scrubbed."""
+    """After an erasure (and when the server starts): scrub every file under uploads/ that no photo
+    row names, outside folders in flight (``in_flight``: a stale marker does not count), and remove
+    those folders' markers. Returns how many files were scrubbed."""
     root = uploads_dir(store.data_dir)
     if not root.is_dir():
         return 0
     named = _named(store, root)  # one query (images.source has no index: one scan, not one per folder)
     count = 0
     for entry in sorted(root.iterdir()):
-        if entry.is_dir() and not entry.is_symlink() and not (entry / IN_FLIGHT).exists():
+        if entry.is_dir() and not entry.is_symlink() and not in_flight(entry):
             count += _scrub_unnamed(store, entry, named)
+            (entry / IN_FLIGHT).unlink(missing_ok=True)  # a stale one: its job is gone
             _remove_empty_dirs(entry)
         elif entry.is_file() and not entry.is_symlink() and not _is_named(entry, root, named):
             scrub_file(entry)
