@@ -1,4 +1,4 @@
-"""The catalog: collections, images with provenance, faces, and the index journal, in SQL.
+"""The catalog: collections, images with provenance, faces, people, and the index journal, in SQL.
 
 SQLite through SQLAlchemy by default (one file, no server); any SQLAlchemy URL works. The catalog
 is the source of truth: every face row carries its embedding, so the vector index can always be
@@ -157,6 +157,24 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))  # admin | investigator | auditor
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by an admin's password reset: until the user picks a new password, the service lets them do nothing
+    # else. NULL (a catalog from before this column) means no.
+    must_change_password: Mapped[bool | None] = mapped_column(default=False)
+
+
+class UserSession(Base):
+    """A browser session, kept server-side so that signing out, a disabled account or a new password ends it.
+
+    The signed cookie carries only the session's random token; ``id`` is its sha256, so a copy of the
+    catalog holds no cookie that could be replayed.
+    """
+
+    __tablename__ = "user_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the token in the cookie
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # sign-in; the session ends session_max_age later
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()  # signed out, or ended by a disable or password change
 
 
 class ApiToken(Base):
@@ -301,6 +319,42 @@ class Setting(Base):
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Person(Base):
+    """Faces of one collection grouped as one someone (services/people/): a machine suggestion until a
+    human confirms it. Removed with its last face (storage/people.py), so a label never outlives them."""
+
+    __tablename__ = "people"
+    __table_args__ = {"sqlite_autoincrement": True}  # a removed person's id never names another
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str | None] = mapped_column(Text)  # free text a human gave; never required to be a name
+    confirmed: Mapped[bool] = mapped_column(default=False)  # set only by a human
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    representative_face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="SET NULL"), index=True)
+
+
+class PersonFace(Base):
+    """A face's person: one at most; the score that put it there; 'cluster' or the human who did."""
+
+    __tablename__ = "person_faces"
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float] = mapped_column(Float)  # cosine to the nearest member when it was assigned
+    assigned_by: Mapped[str] = mapped_column(String(100))  # "cluster" | a username
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PeopleRun(Base):
+    """How far clustering got in a collection: faces up to ``face_watermark`` were considered, so an
+    incremental run looks only at newer ones."""
+
+    __tablename__ = "people_runs"
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    face_watermark: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def make_engine(url: str) -> Engine:

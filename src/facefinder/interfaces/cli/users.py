@@ -1,4 +1,6 @@
-"""The `users` group: the service's accounts, roles, collection grants and API tokens, on the catalog alone."""
+"""The `users` group: the service's accounts, roles, collection grants, API tokens and password resets, on the
+catalog alone. Whoever runs these acts as `local:<os user>` in the audit log (see common.local_actor); the
+account acted on is named in each entry's details."""
 
 from __future__ import annotations
 
@@ -145,5 +147,20 @@ def users_token(username: str, name: Annotated[str, typer.Option(help="What the 
             fail(f"username: no user {username!r}")
         if not user.active:
             fail(f"username: {username!r} is disabled")
-        token = accounts.create_token(Principal(user.id, user.username, user.role), name)
+        token = accounts.create_token(Principal(user.id, user.username, user.role), name, by=local_actor())
     print(token)
+
+
+@users_app.command("passwd")
+def users_passwd(username: str) -> None:
+    """Reset USERNAME's password to a temporary one, printed once; they must choose a new one at next sign-in."""
+    with _accounts() as accounts:
+        try:
+            temporary = accounts.reset_password(_local_admin(), username)
+        except FaceFinderError as exc:
+            fail(str(exc))
+    print(temporary)
+    console.print(
+        f"{username}'s sessions are signed out; they must choose a new password after signing in with this one",
+        highlight=False,
+    )

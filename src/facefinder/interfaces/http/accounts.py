@@ -1,4 +1,5 @@
-"""Sign-in, my API tokens, user accounts and grants (admin), and the search settings (admin)."""
+"""Sign-in and sign-out, my password and API tokens, user accounts, grants and password resets (admin), and
+the search settings (admin)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,25 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Request
 
-from facefinder.interfaces.http.deps import Admin, AnyUser, ApiError, Service, ServiceDep, sign_in
+from facefinder.interfaces.http.deps import (
+    Admin,
+    AnyUser,
+    ApiError,
+    Service,
+    ServiceDep,
+    change_password,
+    csrf_token,
+    sign_in,
+    sign_out,
+)
 from facefinder.interfaces.http.schemas import (
     ERRORS,
     DbId,
     LoginRequest,
     MeOut,
+    PasswordChange,
+    PasswordChanged,
+    PasswordReset,
     SessionOut,
     SettingsOut,
     SettingsUpdate,
@@ -40,13 +54,12 @@ def _user(service: Service, username: str) -> UserInfo:
 def login(body: LoginRequest, request: Request, service: ServiceDep) -> SessionOut:
     principal = sign_in(request, service, body.username, body.password)
     user = user_out(_user(service, principal.username), service.accounts.grants())
-    return SessionOut(user=user, csrf_token=request.session["csrf"])
+    return SessionOut(user=user, csrf_token=csrf_token(request))
 
 
 @router.delete("/session", tags=["accounts"], summary="Sign out")
 def logout(request: Request, principal: AnyUser, service: ServiceDep) -> dict[str, bool]:
-    request.session.clear()
-    service.audit.record(principal.username, "logout")
+    sign_out(request, service, principal)
     return {"signed_out": True}
 
 
@@ -59,6 +72,19 @@ def me(principal: AnyUser, service: ServiceDep) -> MeOut:
         collections=service.accounts.allowed_collections(principal),
         categories=service.cases.settings().categories,
     )
+
+
+@router.post(
+    "/me/password",
+    response_model=PasswordChanged,
+    tags=["accounts"],
+    summary="Change my password (my other sessions are signed out)",
+)
+def change_my_password(
+    body: PasswordChange, request: Request, principal: AnyUser, service: ServiceDep
+) -> PasswordChanged:
+    ended = change_password(request, service, principal, body.current_password, body.new_password)
+    return PasswordChanged(changed=True, sessions_ended=ended)
 
 
 @router.get("/tokens", response_model=list[TokenOut], tags=["accounts"], summary="My API tokens")
@@ -106,6 +132,16 @@ def update_user(username: str, body: UserUpdate, admin: Admin, service: ServiceD
         raise ApiError(409, "conflict", "you cannot disable your own account", "active")
     service.accounts.set_active(admin, username, body.active)
     return user_out(_user(service, username), service.accounts.grants())
+
+
+@router.post(
+    "/users/{username}/password",
+    response_model=PasswordReset,
+    tags=["accounts"],
+    summary="Reset a user's password to a temporary one they must change at next sign-in",
+)
+def reset_password(username: str, admin: Admin, service: ServiceDep) -> PasswordReset:
+    return PasswordReset(username=username, temporary_password=service.accounts.reset_password(admin, username))
 
 
 @router.put(

@@ -32,6 +32,7 @@ from facefinder.interfaces.http.deps import (
     Service,
     ServiceConfig,
     api_error_for,
+    record_refusal,
 )
 from facefinder.interfaces.http.schemas import ERRORS
 from facefinder.interfaces.web.pages import LoginRequired, html_error, is_page_request, mount_web
@@ -139,7 +140,8 @@ def lifespan_of(service: Service) -> Callable[[FastAPI], AbstractAsyncContextMan
 
 # ----- error handlers ----------------------------------------------------------------------------------
 def respond(request: Request, error: ApiError) -> Response:
-    """An error as the JSON shape, or as an HTML page for a web page's request."""
+    """An error as the JSON shape, or as an HTML page for a web page's request (a 403 is audited first)."""
+    record_refusal(request, error)
     if is_page_request(request):
         return html_error(request, error)
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)

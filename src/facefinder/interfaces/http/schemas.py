@@ -81,6 +81,23 @@ class UserUpdate(BaseModel):
     active: bool
 
 
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=1000)
+    new_password: str = Field(min_length=10, max_length=1000)
+
+
+class PasswordChanged(BaseModel):
+    changed: bool
+    sessions_ended: int = Field(description="Your other browser sessions, signed out by the change")
+
+
+class PasswordReset(BaseModel):
+    username: str
+    temporary_password: str = Field(
+        description="Shown once: pass it on; the user must choose a new password at their next sign-in"
+    )
+
+
 class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
 

@@ -2,7 +2,8 @@
 JavaScript (static/app.js) that calls the JSON API for actions. No front-end build.
 
 Pages need a browser session (otherwise: redirect to /login); roles are checked exactly as in the
-API, and a refused page is a 403 page. Forms carry the session's CSRF token.
+API, and a refused page is a 403 page. Forms carry the session's CSRF token. A user whose password an
+admin reset is sent to the account page, to choose a new one, from every other page.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from facefinder import __version__
+from facefinder.errors import FaceFinderError
 from facefinder.interfaces.http.collections import collections_for
-from facefinder.interfaces.http.deps import ApiError, check_csrf, get_service, session_principal, sign_in
+from facefinder.interfaces.http.deps import (
+    ApiError,
+    change_password,
+    check_csrf,
+    get_service,
+    session_principal,
+    sign_in,
+    sign_out,
+)
 from facefinder.interfaces.http.deps import csrf_token as session_csrf_token
 from facefinder.services.audit import as_dict
 from facefinder.services.calibration import default_calibration
@@ -44,6 +54,14 @@ class LoginRequired(Exception):
     def response(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+
+
+class PasswordChangeRequired(LoginRequired):
+    """Raised by page dependencies for a user whose password an admin reset: answered with a redirect to
+    the account page, which asks for a new one (a LoginRequired, so the app's handler for it answers)."""
+
+    def response(self, request: Request) -> Response:
+        return RedirectResponse("/account", status_code=303)
 
 
 def is_page_request(request: Request) -> bool:
@@ -92,6 +110,8 @@ def page_user(request: Request) -> Principal:
     if principal is None:
         raise LoginRequired()
     request.state.principal = principal
+    if principal.must_change_password and request.url.path not in ("/account", "/account/password"):
+        raise PasswordChangeRequired()
     return principal
 
 
@@ -125,7 +145,21 @@ def login_page(request: Request, next: str | None = None) -> Response:
     if principal is not None:
         return RedirectResponse(_safe_next(next) or HOME[principal.role], status_code=303)
     request.state.principal = None
-    return render(request, "login.html", next=_safe_next(next) or "", error=None)
+    return _login_form(request, next, 200, None)
+
+
+def _login_form(request: Request, next: str | None, status: int, error: str | None, username: str = "") -> Response:
+    """The sign-in page; on a fresh install (no account yet) it says how to create the first admin."""
+    no_users = not get_service(request).accounts.has_users()
+    return render(
+        request,
+        "login.html",
+        status_code=status,
+        next=_safe_next(next) or "",
+        error=error,
+        username=username,
+        no_users=no_users,
+    )
 
 
 @router.post("/login")
@@ -141,33 +175,19 @@ def login_submit(
         check_csrf(request, csrf_token)
         principal = sign_in(request, get_service(request), username, password)
     except ApiError as exc:
-        return render(
-            request,
-            "login.html",
-            status_code=exc.status,
-            next=_safe_next(next) or "",
-            error=exc.message,
-            username=username,
-        )
+        return _login_form(request, next, exc.status, exc.message, username)
     except AuthenticationFailed:
-        return render(
-            request,
-            "login.html",
-            status_code=401,
-            next=_safe_next(next) or "",
-            error="Wrong username or password.",
-            username=username,
-        )
+        return _login_form(request, next, 401, "Wrong username or password.", username)
+    if principal.must_change_password:
+        return RedirectResponse("/account", status_code=303)
     return RedirectResponse(_safe_next(next) or HOME[principal.role], status_code=303)
 
 
 @router.post("/logout")
 def logout_submit(request: Request, csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
     check_csrf(request, csrf_token)
-    principal = session_principal(request, get_service(request))
-    request.session.clear()
-    if principal is not None:
-        get_service(request).audit.record(principal.username, "logout")
+    service = get_service(request)
+    sign_out(request, service, session_principal(request, service))
     return RedirectResponse("/login", status_code=303)
 
 
@@ -275,14 +295,48 @@ def accounts_page(request: Request, principal: Admin) -> Response:
 
 
 @router.get("/account")
-def account_page(request: Request, principal: User) -> Response:
+def account_page(request: Request, principal: User, changed: bool = False) -> Response:
+    return _account(request, principal, 200, message="Your password was changed." if changed else None)
+
+
+def _account(
+    request: Request, principal: Principal, status: int, message: str | None = None, error: str | None = None
+) -> Response:
+    """The account page: tokens, collections, and the password form (with what the last change did)."""
     service = get_service(request)
     return render(
         request,
         "account.html",
+        status_code=status,
         tokens=service.accounts.tokens(principal),
         collections=service.accounts.allowed_collections(principal),
+        message=message,
+        password_error=error,
     )
+
+
+@router.post("/account/password")
+def password_submit(
+    request: Request,
+    principal: User,
+    current_password: Annotated[str, Form(max_length=1000)] = "",
+    new_password: Annotated[str, Form(max_length=1000)] = "",
+    new_password_again: Annotated[str, Form(max_length=1000)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Change one's own password from the account page (the form's answer to a reset, too)."""
+    check_csrf(request, csrf_token)
+    if new_password != new_password_again:
+        return _account(request, principal, 400, error="The two new passwords differ.")
+    try:
+        change_password(request, get_service(request), principal, current_password, new_password)
+    except ApiError as exc:  # too many wrong current passwords
+        return _account(request, principal, exc.status, error=exc.message)
+    except FaceFinderError as exc:
+        label = {"current_password": "Current password", "new_password": "New password"}.get(getattr(exc, "field", ""))
+        reason = str(exc).split(": ", 1)[-1]
+        return _account(request, principal, 400, error=f"{label}: {reason}." if label else str(exc))
+    return RedirectResponse("/account?changed=1", status_code=303)
 
 
 def mount_web(app: FastAPI) -> None:

@@ -17,13 +17,16 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
 
-from facefinder.errors import FaceFinderError, NotFound
+from facefinder.errors import FaceFinderError, FieldError, NotFound
 from facefinder.services.audit import AuditLog
+from facefinder.services.server.sessions import Sessions, revoke_user_sessions
 from facefinder.storage.catalog import ApiToken, Catalog, Collection, CollectionGrant, User, utcnow
 
 ROLES = ("admin", "investigator", "auditor")
 MIN_PASSWORD_LENGTH = 10
+SESSION_MAX_AGE = 8 * 3600  # seconds a browser session lasts after sign-in, unless the service says otherwise
 _hasher = PasswordHasher()
+_dummy: tuple[PasswordHasher, str] | None = None  # (the hasher it was made with, a hash of no one's password)
 
 
 class AccessDenied(FaceFinderError):
@@ -34,6 +37,23 @@ class AuthenticationFailed(FaceFinderError):
     """Unknown user, wrong password, disabled account or unknown token."""
 
 
+class TokenRejected(AuthenticationFailed):
+    """An API token that does not let anyone in, and why (for the audit log; the caller is told only 401).
+
+    ``reason``: unknown (never issued, or revoked) or disabled (its owner's account is disabled)."""
+
+    def __init__(self, reason: str, owner: str | None = None) -> None:
+        super().__init__("unknown or revoked API token")
+        self.reason, self.owner = reason, owner
+
+
+class WrongPassword(FieldError):
+    """The current password given to change a password is not the user's."""
+
+    def __init__(self) -> None:
+        super().__init__("current_password", "this is not your current password")
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is acting: what every service call that needs accountability takes."""
@@ -41,6 +61,7 @@ class Principal:
     id: int
     username: str
     role: str
+    must_change_password: bool = False  # an admin reset the password: nothing but choosing a new one is allowed
 
     def require(self, *roles: str) -> None:
         if self.role not in roles:
@@ -56,10 +77,11 @@ class UserInfo:
     role: str
     active: bool
     created_at: datetime
+    must_change_password: bool = False
 
     @classmethod
     def of(cls, user: User) -> UserInfo:
-        return cls(user.id, user.username, user.role, user.active, user.created_at)
+        return cls(user.id, user.username, user.role, user.active, user.created_at, bool(user.must_change_password))
 
 
 @dataclass(frozen=True)
@@ -77,64 +99,135 @@ class TokenInfo:
 
 
 class Accounts:
-    """Users, their roles, API tokens and collection grants, in the catalog; every change is audited."""
+    """Users, their roles, sessions, API tokens and collection grants, in the catalog; every change is audited."""
 
-    def __init__(self, catalog: Catalog, audit: AuditLog) -> None:
+    def __init__(self, catalog: Catalog, audit: AuditLog, session_max_age: int = SESSION_MAX_AGE) -> None:
         self.catalog, self.audit = catalog, audit
+        self.sessions = Sessions(catalog, session_max_age)
 
     def add_user(self, username: str, password: str, role: str, by: str = "system") -> Principal:
         if role not in ROLES:
             raise FaceFinderError(f"role: must be one of {', '.join(ROLES)}, not {role!r}")
         if not username.strip():
             raise FaceFinderError("username: required")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise FaceFinderError(f"password: at least {MIN_PASSWORD_LENGTH} characters")
+        _check_new_password("password", password)
         with self.catalog.session() as session, session.begin():
             if session.scalar(select(User).where(User.username == username)):
                 raise FaceFinderError(f"username: {username!r} is taken")
             user = User(username=username, password_hash=_hasher.hash(password), role=role)
             session.add(user)
             session.flush()
-            principal = Principal(user.id, user.username, user.role)
+            principal = _principal_of(user)
         self.audit.record(by, "user.create", username=username, role=role)
         return principal
 
-    def authenticate(self, username: str, password: str) -> Principal:
+    def has_users(self) -> bool:
+        """Whether any account exists (a fresh install has none: the sign-in page says how to make one)."""
+        with self.catalog.session() as session:
+            return session.scalar(select(User.id).limit(1)) is not None
+
+    # ----- signing in ------------------------------------------------------------------------------------
+    def authenticate(self, username: str, password: str, client: str | None = None) -> Principal:
+        """The account for a username and password, else AuthenticationFailed (the same message whatever
+        went wrong; the audit entry says what: unknown-user, disabled or wrong-password).
+
+        An unknown or disabled username is checked against a dummy hash, so that it takes as long as a
+        wrong password: the answer's time does not tell which usernames exist."""
         with self.catalog.session() as session:
             user = session.scalar(select(User).where(User.username == username))
-        try:
-            if user is None or not user.active:
-                raise VerificationError()
-            _hasher.verify(user.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            self.audit.record(username, "login.failed")
-            raise AuthenticationFailed("wrong username or password") from None
-        self.audit.record(username, "login")
-        return Principal(user.id, user.username, user.role)
+        where = {"client": client} if client else {}
+        if user is None or not user.active:
+            _verifies(_dummy_hash(), password)
+            reason = "unknown-user" if user is None else "disabled"
+        else:
+            reason = None if _verifies(user.password_hash, password) else "wrong-password"
+        if reason:
+            self.audit.record(username, "login.failed", reason=reason, **where)
+            raise AuthenticationFailed("wrong username or password")
+        self.audit.record(username, "login", **where)
+        return _principal_of(user)
 
-    def create_token(self, principal: Principal, name: str) -> str:
-        """A new API token for scripts; only its hash is stored, so it is shown this once."""
+    def start_session(self, principal: Principal) -> str:
+        """A new browser session for a signed-in user; returns the token its cookie carries."""
+        return self.sessions.start(principal.id)
+
+    def session_principal(self, token: str) -> Principal:
+        """Who a browser session belongs to; AuthenticationFailed once it was revoked, ran out, or its
+        account was disabled."""
+        user_id = self.sessions.user_id(token)
+        if user_id is None:
+            raise AuthenticationFailed("signed out, or the session ran out: sign in again")
+        return self.principal(user_id)
+
+    def end_session(self, token: str) -> bool:
+        """Sign-out: revoke the session (its cookie stops working at once, wherever copies of it are)."""
+        return self.sessions.revoke(token)
+
+    # ----- passwords ---------------------------------------------------------------------------------------
+    def change_password(self, principal: Principal, current: str, new: str, keep_session: str | None = None) -> int:
+        """A user sets a new password, proving the current one; every other session of theirs ends (the
+        one whose token is ``keep_session`` stays). Returns how many sessions ended."""
+        _check_new_password("new_password", new)
+        with self.catalog.session() as session, session.begin():
+            user = session.get(User, principal.id)
+            if user is None or not user.active:
+                raise AuthenticationFailed("unknown or disabled account")
+            wrong = not _verifies(user.password_hash, current)
+            if not wrong:
+                if _verifies(user.password_hash, new):
+                    raise FieldError("new_password", "must differ from the current password")
+                user.password_hash, user.must_change_password = _hasher.hash(new), False
+                ended = revoke_user_sessions(session, user.id, keep=keep_session)
+        if wrong:  # recorded outside the transaction above, which changed nothing
+            self.audit.record(principal.username, "password.change.failed", reason="wrong-password")
+            raise WrongPassword()
+        self.audit.record(principal.username, "password.change", sessions_ended=ended)
+        return ended
+
+    def reset_password(self, admin: Principal, username: str) -> str:
+        """An admin sets a temporary password (returned, to pass on) that the user must change at their
+        next sign-in; until then they may do nothing else. Every session of theirs ends."""
+        admin.require("admin")
+        temporary = secrets.token_urlsafe(12)
+        with self.catalog.session() as session, session.begin():
+            user = session.scalar(select(User).where(User.username == username))
+            if user is None:
+                raise FaceFinderError(f"username: no user {username!r}")
+            user.password_hash, user.must_change_password = _hasher.hash(temporary), True
+            ended = revoke_user_sessions(session, user.id)
+        self.audit.record(admin.username, "password.reset", username=username, sessions_ended=ended)
+        return temporary
+
+    # ----- API tokens and principals -----------------------------------------------------------------
+    def create_token(self, owner: Principal, name: str, by: str | None = None) -> str:
+        """A new API token for scripts; only its hash is stored, so it is shown this once.
+
+        ``by`` is who makes it when that is not the owner (``facefinder users token`` run by an OS
+        user): the audit entry names them as the actor and the owner as the user it is for."""
         token = "ff_" + secrets.token_urlsafe(32)
         with self.catalog.session() as session, session.begin():
-            session.add(ApiToken(user_id=principal.id, name=name, token_hash=_token_hash(token)))
-        self.audit.record(principal.username, "token.create", name=name)
+            session.add(ApiToken(user_id=owner.id, name=name, token_hash=_token_hash(token)))
+        self.audit.record(by or owner.username, "token.create", name=name, username=owner.username)
         return token
 
     def principal_for_token(self, token: str) -> Principal:
+        """The owner of an API token; TokenRejected (an AuthenticationFailed, with its reason) otherwise."""
         with self.catalog.session() as session, session.begin():
             row = session.scalar(select(ApiToken).where(ApiToken.token_hash == _token_hash(token)))
             user = session.get(User, row.user_id) if row else None
-            if row is None or user is None or not user.active:
-                raise AuthenticationFailed("unknown or revoked API token")
+            if row is None or user is None:
+                raise TokenRejected("unknown")
+            if not user.active:
+                raise TokenRejected("disabled", user.username)
             row.last_used_at = utcnow()
-            return Principal(user.id, user.username, user.role)
+            return _principal_of(user)
 
     def principal(self, user_id: int) -> Principal:
         with self.catalog.session() as session:
             user = session.get(User, user_id)
         if user is None or not user.active:
             raise AuthenticationFailed("unknown or disabled account")
-        return Principal(user.id, user.username, user.role)
+        return _principal_of(user)
 
     def users(self) -> list[UserInfo]:
         """Every account, by username."""
@@ -156,7 +249,9 @@ class Accounts:
             if user is None:
                 raise FaceFinderError(f"username: no user {username!r}")
             user.active = active
-        self.audit.record(admin.username, "user.enable" if active else "user.disable", username=username)
+            ended = 0 if active else revoke_user_sessions(session, user.id)
+        details = {"username": username, **({} if active else {"sessions_ended": ended})}
+        self.audit.record(admin.username, "user.enable" if active else "user.disable", **details)
 
     def grant(self, admin: Principal, username: str, collection: str, allow: bool = True) -> None:
         admin.require("admin")
@@ -238,3 +333,29 @@ class Accounts:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _principal_of(user: User) -> Principal:
+    return Principal(user.id, user.username, user.role, bool(user.must_change_password))
+
+
+def _check_new_password(field_name: str, password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise FieldError(field_name, f"at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _verifies(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches the argon2 ``password_hash`` (a malformed hash matches nothing)."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _dummy_hash() -> str:
+    """A hash of a random password, made by the current hasher with its cost, to check unknown and
+    disabled usernames against (made again if the hasher was swapped, as the tests do)."""
+    global _dummy
+    if _dummy is None or _dummy[0] is not _hasher:
+        _dummy = (_hasher, _hasher.hash(secrets.token_urlsafe(16)))
+    return _dummy[1]
