@@ -157,12 +157,13 @@ def test_an_investigator_cannot_ingest_another_collections_folder(fresh, tmp_pat
     assert [(Path(f["source"]).name, f["reason"]) for f in job.report["failures"]] == [("to-b.jpg", "symlink-escape")]
     assert sha(folder_b / "sub" / "one.jpg") not in held(app)
 
-    # admins may use every root, bound or not, into any collection
+    # admins may use the unbound roots for any collection, and each bound root for its own collection
     for collection, path in (("b", str(folder_b)), ("a", str(app.import_root / "admins.jpg"))):
         response = ingest(admin, collection, path)
         assert response.status_code == 202, response.text
         assert app.service.jobs.wait(response.json()["id"]).report["ingested"] == 1
     assert {c["name"]: c["images"] for c in admin.get("/api/collections").json()} == {"a": 2, "b": 1}
+    assert_error(ingest(admin, "a", str(folder_b)), 403, "forbidden", "path")  # b's folder is b's, for admins too
 
 
 def test_only_bound_roots_investigators_get_a_clear_refusal(fresh):

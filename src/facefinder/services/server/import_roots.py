@@ -80,6 +80,11 @@ class ImportRoots:
         if "\x00" in raw:
             raise FieldError("path", "invalid path")
         roots = self.usable(principal, collection)
+        if not roots and principal.role == "admin":
+            raise ImportForbidden(
+                f"no import root serves collection {collection!r} (the bound ones serve their own collections): "
+                f"start the server with --import-root DIR or --import-root-for {collection}=DIR, or upload an archive"
+            )
         if not roots:
             raise ImportForbidden(
                 f"no server folder is bound to collection {collection!r}, and unbound import roots are for "
