@@ -163,3 +163,12 @@ def test_a_catalog_from_before_sessions_opens_and_signs_in(tmp_path):
         assert accounts.session_principal(token).username == "old"
     finally:
         catalog.close()
+
+
+def test_signing_in_again_ends_the_browsers_previous_session(fresh):
+    app = fresh()
+    browser, _ = app.browser("ivan")
+    before = browser.cookies["ff_session"]
+    assert browser.post("/api/session", json={"username": "inga", "password": password("inga")}).status_code == 200
+    assert browser.get("/api/me").json()["username"] == "inga"
+    assert_error(replay(app, before).get("/api/me"), 401)

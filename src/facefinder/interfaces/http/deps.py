@@ -332,9 +332,11 @@ def sign_in(request: Request, service: Service, username: str, password: str) ->
     principal = service.accounts.authenticate(username, password, client=client)
     service.login_limiter.release(stamp, *keys)
     service.login_limiter.clear(keys[1])
-    token = service.accounts.start_session(principal)
+    previous = request.session.get("sid")
+    if previous:  # signing in again from this browser: the session it had ends, not just its cookie
+        service.accounts.end_session(str(previous))
     request.session.clear()
-    request.session["sid"] = token
+    request.session["sid"] = service.accounts.start_session(principal)
     return principal
 
 
