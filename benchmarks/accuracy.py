@@ -28,6 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from facefinder.services.calibration import calibration_record
+from facefinder.services.evaluation import metrics
+from facefinder.services.evaluation.metrics import normalise
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CALIBRATION = ROOT / "src" / "facefinder" / "services" / "calibration.json"
@@ -85,10 +89,6 @@ def embed_lfw(
     return [os.path.relpath(p, images_dir) for p in paths], plain, flipped, seconds
 
 
-def normalise(v: np.ndarray) -> np.ndarray:
-    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-
-
 def read_pairs(path: Path) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
     lines = path.read_text().split("\n")
     folds, per_fold = map(int, lines[0].split())
@@ -106,83 +106,25 @@ def read_pairs(path: Path) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarra
 
 
 def verification(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> dict:
-    thresholds = np.unique(np.round(scores, 4))
-    accuracies = []
-    for k in np.unique(fold):
-        train, test = fold != k, fold == k
-        train_acc = [((scores[train] >= t) == same[train]).mean() for t in thresholds]
-        best = thresholds[int(np.argmax(train_acc))]
-        accuracies.append(((scores[test] >= best) == same[test]).mean())
-    impostor = np.sort(scores[~same])[::-1]
-    genuine = scores[same]
-    tar = {}
-    for far in (1e-2, 1e-3):
-        allowed = int(np.floor(far * len(impostor)))
-        threshold = impostor[allowed] if allowed < len(impostor) else -1
-        tar[f"tar_at_far_{far:g}"] = float((genuine > threshold).mean())
+    accuracies = metrics.fold_accuracy(scores, same, fold)
+    tar = {f"tar_at_far_{far:g}": metrics.tar_at_fmr(scores[same], scores[~same], far).tar for far in (1e-2, 1e-3)}
     return {"accuracy_mean": float(np.mean(accuracies)), "accuracy_std": float(np.std(accuracies)), **tar}
 
 
-def identification(names: list[str], emb: np.ndarray, found: np.ndarray) -> dict:
-    """Closed-set rank-1/10 and open-set FNIR@FPIR 1%, plus the impostor score distribution."""
+def identification(names: list[str], emb: np.ndarray, found: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Closed-set rank-1/10 and open-set FNIR@FPIR 1% (services/evaluation/metrics.py), plus the impostor
+    score distribution. ``names`` are sorted, so each person's first photo is their gallery photo."""
     people = np.array([n.split("/")[0] for n in names])
-    order = np.argsort(names, kind="stable")
-    first = {}
-    for i in order:
-        first.setdefault(people[i], i)
-    counts = {p: c for p, c in zip(*np.unique(people, return_counts=True))}
-    multi = sorted(p for p, c in counts.items() if c >= 2)
-    gallery = np.array(sorted(first.values()))
-    probes = np.array([i for i in range(len(names)) if counts[people[i]] >= 2 and first[people[i]] != i])
-    sims = emb[probes] @ emb[gallery].T
-    sims[~found[probes]] = -1  # a probe with no face finds nothing
-    sims[:, ~found[gallery]] = -1
-    mate = people[probes][:, None] == people[gallery][None, :]
-    mate_score = np.where(mate, sims, -np.inf).max(axis=1)
-    better = (sims > mate_score[:, None]).sum(axis=1)
-    closed = {
-        "gallery": int(len(gallery)),
-        "probes": int(len(probes)),
-        "rank1": float((better == 0).mean()),
-        "rank10": float((better < 10).mean()),
-    }
-    impostor = sims[~mate & found[probes][:, None] & found[gallery][None, :]]
-
-    # Open set: every other person with 2+ photos is held out of the gallery.
-    held_out = set(multi[1::2])
-    in_gallery = np.array([people[g] not in held_out for g in gallery])
-    g_open = gallery[in_gallery]
-    mated = np.array([i for i in probes if people[i] not in held_out])
-    non_mated = np.array([i for i in range(len(names)) if people[i] in held_out])
-    s_mated = emb[mated] @ emb[g_open].T
-    s_non = emb[non_mated] @ emb[g_open].T
-    s_mated[~found[mated]] = -1
-    s_non[~found[non_mated]] = -1
-    top_non = np.sort(s_non.max(axis=1))[::-1]
-    threshold = float(top_non[int(np.floor(0.01 * len(top_non)))])
-    best = s_mated.argmax(axis=1)
-    hit = (people[g_open][best] == people[mated]) & (s_mated.max(axis=1) > threshold)
+    ident = metrics.identification(people, emb, found, fpir=0.01)
+    closed = {k: ident.closed_set[k] for k in ("gallery", "probes", "rank1", "rank10")}
     open_set = {
-        "gallery": int(len(g_open)),
-        "mated_probes": int(len(mated)),
-        "non_mated_probes": int(len(non_mated)),
-        "threshold_at_fpir_1pct": threshold,
-        "fnir_at_fpir_1pct": float(1 - hit.mean()),
+        "gallery": ident.open_set["gallery"],
+        "mated_probes": ident.open_set["mated_probes"],
+        "non_mated_probes": ident.open_set["non_mated_probes"],
+        "threshold_at_fpir_1pct": ident.open_set["threshold"],
+        "fnir_at_fpir_1pct": ident.open_set["fnir"],
     }
-    return {"closed_set": closed, "open_set": open_set}, impostor
-
-
-def fmr_curve(impostor: np.ndarray) -> dict:
-    grid = np.round(np.arange(0.0, 1.0001, 0.01), 2)
-    ordered = np.sort(impostor)
-    at_or_above = len(ordered) - np.searchsorted(ordered, grid, side="left")
-    fmr = np.maximum(at_or_above, 0.5) / len(ordered)  # half a count where none was seen: an upper-ish bound
-    return {"scores": grid.tolist(), "fmr": [float(f"{v:.3g}") for v in fmr], "impostor_pairs": int(len(ordered))}
-
-
-def score_at_fmr(impostor: np.ndarray, fmr: float) -> float:
-    ordered = np.sort(impostor)[::-1]
-    return float(ordered[int(np.floor(fmr * len(ordered)))])
+    return {"closed_set": closed, "open_set": open_set}, ident.impostor
 
 
 def machine() -> dict:
@@ -263,23 +205,14 @@ def main() -> None:
         variant = "plain"  # what the default pipeline serves (flip fusion is not on by default)
         impostor = impostors[variant]
         threshold = report["variants"][variant]["open_set"]["threshold_at_fpir_1pct"]
-        bands = {
-            "strong": max(score_at_fmr(impostor, 1e-6), threshold),
-            "possible": threshold,
-            "weak": min(score_at_fmr(impostor, 1e-4), threshold),
-        }
-        calibration = {
-            "model_id": "blazeface_full_range+mobilefacenet",
-            "threshold": round(threshold, 4),
-            "bands": {k: round(v, 4) for k, v in bands.items()},
-            "band_meaning": {
-                "strong": "false match rate <= 1e-6 per comparison",
-                "possible": "at or above the default threshold (open-set FPIR 1% on LFW)",
-                "weak": "below the default threshold, false match rate <= 1e-4: only shown when --threshold is lowered",
-            },
-            "fmr_curve": fmr_curve(impostor),
-            "source": f"benchmarks/accuracy.py on LFW ({len(names)} photos), variant {variant}",
-        }
+        calibration = calibration_record(
+            "blazeface_full_range+mobilefacenet",
+            impostor,
+            threshold,
+            measured_on="LFW",
+            fpir=0.01,
+            source=f"benchmarks/accuracy.py on LFW ({len(names)} photos), variant {variant}",
+        )
         CALIBRATION.write_text(json.dumps(calibration, indent=2))
         print(f"wrote {CALIBRATION}")
 

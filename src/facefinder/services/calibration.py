@@ -6,16 +6,25 @@ measured on LFW by `benchmarks/accuracy.py`, which writes `calibration.json` bes
 Against a gallery of N faces a stranger is expected to produce about FMR x N candidates above that
 score, so scores are read together with gallery size. Results are investigative leads, never an
 identification.
+
+LFW's people and cameras are not everyone's: `facefinder evaluate --save-calibration` measures the same
+curve on the operator's own labelled photos, for whichever model is in use (a user-supplied recognizer
+gets honest false match rates only this way), and keeps it in <data dir>/calibrations/<model_id>.json;
+``default_calibration(model_id)`` prefers it to the shipped file from then on.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from facefinder.config import data_dir as resolve_data_dir
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -63,9 +72,25 @@ class Calibration:
         return "none"
 
 
-@lru_cache(maxsize=1)
-def default_calibration() -> Calibration:
-    data = json.loads(CALIBRATION_FILE.read_text())
+def default_calibration(model_id: str | None = None, data_dir: str | os.PathLike | None = None) -> Calibration:
+    """The calibration for ``model_id``: the one `facefinder evaluate --save-calibration` stored for it in
+    the data directory (default: $FACEFINDER_DATA_DIR or ~/.facefinder), else the shipped one (measured
+    on LFW for the default models). Without a model id, the shipped one."""
+    if model_id is not None:
+        path = saved_calibration_path(model_id, data_dir)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            pass
+        else:
+            return _load(path, stamp)
+    return _load(CALIBRATION_FILE, 0)
+
+
+@lru_cache(maxsize=8)
+def _load(path: Path, stamp: int) -> Calibration:
+    """A calibration file, read again only when it changes (``stamp``: its modification time)."""
+    data = json.loads(path.read_text())
     return Calibration(
         model_id=data["model_id"],
         threshold=float(data["threshold"]),
@@ -74,3 +99,60 @@ def default_calibration() -> Calibration:
         bands={k: float(v) for k, v in data["bands"].items()},
         source=data["source"],
     )
+
+
+# ----- measuring one: shared by benchmarks/accuracy.py and `facefinder evaluate --save-calibration` ----------
+def saved_calibration_path(model_id: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where a calibration measured on the operator's photos is kept: <data dir>/calibrations/<model_id>.json."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", model_id)
+    return resolve_data_dir(data_dir) / "calibrations" / f"{safe}.json"
+
+
+def fmr_curve(impostor: np.ndarray) -> dict:
+    """The share of impostor scores at or above each score from 0 to 1 in steps of 0.01."""
+    grid = np.round(np.arange(0.0, 1.0001, 0.01), 2)
+    ordered = np.sort(impostor)
+    at_or_above = len(ordered) - np.searchsorted(ordered, grid, side="left")
+    fmr = np.maximum(at_or_above, 0.5) / len(ordered)  # half a count where none was seen: an upper-ish bound
+    return {"scores": grid.tolist(), "fmr": [float(f"{v:.3g}") for v in fmr], "impostor_pairs": int(len(ordered))}
+
+
+def score_at_fmr(impostor: np.ndarray, fmr: float) -> float:
+    """The impostor score that floor(fmr x impostors) impostors exceed (the highest when that is none)."""
+    ordered = np.sort(impostor)[::-1]
+    return float(ordered[int(np.floor(fmr * len(ordered)))])
+
+
+def calibration_record(
+    model_id: str, impostor: np.ndarray, threshold: float, measured_on: str, fpir: float, source: str
+) -> dict:
+    """A calibration in calibration.json's format: the FMR curve of ``impostor`` (different-person scores),
+    ``threshold`` (open-set FPIR ``fpir`` on ``measured_on``) and the bands read off the curve."""
+    bands = {
+        "strong": max(score_at_fmr(impostor, 1e-6), threshold),
+        "possible": threshold,
+        "weak": min(score_at_fmr(impostor, 1e-4), threshold),
+    }
+    return {
+        "model_id": model_id,
+        "threshold": round(threshold, 4),
+        "bands": {k: round(v, 4) for k, v in bands.items()},
+        "band_meaning": {
+            "strong": "false match rate <= 1e-6 per comparison",
+            "possible": f"at or above the default threshold (open-set FPIR {fpir * 100:g}% on {measured_on})",
+            "weak": "below the default threshold, false match rate <= 1e-4: only shown when --threshold is lowered",
+        },
+        "fmr_curve": fmr_curve(impostor),
+        "source": source,
+    }
+
+
+def save_calibration(record: dict, data_dir: str | os.PathLike | None = None) -> Path:
+    """Store ``record`` as the calibration of its model in the data directory (written whole, then renamed,
+    so that a search never reads half of one); default_calibration() prefers it from then on."""
+    path = saved_calibration_path(record["model_id"], data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(record, indent=2))
+    os.replace(partial, path)
+    return path

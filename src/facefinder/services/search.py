@@ -78,8 +78,10 @@ class Searcher:
     """Probe photos -> faces -> ranked, calibrated candidates from the collections this model can search."""
 
     def __init__(self, store: FaceStore, pipeline: FacePipeline, calibration: Calibration | None = None) -> None:
+        """``calibration`` defaults to the one saved for this model in the store's data directory
+        (`facefinder evaluate --save-calibration`), else the shipped one."""
         self.store, self.pipeline = store, pipeline
-        self.calibration = calibration or default_calibration()
+        self.calibration = calibration or default_calibration(pipeline.model_id, store.data_dir)
 
     def search(
         self,

@@ -15,6 +15,7 @@ from facefinder.interfaces.cli import (
     check,
     collection,
     delete,
+    evaluate,
     models,
     photos,
     privacy,
@@ -82,6 +83,7 @@ def _register(app: typer.Typer) -> None:
         check.check,
         photos.failures,
         photos.demo,
+        evaluate.evaluate,
         privacy.purge,
         serve.serve,
     ):
