@@ -14,8 +14,9 @@ from helpers import GALLERY, LFW, TESTS_DIR, save_jpeg
 from PIL import Image
 from typer.testing import CliRunner
 
+from facefinder.errors import FaceFinderError
 from facefinder.interfaces.cli import app
-from facefinder.services.calibration import default_calibration
+from facefinder.services.calibration import default_calibration, saved_calibration_path
 from facefinder.services.evaluation import metrics
 from facefinder.services.evaluation.demographics import (
     evaluate_demographics,
@@ -200,6 +201,15 @@ def test_a_calibration_is_not_saved_from_an_unmeasured_threshold(tmp_path):
     assert json.loads(result.stdout)["calibration_saved"] is None  # the figures still come out
     assert "calibration not saved: FPIR 0.01 was not measured" in result.stderr
     assert not (tmp_path / "data" / "calibrations").exists()
+
+
+def test_a_damaged_saved_calibration_is_an_error_not_a_silent_fallback(tmp_path):
+    path = saved_calibration_path("some+model", tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"model_id": "some+model"}')
+    with pytest.raises(FaceFinderError, match="not a calibration"):
+        default_calibration("some+model", tmp_path)
+    assert default_calibration("other+model", tmp_path) is default_calibration()
 
 
 def test_option_errors_are_one_line(tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facefinder.config import data_dir as resolve_data_dir
+from facefinder.errors import FaceFinderError
 
 CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 
@@ -83,7 +84,12 @@ def default_calibration(model_id: str | None = None, data_dir: str | os.PathLike
         except OSError:
             pass
         else:
-            return _load(path, stamp)
+            try:
+                return _load(path, stamp)
+            except (ValueError, KeyError, TypeError) as exc:  # said at once, never searched past silently
+                raise FaceFinderError(
+                    f"{path}: not a calibration ({exc!r}); remove it, or save one again with facefinder evaluate"
+                ) from None
     return _load(CALIBRATION_FILE, 0)
 
 
