@@ -45,6 +45,7 @@ from facefinder.storage.files import scrub_file
 from facefinder.storage.locks import CheckpointLocks
 from facefinder.storage.milvus import MilvusBackend, is_milvus_uri
 from facefinder.storage.opening import IndexOpener
+from facefinder.storage.people import people_of, settle_people
 from facefinder.storage.records import (  # the services import these from here too
     PROVENANCE_FIELDS,
     CollectionInfo,
@@ -298,13 +299,16 @@ class FaceStore:
             )
 
     def delete_faces(self, face_ids: list[int]) -> int:
-        """Erase faces from catalog and index; returns how many existed."""
+        """Erase faces from catalog and index; returns how many existed. Their people are settled in the
+        same transaction (storage/people.py)."""
         with self.catalog.session() as session, session.begin():
             self.catalog.lock_journal(session)
             rows = session.execute(
                 select(FaceRecord.id, FaceRecord.collection_id).where(FaceRecord.id.in_(face_ids))
             ).all()
+            people = people_of(session, [r.id for r in rows])
             session.execute(delete(FaceRecord).where(FaceRecord.id.in_([r.id for r in rows])))
+            settle_people(session, people)
             session.add_all([JournalEntry(collection_id=r.collection_id, face_id=r.id, op="delete") for r in rows])
         self.refresh()
         return len(rows)
