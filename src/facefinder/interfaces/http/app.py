@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facefinder import __version__
 from facefinder.errors import FaceFinderError
-from facefinder.interfaces.http import accounts, audit, collections, ingest, privacy, search
+from facefinder.interfaces.http import accounts, audit, collections, ingest, people, privacy, search
 from facefinder.interfaces.http.deps import (
     SESSION_COOKIE,
     STATUS_CODES,
@@ -63,6 +63,7 @@ ROUTERS = [
     collections.router,
     ingest.router,
     search.router,
+    people.router,
     audit.router,
     privacy.router,
 ]
