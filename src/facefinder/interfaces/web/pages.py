@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -49,11 +49,17 @@ NAV = [  # (path, label, roles)
 
 
 class LoginRequired(Exception):
-    """Raised by page dependencies when no one is signed in: answered with a redirect to /login."""
+    """Raised by page dependencies when no one is signed in: answered with a redirect to /login, which
+    says why when the browser had a session that has ended (``expired``)."""
+
+    def __init__(self, expired: bool = False) -> None:
+        super().__init__("sign-in required")
+        self.expired = expired
 
     def response(self, request: Request) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        reason = "&expired=1" if self.expired else ""
+        return RedirectResponse(f"/login?next={quote(target)}{reason}", status_code=303)
 
 
 class PasswordChangeRequired(LoginRequired):
@@ -105,10 +111,11 @@ def html_error(request: Request, error: ApiError) -> Response:
 
 
 def page_user(request: Request) -> Principal:
-    """The signed-in user of a page (a dependency; raises LoginRequired)."""
+    """The signed-in user of a page (a dependency; raises LoginRequired, saying whether a session ended)."""
+    had_session = bool(request.session.get("sid"))
     principal = session_principal(request, get_service(request))
     if principal is None:
-        raise LoginRequired()
+        raise LoginRequired(expired=had_session)
     request.state.principal = principal
     if principal.must_change_password and request.url.path not in ("/account", "/account/password"):
         raise PasswordChangeRequired()
@@ -140,16 +147,19 @@ def _safe_next(target: str | None) -> str | None:
 
 
 @router.get("/login")
-def login_page(request: Request, next: str | None = None) -> Response:
+def login_page(request: Request, next: str | None = None, expired: bool = False) -> Response:
     principal = session_principal(request, get_service(request))
     if principal is not None:
         return RedirectResponse(_safe_next(next) or HOME[principal.role], status_code=303)
     request.state.principal = None
-    return _login_form(request, next, 200, None)
+    return _login_form(request, next, 200, None, expired=expired)
 
 
-def _login_form(request: Request, next: str | None, status: int, error: str | None, username: str = "") -> Response:
-    """The sign-in page; on a fresh install (no account yet) it says how to create the first admin."""
+def _login_form(
+    request: Request, next: str | None, status: int, error: str | None, username: str = "", expired: bool = False
+) -> Response:
+    """The sign-in page; on a fresh install (no account yet) it says how to create the first admin, and
+    after a session ended (``expired``) it says so."""
     no_users = not get_service(request).accounts.has_users()
     return render(
         request,
@@ -159,6 +169,7 @@ def _login_form(request: Request, next: str | None, status: int, error: str | No
         error=error,
         username=username,
         no_users=no_users,
+        expired=expired,
     )
 
 
@@ -174,8 +185,8 @@ def login_submit(
     try:
         check_csrf(request, csrf_token)
         principal = sign_in(request, get_service(request), username, password)
-    except ApiError as exc:
-        return _login_form(request, next, exc.status, exc.message, username)
+    except ApiError as exc:  # too many attempts, or a stale form
+        return _login_form(request, next, exc.status, f"{exc.message} (error code: {exc.code})", username)
     except AuthenticationFailed:
         return _login_form(request, next, 401, "Wrong username or password.", username)
     if principal.must_change_password:
@@ -337,6 +348,14 @@ def password_submit(
         reason = str(exc).split(": ", 1)[-1]
         return _account(request, principal, 400, error=f"{label}: {reason}." if label else str(exc))
     return RedirectResponse("/account?changed=1", status_code=303)
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    """The site's icon (browsers ask for it on every page, the public opt-out form's too)."""
+    return FileResponse(
+        HERE / "static" / "favicon.ico", media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"}
+    )
 
 
 def mount_web(app: FastAPI) -> None:

@@ -10,20 +10,53 @@ async function api(method, url, body, multipart) {
     if (multipart) init.body = body;
     else { headers["Content-Type"] = "application/json"; init.body = JSON.stringify(body); }
   }
+  noteProbe(url, body);
   const response = await fetch(url, init);
   const type = response.headers.get("content-type") || "";
   const data = type.includes("json") ? await response.json() : null;
   if (!response.ok) {
     const err = (data && data.error) || { code: "error", message: `HTTP ${response.status}` };
-    if (response.status === 401) { window.location = "/login?next=" + encodeURIComponent(location.pathname); }
-    const e = new Error(err.message); e.field = err.field; e.code = err.code; throw e;
+    if (response.status === 401) await signInAgain();
+    const e = new Error(explain(err, response.status)); e.field = err.field; e.code = err.code; e.detail = err.message; throw e;
   }
   return data;
+}
+
+// ----- errors in words: what happened, what to do, and the code for support ------------------------------
+const HINTS = {
+  unauthenticated: "Your session ended: taking you to the sign-in page; what you typed is kept.",
+  bad_request: "Check what you entered and try again.",
+  invalid: "Check what you entered and try again.",
+  bad_image: "Choose another photo: a JPEG or PNG that opens on your computer.",
+  conflict: "Choose another name, or reload the page to see how things stand now.",
+  forbidden: "Your role or grants do not allow this: ask an admin if you need it.",
+  csrf_failed: "Reload the page, then send it again.",
+  password_change_required: "Choose a new password on your account page first.",
+  not_found: "It may have been erased or have run out: reload the page.",
+  too_large: "Send something smaller.",
+  rate_limited: "Too many tries in a short time: wait a minute, then try again.",
+  insufficient_storage: "The server's upload space is full: tell an admin.",
+  internal: "Something failed on the server: try again, and tell an admin if it keeps failing.",
+};
+
+function explain(err, status) {
+  if (status === 401) return HINTS.unauthenticated;
+  let text = String(err.message || `the server answered HTTP ${status}`);
+  text = text.charAt(0).toUpperCase() + text.slice(1);
+  if (!/[.!?]$/.test(text)) text += ".";
+  const hint = HINTS[err.code] || (status >= 500 ? HINTS.internal : "Try again; if it keeps failing, tell an admin.");
+  return `${text} ${hint} (Error code: ${err.code || status}.)`;
 }
 
 function showError(form, message) {
   const box = form.querySelector(".form-error") || document.getElementById(form.dataset.error || "");
   if (box) { box.textContent = message || ""; box.hidden = !message; }
+}
+
+function markField(form, name) {
+  for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+  const field = name && form.elements[name];
+  if (field && field.focus) { field.setAttribute("aria-invalid", "true"); field.focus(); }
 }
 
 function formBody(form, skip) {
@@ -69,14 +102,15 @@ function bindApiForms() {
           const box = document.getElementById("new-token");
           box.querySelector("code").textContent = result.token; box.hidden = false; form.reset();
         } else { location.reload(); }
-      } catch (e) { showError(form, e.message); }
+      } catch (e) { showError(form, e.message); markField(form, e.field); }
       finally { if (button) button.disabled = false; }
     });
   }
   for (const button of document.querySelectorAll("button[data-api]")) {
     button.addEventListener("click", async () => {
       const method = button.dataset.method || "POST";
-      if (method === "DELETE" && !window.confirm(button.title || "Are you sure?")) return;
+      const question = button.dataset.confirm || (method === "DELETE" ? "Are you sure?" : "");
+      if (question && !window.confirm(question)) return;
       try {
         await api(method, button.dataset.api, button.dataset.body ? JSON.parse(button.dataset.body) : undefined);
         location.reload();
@@ -227,7 +261,115 @@ function bindSearch() {
   ready();
 }
 
+// ----- drafts: what was typed outlives a session that ends -----------------------------------------------
+// When the API answers 401 (the session ended), the page's forms and its probe photo are kept in this tab's
+// sessionStorage; the sign-in page says so, and the same page, signed in again as the same user, gets them
+// back once. Signing out drops them.
+const DRAFT_KEY = "facefinder-draft";
+let draftProbe = null; // the last probe photo sent to /api/probes
+
+function noteProbe(url, body) {
+  if (url === "/api/probes" && body instanceof FormData && body.get("photo") instanceof Blob) draftProbe = body.get("photo");
+}
+
+function signedInAs() { return document.querySelector(".who")?.dataset.user || ""; }
+
+function keepable(el) {
+  return el.name && el.name !== "csrf_token" && !["hidden", "password", "file", "submit", "button", "reset"].includes(el.type);
+}
+
+function fileData(file) {
+  return new Promise((resolve) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve({ name: file.name || "probe", type: file.type, data: reader.result });
+    reader.onerror = () => resolve(null);
+    reader.readAsDataURL(file);
+  });
+}
+
+async function keepDraft() {
+  const forms = {};
+  for (const form of document.querySelectorAll("main form[id]")) {
+    forms[form.id] = Array.from(form.elements).filter(keepable).map((el) => [el.name, el.value, el.checked]);
+  }
+  const draft = { user: signedInAs(), path: location.pathname + location.search, forms, face: document.getElementById("face")?.value || "" };
+  const pageKeepsProbe = typeof PROBE_KEY !== "undefined" && sessionStorage.getItem(PROBE_KEY); // the search page's own
+  if (draftProbe && !pageKeepsProbe && document.getElementById("probe-file")) draft.probe = await fileData(draftProbe);
+  try { sessionStorage.setItem(DRAFT_KEY, JSON.stringify(draft)); return; } catch (e) { /* over the quota: keep the rest */ }
+  delete draft.probe; draft.probeLost = true;
+  try { sessionStorage.setItem(DRAFT_KEY, JSON.stringify(draft)); } catch (e) { /* nothing more to do */ }
+}
+
+async function signInAgain() {
+  await keepDraft();
+  window.location = `/login?next=${encodeURIComponent(location.pathname + location.search)}&expired=1`;
+}
+
+function fillForm(form, entries) {
+  for (const el of Array.from(form.elements).filter(keepable)) {
+    const box = el.type === "checkbox" || el.type === "radio";
+    const entry = entries.find(([name, value]) => name === el.name && (!box || value === el.value));
+    if (!entry) continue;
+    if (box) el.checked = entry[2]; else el.value = entry[1];
+    el.dispatchEvent(new Event("input", { bubbles: true }));
+    el.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+}
+
+function restoreProbe(probe, face) {
+  const input = document.getElementById("probe-file");
+  if (!input || !probe) return;
+  const bytes = Uint8Array.from(atob(probe.data.split(",")[1]), (c) => c.charCodeAt(0));
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([bytes], probe.name, { type: probe.type }));
+  input.files = transfer.files;
+  input.dispatchEvent(new Event("change", { bubbles: true }));
+  if (face === "") return;
+  const pick = () => {
+    const buttons = face.split(",").map((n) => document.querySelector(`#probe-faces [data-face="${CSS.escape(n)}"]`));
+    if (!buttons.every(Boolean)) return false;
+    for (const b of buttons) if (!b.classList.contains("chosen")) b.click();
+    return true;
+  };
+  const watch = new MutationObserver(() => { if (pick()) watch.disconnect(); });
+  watch.observe(document.body, { childList: true, subtree: true });
+  setTimeout(() => watch.disconnect(), 60000);
+}
+
+function restoreDraft() {
+  let draft = null;
+  try { draft = JSON.parse(sessionStorage.getItem(DRAFT_KEY) || "null"); } catch (e) { /* unreadable: none */ }
+  const kept = document.getElementById("draft-kept");
+  if (kept) { kept.hidden = !draft; return; }
+  document.querySelector('form[action="/logout"]')?.addEventListener("submit", () => sessionStorage.removeItem(DRAFT_KEY));
+  if (!draft || !signedInAs()) return;
+  if (draft.user !== signedInAs()) { sessionStorage.removeItem(DRAFT_KEY); return; } // never someone else's
+  if (draft.path !== location.pathname + location.search) return;
+  sessionStorage.removeItem(DRAFT_KEY);
+  for (const [id, entries] of Object.entries(draft.forms || {})) {
+    const form = document.getElementById(id);
+    if (form) fillForm(form, entries);
+  }
+  restoreProbe(draft.probe, draft.face);
+  const note = Object.assign(document.createElement("p"), { className: "alert info", id: "draft-restored" });
+  note.setAttribute("role", "status");
+  note.textContent = "What you had typed before your session ended is back: check it, then carry on." +
+    (draft.probeLost ? " The photo was too large to keep: choose it again." : "");
+  document.querySelector("main")?.prepend(note);
+}
+
+// ----- wide tables scroll inside their own box on narrow screens: make that box reachable by keyboard ------
+function markScrollables() {
+  for (const table of document.querySelectorAll("table.data")) {
+    if (table.scrollWidth > table.clientWidth + 1) table.setAttribute("tabindex", "0");
+    else table.removeAttribute("tabindex");
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  markScrollables();
+  window.addEventListener("resize", markScrollables);
+  setTimeout(restoreDraft, 0); // once every page script is bound, so that what is filled in updates it
   bindApiForms();
   bindSearch();
   const jobs = document.getElementById("jobs");
