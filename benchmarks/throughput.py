@@ -170,7 +170,7 @@ def profile_pipeline(paths: list[Path], models: Path) -> dict:
     from facefinder.vision.quality import face_quality
 
     pipeline = FacePipeline.default(models, threads=1)
-    det, rec = pipeline.detector, pipeline.recognizer
+    det, rec = getattr(pipeline.detector, "primary", pipeline.detector), pipeline.recognizer
     blobs = [p.read_bytes() for p in paths]
     warm = decode_image(blobs[0], "warm")
     pipeline.analyze([warm])  # load kernels / allocate before timing
@@ -336,7 +336,7 @@ def profile_groups(paths: list[Path], models: Path) -> list[dict]:
             {
                 "photo": path.name,
                 "size": f"{w}x{h}",
-                "windows": 1 + len(pipeline.detector._tiles(w, h)),
+                "windows": 1 + len(getattr(pipeline.detector, "primary", pipeline.detector)._tiles(w, h)),
                 "faces": len(faces),
                 "decode_ms": round(decode * 1e3, 1),
                 **{f"{k}_ms": round((a - b) * 1e3, 1) for k, a, b in zip(("detect", "align", "embed"), after, before)},

@@ -138,6 +138,39 @@ def test_a_detector_of_no_model_class_plugs_in(pipeline):
     np.testing.assert_array_equal(mine.embedding, theirs.embedding)
 
 
+# ----- 4b. profile faces: the second detection pass (vision/fallback.py) ---------------------------
+PROFILES = sorted((Path(__file__).parent / "data" / "cfp").glob("*/profile/*.jpg"))
+
+
+@pytest.mark.parametrize("photo", PROFILES, ids=lambda p: "/".join(p.parts[-3:]))
+def test_profiles_blazeface_misses_are_found_by_the_second_pass(pipeline, photo):
+    """CFP profiles on which BlazeFace alone finds nothing: the default pipeline finds the one face."""
+    image = read_image(str(photo))
+    assert pipeline.detector.primary.detect(image) == []
+    [face] = pipeline.analyze([image])[0]
+    height, width = image.shape[:2]
+    x1, y1, x2, y2 = face.box
+    assert abs((x1 + x2) / 2 - width / 2) < 0.2 * width  # the centred face, not a corner of clutter
+    assert y2 - y1 > 0.3 * height
+
+
+def test_second_pass_finds_nothing_in_face_free_images(pipeline):
+    """Noise and a flat photo are where a low-floor detector invents faces; the presence check stops it."""
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    blocks = np.kron(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), np.ones((10, 10, 1), np.uint8))
+    for image in (noise, blocks, np.full((200, 200, 3), 128, np.uint8)):
+        assert pipeline.analyze([image]) == [[]]
+
+
+def test_second_pass_leaves_photos_with_faces_alone(pipeline, monkeypatch):
+    """Where BlazeFace finds a face the fallback never runs: its cost there is nothing."""
+    assert isinstance(pipeline.detector, protocols.Detector)
+    assert pipeline.model_id.startswith("blazeface_full_range+")  # collections filled before keep their id
+    monkeypatch.setattr(pipeline.detector.secondary, "detect", lambda image: pytest.fail("second pass ran"))
+    assert len(pipeline.analyze([read_image(str(lfw("Tony_Blair", 1)))])[0]) == 1
+
+
 # ----- 5. EXIF orientation -------------------------------------------------------------------
 # Stored pixels for each EXIF orientation such that exif_transpose() gives the upright photo back.
 STORED_AS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}

@@ -15,6 +15,7 @@ from facefinder.errors import ModelError
 from facefinder.vision.align import align_face
 from facefinder.vision.detect import BlazeFace, Detection, Scrfd
 from facefinder.vision.embed import OnnxRecognizer
+from facefinder.vision.fallback import FallbackDetector, ProfileDetector
 from facefinder.vision.image import Decoded
 from facefinder.vision.inference import FloatArray, ImageArray
 from facefinder.vision.landmarks import FaceMesh
@@ -82,24 +83,32 @@ class FacePipeline:
         flip: bool = False,
         mesh_passes: int = 1,
     ) -> FacePipeline:
-        """The shipped models, or user-supplied ONNX detector / recognizer files."""
+        """The shipped models, or user-supplied ONNX detector / recognizer files.
+
+        With the shipped detector, photos where BlazeFace finds no face get a second pass
+        (fallback.ProfileDetector) that finds most profiles; a user-supplied detector runs alone."""
         if detector is None or recognizer is None:
             require_models(models_dir)
-        det: BlazeFace | Scrfd
-        if detector:
-            det = Scrfd(detector, threads)
-        else:
-            det = BlazeFace(model_path(models_dir, "blazeface_full_range"), threads)
+        scrfd = Scrfd(detector, threads) if detector else None
         rec = OnnxRecognizer(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
         mesh = None
-        if not (isinstance(det, Scrfd) and det.has_keypoints):
+        if not (scrfd and scrfd.has_keypoints):
             mesh_path = model_path(models_dir, "facemesh")
             if not mesh_path.is_file():
                 raise ModelError(
-                    f"{det.path} gives no five-point landmarks, and the FaceMesh model that would "
+                    f"{detector} gives no five-point landmarks, and the FaceMesh model that would "
                     f"supply them is not in {models_dir}: run `facefinder models fetch`"
                 )
             mesh = FaceMesh(mesh_path, threads, mesh_passes)
+        if scrfd is not None:
+            return cls(scrfd, rec, mesh)
+        assert mesh is not None  # the shipped detector gives no five points
+        blazeface = model_path(models_dir, "blazeface_full_range")
+        det = FallbackDetector(
+            BlazeFace(blazeface, threads),
+            ProfileDetector(blazeface, mesh, threads, min_face=DEFAULT_MIN_FACE),
+            DEFAULT_MIN_FACE,
+        )
         return cls(det, rec, mesh)
 
     def analyze(self, images: list[ImageArray]) -> list[list[Face]]:
