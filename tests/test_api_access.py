@@ -93,6 +93,8 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
         ),
         ("DELETE", "/api/collections/no-such-collection", {}, only({"admin"}, 404)),
         ("GET", f"/api/collections/{COLLECTION}/failures", {}, only({"admin", "ivan"}, 200)),
+        ("GET", f"/api/collections/{COLLECTION}/images", {}, only({"admin"}, 200)),
+        ("GET", "/api/faces/999999/thumbnail", {}, only({"admin"}, 404)),
         ("DELETE", "/api/images/999999", {}, only({"admin"}, 404)),
         ("DELETE", "/api/faces/999999", {}, only({"admin"}, 404)),
         ("GET", "/api/ingests", {}, only({"admin", "ivan", "olga"}, 200)),

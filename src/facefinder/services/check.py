@@ -29,15 +29,19 @@ def check(finder, repair: bool = False) -> list[Problem]:
 
 
 def _orphan_uploads(store, repair: bool) -> list[Problem]:
-    """Uploaded files no photo names, outside uploads still being ingested (a sweep takes them)."""
+    """Uploaded files no photo names, outside uploads still being ingested (a sweep takes them).
+    Whether an upload is still being ingested is ``uploads.in_flight``: a folder whose mark names a
+    server process that is gone (it stopped during the job) is stale, and its files are reported."""
     root = uploads.uploads_dir(store.data_dir)
-    stray = [
-        path
-        for path in uploads.orphans(store)
-        if not (root / path.relative_to(root).parts[0] / uploads.IN_FLIGHT).exists()
-    ]
+    stray = [path for path in uploads.orphans(store) if not _in_flight(root, path)]
     if repair and stray:
         uploads.sweep(store)
     return [
         Problem("orphan-upload", f"{path}: an uploaded file no stored photo names", repaired=repair) for path in stray
     ]
+
+
+def _in_flight(root, path) -> bool:
+    """Whether ``path`` lies in an upload folder (directly under ``root``) that a job may still be using."""
+    parts = path.relative_to(root).parts
+    return len(parts) > 1 and uploads.in_flight(root / parts[0])

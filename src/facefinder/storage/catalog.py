@@ -11,25 +11,12 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import (
-    JSON,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.schema import ForeignKey, Index, UniqueConstraint
+from sqlalchemy.types import JSON, Float, Integer, LargeBinary, String, Text
 
 from facefinder.errors import CatalogError
 
@@ -145,6 +132,18 @@ class IngestFailure(Base):
     reason: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IngestJobRecord(Base):
+    """A server ingest job (services/server/jobs.py), kept so that the job list outlives a restart."""
+
+    __tablename__ = "ingest_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    owner_id: Mapped[int] = mapped_column(Integer, index=True)
+    state: Mapped[str] = mapped_column(String(20))  # queued | running | done | failed | interrupted
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    job: Mapped[dict] = mapped_column(JSON)  # the rest: source, counts, report, error, its server process
 
 
 class User(Base):

@@ -1,13 +1,61 @@
-"""Collections (list, create, erase), their ingest failures, and erasing one photo or face."""
+"""Collections (list, create, erase), their photos with their faces (admins, paged), their ingest
+failures, and erasing one photo or face."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from facefinder.errors import FieldError, NotFound
 from facefinder.interfaces.http.deps import Admin, ApiError, CanSearch, Reader, Service, ServiceDep
-from facefinder.interfaces.http.schemas import ERRORS, CollectionCreate, CollectionOut, DbId, DeletedOut, FailureOut
+from facefinder.interfaces.http.schemas import (
+    ERRORS,
+    JPEG,
+    CollectionCreate,
+    CollectionOut,
+    DbId,
+    DeletedOut,
+    FailureOut,
+    UtcDatetime,
+)
+from facefinder.services.server import browse
 from facefinder.services.server.accounts import Principal
+
+
+class PhotoFaceOut(BaseModel):
+    """A face found in the photo."""
+
+    face_id: int
+    box: list[float]
+    quality: float
+    opted_out: bool = Field(description="Matches the opt-out list: hidden from search, to be reviewed and erased")
+
+
+class PhotoOut(BaseModel):
+    """A photo of the collection, with its faces."""
+
+    image_id: int
+    source: str = Field(description="Where the photo came from (an upload as upload:<archive>!<member>)")
+    sha256: str
+    width: int
+    height: int
+    ingested_at: UtcDatetime
+    provenance: dict[str, str | None]
+    faces: list[PhotoFaceOut]
+
+
+class PhotoPageOut(BaseModel):
+    """A page of a collection's photos, oldest first."""
+
+    collection: str
+    total: int = Field(description="Photos in the collection (with the filter)")
+    offset: int
+    limit: int
+    photos: list[PhotoOut]
+
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -84,10 +132,47 @@ def delete_collection(name: str, admin: Admin, service: ServiceDep) -> DeletedOu
     tags=["collections"],
     summary="Files an ingest could not use, and why",
 )
-def collection_failures(name: str, principal: CanSearch, service: ServiceDep) -> list[FailureOut]:
+def collection_failures(
+    name: str,
+    principal: CanSearch,
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0, le=2_147_483_647)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=10_000, description="Default: all")] = None,
+) -> list[FailureOut]:
     service.store.collection(name)
     service.accounts.require_collections(principal, [name])
-    return [FailureOut(source=f.source, reason=f.reason, detail=f.detail) for f in service.finder.failures(name)]
+    failures = service.finder.failures(name)[offset : None if limit is None else offset + limit]
+    return [FailureOut(source=f.source, reason=f.reason, detail=f.detail) for f in failures]
+
+
+@router.get(
+    "/collections/{name}/images",
+    response_model=PhotoPageOut,
+    tags=["collections"],
+    summary="A page of the collection's photos with their faces, oldest first (logged as collection.browse)",
+)
+def collection_images(
+    name: str,
+    admin: Admin,
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0, le=2_147_483_647)] = 0,
+    limit: Annotated[int, Query(ge=1, le=browse.MAX_PAGE)] = 50,
+    without_faces: Annotated[bool, Query(description="Only the photos in which no face was found")] = False,
+) -> PhotoPageOut:
+    page = browse.photos(service.store, service.audit, admin, name, offset, limit, without_faces)
+    return PhotoPageOut.model_validate(page, from_attributes=True)
+
+
+@router.get(
+    "/faces/{face_id}/thumbnail",
+    response_class=Response,
+    responses=JPEG,
+    tags=["collections"],
+    summary="A held face (admins; logged as collection.faces.view, once per look at a collection)",
+)
+def face_thumbnail(face_id: DbId, admin: Admin, service: ServiceDep) -> Response:
+    data = browse.face_thumbnail(service.store, service.audit, admin, face_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
 @router.delete(

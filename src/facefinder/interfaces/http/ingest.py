@@ -89,7 +89,7 @@ def upload_ingest(
         raise FieldError("file", f"upload an archive or a photo ({', '.join(UPLOAD_SUFFIXES)})")
     try:
         with service.jobs.space.claim(_size(file)):  # held while it is written; then it counts as used
-            folder = uploads.new_folder(service.finder.data_dir)  # marked in flight until its job ends
+            folder = uploads.new_folder(service.finder.data_dir, name)  # in flight until its job ends
             try:
                 save_upload(file, folder / name, service.config.max_upload_bytes)
                 return job_out(service.jobs.start(principal, collection, folder / name, f"upload:{name}", upload=True))

@@ -109,7 +109,9 @@ async def find_person(
     data = await photo_body(request, service)
     found = await run_in_threadpool(service.acting_as(admin).privacy.find_person, data, face, None, threshold)
     return PersonMatchesOut(
-        probe_sha256=found.probe_sha256, threshold=found.threshold, matches=matches_out(found.matches)
+        probe_sha256=found.probe_sha256,
+        threshold=found.threshold,
+        matches=matches_out(found.matches, service.finder.data_dir),
     )
 
 
@@ -152,7 +154,9 @@ async def add_optout(
 ) -> OptOutCreated:
     data = await photo_body(request, service)
     result = await run_in_threadpool(service.acting_as(admin).privacy.optout_add, [data], reference, "admin", face)
-    return OptOutCreated(id=result.id, templates=result.templates, matches=matches_out(result.matches))
+    return OptOutCreated(
+        id=result.id, templates=result.templates, matches=matches_out(result.matches, service.finder.data_dir)
+    )
 
 
 @router.get("/optouts", response_model=list[OptOutOut], summary="The opt-out list")
@@ -166,7 +170,7 @@ def list_optouts(admin: Admin, service: ServiceDep) -> list[OptOutOut]:
     summary="The faces held now that match an opt-out (for review)",
 )
 def optout_matches(optout_id: DbId, admin: Admin, service: ServiceDep) -> list[MatchOut]:
-    return matches_out(service.acting_as(admin).privacy.optout_matches(optout_id))
+    return matches_out(service.acting_as(admin).privacy.optout_matches(optout_id), service.finder.data_dir)
 
 
 @router.post(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Path as PathParam
 from pydantic import AfterValidator, BaseModel, Field
+
+from facefinder.services.server.uploads import display_name
 
 if TYPE_CHECKING:
     from facefinder.services.privacy.service import Erasure
@@ -150,7 +153,9 @@ class JobOut(BaseModel):
     owner: str
     collection: str
     source: str
-    state: Literal["queued", "running", "done", "failed"]
+    state: Literal["queued", "running", "done", "failed", "interrupted"] = Field(
+        description="interrupted: the server stopped before the job ended (ingest again to finish it)"
+    )
     done: int
     total: int
     faces: int
@@ -159,6 +164,9 @@ class JobOut(BaseModel):
     error: str | None
     created_at: str
     finished_at: str | None
+    ingested: int = Field(0, description="Photos stored (once the job is done)")
+    duplicates: int = Field(0, description="Photos the collection held already: skipped, nothing kept")
+    photos_without_faces: int = Field(0, description="Photos stored in which no face was found")
 
 
 class DeletedOut(BaseModel):
@@ -413,8 +421,13 @@ def job_out(job: IngestJob) -> JobOut:
     return JobOut(**job.as_dict())
 
 
-def matches_out(matches: list[Match]) -> list[MatchOut]:
-    return [MatchOut(**m.to_dict()) for m in matches]
+def matches_out(matches: list[Match], data_dir: Path | str | None = None) -> list[MatchOut]:
+    """Matches as the API shows them: with ``data_dir``, an uploaded photo's source by its upload's name."""
+    out = [MatchOut(**m.to_dict()) for m in matches]
+    if data_dir is not None:
+        for m in out:
+            m.source = display_name(m.source, data_dir)
+    return out
 
 
 def erasure_out(erasure: Erasure) -> ErasureOut:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ from facefinder.services.privacy import optout as optouts
 from facefinder.services.privacy.consent import ConsentInfo
 from facefinder.services.privacy.retention import expires_at
 from facefinder.services.search import Match
+from facefinder.services.server import uploads
 from facefinder.storage.catalog import Collection, ImageRecord, utcnow
 
 if TYPE_CHECKING:
@@ -31,8 +33,9 @@ NOTES = [
     "Matching is by face similarity: a face scoring at or above the threshold is listed. A photo of "
     "this person can be missed (below the threshold), and a lookalike can be listed.",
     "facefinder holds no copy of photos ingested from folders ('source' is where each was ingested "
-    "from; photos uploaded through the server are kept under its uploads folder). It holds the "
-    "face's position, quality, a small aligned crop (shown) and a numeric template (not shown).",
+    "from; photos uploaded through the server, shown as 'upload:<file>!<member>', are kept under its "
+    "uploads folder). It holds the face's position, quality, a small aligned crop (shown) and a "
+    "numeric template (not shown).",
     "'searches' lists each logged search that returned the face, with its case and purpose.",
 ]
 
@@ -90,7 +93,7 @@ def held_faces(privacy: Privacy, matches: list[Match]) -> list[dict]:
             {
                 **_face_section(m, record.thumbnail),
                 "collection": _collection_section(m.collection, policy),
-                "image": _image_section(image, policy, m.provenance),
+                "image": _image_section(image, policy, m.provenance, privacy.store.data_dir),
                 "consent": _consent_section(consent_info.get(m.provenance.get("consent_id") or "")),
                 "searches": searches.get(m.face_id, []),
             }
@@ -119,12 +122,13 @@ def _collection_section(name: str, policy: Collection | None) -> dict:
     }
 
 
-def _image_section(image: ImageRecord, policy: Collection | None, provenance: dict) -> dict:
-    """The photo: where it was ingested from, when, when it expires under the retention period."""
+def _image_section(image: ImageRecord, policy: Collection | None, provenance: dict, data_dir: Path) -> dict:
+    """The photo: where it was ingested from (an upload by its name, never its server path), when, and
+    when it expires under the retention period."""
     expiry = expires_at(image.ingested_at, policy.retention_days if policy else None)
     return {
         "id": image.id,
-        "source": image.source,
+        "source": uploads.display_name(image.source, data_dir),
         "sha256": image.sha256,
         "width": image.width,
         "height": image.height,

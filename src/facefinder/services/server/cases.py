@@ -37,6 +37,7 @@ from facefinder.errors import CatalogError, FaceFinderError, FieldError, ImageEr
 from facefinder.services.audit import AuditLog, OncePer
 from facefinder.services.privacy import optout
 from facefinder.services.search import Searcher
+from facefinder.services.server import uploads
 from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
 from facefinder.services.server.case_search import SearchRun, SearchTerms, check_face
 from facefinder.services.server.case_settings import CaseSettings, save_settings, setting_changes
@@ -285,7 +286,7 @@ class Cases:
             from facefinder.storage.store import PROVENANCE_FIELDS
 
             details.update(
-                source=image.source,
+                source=uploads.display_name(image.source, self.store.data_dir),  # never an upload's server path
                 width=image.width,
                 height=image.height,
                 box=face.box,

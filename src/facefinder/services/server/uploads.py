@@ -22,7 +22,8 @@ a marker whose process is gone, and the next sweep (every erasure, the server's 
 ``UploadSpace`` bounds the folder as a whole: a quota per data directory for every upload, and how
 much one archive may unpack to (see its docstring). Failures of an upload are named as the user
 knows them (``upload:<name>!member``), in the job's report and in the catalog's failure rows
-(``name_failures``): the server's own paths are never shown.
+(``name_failures``), and so is every stored photo wherever its source is shown (``display_name``: an
+upload's folder ends with the uploaded file's name): the server's own paths are never shown.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from sqlalchemy import delete, select
 
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 UPLOADS = "uploads"
 IN_FLIGHT = ".ingesting"  # a dot file: ingest skips it (services/sources/folders.py)
+UNPACKED = "files"  # an uploaded archive unpacks into this folder of its upload's folder (jobs.py)
 GiB = 1024**3
 _PROCESS = secrets.token_hex(8)  # this process, in its markers: a restarted server with the same pid is another
 
@@ -56,34 +59,67 @@ def uploads_dir(data_dir: Path) -> Path:
     return Path(data_dir) / UPLOADS
 
 
-def new_folder(data_dir: Path) -> Path:
-    """A fresh folder for one upload, marked as in flight (by this process) until its job releases it."""
-    folder = uploads_dir(data_dir) / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+def new_folder(data_dir: Path, name: str = "") -> Path:
+    """A fresh folder for one upload, marked as in flight (by this process) until its job releases it.
+    ``name`` (the uploaded file's safe name) ends the folder's name, so that what stays of the upload
+    can be shown as ``upload:<name>!<member>`` (``display_name``) long after the archive is gone; its
+    dots are written ``%2E``, so that the folder never looks like an archive or a photo itself."""
+    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    folder = uploads_dir(data_dir) / (f"{stamp}-{quote(name, safe='')}".replace(".", "%2E") if name else stamp)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / IN_FLIGHT).write_text(f"{socket.gethostname()} {os.getpid()} {_PROCESS}\n")
+    (folder / IN_FLIGHT).write_text(this_process() + "\n")
     return folder
+
+
+def this_process() -> str:
+    """This server process, as markers name it: host, pid and a token (a restart with the same pid differs)."""
+    return f"{socket.gethostname()} {os.getpid()} {_PROCESS}"
+
+
+def process_gone(marker: str) -> bool:
+    """Whether ``marker`` (``this_process()`` of some process) names a process of this host known to be
+    gone. Another host's, an unreadable or an older (empty) marker cannot be judged: not gone."""
+    host, pid, process = (marker.split() + ["", "", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit() or os.name != "posix":
+        return False  # another machine's, or an older version's: cannot be judged from here
+    if int(pid) == os.getpid():
+        return process != _PROCESS
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists, under another user
+    return False
 
 
 def in_flight(folder: Path) -> bool:
     """Whether a job may still be working in ``folder``: it holds the marker, and the marker does
     not name a process of this host known to be gone (its server stopped during the job)."""
     try:
-        host, pid, process = ((folder / IN_FLIGHT).read_text().split() + ["", "", ""])[:3]
+        marker = (folder / IN_FLIGHT).read_text()
     except FileNotFoundError:
         return False
     except OSError:
         return True
-    if host != socket.gethostname() or not pid.isdigit() or os.name != "posix":
-        return True  # another machine's, or an older version's: cannot be judged from here
-    if int(pid) == os.getpid():
-        return process == _PROCESS
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # it exists, under another user
-    return True
+    return not process_gone(marker)
+
+
+def display_name(source: str, data_dir: Path | str) -> str:
+    """How a stored photo's source is shown to users. A copy under uploads/ is named as its uploader
+    knows it, ``upload:<file>`` or ``upload:<archive>!<member>``, never by its path on the server;
+    any other source (the operator's own path or URI) is shown as it is. The stored source stays as
+    it is: the photo view and erasure need it. (An upload made before folders carried their upload's
+    name shows as ``upload:(archive)!<member>``.)"""
+    root = str(uploads_dir(data_dir)) + os.sep
+    if not source.startswith(root):
+        return source
+    folder, _, rest = source[len(root) :].partition(os.sep)
+    parts = folder.split("-", 2)
+    name = unquote(parts[2]) if len(parts) == 3 else ""
+    if rest.startswith(UNPACKED + os.sep):
+        return f"upload:{name or '(archive)'}!{rest[len(UNPACKED) + 1 :]}"
+    return f"upload:{rest or name}"
 
 
 class QuotaExceeded(FaceFinderError):
