@@ -32,6 +32,7 @@ from facefinder.interfaces.http.deps import (
     sign_out,
 )
 from facefinder.interfaces.http.deps import csrf_token as session_csrf_token
+from facefinder.interfaces.web import admin_pages
 from facefinder.services.audit import as_dict
 from facefinder.services.calibration import default_calibration
 from facefinder.services.server.accounts import AuthenticationFailed, Principal
@@ -45,6 +46,7 @@ NAV = [  # (path, label, roles)
     ("/searches", "Case searches", ("admin", "investigator", "auditor")),
     ("/audit", "Audit log", ("auditor",)),
     ("/accounts", "Accounts", ("admin",)),
+    ("/privacy", "Privacy", ("admin",)),
 ]
 
 
@@ -209,16 +211,21 @@ def home(principal: User) -> Response:
 
 @router.get("/collections")
 def collections_page(request: Request, principal: Reader) -> Response:
+    """The collections; for those who may ingest, the forms and their jobs. The server folders offered
+    are only those this user may ingest from, per collection (services/server/import_roots.py)."""
     service = get_service(request)
     can_ingest = principal.role in ("admin", "investigator")
+    allowed = service.accounts.allowed_collections(principal) if can_ingest else []
+    roots = {name: [str(r) for r in service.imports.usable(principal, name)] for name in allowed}
     return render(
         request,
         "collections.html",
         collections=collections_for(principal, service),
-        allowed=service.accounts.allowed_collections(principal) if can_ingest else [],
+        allowed=allowed,
         can_ingest=can_ingest,
         jobs=service.jobs.list(principal) if can_ingest else [],
-        import_roots=service.import_roots,
+        import_roots={name: found for name, found in roots.items() if found},
+        any_roots=bool(service.imports),
         max_upload=service.config.max_upload_bytes,
     )
 
@@ -359,8 +366,9 @@ def favicon() -> Response:
 
 
 def mount_web(app: FastAPI) -> None:
-    """Add the pages and /static to the app."""
+    """Add the pages (the admin pages too, handed this module's renderer and sign-in check) and /static."""
     app.include_router(router)
+    app.include_router(admin_pages.install(render, page_user))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     templates.env.filters["ago"] = _ago
     templates.env.filters["short"] = lambda s, n=12: (s or "")[:n]

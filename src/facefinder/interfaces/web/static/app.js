@@ -129,7 +129,7 @@ async function pollJobs(force) {
     const jobs = await api("GET", table.dataset.poll);
     const body = table.querySelector("tbody");
     body.replaceChildren(...jobs.map(jobRow));
-    if (!jobs.length) body.innerHTML = '<tr class="empty"><td colspan="8" class="muted">No ingest jobs since the server started.</td></tr>';
+    if (!jobs.length) body.innerHTML = '<tr class="empty"><td colspan="11" class="muted">No ingest jobs yet.</td></tr>';
     if (jobs.some(j => j.state === "queued" || j.state === "running")) { setTimeout(() => pollJobs(true), 800); return; }
     if (force && jobs.length) refreshCounts();
   } catch (e) { /* keep the last state shown */ }
@@ -149,8 +149,13 @@ function jobRow(job) {
   const bar = document.createElement("progress");
   bar.max = Math.max(job.total, 1); bar.value = job.done;
   progress.append(bar, ` ${job.done} / ${job.total}`);
-  tr.append(cell(job.created_at.slice(0, 19).replace("T", " "), "nowrap"), cell(job.owner), cell(job.collection), cell(job.source, "mono small"), state, progress,
-            cell(job.faces, "num"), cell(job.failures, "num"));
+  // the source opens the job's page (what it stored, its duplicates, photos without a face, failed files)
+  const source = cell("", "mono small");
+  source.append(Object.assign(document.createElement("a"), { href: `/ingests/${encodeURIComponent(job.id)}`, textContent: job.source }));
+  const done = job.state === "done";
+  tr.append(cell(job.created_at.slice(0, 19).replace("T", " "), "nowrap"), cell(job.owner), cell(job.collection), source, state, progress,
+            cell(done ? job.ingested : "–", "num"), cell(job.faces, "num"), cell(done ? job.duplicates : "–", "num"),
+            cell(done ? job.photos_without_faces : "–", "num"), cell(job.failures, "num"));
   return tr;
 }
 
