@@ -161,6 +161,17 @@ def test_uploaded_photos_are_shown_by_their_upload_names(app):
     assert "upload:set.zip!x/blair.jpg" in html
     no_server_path(app, json.dumps([page, found, report]) + html)
 
+    more = io.BytesIO()
+    with zipfile.ZipFile(more, "w") as zf:
+        for number in (2, 3):
+            zf.writestr(f"blair{number}.jpg", lfw("Tony_Blair", number).read_bytes())
+    upload(app, "more.zip", more.getvalue())
+    assert admin.post("/api/collections/up/people/cluster", json={}).status_code == 200
+    people = admin.get("/api/collections/up/people?members=true").json()
+    members = {m["source"] for p in people for m in p["members"]}
+    assert "upload:set.zip!x/blair.jpg" in members and "upload:more.zip!blair2.jpg" in members, people
+    no_server_path(app, json.dumps(people))
+
     search = run_search(app.client("ivan"), person="Tony_Blair", collections=["up"])
     details = app.client("ivan").get(f"/api/searches/{search['id']}/candidates/1").json()
     assert details["source"] == "upload:set.zip!x/blair.jpg", details

@@ -7,6 +7,7 @@ face image. Every call is in the audit log under the caller's name (services/peo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,6 +19,7 @@ from facefinder.interfaces.http.schemas import ERRORS, JPEG, DbId, UtcDatetime
 from facefinder.interfaces.http.search import jpeg
 from facefinder.services.people.results import ClusterReport, PersonInfo
 from facefinder.services.server.accounts import Principal
+from facefinder.services.server.uploads import display_name
 
 router = APIRouter(prefix="/api", responses=ERRORS, tags=["people"])
 PersonId = Annotated[int, Field(ge=1, le=2_147_483_647)]
@@ -29,7 +31,9 @@ class MemberOut(BaseModel):
 
     face_id: int
     image_id: int
-    source: str = Field(description="The path or URI its photo was ingested from")
+    source: str = Field(
+        description="The path or URI its photo was ingested from (an upload: upload:<archive>!<member>)"
+    )
     score: float = Field(description="Cosine to the nearest member when it was assigned")
     assigned_by: str = Field(description="'cluster', or the user who put it there")
     quality: float
@@ -103,8 +107,13 @@ class LabelIn(BaseModel):
     label: str = Field(max_length=200)
 
 
-def person_out(person: PersonInfo) -> PersonOut:
-    return PersonOut.model_validate(person, from_attributes=True)
+def person_out(person: PersonInfo, data_dir: Path) -> PersonOut:
+    """A person as the API shows it: its faces' photos from an upload named by the upload, never by
+    their server path (services/server/uploads.py, ``display_name``)."""
+    out = PersonOut.model_validate(person, from_attributes=True)
+    for member in out.members or []:
+        member.source = display_name(member.source, data_dir)
+    return out
 
 
 # ----- who may see and change what ------------------------------------------------------------------
@@ -137,7 +146,9 @@ def list_people(
 ) -> list[PersonOut]:
     service.store.collection(name)
     may_read(principal, service, name)
-    return [person_out(p) for p in service.acting_as(principal).people.list(name, members=members)]
+    return [
+        person_out(p, service.finder.data_dir) for p in service.acting_as(principal).people.list(name, members=members)
+    ]
 
 
 @router.post(
@@ -155,7 +166,7 @@ def cluster_people(name: str, principal: CanSearch, service: ServiceDep, body: C
 @router.get("/people/{person_id}", response_model=PersonOut, summary="One person with their faces (audited)")
 def get_person(person_id: DbId, principal: Reader, service: ServiceDep) -> PersonOut:
     of_person(principal, service, person_id, acting=False)
-    return person_out(service.acting_as(principal).people.show(person_id))
+    return person_out(service.acting_as(principal).people.show(person_id), service.finder.data_dir)
 
 
 @router.get(
@@ -173,7 +184,7 @@ def person_face_thumbnail(person_id: DbId, face_id: DbId, principal: CanSearch, 
 def merge_people(person_id: DbId, body: MergeIn, principal: CanSearch, service: ServiceDep) -> PersonOut:
     of_person(principal, service, person_id, acting=True)
     of_person(principal, service, body.other, acting=True)
-    return person_out(service.acting_as(principal).people.merge(person_id, body.other))
+    return person_out(service.acting_as(principal).people.merge(person_id, body.other), service.finder.data_dir)
 
 
 @router.post(
@@ -185,16 +196,18 @@ def merge_people(person_id: DbId, body: MergeIn, principal: CanSearch, service: 
 def split_person(person_id: DbId, body: SplitIn, principal: CanSearch, service: ServiceDep) -> SplitOut:
     of_person(principal, service, person_id, acting=True)
     result = service.acting_as(principal).people.split(person_id, body.face_ids)
-    return SplitOut(kept=person_out(result.kept), split=person_out(result.split))
+    return SplitOut(
+        kept=person_out(result.kept, service.finder.data_dir), split=person_out(result.split, service.finder.data_dir)
+    )
 
 
 @router.post("/people/{person_id}/label", response_model=PersonOut, summary="Label a person (free text)")
 def label_person(person_id: DbId, body: LabelIn, principal: CanSearch, service: ServiceDep) -> PersonOut:
     of_person(principal, service, person_id, acting=True)
-    return person_out(service.acting_as(principal).people.label(person_id, body.label))
+    return person_out(service.acting_as(principal).people.label(person_id, body.label), service.finder.data_dir)
 
 
 @router.post("/people/{person_id}/confirm", response_model=PersonOut, summary="Confirm a person: one person, checked")
 def confirm_person(person_id: DbId, principal: CanSearch, service: ServiceDep) -> PersonOut:
     of_person(principal, service, person_id, acting=True)
-    return person_out(service.acting_as(principal).people.confirm(person_id))
+    return person_out(service.acting_as(principal).people.confirm(person_id), service.finder.data_dir)
