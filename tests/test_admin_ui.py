@@ -2,8 +2,8 @@
 headless Chromium (Debian's `chromium`, driven by Playwright). An admin browses a collection (photos with
 their faces, those without a face), erases a photo, erases a person found by a photo after reviewing the
 matches, puts a person on the opt-out list and erases the reviewed matches, withdraws a consent, runs a
-purge dry run, downloads a subject access report, and erases the collection behind a typed confirmation;
-every step is in the audit log.
+purge dry run, downloads a subject access report, uploads a held photo again (a duplicate, with a failed
+file it can open), and erases the collection behind a typed confirmation; every step is in the audit log.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 import subprocess
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,30 @@ def purge_dry_run_and_access_report(admin) -> None:
     assert "Hugo_Chavez_0001.jpg" in report and "/gallery/" in report  # an operator's folder: shown as it is
 
 
+def reupload_and_open_the_job(admin, folder: Path) -> None:
+    """A second upload of a held photo shows as a duplicate, and the failed file opens with its reason."""
+    from playwright.sync_api import expect
+
+    archive = folder / "again.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("people/chavez.jpg", lfw("Hugo_Chavez", 1).read_bytes())
+        zf.writestr("broken.jpg", b"not a photo")
+    admin.goto("/collections")
+    form = admin.locator("#upload-form")
+    form.locator("select[name=collection]").select_option("lfw")
+    form.locator("input[name=file]").set_input_files(str(archive))
+    form.locator("button[type=submit]").click()
+    row = admin.locator("#jobs tbody tr").first
+    expect(row.locator(".state-done")).to_be_visible(timeout=60_000)
+    cells = row.locator("td")
+    assert [cells.nth(i).inner_text() for i in (6, 7, 8, 9, 10)] == ["0", "0", "1", "0", "1"]
+    row.locator("a:has-text('upload:again.zip')").click()
+    admin.wait_for_url(re.compile(r".*/ingests/[0-9a-f]+$"))
+    expect(admin.locator("#count-duplicates")).to_have_text("1")
+    expect(admin.locator("#failure-table")).to_contain_text("upload:again.zip!broken.jpg")
+    assert str(folder) not in admin.content() and "/uploads/" not in admin.content()
+
+
 def erase_the_collection(admin) -> None:
     from playwright.sync_api import expect
 
@@ -205,7 +230,7 @@ def erase_the_collection(admin) -> None:
     expect(admin.locator("#collections")).not_to_contain_text("lfw")
 
 
-def test_an_admin_curates_a_collection_and_answers_privacy_requests(server, browser):
+def test_an_admin_curates_a_collection_and_answers_privacy_requests(server, browser, tmp_path):
     context, admin = sign_in(browser, server, "admin")
     admin.on("dialog", lambda dialog: dialog.accept())
     from playwright.sync_api import expect
@@ -216,6 +241,7 @@ def test_an_admin_curates_a_collection_and_answers_privacy_requests(server, brow
     opt_out_and_review(admin)
     withdraw_a_consent(admin)
     purge_dry_run_and_access_report(admin)
+    reupload_and_open_the_job(admin, tmp_path)
     erase_the_collection(admin)
     context.close()
 
