@@ -230,6 +230,28 @@ def erase_the_collection(admin) -> None:
     expect(admin.locator("#collections")).not_to_contain_text("lfw")
 
 
+def test_the_admin_pages_pass_axe_and_fit_a_phone(server, browser):
+    """No serious or critical axe finding on the admin pages, at desktop and phone width, and nothing
+    wider than a phone (a wide table scrolls inside its own box)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    context, admin = sign_in(browser, server, "admin")
+    found, wide = {}, {}
+    for path in ("/collections/lfw", "/collections/lfw?without_faces=true", "/privacy"):
+        admin.goto(path)
+        admin.wait_for_load_state("networkidle")
+        for name, size in (("desktop", {"width": 1280, "height": 860}), ("phone", {"width": 390, "height": 844})):
+            admin.set_viewport_size(size)
+            serious = [v for v in Axe().run(admin).response["violations"] if v["impact"] in ("serious", "critical")]
+            if serious:
+                found[f"{path} @ {name}"] = [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in serious]
+            scroll, inner = admin.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            if scroll > inner:
+                wide[f"{path} @ {name}"] = scroll
+    context.close()
+    assert found == {} and wide == {}, (found, wide)
+
+
 def test_an_admin_curates_a_collection_and_answers_privacy_requests(server, browser, tmp_path):
     context, admin = sign_in(browser, server, "admin")
     admin.on("dialog", lambda dialog: dialog.accept())
