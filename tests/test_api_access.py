@@ -103,6 +103,7 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
         ("GET", f"/api/ingests/{job}", {}, {"admin": 200, "ivan": 404, "olga": 404, "aud": 403}),
         ("POST", "/api/probes", upload_photo, only({"admin", "ivan"}, 201)),
         ("GET", f"/api/probes/{pid}/faces/0/thumbnail", {}, {"admin": 404, "ivan": 200, "olga": 404, "aud": 403}),
+        ("GET", f"/api/probes/{pid}", {}, {"admin": 404, "ivan": 200, "olga": 404, "aud": 403}),
         (
             "POST",
             "/api/searches",
@@ -127,6 +128,13 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
             "POST",
             f"/api/searches/{sid}/candidates/1/confirm",
             {"json": {"note": "checked"}},
+            {"admin": 409, "ivan": 200, "olga": 403, "aud": 403},
+        ),
+        # ivan proposed candidate 2: he withdraws it as not a match (200), then admin finds it closed (409)
+        (
+            "POST",
+            f"/api/searches/{sid}/candidates/2/not-a-match",
+            {"json": {"note": "ears differ"}},
             {"admin": 409, "ivan": 200, "olga": 403, "aud": 403},
         ),
         ("GET", "/api/audit", {}, only({"aud"}, 200)),

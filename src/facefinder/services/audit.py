@@ -13,15 +13,17 @@ import csv
 import hashlib
 import io
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
+from facefinder.errors import FieldError
 from facefinder.storage.catalog import AuditEntry, Catalog, Setting
 
 GENESIS = "0" * 64
@@ -86,22 +88,42 @@ class AuditLog:
         until: str | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        action_prefix: str | None = None,
+        search_id: int | None = None,
     ) -> list[AuditEntry]:
+        """Entries matching every filter given: ``action`` exactly, or ``action_prefix`` as the start of
+        the action (``lead`` finds ``lead.propose`` and ``lead.confirm``); ``since``/``until`` are ISO 8601
+        dates or times (UTC unless they say otherwise), inclusive to their precision (``until=2024-12-31``
+        takes in that whole day); one that is not a date is a FieldError naming it. ``search_id``: the
+        entries about that case search (its ``search`` entry, its views, its lead steps)."""
         query = select(AuditEntry).order_by(AuditEntry.id.desc() if newest_first else AuditEntry.id)
         if action:
             query = query.where(AuditEntry.action == action)
+        if action_prefix:
+            query = query.where(AuditEntry.action.startswith(action_prefix.strip().lower(), autoescape=True))
         if actor:
             query = query.where(AuditEntry.actor == actor)
         if case_id:
             query = query.where(AuditEntry.case_id == case_id)
-        if since:
-            query = query.where(AuditEntry.at >= since)
-        if until:
-            query = query.where(AuditEntry.at <= until)
+        low, high = time_bound(since, "since"), time_bound(until, "until", end=True)
+        if low and high and low > high:
+            raise FieldError("until", f"ends before since ({since}): nothing can match")
+        if low:
+            query = query.where(AuditEntry.at >= low)
+        if high:
+            query = query.where(AuditEntry.at <= high)
+        if search_id is not None:  # details are canonical JSON: the key, then a comma or the closing brace
+            key = f'"search_id":{int(search_id)}'
+            query = query.where(or_(AuditEntry.details.contains(key + ","), AuditEntry.details.contains(key + "}")))
         if limit:
             query = query.limit(limit)
         with self.catalog.session() as session:
             return list(session.scalars(query))
+
+    def actions(self) -> list[str]:
+        """Every action the log holds, sorted: what the action filter can name."""
+        with self.catalog.session() as session:
+            return sorted(session.scalars(select(AuditEntry.action).distinct()))
 
     def verify(self) -> list[Problem]:
         """Every place the chain breaks; an empty list means the log is intact."""
@@ -123,6 +145,32 @@ class AuditLog:
 
     def head(self) -> dict[str, Any]:
         return json.loads(self.catalog.get_setting(HEAD_KEY, json.dumps({"id": 0, "hash": GENESIS})))
+
+
+# What one more unit of a bound's precision is: "2024-12-31" runs to the end of that day, "...T23:59" to
+# the end of that minute. Keyed by the length of the date-and-time part that was given.
+_PRECISION = {10: timedelta(days=1), 13: timedelta(hours=1), 16: timedelta(minutes=1), 19: timedelta(seconds=1)}
+TIME_EXAMPLE = "use ISO 8601, e.g. 2024-01-31 or 2024-01-31T14:30 (UTC unless an offset is given)"
+
+
+def time_bound(value: str | None, name: str, end: bool = False) -> str | None:
+    """A since/until filter as the log stores times (ISO 8601 in UTC, microseconds), so that the text
+    comparison is a time comparison; ``end``: the last microsecond the value covers. A value that is not
+    a date or time is a FieldError on ``name`` (a filter that silently matched nothing would mislead)."""
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace(" ", "T", 1) if len(text) > 10 else text)
+    except ValueError:
+        raise FieldError(name, f"{value!r} is not a date or time: {TIME_EXAMPLE}") from None
+    moment = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    day, _, clock = text.replace(" ", "T", 1).partition("T")
+    clock = re.sub(r"(Z|[+-]\d{2}(:?\d{2})?)$", "", clock)  # the offset says nothing of the precision
+    step = None if "." in clock else _PRECISION.get(len(day) + (len(clock) + 1 if clock else 0))
+    if end and step:
+        moment += step - timedelta(microseconds=1)
+    return moment.isoformat(timespec="microseconds")
 
 
 def as_dict(entry: AuditEntry) -> dict[str, Any]:

@@ -302,13 +302,17 @@ class CaseCandidate(Base):
     score: Mapped[float] = mapped_column(Float)
     false_match_rate: Mapped[float] = mapped_column(Float)
     band: Mapped[str] = mapped_column(String(20))
-    status: Mapped[str] = mapped_column(String(20), default="candidate")  # candidate | proposed | confirmed
+    # candidate | proposed | confirmed | not_a_match | near_miss (below the threshold, shown on request: never a lead)
+    status: Mapped[str] = mapped_column(String(20), default="candidate")
     proposed_by: Mapped[str | None] = mapped_column(String(100))
     proposed_at: Mapped[datetime | None] = mapped_column()
     proposed_note: Mapped[str | None] = mapped_column(Text)
     confirmed_by: Mapped[str | None] = mapped_column(String(100))
     confirmed_at: Mapped[datetime | None] = mapped_column()
     confirmed_note: Mapped[str | None] = mapped_column(Text)
+    not_a_match_by: Mapped[str | None] = mapped_column(String(100))  # who closed it as not a match, when, why
+    not_a_match_at: Mapped[datetime | None] = mapped_column()
+    not_a_match_note: Mapped[str | None] = mapped_column(Text)
     erased_at: Mapped[datetime | None] = mapped_column()  # when its face was erased (a placeholder shows)
 
 

@@ -77,19 +77,23 @@ def audit_export(
     action: Annotated[Optional[str], typer.Option(help="Only this action (e.g. search, login).")] = None,
     actor: Annotated[Optional[str], typer.Option(help="Only this actor.")] = None,
     case: Annotated[Optional[str], typer.Option(help="Only this case number.")] = None,
-    since: Annotated[Optional[str], typer.Option(help="From this ISO 8601 time (UTC).")] = None,
-    until: Annotated[Optional[str], typer.Option(help="Up to this ISO 8601 time (UTC).")] = None,
+    since: Annotated[Optional[str], typer.Option(help="From this ISO 8601 date or time (UTC).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Up to this ISO 8601 date or time (UTC), inclusive.")] = None,
 ) -> None:
     """Export entries (filtered) as CSV or JSON; the export itself is written to the log.
 
     CSV cells that would start a formula (= + - @ tab CR) get a leading '; JSON keeps stored values.
     """
+    from facefinder.errors import FieldError
     from facefinder.services.audit import as_dict, export_csv
 
     if format not in ("csv", "json"):
         fail("format: must be csv or json")
     with _audit_log() as log:
-        entries = log.entries(action=action, actor=actor, case_id=case, since=since, until=until)
+        try:
+            entries = log.entries(action=action, actor=actor, case_id=case, since=since, until=until)
+        except FieldError as exc:  # a --since/--until that is not a date: say so, never export nothing
+            fail(f"--{str(exc)}")
         text = export_csv(entries) if format == "csv" else json.dumps([as_dict(e) for e in entries], indent=1) + "\n"
         log.record(
             local_actor(),

@@ -18,19 +18,30 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 def audit_filters(
-    action: Annotated[str | None, Query(max_length=60)] = None,
+    action: Annotated[
+        str | None, Query(max_length=60, description="An action, or the start of one: `lead` finds lead.propose, ...")
+    ] = None,
     actor: Annotated[str | None, Query(max_length=100)] = None,
     case_id: Annotated[str | None, Query(max_length=200)] = None,
-    since: Annotated[str | None, Query(max_length=40, description="ISO 8601 (UTC), inclusive")] = None,
-    until: Annotated[str | None, Query(max_length=40, description="ISO 8601 (UTC), inclusive")] = None,
-) -> dict[str, str | None]:
-    """The audit query filters (a dependency); empty ones are None."""
+    since: Annotated[
+        str | None, Query(max_length=40, description="ISO 8601 date or time (UTC unless an offset is given), inclusive")
+    ] = None,
+    until: Annotated[
+        str | None,
+        Query(max_length=40, description="ISO 8601, inclusive to its precision: a date takes in that whole day"),
+    ] = None,
+    search_id: Annotated[
+        int | None, Query(ge=1, le=2_147_483_647, description="The entries about this case search")
+    ] = None,
+) -> dict[str, str | int | None]:
+    """The audit query filters (a dependency); empty ones are None. A bad date is a 400 naming its field."""
     return {
-        "action": action or None,
+        "action_prefix": action or None,
         "actor": actor or None,
         "case_id": case_id or None,
         "since": since or None,
         "until": until or None,
+        "search_id": search_id,
     }
 
 
@@ -65,7 +76,7 @@ def audit_export(
         "audit.export",
         format=format,
         entries=len(entries),
-        filters={k: v for k, v in filters.items() if v},
+        filters={("action" if k == "action_prefix" else k): v for k, v in filters.items() if v},
     )
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if format == "json":

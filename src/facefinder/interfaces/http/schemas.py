@@ -207,6 +207,17 @@ class SearchRequest(BaseModel):
     collections: list[Name] | None = Field(None, max_length=100, description="Default: every granted collection")
     top_k: int = Field(10, ge=1, le=100)
     threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Default: the calibrated threshold")
+    faces: list[Annotated[int, Field(ge=0, le=10_000)]] | None = Field(
+        None,
+        max_length=100,
+        description="Several faces of the probe to search at once, one search record each (`face` is then "
+        "not used); the answer is the first face's search, whose `probe_searches` lists them all",
+    )
+    near_misses: bool = Field(
+        False,
+        description="Also return the candidates below the threshold, down to the weak band, as near misses "
+        "(status `near_miss`: shown, never leads)",
+    )
 
 
 class CandidateOut(BaseModel):
@@ -217,7 +228,10 @@ class CandidateOut(BaseModel):
     score: float = Field(description="Cosine similarity, -1..1")
     false_match_rate: float = Field(description="Share of different-person pairs scoring at least this high")
     band: str = Field(description="strong / possible / weak")
-    status: Literal["candidate", "proposed", "confirmed"]
+    status: Literal["candidate", "proposed", "confirmed", "not_a_match", "near_miss"] = Field(
+        description="candidate; a lead proposed, then confirmed by a second person; not_a_match (closed, with "
+        "a note); near_miss (below the threshold, shown because near misses were asked for: never a lead)"
+    )
     proposed_by: str | None
     proposed_at: UtcDatetime | None
     proposed_note: str | None
@@ -227,6 +241,19 @@ class CandidateOut(BaseModel):
     erased_at: UtcDatetime | None = Field(
         None, description="When the candidate's face was erased; its thumbnail is then a placeholder saying so"
     )
+    not_a_match_by: str | None = Field(None, description="Who marked it not a match")
+    not_a_match_at: UtcDatetime | None = None
+    not_a_match_note: str | None = Field(None, description="Why it is not a match (required)")
+    withheld: bool = Field(
+        False,
+        description="The face is still held but its person opted out and the erasure is under review: it is not "
+        "shown (a placeholder) and cannot be a lead. Unlike erased_at, nothing was erased yet",
+    )
+
+
+class ProbeSearchOut(BaseModel):
+    search_id: int
+    face: int = Field(description="Which face of the probe photo that search searched (0-based)")
 
 
 class SearchOut(BaseModel):
@@ -249,6 +276,15 @@ class SearchOut(BaseModel):
     threshold: float
     model_id: str
     candidates: list[CandidateOut]
+    probe_withheld: bool = Field(
+        False,
+        description="The probe face's person opted out and the erasure is under review: its thumbnail is withheld",
+    )
+    probe_searches: list[ProbeSearchOut] = Field(
+        [],
+        description="The searches of this probe photo's faces (same sha256) for this case that you may read, this "
+        "one included, by face then id: the faces of a group photo searched together, or one after the other",
+    )
 
 
 class LeadNote(BaseModel):

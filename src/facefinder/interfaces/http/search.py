@@ -1,8 +1,9 @@
-"""Case-bound search: probe photos, searches and their records, candidates, leads (propose, confirm)."""
+"""Case-bound search: probe photos, searches and their records, candidates, leads (propose, confirm,
+not a match)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
@@ -24,6 +25,9 @@ from facefinder.interfaces.http.schemas import (
     candidate_out,
     search_out,
 )
+
+if TYPE_CHECKING:
+    from facefinder.services.server.probes import Probe
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -49,7 +53,10 @@ def create_probe(
         raise ApiError(
             413, "too_large", f"a probe photo is capped at {service.config.max_probe_bytes:,} bytes", "photo"
         )
-    probe = service.cases.analyze_probe(principal, data, safe_filename(photo.filename))
+    return probe_out(service.cases.analyze_probe(principal, data, safe_filename(photo.filename)))
+
+
+def probe_out(probe: Probe) -> ProbeOut:
     return ProbeOut(
         probe_id=probe.id,
         sha256=probe.sha256,
@@ -57,6 +64,16 @@ def create_probe(
         height=probe.height,
         faces=[ProbeFaceOut(face=i, box=f.box, quality=f.quality) for i, f in enumerate(probe.faces)],
     )
+
+
+@router.get(
+    "/probes/{probe_id}",
+    response_model=ProbeOut,
+    tags=["search"],
+    summary="One of my probes again, while it is held: its faces (e.g. to pick another face after a search)",
+)
+def get_probe(probe_id: str, principal: CanSearch, service: ServiceDep) -> ProbeOut:
+    return probe_out(service.cases.probes.get(principal, probe_id))
 
 
 @router.get(
@@ -81,7 +98,8 @@ def probe_face_thumbnail(probe_id: str, face: int, principal: CanSearch, service
     summary="Search one probe face for a case: recorded, audited, returns ranked leads",
 )
 def create_search(body: SearchRequest, principal: CanSearch, service: ServiceDep) -> SearchOut:
-    service.search_limiter.hit(f"user:{principal.id}")
+    for _ in body.faces or [body.face]:  # each face searched is a search
+        service.search_limiter.hit(f"user:{principal.id}")
     record = service.cases.search(
         principal,
         body.probe_id,
@@ -92,6 +110,8 @@ def create_search(body: SearchRequest, principal: CanSearch, service: ServiceDep
         body.collections,
         body.top_k,
         body.threshold,
+        faces=body.faces,
+        near_misses=body.near_misses,
     )
     return search_out(record)
 
@@ -182,3 +202,16 @@ def confirm_lead(
     search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch, service: ServiceDep
 ) -> CandidateOut:
     return candidate_out(service.cases.confirm(principal, search_id, rank, body.note))
+
+
+@router.post(
+    "/searches/{search_id}/candidates/{rank}/not-a-match",
+    response_model=CandidateOut,
+    tags=["search"],
+    summary="Close a candidate or lead as not a match, with a required note (the proposer withdrawing it, or anyone "
+    "else who may act on the search)",
+)
+def lead_not_a_match(
+    search_id: DbId, rank: Rank, body: LeadNote, principal: CanSearch, service: ServiceDep
+) -> CandidateOut:
+    return candidate_out(service.cases.not_a_match(principal, search_id, rank, body.note))

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from facefinder import __version__
-from facefinder.errors import FaceFinderError
+from facefinder.errors import FaceFinderError, FieldError
 from facefinder.interfaces.http.collections import collections_for
 from facefinder.interfaces.http.deps import (
     ApiError,
@@ -33,6 +33,7 @@ from facefinder.interfaces.http.deps import (
 )
 from facefinder.interfaces.http.deps import csrf_token as session_csrf_token
 from facefinder.interfaces.web import admin_pages
+from facefinder.interfaces.web.audit_view import readable
 from facefinder.services.audit import as_dict
 from facefinder.services.calibration import default_calibration
 from facefinder.services.server.accounts import AuthenticationFailed, Principal
@@ -253,9 +254,22 @@ def searches_page(
 
 @router.get("/searches/{search_id}")
 def search_result_page(request: Request, search_id: int, principal: Reader) -> Response:
+    """A search's results; an auditor (who sees no faces) gets its record with the lead notes and the
+    audit entries about it, each linked to the audit log."""
     service = get_service(request)
     record = service.cases.get(principal, search_id)
-    return render(request, "result.html", search=record, faces=service.cases.can_see_faces(principal))
+    trail = []
+    if principal.role == "auditor":
+        found = service.audit.entries(case_id=record.case_id, search_id=record.id, limit=300, newest_first=True)
+        trail = [as_dict(e) for e in found]
+    return render(
+        request,
+        "result.html",
+        search=record,
+        faces=service.cases.can_see_faces(principal),
+        trail=trail,
+        readable=readable,
+    )
 
 
 @router.get("/searches/{search_id}/candidates/{rank}")
@@ -277,25 +291,34 @@ def audit_page(
     case_id: Annotated[str | None, Query(max_length=200)] = None,
     since: Annotated[str | None, Query(max_length=40)] = None,
     until: Annotated[str | None, Query(max_length=40)] = None,
+    search_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
 ) -> Response:
+    """The audit log, filtered as the API filters it (an action or the start of one; dates checked: a
+    bad one is said, with its field, instead of an empty list), each entry's details in words."""
     service = get_service(request)
-    filters = {
-        "action": action or None,
-        "actor": actor or None,
-        "case_id": case_id or None,
-        "since": since or None,
-        "until": until or None,
-    }
-    entries = [as_dict(e) for e in service.audit.entries(**filters, limit=300, newest_first=True)]
-    query = "&".join(f"{k}={quote(v)}" for k, v in filters.items() if v)
+    filters = {"action": action, "actor": actor, "case_id": case_id, "since": since, "until": until}
+    filters = {k: (v or "").strip() or None for k, v in filters.items()}
+    error = None
+    try:
+        query = {**{k: v for k, v in filters.items() if k != "action"}, "action_prefix": filters["action"]}
+        found = service.audit.entries(**query, search_id=search_id, limit=300, newest_first=True)
+        entries = [as_dict(e) for e in found]
+    except FieldError as exc:
+        entries, error = [], exc
+    shown = {**filters, "search_id": str(search_id) if search_id else None}
     return render(
         request,
         "audit.html",
+        status_code=400 if error else 200,
         entries=entries,
-        filters={k: v or "" for k, v in filters.items()},
+        filters={k: v or "" for k, v in shown.items()},
+        filter_error=str(error).split(": ", 1)[-1] if error else None,
+        error_field=error.field if error else None,
+        actions=service.audit.actions(),
+        readable=readable,
         problems=service.audit.verify(),
         head=service.audit.head(),
-        query=query,
+        query="&".join(f"{k}={quote(v)}" for k, v in shown.items() if v),
     )
 
 

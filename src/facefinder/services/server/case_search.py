@@ -1,11 +1,15 @@
 """One case-bound search, as services/server/cases.py runs it: the terms it is asked under, checked
 before any face is searched (so that no search runs without a case number, a purpose and a category),
 and what it ran on and found, kept as its ``case_searches`` / ``case_candidates`` rows and audit entry.
+
+Near misses (asked for with the terms) are the candidates below the threshold, down to the weak band:
+recorded after the leads with the status ``near_miss``, so that the record and the audit log hold every
+face that was shown, and the lead steps refuse them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +36,18 @@ class SearchTerms:
     category: str
     top_k: int
     threshold: float | None  # None: the calibrated threshold
+    near_misses: bool = False  # also the candidates below the threshold, down to the weak band
 
     @classmethod
     def checked(
-        cls, case_id: str, purpose: str, category: str, top_k: int, threshold: float | None, categories: list[str]
+        cls,
+        case_id: str,
+        purpose: str,
+        category: str,
+        top_k: int,
+        threshold: float | None,
+        categories: list[str],
+        near_misses: bool = False,
     ) -> SearchTerms:
         """The terms, stripped, once each is valid; ``categories`` are those the admin offers."""
         case_id, purpose, category = (case_id or "").strip(), (purpose or "").strip(), (category or "").strip()
@@ -53,18 +65,38 @@ class SearchTerms:
             raise FieldError("top_k", f"must be between 1 and {MAX_TOP_K}")
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise FieldError("threshold", "must be between -1 and 1")
-        return cls(case_id, purpose, category, top_k, threshold)
+        return cls(case_id, purpose, category, top_k, threshold, bool(near_misses))
 
 
-def check_face(probe: Probe, face: int) -> None:
+def check_face(probe: Probe, face: int, name: str = "face") -> None:
     """A FieldError unless ``face`` is one of the probe's faces, saying which there are (or that there are none)."""
     if not 0 <= face < len(probe.faces):
         raise FieldError(
-            "face",
+            name,
             f"the probe holds {len(probe.faces)} face(s); pick 0..{len(probe.faces) - 1}"
             if probe.faces
             else "no face was found in the probe photo",
         )
+
+
+def check_faces(probe: Probe, faces: list[int]) -> list[int]:
+    """The faces to search, each once, in the order asked; a FieldError on ``faces`` (or ``face``, for
+    one) for an empty list or a face the probe does not have."""
+    if not faces:
+        raise FieldError("faces", "pick at least one face of the probe to search")
+    for face in faces:
+        check_face(probe, face, "face" if len(faces) == 1 else "faces")
+    return list(dict.fromkeys(faces))
+
+
+def near_misses_of(leads: list[Candidate], wider: list[Candidate], terms: SearchTerms) -> list[Candidate]:
+    """The candidates of a search down to the weak band (``wider``) that are not among the leads, ranked
+    after them, up to ``top_k`` candidates in all; none unless the terms ask for near misses."""
+    if not terms.near_misses:
+        return []
+    taken = {c.face_id for c in leads}
+    below = [c for c in wider if c.face_id not in taken][: max(terms.top_k - len(leads), 0)]
+    return [replace(c, rank=len(leads) + number) for number, c in enumerate(below, start=1)]
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,7 @@ class SearchRun:
     threshold: float
     candidates: list[Candidate]
     model_id: str
+    near_misses: list[Candidate] = field(default_factory=list)  # below the threshold, ranked after the leads
 
     @property
     def chosen(self) -> ProbeFaceData:
@@ -116,13 +149,16 @@ class SearchRun:
                 score=c.score,
                 false_match_rate=c.false_match_rate,
                 band=c.band,
+                status=status,
             )
-            for c in self.candidates
+            for status, shown in (("candidate", self.candidates), ("near_miss", self.near_misses))
+            for c in shown
         ]
         return record
 
     def audit_details(self, search_id: int) -> dict[str, Any]:
-        """The audit entry's fields: enough to tell later who searched what, why, and what came back."""
+        """The audit entry's fields: enough to tell later who searched what, why, and what came back
+        (``candidates``: every face shown, the leads then the near misses, whose number ``near_misses`` says)."""
         return dict(
             search_id=search_id,
             purpose=self.terms.purpose,
@@ -132,5 +168,6 @@ class SearchRun:
             collections=self.collections,
             top_k=self.terms.top_k,
             threshold=self.threshold,
-            candidates=[[c.face_id, c.score] for c in self.candidates],
+            candidates=[[c.face_id, c.score] for c in [*self.candidates, *self.near_misses]],
+            **({"near_misses": len(self.near_misses)} if self.terms.near_misses else {}),
         )

@@ -3,60 +3,53 @@ as a record (who, when, on what, with which parameters, what came back), and its
 *leads* that a second person must confirm.
 
 * A probe photo is analysed first (``analyze_probe``): the faces in it, held in memory for a short
-  while under a random id, so that the user can pick one. The photo itself is not stored unless the
-  probe retention setting says so (default 0 days: only its sha256 and the searched face's
+  while under a random id, so that the user can pick one or several. The photo itself is not stored
+  unless the probe retention setting says so (default 0 days: only its sha256 and the searched face's
   thumbnail are kept).
-* ``search`` runs one face of a probe against the collections the user may search and records it,
-  in ``case_searches`` / ``case_candidates`` and in the audit log (its checked terms and its record:
-  services/server/case_search.py; the categories it must name: services/server/case_settings.py).
+* ``search`` runs one face of a probe (``search_faces``: several, one search each) against the
+  collections the user may search and records it, in ``case_searches`` / ``case_candidates`` and in
+  the audit log (its checked terms and its record: services/server/case_search.py; the categories it
+  must name: services/server/case_settings.py). Asked for, it also returns the *near misses*: the
+  candidates below the threshold down to the weak band, shown as such and never leads.
 * Two-person rule: a candidate is *proposed* as a lead by one user and *confirmed* by another, each
-  with a note; the proposer can never confirm their own proposal (services/server/leads.py).
-* Erasure reaches the records (services/privacy/case_records.py): a candidate whose face was erased shows a placeholder saying when, and so
-  does the probe of a search whose probe face was a person later erased.
+  with a note; the proposer can never confirm their own proposal; anyone who may act on it can close
+  it as *not a match*, with a note (services/server/leads.py).
+* Erasure reaches the records (services/privacy/case_records.py): a candidate whose face was erased
+  shows a placeholder saying when, and so does the probe of a search whose probe face was a person
+  later erased. A face whose person opted out, still held while the erasure is reviewed, is
+  *withheld*: not shown, not offered as a lead, and said so (services/server/record_state.py).
 
 Who sees what (deny by default): admins everything; investigators the searches whose collections
 are all granted to them (their own and their colleagues', so that a second person can confirm);
-auditors the records without any face image.
-
-Views are audited without burying the log in repeats (``OncePer``, services/audit.py): opening a
-result writes one ``result.view`` per user, search, rank and view (``details``: its provenance;
-``photo``: its source photo) in a ``view_window`` (10 minutes); the face thumbnails of a search (its
-probe face and its candidates) write one ``thumbnail.view`` per user and search in that window.
+auditors the records without any face image. What a result shows, and how each view is audited:
+services/server/case_views.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from datetime import timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from sqlalchemy import select, update
 
-from facefinder.errors import CatalogError, FaceFinderError, FieldError, ImageError, NotFound
+from facefinder.errors import CatalogError, FieldError, NotFound
 from facefinder.services.audit import AuditLog, OncePer
-from facefinder.services.privacy import optout
 from facefinder.services.search import Searcher
-from facefinder.services.server import uploads
+from facefinder.services.server import record_state
 from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
-from facefinder.services.server.case_search import SearchRun, SearchTerms, check_face
+from facefinder.services.server.case_search import SearchRun, SearchTerms, check_faces, near_misses_of
 from facefinder.services.server.case_settings import CaseSettings, save_settings, setting_changes
-from facefinder.services.server.leads import confirm_lead, lead_note, propose_lead
-from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
+from facefinder.services.server.case_views import CaseViews
+from facefinder.services.server.leads import LeadSteps
 from facefinder.services.server.probes import Probe, ProbeCache, ProbeFaceData
 from facefinder.services.server.records import CaseRecord, Lead
-from facefinder.services.sources import archives
-from facefinder.services.sources.folders import read_source
 from facefinder.storage.catalog import CaseSearch, utcnow
 from facefinder.storage.store import FaceStore
-from facefinder.vision.image import (
-    DEFAULT_MAX_PIXELS,
-    decode_photo,
-    encode_jpeg,
-)
+from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
 
 if TYPE_CHECKING:
-    from facefinder.storage.catalog import FaceRecord, ImageRecord
     from facefinder.vision.pipeline import FacePipeline
 
 # Catalog ids are 32-bit integers in PostgreSQL (and SQLite refuses ints past 64 bits): a larger id
@@ -64,7 +57,7 @@ if TYPE_CHECKING:
 MAX_ID = 2_147_483_647
 
 
-class Cases:
+class Cases(CaseViews, LeadSteps):
     """Case-bound searches, their records and leads (see the module docstring), as CaseRecord and Lead values."""
 
     def __init__(
@@ -112,8 +105,6 @@ class Cases:
         cap costs a fraction of a second, and boxes, width and height are in the photo's own pixels.
         A photo over the budget is an ImageError ("too-large"), which the API answers with a 413.
         """
-        import hashlib
-
         principal.require("admin", "investigator")
         if not self.accounts.allowed_collections(principal):
             raise AccessDenied(f"{principal.username} has no collection granted to search")
@@ -151,48 +142,88 @@ class Cases:
         collections: list[str] | None = None,
         top_k: int = 10,
         threshold: float | None = None,
+        faces: list[int] | None = None,
+        near_misses: bool = False,
     ) -> CaseRecord:
-        """Search one face of a probe and keep the search as a record and an audit entry. Everything
-        asked is checked before anything runs: a search without a case, purpose and category, or on a
-        collection the user may not search, never runs."""
+        """Search one face of a probe (or, with ``faces``, several: one search each, see search_faces)
+        and keep the search as a record and an audit entry; returns the (first) search's record."""
+        chosen = [face] if faces is None else faces
+        terms = (case_id, purpose, category, collections, top_k, threshold, near_misses)
+        return self.search_faces(principal, probe_id, chosen, *terms)[0]
+
+    def search_faces(
+        self,
+        principal: Principal,
+        probe_id: str,
+        faces: list[int],
+        case_id: str,
+        purpose: str,
+        category: str,
+        collections: list[str] | None = None,
+        top_k: int = 10,
+        threshold: float | None = None,
+        near_misses: bool = False,
+    ) -> list[CaseRecord]:
+        """Search several faces of one probe for a case: one search record and one audit entry per face,
+        written together, in the order asked. Everything asked is checked before anything runs: a
+        search without a case, purpose and category, with no collection, or on a collection the user
+        may not search, never runs. ``near_misses``: also return the candidates below the threshold,
+        down to the weak band, as near misses (shown, never leads)."""
         principal.require("admin", "investigator")
         settings = self.settings()
-        terms = SearchTerms.checked(case_id, purpose, category, top_k, threshold, settings.categories)
+        terms = SearchTerms.checked(
+            case_id, purpose, category, top_k, threshold, settings.categories, near_misses=near_misses
+        )
         names = self._searchable(principal, collections)
         probe = self.probes.get(principal, probe_id)
-        check_face(probe, face)
-        run = self._run(terms, probe, face, names)
+        faces = check_faces(probe, faces)
+        runs = self._runs(terms, probe, faces, names)
         self.purge_expired_probes()
-        search_id = self._record(principal, run, settings.probe_retention_days)
-        self.audit.record(principal.username, "search", terms.case_id, **run.audit_details(search_id))
-        return self.get(principal, search_id, audit=False)
+        search_ids = self._record(principal, runs, settings.probe_retention_days)
+        for run, search_id in zip(runs, search_ids):
+            self.audit.record(principal.username, "search", terms.case_id, **run.audit_details(search_id))
+        return [self.get(principal, search_id) for search_id in search_ids]
 
-    def _run(self, terms: SearchTerms, probe: Probe, face: int, collections: list[str]) -> SearchRun:
-        """Search the chosen probe face in those collections, at the asked threshold or the calibrated one."""
+    def _runs(self, terms: SearchTerms, probe: Probe, faces: list[int], collections: list[str]) -> list[SearchRun]:
+        """Search the chosen probe faces in those collections, at the asked threshold or the calibrated
+        one; with near misses asked, search again down to the weak band for those below it."""
         searcher = Searcher(self.store, self.pipeline)
         try:
             ids = searcher.collection_ids(collections)
         except CatalogError as exc:
             raise FieldError("collections", str(exc)) from None
         threshold = searcher.calibration.threshold if terms.threshold is None else float(terms.threshold)
-        embedding = probe.faces[face].embedding[None, :]
-        candidates = searcher.search_embeddings(embedding, ids, terms.top_k, threshold)[0]
-        return SearchRun(terms, probe, face, collections, threshold, candidates, self.pipeline.model_id)
+        embeddings = np.stack([probe.faces[face].embedding for face in faces])
+        found = searcher.search_embeddings(embeddings, ids, terms.top_k, threshold)
+        floor = min(threshold, searcher.calibration.bands.get("weak", threshold))
+        wider = searcher.search_embeddings(embeddings, ids, terms.top_k, floor) if terms.near_misses else found
+        model_id = self.pipeline.model_id
+        return [
+            SearchRun(terms, probe, face, collections, threshold, leads, model_id, near_misses_of(leads, more, terms))
+            for face, leads, more in zip(faces, found, wider)
+        ]
 
-    def _record(self, principal: Principal, run: SearchRun, retention_days: int) -> int:
-        """Write the search with its candidates in one transaction; returns its id."""
+    def _record(self, principal: Principal, runs: list[SearchRun], retention_days: int) -> list[int]:
+        """Write the searches with their candidates in one transaction; returns their ids."""
         with self.catalog.session() as session, session.begin():
-            record = run.row(principal, retention_days)
-            session.add(record)
+            records = [run.row(principal, retention_days) for run in runs]
+            session.add_all(records)
             session.flush()
-            return record.id
+            return [record.id for record in records]
 
     def _searchable(self, principal: Principal, collections: list[str] | None) -> list[str]:
+        """The collections to search: those named (each must exist and be granted), or every granted
+        one when none are named; an empty list is a mistake (every box unticked), never "all"."""
         allowed = self.accounts.allowed_collections(principal)
-        if not collections:
+        if collections is None:
             if not allowed:
                 raise AccessDenied(f"{principal.username} has no collection granted to search")
             return allowed
+        if not collections:
+            raise FieldError(
+                "collections",
+                "pick at least one collection to search (leave the field out to search every one granted)",
+            )
         names = list(dict.fromkeys(collections))
         existing = {c.name for c in self.store.collections()}
         for name in names:
@@ -217,12 +248,12 @@ class Cases:
             query = query.where(CaseSearch.case_id == case_id)
         if username:
             query = query.where(CaseSearch.username == username)
-        allowed = set(self.accounts.allowed_collections(principal))
+        readable = self._reader(principal)
         with self.catalog.session() as session:
             rows = []
             skipped = 0
             for record in session.scalars(query):
-                if not self._can_read(principal, record, allowed):
+                if not readable(record.collections):
                     continue
                 if skipped < offset:
                     skipped += 1
@@ -230,207 +261,47 @@ class Cases:
                 rows.append(CaseRecord.of(record))
                 if len(rows) >= limit:
                     break
-            return rows
+        return record_state.current(self.store, rows, readable)
 
     def get(self, principal: Principal, search_id: int, audit: bool = False) -> CaseRecord:
+        """One search record as it is now (withheld faces, the other searches of its probe photo)."""
         principal.require("admin", "investigator", "auditor")
         with self.catalog.session() as session:
             row = session.get(CaseSearch, search_id) if 1 <= search_id <= MAX_ID else None
             if row is None:
                 raise NotFound(f"search {search_id} does not exist")
             record = CaseRecord.of(row)
-        if not self._can_read(principal, record, set(self.accounts.allowed_collections(principal))):
+        readable = self._reader(principal)
+        if not readable(record.collections):
             raise AccessDenied(
                 f"{principal.username} may not read search {search_id}: it covers collections not granted to them"
             )
-        return record
+        return record_state.current(self.store, [record], readable)[0]
 
     def can_see_faces(self, principal: Principal) -> bool:
         return principal.role in ("admin", "investigator")
 
-    def _can_read(self, principal: Principal, record: CaseSearch | CaseRecord, allowed: set[str]) -> bool:
+    def _reader(self, principal: Principal) -> Callable[[list[str]], bool]:
+        """Whether ``principal`` may read a search over the given collections: admins and auditors
+        every search, investigators those whose collections are all granted to them."""
         if principal.role in ("admin", "auditor"):
-            return True
-        return principal.role == "investigator" and set(record.collections) <= allowed
+            return lambda collections: True
+        allowed = set(self.accounts.allowed_collections(principal))
+        return lambda collections: principal.role == "investigator" and set(collections) <= allowed
 
     def _with_faces(self, principal: Principal, search_id: int) -> CaseRecord:
         principal.require("admin", "investigator")
         return self.get(principal, search_id)
 
-    def _log_view(self, principal: Principal, key: tuple, action: str, case_id: str, **details: Any) -> None:
-        """Write a view to the audit log, unless the same ``key`` was logged in the view window."""
-        key = (principal.username, action, *key)
-        if not self.views.claim(key):
-            return
-        try:
-            self.audit.record(principal.username, action, case_id, **details)
-        except BaseException:
-            self.views.release(key)  # not logged: the next view must try again
-            raise
-
-    def candidate(self, principal: Principal, search_id: int, rank: int) -> tuple[CaseRecord, Lead]:
-        record = self.get(principal, search_id)
+    def candidate(
+        self, principal: Principal, search_id: int, rank: int, record: CaseRecord | None = None
+    ) -> tuple[CaseRecord, Lead]:
+        """A candidate of a search and its record (``record``: already read for this principal)."""
+        record = record or self.get(principal, search_id)
         for candidate in record.candidates:
             if candidate.rank == rank:
                 return record, candidate
         raise NotFound(f"search {search_id} has no candidate {rank}")
-
-    def candidate_details(self, principal: Principal, search_id: int, rank: int) -> dict[str, Any]:
-        """Where the candidate's photo came from (provenance), for an opened result; audited as a view."""
-        self._with_faces(principal, search_id)
-        record, candidate = self.candidate(principal, search_id, rank)
-        held = self._held(candidate.face_id)
-        details: dict[str, Any] = {"available": held is not None}
-        if held is not None:
-            face, image, _ = held
-            from facefinder.storage.store import PROVENANCE_FIELDS
-
-            details.update(
-                source=uploads.display_name(image.source, self.store.data_dir),  # never an upload's server path
-                width=image.width,
-                height=image.height,
-                box=face.box,
-                quality=face.quality,
-                sha256=image.sha256,
-                ingested_at=image.ingested_at.replace(tzinfo=timezone.utc).isoformat(timespec="seconds"),
-                provenance={k: getattr(image, k) for k in PROVENANCE_FIELDS},
-            )
-        self._log_view(
-            principal,
-            (search_id, rank, "details"),
-            "result.view",
-            record.case_id,
-            search_id=search_id,
-            rank=rank,
-            face_id=candidate.face_id,
-            image_id=candidate.image_id,
-            view="details",
-        )
-        return details
-
-    def _held(self, face_id: int) -> tuple[FaceRecord, ImageRecord, str] | None:
-        """The catalog rows of a past candidate, or None once it was erased or its person opted out
-        (a recorded search keeps the face id and score, but never shows an opted-out face again)."""
-        rows = self.store.faces([face_id])
-        if face_id not in rows:
-            return None
-        face = rows[face_id][0]
-        embedding = np.frombuffer(face.embedding, dtype=np.float32)[None]
-        if optout.screen_for(self.store.catalog).match(embedding, face.model_id)[0]:
-            return None
-        return rows[face_id]
-
-    def _require_held(self, face_id: int) -> tuple[FaceRecord, ImageRecord, str]:
-        held = self._held(face_id)
-        if held is None:
-            raise NotFound(f"face {face_id} is no longer available (erased, or its person opted out)")
-        return held
-
-    def probe_thumbnail(self, principal: Principal, search_id: int) -> bytes:
-        """The searched face, or a placeholder saying when it was erased (its person was erased), or
-        that it is withheld (its person opted out and the erasure is still to be reviewed), as
-        candidates are. Audited as a ``thumbnail.view`` of the search."""
-        record = self._with_faces(principal, search_id)
-        self._log_thumbnail(principal, record, "probe")
-        with self.catalog.session() as session:  # the probe face stays in the catalog: no record carries it
-            thumbnail, embedding, erased_at, model_id = session.execute(
-                select(
-                    CaseSearch.probe_thumbnail,
-                    CaseSearch.probe_embedding,
-                    CaseSearch.probe_erased_at,
-                    CaseSearch.model_id,
-                ).where(CaseSearch.id == search_id)
-            ).one()
-        if erased_at is not None or not thumbnail:
-            return placeholder_jpeg(*erased_lines(erased_at))
-        if embedding:
-            template = np.frombuffer(embedding, dtype=np.float32)[None]
-            if optout.screen_for(self.store.catalog).match(template, model_id)[0]:
-                return placeholder_jpeg("withheld", "(opted out)")
-        return thumbnail
-
-    def candidate_thumbnail(self, principal: Principal, search_id: int, rank: int) -> bytes:
-        """The candidate's face from the catalog; once it is erased (or its person opted out), a placeholder.
-        Audited as a ``thumbnail.view`` of the search."""
-        self._with_faces(principal, search_id)
-        record, candidate = self.candidate(principal, search_id, rank)
-        self._log_thumbnail(principal, record, rank, candidate.face_id)
-        held = self._held(candidate.face_id)
-        if held is not None:
-            return held[0].thumbnail
-        if candidate.erased_at is not None or not self.store.faces([candidate.face_id]):
-            return placeholder_jpeg(*erased_lines(candidate.erased_at))
-        return placeholder_jpeg("withheld", "(opted out)")
-
-    def candidate_photo(self, principal: Principal, search_id: int, rank: int) -> bytes:
-        """The candidate's source photo with its face boxed, as JPEG; audited as a result view."""
-        self._with_faces(principal, search_id)
-        record, candidate = self.candidate(principal, search_id, rank)
-        face, image_row, _ = self._require_held(candidate.face_id)
-        try:
-            data = read_source(image_row.source)
-            photo = decode_photo(data, image_row.source, self.max_pixels, work_pixels=SHOWN_WORK_PIXELS)
-        except (*archives.ARCHIVE_ERRORS, ImageError, FaceFinderError):
-            raise NotFound(
-                f"the source photo of image {image_row.id} is no longer readable where it was ingested from"
-            ) from None
-        self._log_view(
-            principal,
-            (search_id, rank, "photo"),
-            "result.view",
-            record.case_id,
-            search_id=search_id,
-            rank=rank,
-            face_id=candidate.face_id,
-            image_id=image_row.id,
-            photo=True,
-            view="photo",
-        )
-        return boxed_jpeg(photo.image, box_in(photo, face.box))
-
-    def _log_thumbnail(
-        self, principal: Principal, record: CaseRecord, face: str | int, face_id: int | None = None
-    ) -> None:
-        """One ``thumbnail.view`` per user and search in the view window: it stands for every face
-        thumbnail of that search (probe and candidates) shown then; ``face`` is the first one asked for."""
-        details: dict[str, Any] = {"search_id": record.id, "face": face}
-        if face_id is not None:
-            details["face_id"] = face_id
-        self._log_view(principal, (record.id,), "thumbnail.view", record.case_id, **details)
-
-    # ----- leads: the two-person rule (services/server/leads.py) ----------------------------------
-    def propose(self, principal: Principal, search_id: int, rank: int, note: str = "") -> Lead:
-        self._with_faces(principal, search_id)
-        record, _ = self.candidate(principal, search_id, rank)
-        note = lead_note(note)
-        lead = propose_lead(self.catalog, search_id, rank, principal.username, note)
-        self.audit.record(
-            principal.username,
-            "lead.propose",
-            record.case_id,
-            search_id=search_id,
-            rank=rank,
-            face_id=lead.face_id,
-            note=note,
-        )
-        return lead
-
-    def confirm(self, principal: Principal, search_id: int, rank: int, note: str) -> Lead:
-        self._with_faces(principal, search_id)
-        record, _ = self.candidate(principal, search_id, rank)
-        note = lead_note(note, required=True)
-        lead = confirm_lead(self.catalog, search_id, rank, principal.username, note)
-        self.audit.record(
-            principal.username,
-            "lead.confirm",
-            record.case_id,
-            search_id=search_id,
-            rank=rank,
-            face_id=lead.face_id,
-            proposed_by=lead.proposed_by,
-            note=note,
-        )
-        return lead
 
     # ----- retention ----------------------------------------------------------------------------
     def purge_expired_probes(self) -> int:

@@ -1,7 +1,12 @@
 """What a case search record is to the interfaces (services/server/cases.py returns these): plain,
 frozen values copied out of the catalog rows while their session is open, so nothing loads later and
 no interface holds a database row. The probe photo and the probe face's template stay in the catalog;
-``probe_kept`` says whether the photo is there."""
+``probe_kept`` says whether the photo is there.
+
+A few facts of a record change after it was made and are not columns: whether a face is *withheld*
+(still held, but its person is on the opt-out list and the erasure is under review), and which other
+faces of the same probe photo were searched for the case (services/server/record_state.py fills them in).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 
 from facefinder.storage.catalog import CaseCandidate, CaseSearch
+
+# Lead statuses: a plain candidate, a proposed and a confirmed lead (two people), one closed as not a
+# match, and a near miss (below the threshold, shown because the investigator asked: never a lead).
+STATUSES = ("candidate", "proposed", "confirmed", "not_a_match", "near_miss")
 
 
 @dataclass(frozen=True)
@@ -23,19 +32,35 @@ class Lead:
     score: float
     false_match_rate: float
     band: str
-    status: str  # candidate | proposed | confirmed
+    status: str  # one of STATUSES
     proposed_by: str | None
     proposed_at: datetime | None
     proposed_note: str | None
     confirmed_by: str | None
     confirmed_at: datetime | None
     confirmed_note: str | None
+    not_a_match_by: str | None
+    not_a_match_at: datetime | None
+    not_a_match_note: str | None
     erased_at: datetime | None  # when its face was erased (its thumbnail is then a placeholder)
+    withheld: bool = False  # held, but its person opted out and the erasure is under review: not shown
 
     @classmethod
     def of(cls, row: CaseCandidate) -> Lead:
-        """The lead of ``row`` (every field is a column of the same name)."""
-        return cls(**_columns(row, cls))
+        """The lead of ``row`` (every field but ``withheld`` is a column of the same name)."""
+        return cls(**_columns(row, cls, skip={"withheld": False}))
+
+    @property
+    def near_miss(self) -> bool:
+        return self.status == "near_miss"
+
+
+@dataclass(frozen=True)
+class ProbeSearch:
+    """One search of a face of a probe photo, as the other searches of that photo list it."""
+
+    search_id: int
+    face: int
 
 
 @dataclass(frozen=True)
@@ -59,6 +84,9 @@ class CaseRecord:
     threshold: float
     model_id: str
     candidates: tuple[Lead, ...]
+    probe_withheld: bool = False  # the probe face's person opted out (erasure under review)
+    # the searches of this probe photo's faces for this case that the reader may read, this one included
+    probe_searches: tuple[ProbeSearch, ...] = ()
 
     @classmethod
     def of(cls, row: CaseSearch) -> CaseRecord:
@@ -68,8 +96,19 @@ class CaseRecord:
             "probe_kept": row.probe_photo is not None,
             "collections": list(row.collections),
             "candidates": tuple(Lead.of(c) for c in row.candidates),
+            "probe_withheld": False,
+            "probe_searches": (ProbeSearch(row.id, row.probe_face),),
         }
         return cls(**{**_columns(row, cls, skip=derived), **derived})
+
+    @property
+    def leads(self) -> tuple[Lead, ...]:
+        """The candidates at or above the threshold (near misses left out)."""
+        return tuple(c for c in self.candidates if not c.near_miss)
+
+    @property
+    def near_misses(self) -> tuple[Lead, ...]:
+        return tuple(c for c in self.candidates if c.near_miss)
 
 
 def _columns(row: object, record: type, skip: dict | None = None) -> dict:

@@ -172,8 +172,37 @@ async function refreshCounts() {
   } catch (e) { /* ignore */ }
 }
 
-// ----- search: probe photo -> faces -> pick one -> case + purpose -> results ----------------------------
+// ----- search: probe photo -> faces (one or several) -> case + purpose -> results ----------------------------
+// Keyboard first: the file input is visually hidden but focusable (Enter or Space opens the dialog), the
+// faces are toggle buttons numbered like the boxes on the photo. The probe outlives a trip to the results:
+// the server holds it for its uploader (GET /api/probes/{id}) and this tab keeps its id, the faces picked
+// and a small copy of the photo (sessionStorage, PROBE_KEY), so Back brings it back to pick another face.
+const PROBE_KEY = "facefinder-probe";
+
+function keptProbe() {
+  try { return JSON.parse(sessionStorage.getItem(PROBE_KEY) || "null"); } catch (e) { return null; }
+}
+
+function keepProbe(kept) {
+  try { sessionStorage.setItem(PROBE_KEY, JSON.stringify(kept)); return; } catch (e) { /* over the quota */ }
+  try { sessionStorage.setItem(PROBE_KEY, JSON.stringify({ ...kept, photo: null })); } catch (e) { /* give up */ }
+}
+
+async function smallCopy(url) {
+  // a JPEG of at most 960 px: enough to draw the boxes on, small enough for sessionStorage
+  const img = new Image();
+  img.src = url;
+  await img.decode();
+  const scale = Math.min(1, 960 / Math.max(img.naturalWidth, img.naturalHeight, 1));
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.max(1, Math.round(img.naturalWidth * scale));
+  canvas.height = Math.max(1, Math.round(img.naturalHeight * scale));
+  canvas.getContext("2d").drawImage(img, 0, 0, canvas.width, canvas.height);
+  return canvas.toDataURL("image/jpeg", 0.8);
+}
+
 function bindSearch() {
+  document.querySelector('form[action="/logout"]')?.addEventListener("submit", () => sessionStorage.removeItem(PROBE_KEY));
   const root = document.getElementById("search-app");
   if (!root) return;
   const input = document.getElementById("probe-file");
@@ -181,44 +210,71 @@ function bindSearch() {
   const form = document.getElementById("search-form");
   const button = document.getElementById("search-button");
   const hint = document.getElementById("search-hint");
+  const faceField = document.getElementById("face");
+  const restored = document.getElementById("probe-restored");
   let probe = null;
+  let generation = 0; // a newer photo wins over an older answer (or a restore) still on its way
+
+  const chosen = () => (faceField.value === "" ? [] : faceField.value.split(",").map(Number));
 
   const ready = () => {
-    const ok = probe && document.getElementById("face").value !== "";
+    const count = chosen().length;
+    const ok = probe && count > 0;
     button.disabled = !ok;
+    button.textContent = count > 1 ? `Search ${count} faces` : "Search";
     hint.textContent = ok ? "" : (probe ? "Pick a face first." : "Upload a photo and pick a face first.");
   };
 
   async function analyze(file) {
     const error = document.getElementById("probe-error");
-    error.textContent = ""; probe = null; document.getElementById("face").value = ""; ready();
+    error.textContent = ""; restored.hidden = true;
+    const mine = ++generation;
+    probe = null; faceField.value = ""; ready();
     if (file.size > Number(root.dataset.maxProbe)) { error.textContent = "This photo is over the size cap."; return; }
     drop.classList.add("busy");
     const data = new FormData(); data.append("photo", file);
-    try { probe = await api("POST", "/api/probes", data, true); }
-    catch (e) { error.textContent = e.message; return; }
+    let found;
+    try { found = await api("POST", "/api/probes", data, true); }
+    catch (e) { if (mine === generation) error.textContent = e.message; return; }
     finally { drop.classList.remove("busy"); }
+    if (mine !== generation) return;
+    const url = URL.createObjectURL(file);
+    show(found, url, found.faces.length === 1 ? [0] : []);
+    const kept = { id: found.probe_id, faces: chosen(), photo: null };
+    keepProbe(kept);
+    try { kept.photo = await smallCopy(url); } catch (e) { /* no copy: the faces come back without the photo */ }
+    if (mine === generation) keepProbe({ ...kept, faces: chosen() });
+  }
+
+  function show(found, url, faces) {
+    probe = found;
     const image = document.getElementById("probe-image");
-    image.src = URL.createObjectURL(file);
-    document.getElementById("probe-view").hidden = false;
-    document.getElementById("face-count").textContent = `(${probe.faces.length})`;
-    const picker = document.getElementById("probe-faces");
-    picker.replaceChildren();
-    if (!probe.faces.length) { error.textContent = "No face was found in this photo."; }
-    for (const face of probe.faces) {
-      const b = document.createElement("button");
-      b.type = "button"; b.className = "face"; b.dataset.face = face.face;
-      b.title = `face ${face.face}, quality ${face.quality.toFixed(2)}`;
-      const img = document.createElement("img");
-      img.src = `/api/probes/${encodeURIComponent(probe.probe_id)}/faces/${face.face}/thumbnail`; img.alt = `face ${face.face}`;
-      img.width = 72; img.height = 72;
-      const label = document.createElement("span"); label.textContent = `face ${face.face} · q ${face.quality.toFixed(2)}`;
-      b.append(img, label);
-      b.addEventListener("click", () => pick(face.face));
-      picker.append(b);
-    }
+    document.querySelector(".probe-stage").hidden = !url;
+    document.getElementById("probe-boxes").replaceChildren();
     image.onload = () => drawBoxes(image);
-    if (probe.faces.length === 1) pick(0);
+    if (url) image.src = url; else image.removeAttribute("src");
+    document.getElementById("probe-view").hidden = false;
+    const count = found.faces.length;
+    document.getElementById("face-count").textContent = `(${count} ${count === 1 ? "face" : "faces"})`;
+    const picker = document.getElementById("probe-faces");
+    picker.replaceChildren(...found.faces.map(faceButton));
+    if (!count) document.getElementById("probe-error").textContent = "No face was found in this photo.";
+    faceField.value = faces.filter((n) => n < count).join(",");
+    highlight(); ready();
+  }
+
+  function faceButton(face) {
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "face"; b.dataset.face = face.face;
+    b.title = `face ${face.face + 1}, quality ${face.quality.toFixed(2)}`;
+    const img = document.createElement("img");
+    img.src = `/api/probes/${encodeURIComponent(probe.probe_id)}/faces/${face.face}/thumbnail`; img.alt = "";
+    img.width = 72; img.height = 72;
+    const label = document.createElement("span");
+    label.textContent = `Face ${face.face + 1} · q ${face.quality.toFixed(2)}`;
+    b.append(img, label);
+    b.addEventListener("click", () => pick(face.face));
+    return b;
   }
 
   function drawBoxes(image) {
@@ -230,40 +286,84 @@ function bindSearch() {
       const box = document.createElement("div");
       box.className = "box"; box.dataset.face = face.face;
       Object.assign(box.style, { left: `${x1 * sx}px`, top: `${y1 * sy}px`, width: `${(x2 - x1) * sx}px`, height: `${(y2 - y1) * sy}px` });
+      const number = document.createElement("span");
+      number.className = "box-number"; number.textContent = String(face.face + 1);
+      box.append(number);
       box.addEventListener("click", () => pick(face.face));
       layer.append(box);
     }
     highlight();
   }
 
-  function pick(n) { document.getElementById("face").value = String(n); highlight(); ready(); }
+  function pick(n) {
+    const faces = new Set(chosen());
+    if (faces.has(n)) faces.delete(n); else faces.add(n);
+    faceField.value = [...faces].sort((a, b) => a - b).join(",");
+    highlight(); ready();
+    const kept = keptProbe();
+    if (kept && probe && kept.id === probe.probe_id) keepProbe({ ...kept, faces: chosen() });
+  }
 
   function highlight() {
-    const chosen = document.getElementById("face").value;
-    for (const el of document.querySelectorAll("[data-face]")) el.classList.toggle("chosen", el.dataset.face === chosen);
+    const picked = new Set(chosen().map(String));
+    for (const el of root.querySelectorAll("[data-face]")) {
+      el.classList.toggle("chosen", picked.has(el.dataset.face));
+      if (el.tagName === "BUTTON") el.setAttribute("aria-pressed", String(picked.has(el.dataset.face)));
+    }
+  }
+
+  async function restore() {
+    const kept = keptProbe();
+    if (!kept || !kept.id) return;
+    const mine = generation;
+    let found;
+    try { found = await api("GET", `/api/probes/${encodeURIComponent(kept.id)}`); }
+    catch (e) {
+      sessionStorage.removeItem(PROBE_KEY);
+      if (mine === generation && e.code === "not_found") {
+        restored.textContent = "Your last probe photo has expired on the server (probes are held for 30 minutes): choose it again.";
+        restored.hidden = false;
+      }
+      return;
+    }
+    if (mine !== generation) return; // a photo was chosen meanwhile
+    show(found, kept.photo, kept.faces || []);
+    restored.hidden = false;
   }
 
   input.addEventListener("change", () => { if (input.files[0]) analyze(input.files[0]); });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files[0]) analyze(e.dataTransfer.files[0]); });
-  window.addEventListener("resize", () => { const img = document.getElementById("probe-image"); if (probe && img.complete) drawBoxes(img); });
+  window.addEventListener("resize", () => { const img = document.getElementById("probe-image"); if (probe && img.complete && img.src) drawBoxes(img); });
+  window.addEventListener("pageshow", (e) => { if (e.persisted) ready(); }); // back from the results, page kept
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const error = document.getElementById("search-error");
     error.textContent = "";
+    const boxes = form.querySelectorAll('input[name="collections"]');
+    for (const box of boxes) box.removeAttribute("aria-invalid");
     const body = formBody(form, new Set(["face"]));
-    body.face = Number(document.getElementById("face").value);
+    const faces = chosen();
+    if (faces.length > 1) body.faces = faces; else body.face = faces[0];
     body.probe_id = probe.probe_id;
-    if (!body.collections || !body.collections.length) delete body.collections;
+    // always a list (formBody makes a lone checkbox a boolean): [] when none is ticked, which the server refuses by name
+    body.collections = Array.from(boxes).filter((box) => box.checked).map((box) => box.value);
     button.disabled = true; hint.textContent = "Searching…";
     try {
       const result = await api("POST", "/api/searches", body);
       window.location = `/searches/${result.id}`;
-    } catch (e) { error.textContent = e.message; ready(); }
+    } catch (e) {
+      error.textContent = e.message; ready();
+      if (e.field === "collections") {
+        for (const box of boxes) box.setAttribute("aria-invalid", "true");
+        boxes[0]?.focus();
+      } else if (typeof markField === "function") { markField(form, e.field); }
+    }
   });
   ready();
+  restore();
 }
 
 // ----- drafts: what was typed outlives a session that ends -----------------------------------------------
