@@ -295,7 +295,10 @@ class ResultOut(BaseModel):
     search_id: int
     case_id: str
     candidate: CandidateOut
-    available: bool = Field(description="False when the face has since been erased from the catalog")
+    available: bool = Field(
+        description="False when the face is not shown: erased (candidate.erased_at), or withheld while its "
+        "person's opt-out is reviewed (candidate.withheld)"
+    )
     source: str | None = None
     width: int | None = None
     height: int | None = None
