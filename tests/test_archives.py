@@ -65,3 +65,26 @@ def test_unpacking_stops_at_the_total_budget(tmp_path):
     outer = make_zip(tmp_path / "up.zip", {f"{i}.jpg": b"x" * 1000 for i in range(5)})
     with pytest.raises(FaceFinderError, match="more than 2,500 bytes"):
         archives.unpack(outer, tmp_path / "files", max_total=2500)
+
+
+def test_members_sharing_a_name_cost_one_look_each(tmp_path, monkeypatch):
+    """2,000 members named alike all unpack, each under its own name, with a constant number of name
+    tries each: a clash is named by the member's number, not found by walking the names taken."""
+    outer = make_zip(tmp_path / "same.zip", {})
+    with zipfile.ZipFile(outer, "w") as zf:
+        for _ in range(2000):
+            zf.writestr("a.jpg", b"")
+    tries = []
+    hashed = archives._hashed
+    monkeypatch.setattr(archives, "_hashed", lambda part, whole: tries.append(whole) or hashed(part, whole))
+    target = archives.unpack(outer, tmp_path / "files", max_total=10_000)
+    assert len([p for p in target.rglob("*") if p.is_file()]) == 2000
+    assert len(tries) < 2 * 2000
+
+
+def test_unpacking_stops_at_the_member_cap(tmp_path, monkeypatch):
+    """Empty members cost no bytes but each is a file: past MAX_MEMBERS the upload is refused."""
+    monkeypatch.setattr(archives, "MAX_MEMBERS", 10)
+    outer = make_zip(tmp_path / "many.zip", {f"{i}.jpg": b"" for i in range(11)})
+    with pytest.raises(FaceFinderError, match="more than 10 files"):
+        archives.unpack(outer, tmp_path / "files", max_total=10_000)

@@ -20,7 +20,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from facefinder.errors import FaceFinderError
-from facefinder.interfaces.http.deps import Admin, ApiError, RateLimiter, Service, ServiceDep, get_service
+from facefinder.interfaces.http.deps import (
+    Admin,
+    ApiError,
+    RateLimiter,
+    Service,
+    ServiceDep,
+    client_address,
+    get_service,
+)
 from facefinder.interfaces.http.schemas import (
     ConsentIn,
     ConsentOut,
@@ -209,7 +217,7 @@ def _public_enabled(service: Service) -> None:
 async def public_optout(request: Request) -> PublicOptOutOut:
     service = get_service(request)
     _public_enabled(service)
-    public_limiter(service).hit(f"ip:{request.client.host if request.client else 'unknown'}")
+    public_limiter(service).hit(f"ip:{client_address(request)}")
     data = await photo_body(request, service)
     reference = "public-" + secrets.token_hex(6)
     privacy = service.acting_as("public-form").privacy

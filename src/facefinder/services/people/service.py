@@ -92,7 +92,10 @@ class People:
         person = self._infos(select(Person).where(Person.id == person_id))
         if not person or face_id not in {m.face_id for m in person[0].members or []}:
             raise NotFound(f"person {person_id} has no face {face_id}")
-        data = self.store.faces([face_id])[face_id][0].thumbnail
+        held = self.store.faces([face_id]).get(face_id)
+        if held is None:  # erased since the person was read
+            raise NotFound(f"person {person_id} has no face {face_id}")
+        data = held[0].thumbnail
         self._view(actor, "people.faces.view", person_id, person_id=person_id, face_id=face_id)
         return data
 

@@ -186,7 +186,8 @@ class Accounts:
 
     def reset_password(self, admin: Principal, username: str) -> str:
         """An admin sets a temporary password (returned, to pass on) that the user must change at their
-        next sign-in; until then they may do nothing else. Every session of theirs ends."""
+        next sign-in; until then they may do nothing else. Every session and API token of theirs ends:
+        a reset answers a compromised account, and tokens made by whoever held it must not outlive it."""
         admin.require("admin")
         temporary = secrets.token_urlsafe(12)
         with self.catalog.session() as session, session.begin():
@@ -195,7 +196,10 @@ class Accounts:
                 raise FaceFinderError(f"username: no user {username!r}")
             user.password_hash, user.must_change_password = _hasher.hash(temporary), True
             ended = revoke_user_sessions(session, user.id)
-        self.audit.record(admin.username, "password.reset", username=username, sessions_ended=ended)
+            tokens = session.execute(delete(ApiToken).where(ApiToken.user_id == user.id)).rowcount or 0
+        self.audit.record(
+            admin.username, "password.reset", username=username, sessions_ended=ended, tokens_revoked=tokens
+        )
         return temporary
 
     # ----- API tokens and principals -----------------------------------------------------------------

@@ -100,7 +100,11 @@ class ImportRoots:
             )
         if root is None:
             raise FieldError("path", f"must be inside an import root ({_listed(roots)})")
-        if not resolved.exists():
+        try:
+            exists = resolved.exists()
+        except OSError:  # a folder on the way that the server may not read
+            exists = False
+        if not exists:
             raise FieldError("path", "no such file or folder inside the import roots")
         return ImportTarget(resolved, root)
 

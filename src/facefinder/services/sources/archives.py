@@ -32,6 +32,7 @@ MAX_FILE_BYTES = 200 * 1024 * 1024  # an archive member (or uploaded archive) ov
 NESTED_DEPTH = 3  # archives inside an uploaded archive are unpacked this many levels deep
 MAX_PART_CHARS = 100  # a longer part of an unpacked name is shortened (filesystems stop at 255 bytes)
 MAX_PATH_CHARS = 1000  # a longer unpacked path has its folders folded into one (paths stop at 4,096)
+MAX_MEMBERS = 100_000  # files one upload may unpack to, nested archives included (empty members cost no bytes)
 _KEPT_STEM = MAX_PART_CHARS - 13 - 33  # what a shortened part keeps of its stem, whatever its suffixes
 _SUFFIXES = re.compile(r"^(.+?)((?:\.[A-Za-z0-9]{1,10}){0,3})$")  # "name" + ".tar.gz", ".jpg.json"...
 # What a damaged archive raises while it is listed or a member is read (bz2 raises OSError).
@@ -148,6 +149,15 @@ class _Budget:
 
     def __init__(self, total: int, limit: str) -> None:
         self.total, self.left, self.limit = total, total, limit
+        self.members = 0  # files written so far, counted against MAX_MEMBERS
+
+    def count_member(self) -> int:
+        """Count one more file; refused past ``MAX_MEMBERS`` (files cost inodes even when empty).
+        Returns the file's number, unique within the unpack: what names a member whose name is taken."""
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise FaceFinderError(f"file: the archive unpacks to more than {MAX_MEMBERS:,} files")
+        return self.members
 
     def refuse(self) -> FaceFinderError:
         why = f" ({self.limit})" if self.limit else ""
@@ -170,6 +180,8 @@ def _extract(archive: Path, target: Path, budget: _Budget) -> None:
             )
             if declared > budget.left:  # refused from the directory, before anything is written
                 raise budget.refuse()
+            if budget.members + len(members) > MAX_MEMBERS:
+                raise FaceFinderError(f"file: the archive unpacks to more than {MAX_MEMBERS:,} files")
             target.mkdir(exist_ok=True)
             for info in members:
                 with zf.open(info) as stream:
@@ -189,7 +201,7 @@ def _write_member(target: Path, name: str, size: int, stream: IO[bytes], budget:
     relative = safe_member_path(name)
     if relative is None or size > MAX_FILE_BYTES:
         return
-    path = _place(target, relative, name)
+    path = _place(target, relative, name, budget.count_member())
     written = 0
     with open(path, "wb") as out:
         while chunk := stream.read(1024 * 1024):
@@ -202,10 +214,11 @@ def _write_member(target: Path, name: str, size: int, stream: IO[bytes], budget:
         scrub_file(path)
 
 
-def _place(target: Path, relative: Path, name: str) -> Path:
+def _place(target: Path, relative: Path, name: str, number: int) -> Path:
     """Where a member goes: ``target / relative``, or, when that name is taken (two members that
     sanitise alike, a file where a folder must go), a fresh name at the top named by a hash of the
-    member's whole name, so that no member overwrites another or fails the archive."""
+    member's whole name and its ``number`` in the unpack, so that no member overwrites another or
+    fails the archive, and a clash costs one look, however many members share a name."""
     path = target / relative
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +226,7 @@ def _place(target: Path, relative: Path, name: str) -> Path:
             return path
     except (FileExistsError, NotADirectoryError):
         pass
-    return _free(target / _hashed(relative.name, name), name)
+    return _free(target / _hashed(relative.name, f"{name}#{number}"), name)
 
 
 def _free(path: Path, name: str) -> Path:
