@@ -88,3 +88,25 @@ def test_unpacking_stops_at_the_member_cap(tmp_path, monkeypatch):
     outer = make_zip(tmp_path / "many.zip", {f"{i}.jpg": b"" for i in range(11)})
     with pytest.raises(FaceFinderError, match="more than 10 files"):
         archives.unpack(outer, tmp_path / "files", max_total=10_000)
+
+
+def test_a_source_under_a_fenced_folder_is_read_only_while_it_stays_inside(tmp_path):
+    """Result photos are read back where they were ingested: one under an import root or the uploads
+    folder (users can write there) is refused once it became a link out, as ingest would refuse it."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"secret")
+    photo = root / "photo.jpg"
+    photo.write_bytes(b"mine")
+    assert read_source(str(photo), [root]) == b"mine"
+    photo.unlink()
+    photo.symlink_to(outside / "secret.jpg")  # swapped in after the ingest
+    with pytest.raises(ImageError, match="symlink-escape"):
+        read_source(str(photo), [root])
+    assert read_source(str(photo)) == b"secret"  # the operator's own folders (CLI ingests) are not fenced
+    archive = make_zip(outside / "a.zip", {"x.jpg": b"x"})
+    (root / "a.zip").symlink_to(archive)
+    with pytest.raises(ImageError, match="symlink-escape"):
+        read_source(archives.address(root / "a.zip", "x.jpg"), [root])
+    assert read_source(archives.address(archive, "x.jpg"), [root]) == b"x"  # not under the fenced folder

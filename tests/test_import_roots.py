@@ -203,3 +203,20 @@ def test_a_confined_ingest_reads_ordinary_files(tmp_path):
         (tmp_path / "a" / f"{n}.jpg").write_bytes(lfw("Tony_Blair", n).read_bytes())
     items = list(iter_sources(tmp_path / "a", confine_to=tmp_path))
     assert [len(i.read()) for i in items] == [os.path.getsize(tmp_path / "a" / f"{n}.jpg") for n in (1, 2)]
+
+
+def test_results_read_import_roots_and_uploads_through_a_fence(tmp_path, pipeline):
+    """The service hands Cases every import root and the uploads folder as fenced folders."""
+    from facefinder.interfaces.http.app import create_app
+    from facefinder.interfaces.http.deps import ServiceConfig
+
+    bound, admin_root = tmp_path / "bound", tmp_path / "admin"
+    bound.mkdir()
+    admin_root.mkdir()
+    config = ServiceConfig(import_roots=[admin_root], collection_import_roots={"a": [bound]})
+    app = create_app(tmp_path / "data", config=config)
+    try:
+        fenced = set(app.state.service.cases.fenced_sources)
+        assert {bound.resolve(), admin_root.resolve(), (tmp_path / "data" / "uploads")} <= fenced
+    finally:
+        app.state.service.close()

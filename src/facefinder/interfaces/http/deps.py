@@ -222,14 +222,21 @@ class Service:
         self.finder, self.config, self.owns_finder = finder, config, owns_finder
         self.store, self.audit, self.catalog = finder.store, finder.audit, finder.store.catalog
         self.accounts = Accounts(self.catalog, self.audit, config.session_max_age)
-        self.cases = Cases(self.store, lambda: finder.pipeline, self.accounts, self.audit, config.max_pixels)
+        self.imports = ImportRoots(config.import_roots, config.collection_import_roots)  # who may use which
+        self.cases = Cases(
+            self.store,
+            lambda: finder.pipeline,
+            self.accounts,
+            self.audit,
+            config.max_pixels,
+            fenced_sources=[*self.imports.folders, uploads.uploads_dir(finder.data_dir)],
+        )
         space = uploads.UploadSpace(finder.data_dir, config.upload_quota_bytes, config.max_unpack_ratio)
         self.jobs = IngestJobs(self.store, self.accounts, self.audit, self.acting_as, space=space)
         self.login_limiter = RateLimiter(*config.login_rate)
         self.search_limiter = RateLimiter(*config.search_rate)
         self.uploads_dir = uploads.uploads_dir(finder.data_dir)
         self.import_roots = [Path(r).expanduser().resolve() for r in config.import_roots]
-        self.imports = ImportRoots(config.import_roots, config.collection_import_roots)  # who may use which
         self.secret_key = config.secret_key or os.environ.get(SECRET_ENV) or self._stored_secret()
         self.trusted_proxies = trusted_networks(config.forwarded_allow_ips)
 

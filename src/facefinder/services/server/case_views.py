@@ -12,6 +12,7 @@ its candidates) write one ``thumbnail.view`` per user and search in that window.
 from __future__ import annotations
 
 from datetime import timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +56,7 @@ class CaseViews:
     audit: AuditLog
     views: OncePer
     max_pixels: int
+    fenced_sources: list[Path]
 
     def _log_view(self, principal: Principal, key: tuple, action: str, case_id: str, **details: Any) -> None:
         """Write a view to the audit log, unless the same ``key`` was logged in the view window."""
@@ -150,7 +152,7 @@ class CaseViews:
         record, candidate = self.candidate(principal, search_id, rank, self._with_faces(principal, search_id))
         face, image_row, _ = self._require_held(candidate)
         try:
-            data = read_source(image_row.source)
+            data = read_source(image_row.source, self.fenced_sources)
             photo = decode_photo(data, image_row.source, self.max_pixels, work_pixels=SHOWN_WORK_PIXELS)
         except (*archives.ARCHIVE_ERRORS, ImageError, FaceFinderError):
             raise NotFound(

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -69,9 +71,13 @@ class Cases(CaseViews, LeadSteps):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         probes: ProbeCache | None = None,
         view_window: float = 600.0,
+        fenced_sources: Sequence[Path] = (),
     ) -> None:
         """``pipeline_source`` is a callable returning the loaded FacePipeline (models load on first use);
-        ``view_window``: seconds in which a repeated view of the same thing is logged once."""
+        ``view_window``: seconds in which a repeated view of the same thing is logged once;
+        ``fenced_sources``: folders users can write to (import roots, uploads), whose photos are shown
+        only while they still resolve inside them (a link swapped in after ingest is refused)."""
+        self.fenced_sources = list(fenced_sources)
         self.store, self.accounts, self.audit = store, accounts, audit
         self._pipeline_source = pipeline_source
         self.max_pixels = max_pixels

@@ -108,6 +108,12 @@ class ImportRoots:
             raise FieldError("path", "no such file or folder inside the import roots")
         return ImportTarget(resolved, root)
 
+    @property
+    def folders(self) -> list[Path]:
+        """Every import root, bound or not: folders users can have the server read, so whatever was
+        ingested from them is read back only through a fence (sources/folders.py ``read_source``)."""
+        return self._all()
+
     def _all(self) -> list[Path]:
         return self.admin + [r for roots in self.bound.values() for r in roots]
 

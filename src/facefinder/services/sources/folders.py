@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -249,13 +249,31 @@ def read_location(location: str, size: int) -> bytes:
     return read_photo_bytes(location)
 
 
-def read_source(source: str) -> bytes:
+def read_source(source: str, fenced: Sequence[str | os.PathLike] = ()) -> bytes:
     """The bytes of an ingested photo from where it was ingested: a path, or ``archive!member``.
-    A file is read under the same byte cap as at ingest (it may have been replaced since)."""
+    A file is read under the same byte cap as at ingest (it may have been replaced since).
+
+    A source that lies under one of ``fenced`` (the server's import roots and uploads folder, which
+    users can write to) is read only while it still resolves inside that folder: a symbolic link
+    swapped in after the ingest is refused ("symlink-escape"), as the ingest itself would have."""
+    fence = next((Fence(folder) for folder in fenced if _lexically_under(source, folder)), None)
     path = Path(source)
-    if path.is_file():
+    if fence is not None:
+        if path.is_file() or path.is_symlink():
+            return fence.read_photo(path)
+        archive = source.split("!", 1)[0]
+        if not fence.holds(archive):
+            raise fence.escape(archive)
+    elif path.is_file():
         return read_photo_bytes(path)
     return archives.read_member(source)
+
+
+def _lexically_under(source: str, folder: str | os.PathLike) -> bool:
+    """Whether the path ``source`` names (links not followed) lies under ``folder``."""
+    named = os.path.abspath(source.split("!", 1)[0])
+    root = os.path.abspath(folder)
+    return named == root or named.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _sidecar(file: Path, fence: Fence | None = None) -> dict[str, str]:
