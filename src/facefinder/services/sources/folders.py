@@ -164,7 +164,10 @@ def _manifest_for(
     path = Path(manifest) if manifest else (root / "manifest.csv" if root.is_dir() else None)
     if fence is not None and path is not None and path.exists() and not fence.holds(path):
         return Manifest(), [_escaped(fence, path)]
-    rows = _manifest(path)
+    try:
+        rows = _manifest(path, fence)
+    except ImageError as exc:  # a link swapped in after the check above
+        return Manifest(), [_failing_item(str(path), exc.reason, exc.detail)]
     return rows, [_failing_item(what, "bad-manifest", why) for what, why in rows.problems]
 
 
@@ -294,13 +297,14 @@ def _sidecar(file: Path, fence: Fence | None = None) -> dict[str, str]:
     return {}
 
 
-def _manifest(path: Path | None) -> Manifest:
+def _manifest(path: Path | None, fence: Fence | None = None) -> Manifest:
     """The manifest's rows; one that cannot be read at all is one bad-manifest problem, and the
-    photos go on without it (a manifest without a 'path' column is refused: SourceError)."""
+    photos go on without it (a manifest without a 'path' column is refused: SourceError). With a
+    ``fence`` it is opened through it (ImageError "symlink-escape" when it leads out, never a FIFO)."""
     if path is None or not path.is_file():
         return Manifest()
     try:
-        with open(path, "rb") as handle:
+        with fence.open(path) if fence is not None else open(path, "rb") as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         return Manifest(problems=[(str(path), f"manifest is not readable ({exc.strerror or exc})")])
