@@ -24,7 +24,7 @@ from PIL import Image
 from service_helpers import assert_error, backend, make_served, run_search  # noqa: F401
 
 from facefinder.services import check
-from facefinder.services.server import job_records, uploads
+from facefinder.services.server import browse, job_records, uploads
 
 POLICY_JSON = {"purpose": "p", "legal_basis": "l", "retention_days": 9}
 
@@ -224,3 +224,15 @@ def test_the_collections_page_offers_only_the_folders_each_user_may_use(backend,
         assert admin_root not in html and "No server folder is open to you" in html
     finally:
         served.close()
+
+
+def test_failures_of_a_running_upload_are_shown_by_upload_name(app):
+    """A job's failure rows keep the server path until the job ends (or forever, if the server stops
+    mid-job); the API and the admin page (browse.shown_failures) name them by upload as they are read."""
+    store = app.service.store
+    folder = uploads.uploads_dir(app.data_dir) / "20260101T000000-ab12cd34-photos%2Ezip" / "files"
+    store.record_failure(store.collection("up").id, str(folder / "x" / "bad.jpg"), "corrupt", "not a photo")
+    [row] = app.client("ivan").get("/api/collections/up/failures").json()
+    assert row["source"].startswith("upload:") and str(app.data_dir) not in row["source"]
+    [shown] = browse.shown_failures(store, "up")  # what the admin page lists too
+    assert shown.source == row["source"] and shown.source.endswith("bad.jpg")

@@ -141,7 +141,7 @@ def collection_failures(
 ) -> list[FailureOut]:
     service.store.collection(name)
     service.accounts.require_collections(principal, [name])
-    failures = service.finder.failures(name)[offset : None if limit is None else offset + limit]
+    failures = browse.shown_failures(service.store, name)[offset : None if limit is None else offset + limit]
     return [FailureOut(source=f.source, reason=f.reason, detail=f.detail) for f in failures]
 
 

@@ -80,7 +80,7 @@ def collection_page(
     if info is None:
         raise NotFound(f"collection {name!r} does not exist")
     page = browse.photos(service.store, service.audit, admin, name, offset, PAGE, without_faces)
-    failures = service.finder.failures(name)
+    failures = browse.shown_failures(service.store, name)
     return _web["render"](
         request,
         "admin_collection.html",

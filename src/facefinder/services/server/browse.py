@@ -198,3 +198,19 @@ def _naive(stamp: str) -> datetime:
     """An ISO 8601 time as the catalog compares times: naive UTC."""
     parsed = datetime.fromisoformat(stamp)
     return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+@dataclass(frozen=True)
+class ShownFailure:
+    """A failed file as users see it: an upload's by its upload name, never its path on the server."""
+
+    source: str
+    reason: str
+    detail: str
+
+
+def shown_failures(store: FaceStore, collection: str) -> list[ShownFailure]:
+    """The collection's failed files for users of the server. Rows of a running upload job, or of one
+    a stopped server left, are stored with the server path until the job ends: named here as read."""
+    rows = store.failures(store.collection(collection).id)
+    return [ShownFailure(uploads.display_name(r.source, store.data_dir), r.reason, r.detail) for r in rows]
