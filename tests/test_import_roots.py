@@ -220,3 +220,20 @@ def test_results_read_import_roots_and_uploads_through_a_fence(tmp_path, pipelin
         assert {bound.resolve(), admin_root.resolve(), (tmp_path / "data" / "uploads")} <= fenced
     finally:
         app.state.service.close()
+
+
+def test_another_collections_folder_inside_an_admin_root_stays_its_own(tmp_path):
+    """A folder bound to collection b serves b only, also when an unbound admin root holds it."""
+    from facefinder.services.server.accounts import Principal
+    from facefinder.services.server.import_roots import ImportForbidden, ImportRoots
+
+    admin_root = tmp_path / "all"
+    bound_b = admin_root / "b"
+    bound_b.mkdir(parents=True)
+    (admin_root / "loose").mkdir()
+    roots = ImportRoots([admin_root], {"b": [bound_b]})
+    admin = Principal(1, "admin", "admin")
+    assert roots.resolve(admin, "a", str(admin_root / "loose")).path == (admin_root / "loose").resolve()
+    with pytest.raises(ImportForbidden):
+        roots.resolve(admin, "a", str(bound_b))
+    assert roots.resolve(admin, "b", str(bound_b)).path == bound_b.resolve()

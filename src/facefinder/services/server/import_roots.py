@@ -94,6 +94,11 @@ class ImportRoots:
         candidate = Path(raw).expanduser()
         resolved = (candidate if candidate.is_absolute() else roots[0] / candidate).resolve()
         root = _holder(resolved, roots)
+        foreign = [r for name, bound in self.bound.items() if name != collection for r in bound if r not in roots]
+        if (
+            root is not None and _holder(resolved, foreign) is not None
+        ):  # another collection's folder, inside an admin root
+            root = None
         if root is None and _holder(resolved, self._all()) is not None:
             raise ImportForbidden(
                 f"this folder is not open to you for collection {collection!r}; its import roots: {_listed(roots)}"
