@@ -296,3 +296,19 @@ def test_people_cli_json_lines(tmp_path, pipeline):
     with open_finder(data) as ff:
         actions = [(e.action, e.actor) for e in ff.audit.entries() if e.action in HUMAN_ACTIONS]
     assert actions == [(action, f"local:{getpass.getuser()}") for action in HUMAN_ACTIONS]
+
+
+def test_subject_access_lists_the_person_a_face_is_grouped_into(clustered):
+    """A label a user gave, and being grouped with other faces, is data held about the subject."""
+    from facefinder.interfaces.web.documents import access_report_html
+
+    ff = clustered
+    powell = by_identity(ff.people.list("lfw", members=True))["Colin_Powell"]
+    ff.people.label(powell.person_id, "subject P")
+    report = ff.privacy.subject_access(lfw("Colin_Powell", 1), approved_by="dpo")
+    assert report["faces"] and all(
+        f["person"]
+        == {"person_id": powell.person_id, "label": "subject P", "confirmed": False, "assigned_by": "cluster"}
+        for f in report["faces"]
+    )
+    assert 'labelled "subject P"' in access_report_html(report)

@@ -24,7 +24,7 @@ from facefinder.services.privacy.consent import ConsentInfo
 from facefinder.services.privacy.retention import expires_at
 from facefinder.services.search import Match
 from facefinder.services.server import uploads
-from facefinder.storage.catalog import Collection, ImageRecord, utcnow
+from facefinder.storage.catalog import Collection, ImageRecord, Person, PersonFace, utcnow
 
 if TYPE_CHECKING:
     from facefinder.services.privacy.service import Photo, Privacy
@@ -85,6 +85,7 @@ def held_faces(privacy: Privacy, matches: list[Match]) -> list[dict]:
     searches = searches_returning(privacy.audit, {m.face_id for m in matches})
     consent_ids = sorted({m.provenance["consent_id"] for m in matches if m.provenance.get("consent_id")})
     consent_info = {c.consent_id: c for cid in consent_ids for c in privacy.consents(cid)}
+    people = _people_of(privacy, [m.face_id for m in matches])
     held = []
     for m in matches:
         record, image, _ = rows[m.face_id]
@@ -96,9 +97,25 @@ def held_faces(privacy: Privacy, matches: list[Match]) -> list[dict]:
                 "image": _image_section(image, policy, m.provenance, privacy.store.data_dir),
                 "consent": _consent_section(consent_info.get(m.provenance.get("consent_id") or "")),
                 "searches": searches.get(m.face_id, []),
+                "person": people.get(m.face_id),
             }
         )
     return held
+
+
+def _people_of(privacy: Privacy, face_ids: list[int]) -> dict[int, dict]:
+    """face id -> the person it is grouped into (services/people/): a label a user gave is personal
+    data held about the subject too, and so is being grouped with other faces."""
+    with privacy.store.catalog.session() as session:
+        rows = session.execute(
+            select(PersonFace.face_id, Person.id, Person.label, Person.confirmed, PersonFace.assigned_by)
+            .join(Person, Person.id == PersonFace.person_id)
+            .where(PersonFace.face_id.in_(face_ids))
+        ).all()
+    return {
+        r.face_id: {"person_id": r.id, "label": r.label, "confirmed": r.confirmed, "assigned_by": r.assigned_by}
+        for r in rows
+    }
 
 
 def _face_section(m: Match, thumbnail: bytes) -> dict:
