@@ -372,6 +372,7 @@ def test_ingest_from_import_root_and_upload_with_progress(fresh, tmp_path):
     assert (counts["images"], counts["faces"]) == (4, 4)
     ingests = [json.loads(e.details) for e in app.service.audit.entries(action="ingest", actor="admin")]
     assert [d["ingested"] for d in ingests] == [2, 1, 1]
+    assert ingests[-1]["path"] == "upload:p.tar.gz"  # the audit log names an upload as its user knows it
 
 
 def test_ingest_refuses_paths_outside_the_import_roots(served, tmp_path):

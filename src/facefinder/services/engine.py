@@ -116,12 +116,15 @@ class FaceFinder:
         retention_days: int | None = None,
         ray: str | None = None,
         confine_to: str | os.PathLike | None = None,
+        shown_as: str | None = None,
     ) -> IngestReport:
         """Ingest into ``collection``; a new one is created with the given purpose, legal basis and
         retention period (all three required then; for an existing one they must match or be left out).
         ``ray`` runs the analysis on a Ray cluster ("local", "auto" or "ray://head:10001"; see
         services/distributed.py) with ``workers`` actors; the result is the same. ``confine_to`` (the
-        server's jobs): a folder no source may lead out of, links followed (sources/folders.py)."""
+        server's jobs): a folder no source may lead out of, links followed (sources/folders.py);
+        ``shown_as``: how the audit log names what was ingested (a server job's upload:<name> or the
+        path its user gave), when the path itself is the server's own."""
         policy = self._ensure_collection(collection, purpose, legal_basis, retention_days)
         parts = (self.store, self.models_dir, self.workers, self.detector, self.recognizer)
         if ray:
@@ -144,7 +147,7 @@ class FaceFinder:
                 self.actor,
                 "ingest",
                 collection=collection,
-                path=str(path),
+                path=shown_as or str(path),
                 ingested=report.ingested,
                 duplicates=report.duplicates,
                 faces=report.faces,

@@ -292,7 +292,9 @@ class IngestJobs:
         try:
             if job.upload:
                 job.path = unpack_upload(job.path, *self.space.unpack_limit(job.path))
-            report = self.finder_as(job.owner).ingest(job.path, job.collection, None, progress, confine_to=job.root)
+            report = self.finder_as(job.owner).ingest(
+                job.path, job.collection, None, progress, confine_to=job.root, shown_as=job.label
+            )
         except Exception as exc:  # never let the worker thread die; the job says what happened
             message = str(exc) if isinstance(exc, FaceFinderError) else f"internal error: {type(exc).__name__}"
             job.error = message = _shown(message, job)
