@@ -12,8 +12,6 @@ import io
 import json
 import re
 import subprocess
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import numpy as np
 import pytest
 from helpers import POLICY, cli_command, lfw, open_finder
 from PIL import Image
-from test_web_e2e import CHROMIUM, CHROMIUM_ARGS, Server, free_port, password, sign_in
+from test_web_e2e import Server, browser, password, serving, sign_in  # noqa: F401
 from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app as cli_app
@@ -61,42 +59,8 @@ def server(tmp_path_factory, pipeline):
         report = finder.ingest(gallery(root / "gallery"), "lfw", **POLICY)
         assert report.ingested == 9 and report.photos_without_faces == 1, report
         finder.privacy.consent_record("C-7", "volunteer 7", "face search in lfw", "2024-05-01")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    command = [*cli_command(), "--data-dir", str(data), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail(f"the server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.25)
-    yield Server(url, data)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (CI does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    with serving(data) as site:
+        yield site
 
 
 def photo_count(page) -> int:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers import GALLERY, GROUP, POLICY_ARGS, cli_command
-from test_web_e2e import Server, browser, free_port, password  # noqa: F401
+from test_web_e2e import Server, browser, password, serving  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -43,30 +41,8 @@ def site(tmp_path_factory, models_dir):
     cli(data, "ingest", str(GALLERY), "--collection", "demo", *POLICY_ARGS)
     for user in ("ivan", "inga"):
         cli(data, "users", "grant", user, "demo")
-    port = free_port()
-    log = open(data.parent / "server.log", "w")
-    command = [*cli_command(), "--data-dir", str(data), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail(f"the server did not start:\n{(data.parent / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.25)
-    yield Server(url, data)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with serving(data) as site:
+        yield site
 
 
 def sign_in(browser, site: Server, user: str):

@@ -9,29 +9,10 @@ import json
 
 import pytest
 from service_helpers import backend  # noqa: F401
-from typer.testing import CliRunner
+from test_service_cli import cli  # noqa: F401  (the in-process CLI on this backend's catalog)
 
-from facefinder.interfaces.cli import app
 from facefinder.interfaces.cli.common import local_actor
 from facefinder.services.catalog_access import accounts_on
-
-
-@pytest.fixture
-def cli(backend, tmp_path):
-    """Run the CLI in-process on a fresh catalog of this backend: cli("users", "list") -> result."""
-    runner = CliRunner()
-    data = tmp_path / "data"
-    url = backend.new_url()
-
-    def run(group: str, *args: str, expect: int = 0, input: str | None = None):
-        db = ["--database-url", url] if url else []
-        result = runner.invoke(app, ["--data-dir", str(data), group, *db, *map(str, args)], input=input)
-        assert result.exit_code == expect, (result.exit_code, result.stdout, result.stderr, result.exception)
-        return result
-
-    run.url = url or f"sqlite:///{data / 'catalog.db'}"
-    run.data = data
-    return run
 
 
 def test_every_users_subcommand_logs_the_os_user_acting_on_the_account(cli):

@@ -17,6 +17,8 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def serving(data: Path, *options: str) -> Iterator[Server]:
+    """`facefinder serve` on ``data`` in its own process (log: ``server.log`` beside ``data``), until the
+    block ends; the test fails with the log's tail if it does not answer /api/health within 90 s."""
+    port = free_port()
+    log_path = data.parent / "server.log"
+    command = [*cli_command(), "--data-dir", str(data), "serve", "--host", "127.0.0.1", "--port", str(port), *options]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_for_health(url, process, log_path)
+            yield Server(url, data)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _wait_for_health(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"the server did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.25)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, models_dir):
     """`facefinder serve` in its own process, on a fresh data dir with four users made by `users add`."""
@@ -68,44 +105,8 @@ def server(tmp_path_factory, models_dir):
             input=password(user) + "\n",
         )
         assert result.exit_code == 0, result.stderr
-    port = free_port()
-    log = open(data.parent / "server.log", "w")
-    process = subprocess.Popen(
-        [
-            *cli_command(),
-            "--data-dir",
-            str(data),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--import-root",
-            str(GALLERY),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail(f"the server did not start:\n{(data.parent / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.25)
-    yield Server(url, data)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with serving(data, "--import-root", str(GALLERY)) as site:
+        yield site
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ import json
 import os
 import re
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers import GALLERY, GROUP, POLICY_ARGS, PROBES, cli_command
-from test_web_e2e import CHROMIUM, CHROMIUM_ARGS, Server, browser, free_port, password  # noqa: F401
+from test_web_e2e import CHROMIUM, CHROMIUM_ARGS, Server, browser, password, serving  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -40,26 +39,6 @@ def cli(data: Path, *args: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-def start_server(data: Path):
-    port = free_port()
-    log = open(data.parent / "server.log", "w")
-    command = [*cli_command(), "--data-dir", str(data), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as response:
-                if response.status == 200:
-                    return process, log, url
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            pytest.fail(f"the server did not start:\n{(data.parent / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.25)
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, models_dir):
     """The server, with the gallery in collection 'demo', granted to ivan and inga, and the public form on."""
@@ -70,14 +49,8 @@ def site(tmp_path_factory, models_dir):
     for user in ("ivan", "inga", "temp"):
         cli(data, "users", "grant", user, "demo")
     cli(data, "privacy", "public-optout", "on")
-    process, log, url = start_server(data)
-    yield Server(url, data)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with serving(data) as site:
+        yield site
 
 
 def sign_in(browser, site: Server, user: str, viewport=DESKTOP):
