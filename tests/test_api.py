@@ -26,7 +26,9 @@ from service_helpers import (  # noqa: F401
 )
 from sqlalchemy import select, update
 
-from facefinder.storage.catalog import CaseCandidate, CaseSearch, ImageRecord, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.cases import CaseCandidate, CaseSearch
+from facefinder.storage.catalog import ImageRecord
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from sqlalchemy import select, update
 
 from facefinder.services.server import uploads
 from facefinder.services.server.pictures import placeholder_jpeg
-from facefinder.storage.catalog import CaseSearch, FaceRecord, ImageRecord
+from facefinder.storage.cases import CaseSearch
+from facefinder.storage.catalog import FaceRecord, ImageRecord
 
 JPEG = {"Content-Type": "image/jpeg"}
 UPLOADED = lfw("Hugo_Chavez", 1)  # not in the seeded collection (photos 2 and 3 are)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from facefinder.errors import FaceFinderError, NotFound
 from facefinder.interfaces.cli import app
-from facefinder.storage.catalog import Person, PersonFace
+from facefinder.storage.people import Person, PersonFace
 
 HUMAN_ACTIONS = ("people.merge", "people.split", "people.label", "people.confirm")
 

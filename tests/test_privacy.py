@@ -27,7 +27,8 @@ from facefinder.interfaces.cli import app
 from facefinder.interfaces.web.documents import access_report_html
 from facefinder.services.calibration import PRIVACY_FMR, default_calibration
 from facefinder.services.privacy import optout as optouts
-from facefinder.storage.catalog import Catalog, ImageRecord, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Catalog, ImageRecord
 
 PEOPLE = ("amy", "howard", "sheldon")  # whose probes clear the strict threshold against all their photos
 

@@ -13,7 +13,9 @@ import pytest
 from service_helpers import assert_error, backend, make_served, password  # noqa: F401
 from sqlalchemy import create_engine, select, text, update
 
-from facefinder.storage.catalog import Catalog, User, UserSession, utcnow
+from facefinder.storage.accounts import User, UserSession
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Catalog
 
 
 @pytest.fixture

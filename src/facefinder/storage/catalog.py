@@ -1,4 +1,7 @@
-"""The catalog: collections, images with provenance, faces, people, and the index journal, in SQL.
+"""The catalog: collections, images with provenance, faces, the index journal and the audit log, in SQL.
+
+The other tables live beside their topic (storage/accounts.py, cases.py, people.py, privacy.py); importing
+the ``facefinder.storage`` package registers them all, so ``Catalog`` creates every one.
 
 SQLite through SQLAlchemy by default (one file, no server); any SQLAlchemy URL works. The catalog
 is the source of truth: every face row carries its embedding, so the vector index can always be
@@ -9,26 +12,19 @@ transaction as the face rows themselves, which is what keeps the index consisten
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import create_engine, event, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship, sessionmaker
 from sqlalchemy.schema import ForeignKey, Index, UniqueConstraint
 from sqlalchemy.types import JSON, Float, Integer, LargeBinary, String, Text
 
 from facefinder.errors import CatalogError
+from facefinder.storage.base import Base, utcnow
 
 JOURNAL_LOCK_KEY = 0x66616365  # PostgreSQL advisory lock that orders journal writes ("face")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    """The catalog's tables (SQLite by default, PostgreSQL for a shared catalog)."""
 
 
 class Collection(Base):
@@ -146,56 +142,6 @@ class IngestJobRecord(Base):
     job: Mapped[dict] = mapped_column(JSON)  # the rest: source, counts, report, error, its server process
 
 
-class User(Base):
-    """A service account: username, password hash, role, and whether it may sign in."""
-
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    username: Mapped[str] = mapped_column(String(100), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(20))  # admin | investigator | auditor
-    active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Set by an admin's password reset: until the user picks a new password, the service lets them do nothing
-    # else. NULL (a catalog from before this column) means no.
-    must_change_password: Mapped[bool | None] = mapped_column(default=False)
-
-
-class UserSession(Base):
-    """A browser session, kept server-side so that signing out, a disabled account or a new password ends it.
-
-    The signed cookie carries only the session's random token; ``id`` is its sha256, so a copy of the
-    catalog holds no cookie that could be replayed.
-    """
-
-    __tablename__ = "user_sessions"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the token in the cookie
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)  # sign-in; the session ends session_max_age later
-    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column()  # signed out, or ended by a disable or password change
-
-
-class ApiToken(Base):
-    """A script's bearer token for a user; only its hash is kept."""
-
-    __tablename__ = "api_tokens"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(100))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the token; the token is shown once
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_used_at: Mapped[datetime | None] = mapped_column()
-
-
-class CollectionGrant(Base):
-    """An investigator may ingest into and search only the collections granted to them."""
-
-    __tablename__ = "collection_grants"
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
-    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
-
-
 class AuditEntry(Base):
     """One line of the append-only, hash-chained audit log (see services/audit.py)."""
 
@@ -211,153 +157,12 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-class OptOut(Base):
-    """A person's request to be left out (services/privacy/optout.py). Their photo is never stored: only templates."""
-
-    __tablename__ = "optouts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    reference: Mapped[str] = mapped_column(Text, default="")  # e.g. a ticket number; never required to be a name
-    channel: Mapped[str] = mapped_column(String(20))  # "admin" | "public"
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    created_by: Mapped[str] = mapped_column(String(100))
-    erased_at: Mapped[datetime | None] = mapped_column()  # when held matches were last reviewed and erased
-    erased_by: Mapped[str | None] = mapped_column(String(100))
-    templates: Mapped[list["OptOutTemplate"]] = relationship(cascade="all, delete-orphan", passive_deletes=True)
-
-
-class OptOutTemplate(Base):
-    """One face template (embedding) of an opted-out person."""
-
-    __tablename__ = "optout_templates"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    optout_id: Mapped[int] = mapped_column(ForeignKey("optouts.id", ondelete="CASCADE"), index=True)
-    model_id: Mapped[str] = mapped_column(String(200))
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, L2-normalised
-    quality: Mapped[float] = mapped_column(Float)
-
-
-class ConsentRecord(Base):
-    """Consent behind a consented gallery: images link to it by the consent_id in their provenance."""
-
-    __tablename__ = "consents"
-    consent_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    subject: Mapped[str] = mapped_column(Text)  # who consented (a name or a reference to the paper record)
-    scope: Mapped[str] = mapped_column(Text)  # to what
-    given_at: Mapped[str] = mapped_column(String(64))  # when (ISO 8601, as recorded on the consent)
-    collection: Mapped[str | None] = mapped_column(String(200))
-    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
-    recorded_by: Mapped[str] = mapped_column(String(100))
-    withdrawn_at: Mapped[datetime | None] = mapped_column()
-    withdrawn_by: Mapped[str | None] = mapped_column(String(100))
-    withdrawal_note: Mapped[str | None] = mapped_column(Text)
-
-
-class CaseSearch(Base):
-    """One case-bound search run through the service (services/server/cases.py): who, for which case, why, on what.
-
-    The probe photo itself is kept only while the retention setting allows (default: not at all);
-    its sha256 and the searched face's thumbnail are always kept.
-    """
-
-    __tablename__ = "case_searches"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow)
-    user_id: Mapped[int] = mapped_column(Integer, index=True)  # users are disabled, never deleted
-    username: Mapped[str] = mapped_column(String(100))
-    case_id: Mapped[str] = mapped_column(String(200), index=True)
-    purpose: Mapped[str] = mapped_column(Text)
-    category: Mapped[str] = mapped_column(String(100))
-    probe_sha256: Mapped[str] = mapped_column(String(64))
-    probe_face: Mapped[int] = mapped_column(Integer)  # which face of the probe photo was searched
-    probe_box: Mapped[list] = mapped_column(JSON)
-    probe_quality: Mapped[float] = mapped_column(Float)
-    probe_thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG of the aligned probe face
-    probe_photo: Mapped[bytes | None] = mapped_column(LargeBinary)  # only while retention allows
-    probe_keep_until: Mapped[datetime | None] = mapped_column()
-    # Erasure of the probe's person (services/server/cases.py, erase_probes_of): the searched face's template
-    # (float32, of model_id) finds the searches whose probe was someone later erased; their thumbnail,
-    # photo and template are then emptied and probe_erased_at says when (the UI shows a placeholder).
-    probe_embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
-    probe_erased_at: Mapped[datetime | None] = mapped_column()
-    collections: Mapped[list] = mapped_column(JSON)  # names searched
-    top_k: Mapped[int] = mapped_column(Integer)
-    threshold: Mapped[float] = mapped_column(Float)
-    model_id: Mapped[str] = mapped_column(String(200))
-    candidates: Mapped[list["CaseCandidate"]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True, order_by="CaseCandidate.rank"
-    )
-
-
-class CaseCandidate(Base):
-    """A candidate a case search returned, and its lead status (two-person rule to confirm)."""
-
-    __tablename__ = "case_candidates"
-    __table_args__ = (UniqueConstraint("search_id", "rank"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    search_id: Mapped[int] = mapped_column(ForeignKey("case_searches.id", ondelete="CASCADE"), index=True)
-    rank: Mapped[int] = mapped_column(Integer)
-    face_id: Mapped[int] = mapped_column(Integer, index=True)  # no foreign key: the record outlives an erasure
-    image_id: Mapped[int] = mapped_column(Integer)
-    collection: Mapped[str] = mapped_column(String(200))
-    score: Mapped[float] = mapped_column(Float)
-    false_match_rate: Mapped[float] = mapped_column(Float)
-    band: Mapped[str] = mapped_column(String(20))
-    # candidate | proposed | confirmed | not_a_match | near_miss (below the threshold, shown on request: never a lead)
-    status: Mapped[str] = mapped_column(String(20), default="candidate")
-    proposed_by: Mapped[str | None] = mapped_column(String(100))
-    proposed_at: Mapped[datetime | None] = mapped_column()
-    proposed_note: Mapped[str | None] = mapped_column(Text)
-    confirmed_by: Mapped[str | None] = mapped_column(String(100))
-    confirmed_at: Mapped[datetime | None] = mapped_column()
-    confirmed_note: Mapped[str | None] = mapped_column(Text)
-    not_a_match_by: Mapped[str | None] = mapped_column(String(100))  # who closed it as not a match, when, why
-    not_a_match_at: Mapped[datetime | None] = mapped_column()
-    not_a_match_note: Mapped[str | None] = mapped_column(Text)
-    erased_at: Mapped[datetime | None] = mapped_column()  # when its face was erased (a placeholder shows)
-
-
 class Setting(Base):
     """A catalog-wide setting (JSON text by key): opt-out list version, case settings, secrets."""
 
     __tablename__ = "settings"
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
-
-
-class Person(Base):
-    """Faces of one collection grouped as one someone (services/people/): a machine suggestion until a
-    human confirms it. Removed with its last face (storage/people.py), so a label never outlives them."""
-
-    __tablename__ = "people"
-    __table_args__ = {"sqlite_autoincrement": True}  # a removed person's id never names another
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
-    label: Mapped[str | None] = mapped_column(Text)  # free text a human gave; never required to be a name
-    confirmed: Mapped[bool] = mapped_column(default=False)  # set only by a human
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-    representative_face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="SET NULL"), index=True)
-
-
-class PersonFace(Base):
-    """A face's person: one at most; the score that put it there; 'cluster' or the human who did."""
-
-    __tablename__ = "person_faces"
-    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
-    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
-    score: Mapped[float] = mapped_column(Float)  # cosine to the nearest member when it was assigned
-    assigned_by: Mapped[str] = mapped_column(String(100))  # "cluster" | a username
-    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class PeopleRun(Base):
-    """How far clustering got in a collection: faces up to ``face_watermark`` were considered, so an
-    incremental run looks only at newer ones."""
-
-    __tablename__ = "people_runs"
-    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
-    face_watermark: Mapped[int] = mapped_column(Integer)
-    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def make_engine(url: str) -> Engine:

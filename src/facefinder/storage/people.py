@@ -1,4 +1,4 @@
-"""Keeping the people tables true to the faces: what a deletion of faces leaves to tidy, in its own transaction.
+"""The people tables (a collection's faces grouped by who they show), and keeping them true to the faces.
 
 Deleting a face removes its assignment to a person (``person_faces`` cascades) and empties a person's
 representative that was that face (``SET NULL``), in SQLite and PostgreSQL alike. What the database
@@ -11,11 +11,52 @@ and no label outlives the faces it named. A collection's deletion cascades to it
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.schema import ForeignKey
+from sqlalchemy.types import Float, Integer, String, Text
 
-from facefinder.storage.catalog import FaceRecord, Person, PersonFace, utcnow
+from facefinder.storage.base import Base, utcnow
+from facefinder.storage.catalog import FaceRecord
+
+
+class Person(Base):
+    """Faces of one collection grouped as one someone (services/people/): a machine suggestion until a
+    human confirms it. Removed with its last face (storage/people.py), so a label never outlives them."""
+
+    __tablename__ = "people"
+    __table_args__ = {"sqlite_autoincrement": True}  # a removed person's id never names another
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str | None] = mapped_column(Text)  # free text a human gave; never required to be a name
+    confirmed: Mapped[bool] = mapped_column(default=False)  # set only by a human
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    representative_face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="SET NULL"), index=True)
+
+
+class PersonFace(Base):
+    """A face's person: one at most; the score that put it there; 'cluster' or the human who did."""
+
+    __tablename__ = "person_faces"
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    score: Mapped[float] = mapped_column(Float)  # cosine to the nearest member when it was assigned
+    assigned_by: Mapped[str] = mapped_column(String(100))  # "cluster" | a username
+    assigned_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PeopleRun(Base):
+    """How far clustering got in a collection: faces up to ``face_watermark`` were considered, so an
+    incremental run looks only at newer ones."""
+
+    __tablename__ = "people_runs"
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True)
+    face_watermark: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
 
 CHUNK = 2048  # people settled per statement
 

@@ -30,14 +30,7 @@ from sqlalchemy import delete, func, select
 
 from facefinder.errors import CatalogError
 from facefinder.storage.backend import CollectionIndex, VectorBackend
-from facefinder.storage.catalog import (
-    Catalog,
-    Collection,
-    FaceRecord,
-    ImageRecord,
-    IngestFailure,
-    JournalEntry,
-)
+from facefinder.storage.catalog import Catalog, Collection, FaceRecord, ImageRecord, IngestFailure, JournalEntry
 from facefinder.storage.checkpoints import changes_since, save_checkpoint
 from facefinder.storage.checkup import StoreCheckup
 from facefinder.storage.faiss_files import FaissFiles

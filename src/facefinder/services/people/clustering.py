@@ -20,8 +20,9 @@ from sqlalchemy import delete, exists, func, insert, select, update
 from facefinder.services.people import graph
 from facefinder.services.people.results import ClusterReport
 from facefinder.services.privacy.optout import screen_for
-from facefinder.storage.catalog import Collection, FaceRecord, PeopleRun, Person, PersonFace, utcnow
-from facefinder.storage.people import settle_people
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Collection, FaceRecord
+from facefinder.storage.people import PeopleRun, Person, PersonFace, settle_people
 from facefinder.storage.store import FaceStore
 
 CLUSTER = "cluster"  # assigned_by of machine assignments; anything else names a human

@@ -28,8 +28,9 @@ from facefinder.services.audit import AuditLog, OncePer
 from facefinder.services.people.clustering import ClusterRun, ClusterSettings
 from facefinder.services.people.results import ClusterReport, Member, PersonInfo, SplitResult
 from facefinder.services.privacy.optout import screen_for
-from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord, Person, PersonFace, utcnow
-from facefinder.storage.people import settle_people
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord
+from facefinder.storage.people import Person, PersonFace, settle_people
 from facefinder.storage.store import FaceStore
 
 LABEL_MAX = 200

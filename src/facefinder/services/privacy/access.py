@@ -24,7 +24,9 @@ from facefinder.services.privacy.consent import ConsentInfo
 from facefinder.services.privacy.retention import expires_at
 from facefinder.services.search import Match
 from facefinder.services.server import uploads
-from facefinder.storage.catalog import Collection, ImageRecord, Person, PersonFace, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Collection, ImageRecord
+from facefinder.storage.people import Person, PersonFace
 
 if TYPE_CHECKING:
     from facefinder.services.privacy.service import Photo, Privacy

@@ -18,7 +18,8 @@ import numpy as np
 from sqlalchemy import select, update
 
 from facefinder.errors import ImageError
-from facefinder.storage.catalog import CaseCandidate, CaseSearch, Catalog, FaceRecord
+from facefinder.storage.cases import CaseCandidate, CaseSearch
+from facefinder.storage.catalog import Catalog, FaceRecord
 from facefinder.vision.image import decode_image, decode_photo
 
 

@@ -14,7 +14,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from facefinder.errors import FaceFinderError
-from facefinder.storage.catalog import Catalog, ConsentRecord, ImageRecord
+from facefinder.storage.catalog import Catalog, ImageRecord
+from facefinder.storage.privacy import ConsentRecord
 
 
 @dataclass

@@ -36,8 +36,9 @@ from sqlalchemy import delete, func, select
 
 from facefinder.errors import FaceFinderError
 from facefinder.services.calibration import default_calibration
-from facefinder.storage.catalog import Catalog, OptOut, OptOutTemplate
+from facefinder.storage.catalog import Catalog
 from facefinder.storage.exact import ExactIndex
+from facefinder.storage.privacy import OptOut, OptOutTemplate
 
 VERSION_KEY = "optout_version"
 PUBLIC_FORM_KEY = "privacy.public_optout"  # "on" | "off" (default off)

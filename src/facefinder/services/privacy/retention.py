@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from facefinder.services.audit import AuditLog
-from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord
 from facefinder.storage.store import FaceStore
 
 

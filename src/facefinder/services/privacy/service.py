@@ -44,7 +44,8 @@ from facefinder.services.privacy.results import Erasure, OptOutResult, PersonMat
 from facefinder.services.privacy.retention import PurgeReport, run_purge
 from facefinder.services.search import Match, Searcher
 from facefinder.services.server import uploads
-from facefinder.storage.catalog import FaceRecord, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import FaceRecord
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import decode_photo, read_photo_bytes
 from facefinder.vision.pipeline import Face, FacePipeline

@@ -20,7 +20,9 @@ from sqlalchemy import delete, select
 from facefinder.errors import FaceFinderError, FieldError, NotFound
 from facefinder.services.audit import AuditLog
 from facefinder.services.server.sessions import Sessions, revoke_user_sessions
-from facefinder.storage.catalog import ApiToken, Catalog, Collection, CollectionGrant, User, utcnow
+from facefinder.storage.accounts import ApiToken, CollectionGrant, User
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Catalog, Collection
 
 ROLES = ("admin", "investigator", "auditor")
 MIN_PASSWORD_LENGTH = 10

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facefinder.errors import FieldError
-from facefinder.storage.catalog import CaseCandidate, CaseSearch, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.cases import CaseCandidate, CaseSearch
 
 if TYPE_CHECKING:
     from facefinder.services.search import Candidate

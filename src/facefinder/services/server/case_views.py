@@ -24,7 +24,7 @@ from facefinder.services.server import uploads
 from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
 from facefinder.services.sources import archives
 from facefinder.services.sources.folders import read_source
-from facefinder.storage.catalog import CaseSearch
+from facefinder.storage.cases import CaseSearch
 from facefinder.vision.image import decode_photo
 
 WITHHELD_LINES = ("withheld", "(opted out)")  # the placeholder of a face whose person's opt-out is under review

@@ -47,7 +47,8 @@ from facefinder.services.server.case_views import CaseViews
 from facefinder.services.server.leads import LeadSteps
 from facefinder.services.server.probes import Probe, ProbeCache, ProbeFaceData
 from facefinder.services.server.records import CaseRecord, Lead
-from facefinder.storage.catalog import CaseSearch, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.cases import CaseSearch
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
 

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from facefinder.services.server import uploads
-from facefinder.storage.catalog import Catalog, IngestJobRecord, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Catalog, IngestJobRecord
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from facefinder.errors import Conflict, FieldError, NotFound
 from facefinder.services.server.accounts import AccessDenied
 from facefinder.services.server.case_views import unavailable
 from facefinder.services.server.records import Lead
-from facefinder.storage.catalog import CaseCandidate, utcnow
+from facefinder.storage.base import utcnow
+from facefinder.storage.cases import CaseCandidate
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from facefinder.services.privacy import optout
 from facefinder.services.server.records import CaseRecord, ProbeSearch
-from facefinder.storage.catalog import CaseSearch
+from facefinder.storage.cases import CaseSearch
 
 if TYPE_CHECKING:
     from facefinder.storage.store import FaceStore

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from facefinder.storage.catalog import CaseCandidate, CaseSearch
+from facefinder.storage.cases import CaseCandidate, CaseSearch
 
 # Lead statuses: a plain candidate, a proposed and a confirmed lead (two people), one closed as not a
 # match, and a near miss (below the threshold, shown because the investigator asked: never a lead).

@@ -16,7 +16,9 @@ from datetime import timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from facefinder.storage.catalog import Catalog, UserSession, utcnow
+from facefinder.storage.accounts import UserSession
+from facefinder.storage.base import utcnow
+from facefinder.storage.catalog import Catalog
 
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most this often (not on every request)
 
