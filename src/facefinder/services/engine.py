@@ -293,7 +293,7 @@ class FaceFinder:
     # Deletes are erasures (services/privacy/service.py): rows overwritten, index files rewritten, WAL emptied.
     def delete_face(self, face_id: int) -> bool:
         with self._erasing():
-            return self.privacy.erase_faces([face_id]).faces == 1
+            return self.privacy.erase_faces([face_id]).faces >= 1  # a video's face: its whole track
 
     def delete_image(self, image_id: int) -> int:
         with self._erasing():

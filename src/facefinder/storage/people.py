@@ -19,7 +19,7 @@ from sqlalchemy.schema import ForeignKey
 from sqlalchemy.types import Float, Integer, String, Text
 
 from facefinder.storage.base import Base, utcnow
-from facefinder.storage.catalog import FaceRecord
+from facefinder.storage.catalog import FaceRecord, JournalEntry
 
 
 class Person(Base):
@@ -101,3 +101,52 @@ def settle_people(session: Session, person_ids: Iterable[int]) -> tuple[int, int
             session.execute(update(Person), updates)
         removed, changed = removed + len(empty), changed + len(updates)
     return removed, changed
+
+
+class FaceRejection(Base):
+    """A human's "no" about a face (services/people/review.py): not this person (``person_id``), or not
+    a person to group at all (``person_id`` NULL). Clustering never suggests it again; it goes with the
+    face, and a "not this person" with the person."""
+
+    __tablename__ = "face_rejections"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"), index=True)
+    rejected_by: Mapped[str] = mapped_column(String(100))
+    rejected_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DrawnFace(Base):
+    """A face a user drew a box around because the detector missed it: who added it, and whether it was
+    aligned on landmarks found in the box or on the box itself. Goes with the face."""
+
+    __tablename__ = "drawn_faces"
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    added_by: Mapped[str] = mapped_column(String(100))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+    aligned_by: Mapped[str] = mapped_column(String(20))  # "landmarks" | "box"
+
+
+def rejections(session: Session, collection_id: int) -> dict[int, set[int | None]]:
+    """face id -> the people it was rejected from (None: from grouping at all), in one collection."""
+    found: dict[int, set[int | None]] = {}
+    rows = session.execute(
+        select(FaceRejection.face_id, FaceRejection.person_id)
+        .join(FaceRecord, FaceRecord.id == FaceRejection.face_id)
+        .where(FaceRecord.collection_id == collection_id)
+    )
+    for face, person in rows:
+        found.setdefault(face, set()).add(person)
+    return found
+
+
+def add_drawn_face(session: Session, face: FaceRecord, added_by: str, aligned_by: str) -> int:
+    """Write a drawn face as ingest writes one (its row and its index journal entry, in the caller's
+    transaction, which holds the journal lock), marked with who drew it. Returns its id."""
+    session.add(face)
+    session.flush()
+    session.add(JournalEntry(collection_id=face.collection_id, face_id=face.id, op="add"))
+    session.add(DrawnFace(face_id=face.id, added_by=added_by, aligned_by=aligned_by))
+    session.flush()
+    return face.id

@@ -79,6 +79,7 @@ class ClusterOut(BaseModel):
     considered: int
     below_quality: int
     opted_out: int
+    rejected: int = Field(description="Faces left out because a human said they are not a person to group")
     joined: int
     new_people: int
     new_people_faces: int

@@ -22,7 +22,7 @@ from facefinder.services.people.results import ClusterReport
 from facefinder.services.privacy.optout import screen_for
 from facefinder.storage.base import utcnow
 from facefinder.storage.catalog import Collection, FaceRecord
-from facefinder.storage.people import PeopleRun, Person, PersonFace, settle_people
+from facefinder.storage.people import PeopleRun, Person, PersonFace, rejections, settle_people
 from facefinder.storage.store import FaceStore
 
 CLUSTER = "cluster"  # assigned_by of machine assignments; anything else names a human
@@ -60,12 +60,17 @@ class ClusterRun:
         if self.full:
             self.report.dropped_people = self._drop_suggestions()
         self.quality, self.member_of = self._faces(watermark)
+        with self.catalog.session() as session:
+            self.refused = rejections(session, self.cid)  # a human's "no" (services/people/review.py)
         pending = [f for f in self.quality if previous < f <= watermark and f not in self.member_of]
         neighbours = self._neighbour_lists(self._eligible(pending, count=True))
         older = {n for lists in neighbours.values() for n, _ in lists} - set(neighbours) - set(self.member_of)
         neighbours |= self._neighbour_lists(sorted(older))  # older unassigned faces met: their lists, for mutuality
         s = self.settings
         grouping = graph.group(sorted(neighbours), neighbours, self.member_of, s.method, s.support, s.min_size)
+        for face, (person, _) in list(grouping.assigned.items()):
+            if person >= 0 and person in self.refused.get(face, ()):  # never back into a person it was taken from
+                del grouping.assigned[face]
         self._write(grouping, watermark)
         self.report.joined = grouping.joined_existing()
         self.report.new_people = len(grouping.new_people)
@@ -132,13 +137,16 @@ class ClusterRun:
                 self.listed.update({f: bool(h) for f, h in zip(found, hits)})
 
     def _eligible(self, face_ids: list[int], count: bool = False) -> list[int]:
-        """The faces that may be assigned: at or above the quality floor, not opted out (and counted)."""
-        good = [f for f in face_ids if self.quality.get(f, 0.0) >= self.settings.quality_floor]
+        """The faces that may be assigned: at or above the quality floor, not rejected by a human from
+        grouping, not opted out (and counted)."""
+        above = [f for f in face_ids if self.quality.get(f, 0.0) >= self.settings.quality_floor]
+        good = [f for f in above if None not in self.refused.get(f, ())]
         self._screen(good)
         eligible = [f for f in good if not self.listed.get(f, False)]
         if count:
             self.report.considered += len(face_ids)
-            self.report.below_quality += len(face_ids) - len(good)
+            self.report.below_quality += len(face_ids) - len(above)
+            self.report.rejected += len(above) - len(good)
             self.report.opted_out += len(good) - len(eligible)
         return eligible
 

@@ -73,6 +73,7 @@ class ClusterReport:
     considered: int = 0  # faces looked at in this run
     below_quality: int = 0  # of those, left unassigned for their quality
     opted_out: int = 0  # of those, left out because they are on the opt-out list
+    rejected: int = 0  # of those, left out because a human said they are not a person to group
     joined: int = 0  # faces that joined a person that existed before the run
     new_people: int = 0
     new_people_faces: int = 0

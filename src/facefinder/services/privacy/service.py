@@ -38,6 +38,7 @@ from facefinder.errors import FaceFinderError
 from facefinder.services.audit import AuditLog
 from facefinder.services.calibration import default_calibration
 from facefinder.services.privacy import access, case_records
+from facefinder.storage.video import whole_tracks
 from facefinder.services.privacy import consent as consents
 from facefinder.services.privacy import optout as optouts
 from facefinder.services.privacy.results import Erasure, OptOutResult, PersonMatches
@@ -158,8 +159,11 @@ class Privacy:
 
         ``person`` (model id -> templates, possibly empty) says that these faces are a person's, erased
         at their request: the faces' own templates are added to it, and case searches whose probe was
-        that person lose their probe face too (see ``after_erasure``). None for a face erased as such."""
-        rows = self.store.faces(list(face_ids))
+        that person lose their probe face too (see ``after_erasure``). None for a face erased as such.
+        A face from a video takes the other kept faces of its track with it (storage/video.py)."""
+        with self.store.catalog.session() as session:
+            face_ids, _ = whole_tracks(session, list(face_ids))
+        rows = self.store.faces(face_ids)
         if person is not None:
             person = _by_model(
                 [
