@@ -28,6 +28,7 @@ from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import CatalogError, DiskFullError, FaceFinderError, is_disk_full
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
+from facefinder.services.people.review import Review
 from facefinder.services.people.service import People
 from facefinder.services.privacy.service import Privacy
 from facefinder.services.search import ProbeFace, Searcher
@@ -96,6 +97,12 @@ class FaceFinder:
         if self._people is None:
             self._people = People(self.store, self.audit, self.actor)
         return self._people
+
+    @property
+    def people_review(self) -> Review:
+        """The review queue (unassigned and doubtful faces: assign, reject) and faces drawn where the
+        detector missed one (services/people/review.py), audited under this FaceFinder's actor."""
+        return Review(self.people, lambda: self.pipeline)
 
     def acting_as(self, actor: str) -> FaceFinder:
         """This FaceFinder auditing under another name: the same store, models and audit log (what the

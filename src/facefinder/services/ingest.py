@@ -6,6 +6,8 @@ each photo with all its faces in one transaction. A crash loses at most the phot
 re-running the same ingest skips everything already stored, so it resumes without duplicates.
 Faces on the opt-out list are dropped before they are written (one check per batch), and photos
 whose consent was withdrawn are not read at all (services/privacy/optout.py, services/privacy/consent.py).
+Videos (vision/video.py suffixes) go the same way, one per batch: a worker samples, tracks and keeps
+each track's best faces (services/video.py), stored as one image row with its faces and tracks.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from facefinder.errors import DiskFullError, FaceFinderError, ImageError, is_dis
 from facefinder.services.privacy.consent import withdrawn_ids
 from facefinder.services.privacy.optout import OptOutScreen, screen_for
 from facefinder.services.sources.folders import SourceItem, iter_sources
+from facefinder.services.video import VideoJob, analyze_job, failure_detail, video_job
 from facefinder.storage.store import FaceStore, NewFace, NewImage
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
 from facefinder.vision.pipeline import FacePipeline
+from facefinder.vision.video import is_video_name
 
 BATCH_PHOTOS = 8  # photos per worker task: enough faces to batch, small enough to stream
 
@@ -104,13 +108,19 @@ def _init_worker(models_dir: str, detector: str | None, recognizer: str | None) 
     _PIPELINE = FacePipeline.default(Path(models_dir), threads=1, detector=detector, recognizer=recognizer)
 
 
-def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: FacePipeline | None = None) -> dict:
-    """Decode and analyze photos; returns per-photo faces or failures, plus stage timings."""
+def analyze_batch(
+    batch: list[tuple[str, bytes | VideoJob]], max_pixels: int, pipeline: FacePipeline | None = None
+) -> dict:
+    """Decode and analyze photos (and videos); returns per-photo faces or failures, plus stage timings."""
     pipeline = pipeline or _PIPELINE
     before = (pipeline.timings.detect, pipeline.timings.align, pipeline.timings.embed)
     started = time.perf_counter()
     images, results = [], []
     for source, data in batch:
+        if isinstance(data, VideoJob):
+            images.append(None)
+            results.append(_video_result(data, pipeline))
+            continue
         try:
             images.append(decode_photo(data, source, max_pixels))
             results.append(None)
@@ -118,6 +128,7 @@ def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: Fac
             images.append(None)
             results.append(Failure(source, exc.reason, exc.detail))
     decode = time.perf_counter() - started
+    decode -= sum(r.pop("seconds", 0.0) - r.get("decode", 0.0) for r in results if isinstance(r, dict))
     ok = [i for i, image in enumerate(images) if image is not None]
     try:
         analyzed = pipeline.analyze_decoded([images[i] for i in ok])
@@ -151,6 +162,16 @@ def analyze_batch(batch: list[tuple[str, bytes]], max_pixels: int, pipeline: Fac
     after = (pipeline.timings.detect, pipeline.timings.align, pipeline.timings.embed)
     stages = {"decode": decode, **{k: a - b for k, a, b in zip(("detect", "align", "embed"), after, before)}}
     return {"results": results, "stages": stages, "model_id": pipeline.model_id}
+
+
+def _video_result(job: VideoJob, pipeline: FacePipeline) -> dict | Failure:
+    """A video's analysis result (services/video.py), or its failure; "seconds" it took in all."""
+    started = time.perf_counter()
+    try:
+        result = analyze_job(job, pipeline)
+    except Exception as exc:  # a bad video is one failure row; the run goes on
+        return Failure(job.source, *failure_detail(exc))
+    return {**result, "seconds": time.perf_counter() - started}
 
 
 def batch_size_for(total: int, workers: int) -> int:
@@ -286,6 +307,7 @@ class Ingestor:
                 continue
             report.duplicates += len(copies)
             meta.width, meta.height = result["width"], result["height"]
+            meta.tracks = result.get("tracks", [])
             photos.append((meta, result["faces"]))
         return photos
 
@@ -331,11 +353,12 @@ class Ingestor:
                 report.consent_withdrawn += 1
                 continue
             t = time.perf_counter()
-            data = self._read(item, run.collection_id, report)
+            video = is_video_name(item.source)
+            data = self._read(item, run.collection_id, report, video)
             report.stage_seconds["read"] += time.perf_counter() - t
             if data is None:
                 continue
-            digest = hashlib.sha256(data).hexdigest()
+            digest = data.sha256 if video else hashlib.sha256(data).hexdigest()
             if digest in run.pending:  # a copy of a photo in flight: counted when that one's fate is known
                 self._copies.setdefault(digest, []).append(item.source)
                 continue
@@ -345,6 +368,10 @@ class Ingestor:
                 continue
             meta = NewImage(digest, item.source, 0, 0, item.provenance)
             run.pending[digest] = meta
+            if video:  # a video is a batch of its own: photos do not wait for it
+                yield from [batch, [(meta, data)]] if batch else [[(meta, data)]]
+                batch = []
+                continue
             batch.append((meta, data))
             if len(batch) == batch_size:
                 yield batch
@@ -352,9 +379,10 @@ class Ingestor:
         if batch:
             yield batch
 
-    def _read(self, item: SourceItem, collection_id: int, report: IngestReport) -> bytes | None:
+    def _read(self, item: SourceItem, collection_id: int, report: IngestReport, video: bool) -> bytes | VideoJob | None:
+        """A photo's bytes, or a video's job (hashed, not read into memory); None when it failed."""
         try:
-            return item.read()
+            return video_job(item, self.confine_to) if video else item.read()
         except ImageError as exc:
             self._fail(collection_id, report, Failure(item.source, exc.reason, exc.detail))
         except OSError as exc:
@@ -366,7 +394,7 @@ class Ingestor:
         self.store.record_failure(collection_id, failure.source, failure.reason, failure.detail)
 
     # Worker processes, or the caller's own pipeline when workers == 0.
-    def _submit(self, batch: list[tuple[str, bytes]]) -> Future | dict:
+    def _submit(self, batch: list[tuple[str, bytes | VideoJob]]) -> Future | dict:
         if self.workers == 0:
             if self._pipeline is None:
                 self._pipeline = FacePipeline.default(

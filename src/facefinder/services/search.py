@@ -19,6 +19,7 @@ from facefinder.services.calibration import Calibration, default_calibration
 from facefinder.services.privacy.optout import screen_for
 from facefinder.services.sources.folders import iter_sources
 from facefinder.storage.store import PROVENANCE_FIELDS, FaceStore
+from facefinder.storage.video import video_places
 from facefinder.vision.image import Decoded, decode_photo
 from facefinder.vision.pipeline import FacePipeline
 
@@ -39,6 +40,8 @@ class Match:
     box: list[float]
     quality: float
     provenance: dict[str, str | None]
+    video_time: float | None = None  # a face from a video: when it was seen (seconds from the start)
+    track: dict[str, float] | None = None  # and its track's span: {"start": s, "end": s}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +135,8 @@ class Searcher:
         """Ranked candidates at or above the threshold for each embedding (the service searches these)."""
         hits = self.store.search(collection_ids, embeddings, top_k)
         rows = self.store.faces([fid for row in hits for fid, _ in row])
+        with self.store.catalog.session() as session:
+            places = video_places(session, list(rows))
         # Opt-out: nothing for a probe face on the list, and no candidate on it (services/privacy/optout.py).
         hits = screen_for(self.store.catalog).filter_hits(embeddings, hits, rows, threshold, self.pipeline.model_id)
         results = []
@@ -144,16 +149,20 @@ class Searcher:
                     Candidate(
                         rank=len(candidates) + 1,
                         band=self.calibration.band(score),
-                        **self.match_fields(face_id, score, rows),
+                        **self.match_fields(face_id, score, rows, places),
                     )
                 )
             results.append(candidates)
         return results
 
-    def match_fields(self, face_id: int, score: float, rows: dict) -> dict:
-        """The Match fields of a held face (``rows`` from ``FaceStore.faces``), scored and calibrated."""
+    def match_fields(self, face_id: int, score: float, rows: dict, places: dict | None = None) -> dict:
+        """The Match fields of a held face (``rows`` from ``FaceStore.faces``), scored and calibrated;
+        ``places`` (storage/video.py ``video_places``) says where the faces from videos lie in them."""
         record, image_row, collection = rows[face_id]
+        place = (places or {}).get(face_id)
         return dict(
+            video_time=place.video_time if place else None,
+            track=place.track() if place else None,
             face_id=face_id,
             score=round(score, 4),
             false_match_rate=float(f"{self.calibration.false_match_rate(score):.2e}"),

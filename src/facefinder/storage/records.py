@@ -24,6 +24,7 @@ class NewFace:
     quality_parts: dict[str, float]
     embedding: np.ndarray
     thumbnail: bytes
+    video_place: tuple[int, float] | None = None  # a video's face: (its track's number in NewImage.tracks, time)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class NewImage:
     width: int
     height: int
     provenance: dict[str, str] = field(default_factory=dict)
+    tracks: list = field(default_factory=list)  # a video's face tracks (storage/video.py NewTrack)
 
 
 @dataclass

@@ -47,6 +47,7 @@ from facefinder.storage.records import (  # the services import these from here 
     Problem,
     check_policy,
 )
+from facefinder.storage.video import drop_tracks, whole_tracks, write_tracks
 
 VECTORS_ENV = "FACEFINDER_VECTORS"
 
@@ -265,6 +266,10 @@ class FaceStore:
         session.add_all(rows)
         session.flush()
         session.add_all([JournalEntry(collection_id=collection_id, face_id=r.id, op="add") for r in rows])
+        if image.tracks:
+            write_tracks(
+                session, record.id, collection_id, image.tracks, [r.id for r in rows], [f.video_place for f in faces]
+            )
         session.execute(
             delete(IngestFailure).where(
                 IngestFailure.collection_id == collection_id, IngestFailure.source == image.source
@@ -293,13 +298,15 @@ class FaceStore:
 
     def delete_faces(self, face_ids: list[int]) -> int:
         """Erase faces from catalog and index; returns how many existed. Their people are settled in the
-        same transaction (storage/people.py)."""
+        same transaction (storage/people.py). A video's face goes with its whole track (storage/video.py)."""
         with self.catalog.session() as session, session.begin():
             self.catalog.lock_journal(session)
+            face_ids, track_ids = whole_tracks(session, face_ids)
             rows = session.execute(
                 select(FaceRecord.id, FaceRecord.collection_id).where(FaceRecord.id.in_(face_ids))
             ).all()
             people = people_of(session, [r.id for r in rows])
+            drop_tracks(session, track_ids)
             session.execute(delete(FaceRecord).where(FaceRecord.id.in_([r.id for r in rows])))
             settle_people(session, people)
             session.add_all([JournalEntry(collection_id=r.collection_id, face_id=r.id, op="delete") for r in rows])

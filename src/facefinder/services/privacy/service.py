@@ -38,7 +38,6 @@ from facefinder.errors import FaceFinderError
 from facefinder.services.audit import AuditLog
 from facefinder.services.calibration import default_calibration
 from facefinder.services.privacy import access, case_records
-from facefinder.storage.video import whole_tracks
 from facefinder.services.privacy import consent as consents
 from facefinder.services.privacy import optout as optouts
 from facefinder.services.privacy.results import Erasure, OptOutResult, PersonMatches
@@ -48,6 +47,7 @@ from facefinder.services.server import uploads
 from facefinder.storage.base import utcnow
 from facefinder.storage.catalog import FaceRecord
 from facefinder.storage.store import FaceStore
+from facefinder.storage.video import whole_tracks
 from facefinder.vision.image import decode_photo, read_photo_bytes
 from facefinder.vision.pipeline import Face, FacePipeline
 

@@ -1,0 +1,148 @@
+"""Video analysis for ingest and search: a video file -> its face tracks, each with its best faces.
+
+Frames are sampled (vision/video.py), analysed a few at a time by the same pipeline as photos, and
+linked into tracks (vision/tracks.py); only each track's few best faces are kept, with their times.
+The result has the shape of a photo's analysis result in services/ingest.py, plus the tracks, so a
+video is stored through the same path as a photo: one image row (the video file), its faces, and
+their tracks (storage/video.py). Runs in an ingest worker process; memory is bounded by a few frames
+and the open tracks, whatever the video's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from facefinder.errors import ImageError
+from facefinder.services.sources.folders import Fence, SourceItem
+from facefinder.services.sources.object_storage import is_object_uri
+from facefinder.storage.store import NewFace
+from facefinder.storage.video import NewTrack
+from facefinder.vision.image import encode_jpeg
+from facefinder.vision.pipeline import Face, FacePipeline
+from facefinder.vision.tracks import Track, track_faces
+from facefinder.vision.video import DEFAULT_SAMPLE_FPS, probe_video, sample_frames
+
+FRAMES_PER_CALL = 4  # sampled frames analysed together: their faces embed in one batch
+
+
+def _analysed(
+    path, pipeline: FacePipeline, fps: float, counts: dict[str, float], source: str | None
+) -> Iterator[tuple[float, list[Face]]]:
+    """(time, faces) of each sampled frame, in time order; ``counts`` gains frames and decode seconds."""
+    frames = sample_frames(path, fps, source)
+    while True:
+        started = time.perf_counter()
+        chunk = [frame for _, frame in zip(range(FRAMES_PER_CALL), frames)]
+        counts["decode"] += time.perf_counter() - started
+        if not chunk:
+            return
+        counts["frames"] += len(chunk)
+        for frame, faces in zip(chunk, pipeline.analyze([frame.image for frame in chunk])):
+            yield frame.time, faces
+
+
+def video_tracks(
+    path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS, source: str | None = None
+) -> tuple[list[Track[Face]], dict[str, float]]:
+    """Every face track of a video (a path or an open file), in order of appearance, and counts
+    (frames analysed, decode seconds)."""
+    counts = {"frames": 0, "decode": 0.0}
+    tracks = sorted(track_faces(_analysed(path, pipeline, fps, counts, source)), key=lambda t: (t.start, t.end))
+    return tracks, counts
+
+
+def _new_face(face: Face, place: tuple[int, float]) -> NewFace:
+    return NewFace(
+        box=[round(float(v), 2) for v in face.box],
+        landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
+        detector_score=round(face.score, 4),
+        quality=round(face.quality.score, 4),
+        quality_parts=face.quality.as_dict(),
+        embedding=face.embedding,
+        thumbnail=encode_jpeg(face.aligned),
+        video_place=place,
+    )
+
+
+@dataclass
+class VideoJob:
+    """A video to analyse in a worker process: a local file (``path``, opened through the ``fence``
+    folder for a server job), or the capped bytes of one that is not a file (``data``)."""
+
+    sha256: str
+    source: str
+    path: str | None = None
+    fence: str | None = None
+    data: bytes | None = None
+
+
+def video_job(item: SourceItem, confine_to: str | os.PathLike | None) -> VideoJob:
+    """The job for a video source, hashed as it is streamed (never held whole, unless it is an archive
+    member or an object, which are read under the photo byte cap). Raises ImageError or OSError."""
+    location = item.location
+    if location and not is_object_uri(location):
+        with open(location, "rb") as handle:
+            return VideoJob(hashlib.file_digest(handle, "sha256").hexdigest(), item.source, path=location)
+    if confine_to is not None and "!" not in item.source:
+        with Fence(confine_to).open(Path(item.source)) as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return VideoJob(digest, item.source, path=item.source, fence=str(confine_to))
+    data = item.read()
+    return VideoJob(hashlib.sha256(data).hexdigest(), item.source, data=data)
+
+
+def analyze_job(job: VideoJob, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS) -> dict:
+    """``analyze_video`` on a job, wherever its video lies."""
+    if job.data is not None:
+        with local_copy(lambda: job.data, Path(job.source).suffix) as path:
+            return analyze_video(path, pipeline, fps, job.source)
+    if job.fence is not None:
+        with Fence(job.fence).open(Path(job.path)) as handle:
+            return analyze_video(handle, pipeline, fps, job.source)
+    return analyze_video(job.path, pipeline, fps, job.source)
+
+
+def analyze_video(path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS, source: str | None = None) -> dict:
+    """A video's analysis result for ingest: width, height, kept faces (with their places) and tracks.
+    Raises ImageError (with its reason, naming ``source``) for a file that cannot be used."""
+    info = probe_video(path, source)
+    tracks, counts = video_tracks(path, pipeline, fps, source)
+    faces = [
+        _new_face(face, (number, round(when, 3))) for number, track in enumerate(tracks) for when, face in track.kept
+    ]
+    return {
+        "width": info.width,
+        "height": info.height,
+        "faces": faces,
+        "tracks": [NewTrack(round(t.start, 3), round(t.end, 3), t.frames) for t in tracks],
+        "frames": int(counts["frames"]),
+        "decode": counts["decode"],
+    }
+
+
+@contextmanager
+def local_copy(read: Callable[[], bytes], suffix: str) -> Iterator[Path]:
+    """A video that is not a local file (an archive member, an object) spooled to a temporary file,
+    removed afterwards: FFmpeg seeks in it. ``read`` is the source's capped reader."""
+    folder = tempfile.mkdtemp(prefix="facefinder-video-")
+    try:
+        path = Path(folder) / f"video{suffix}"
+        path.write_bytes(read())
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def failure_detail(exc: Exception) -> tuple[str, str]:
+    """(reason, detail) of a video that failed in analysis: an ImageError's own, else "corrupt"."""
+    if isinstance(exc, ImageError):
+        return exc.reason, exc.detail
+    return "corrupt", f"video analysis failed: {exc}"

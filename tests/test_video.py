@@ -1,0 +1,110 @@
+"""Video as a source: sampling, bad input, ingest beside photos, results that point into the video,
+and erasure of a whole track. The videos are made here from LFW photos, so who is on screen when is known."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import zipfile
+from pathlib import Path
+
+import pytest
+from helpers import POLICY, lfw
+from test_privacy import files_holding
+from videos import scenes_of, write_video
+
+from facefinder.errors import ImageError
+from facefinder.vision.video import DEFAULT_SAMPLE_FPS, probe_video, sample_frames
+
+INTERVAL = 1 / DEFAULT_SAMPLE_FPS
+PEOPLE = ["Tony_Blair", "Colin_Powell", "Hugo_Chavez"]  # on screen 1-4 s, 5-8 s, 9-12 s of a 13-second video
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("video")
+    return write_video(folder / "street.mp4", scenes_of([lfw(p, 1) for p in PEOPLE], 3.0, gap=1.0), tail=1.0)
+
+
+def test_frames_are_sampled_by_their_times(video):
+    info = probe_video(video)
+    assert (info.width, info.height, info.codec) == (320, 240, "mpeg4") and info.duration == pytest.approx(13, abs=0.2)
+    times = [frame.time for frame in sample_frames(video)]
+    assert times[0] == 0.0 and times[-1] >= 12.0
+    steps = [b - a for a, b in zip(times, times[1:])]
+    assert all(0 < step <= INTERVAL + 1e-6 for step in steps)  # never a gap longer than the interval
+    assert len(times) == pytest.approx(13 * DEFAULT_SAMPLE_FPS, abs=3)
+    assert all(frame.image.shape == (240, 320, 3) for frame in sample_frames(video, fps=0.5))
+
+
+def test_bad_videos_fail_with_a_reason(video, tmp_path):
+    renamed = tmp_path / "holiday.mp4"
+    with zipfile.ZipFile(renamed, "w") as archive:
+        archive.writestr("notes.txt", "not a video")
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # the index (moov) is at the end
+    for path, reason in ((renamed, "not-a-video"), (truncated, "corrupt")):
+        with pytest.raises(ImageError) as caught:
+            list(sample_frames(path))
+        assert caught.value.reason == reason and caught.value.source == str(path)
+    with pytest.raises(ImageError) as caught:
+        probe_video(video, max_seconds=5)
+    assert caught.value.reason == "too-long"
+
+
+@pytest.fixture
+def ingested(video, tmp_path, make_finder):
+    """A folder with the video, two photos and a renamed zip, ingested in one run."""
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    shutil.copy(video, folder / "street.mp4")
+    for person in ("George_W_Bush", "Vladimir_Putin"):
+        shutil.copy(lfw(person, 1), folder / f"{person}.jpg")
+    (folder / "renamed.mov").write_bytes(b"PK\x03\x04" + b"not a video" * 50)
+    ff = make_finder(tmp_path / "data")
+    report = ff.ingest(folder, collection="cctv", **POLICY)
+    return ff, report, folder
+
+
+def test_a_video_ingests_with_the_photos_and_search_points_into_it(ingested):
+    ff, report, folder = ingested
+    assert report.ingested == 3 and [(f.source, f.reason) for f in report.failures] == [
+        (str(folder / "renamed.mov"), "not-a-video")
+    ]
+    for number, person in enumerate(PEOPLE):
+        on_screen = (1.0 + 4 * number, 4.0 + 4 * number)
+        [probe] = ff.search(lfw(person, 2))
+        from_video = [c for c in probe.candidates if c.source == str(folder / "street.mp4")]
+        assert from_video, person
+        best = from_video[0]
+        assert on_screen[0] - INTERVAL <= best.video_time <= on_screen[1] + INTERVAL
+        assert on_screen[0] - INTERVAL <= best.track["start"] <= best.track["end"] <= on_screen[1] + INTERVAL
+        assert best.to_dict()["video_time"] == best.video_time
+    [photo] = ff.search(lfw("George_W_Bush", 2))
+    assert photo.candidates[0].video_time is None and photo.candidates[0].track is None
+
+
+def test_erasing_a_video_face_erases_its_whole_track(ingested, tmp_path):
+    ff, _, folder = ingested
+    data = tmp_path / "data"
+    [probe] = ff.search(lfw("Colin_Powell", 2))
+    [face] = [c for c in probe.candidates if c.source == str(folder / "street.mp4")][:1]
+    with sqlite3.connect(data / "catalog.db") as db:
+        (track_id,) = db.execute("SELECT track_id FROM track_faces WHERE face_id = ?", (face.face_id,)).fetchone()
+        doomed = db.execute(
+            "SELECT f.id, f.embedding, f.thumbnail FROM faces f JOIN track_faces t ON t.face_id = f.id "
+            "WHERE t.track_id = ?",
+            (track_id,),
+        ).fetchall()
+        tracks_before = db.execute("SELECT count(*) FROM tracks").fetchone()[0]
+    assert len(doomed) >= 2  # a track keeps its few best faces
+    erased = ff.privacy.erase_faces([face.face_id])
+    assert sorted(erased.face_ids) == sorted(row[0] for row in doomed)
+    for _, embedding, thumbnail in doomed:
+        assert files_holding(data, bytes(embedding)) == [] and files_holding(data, bytes(thumbnail)) == []
+    with sqlite3.connect(data / "catalog.db") as db:
+        assert db.execute("SELECT count(*) FROM tracks").fetchone()[0] == tracks_before - 1
+        assert db.execute("SELECT count(*) FROM track_faces WHERE track_id = ?", (track_id,)).fetchone() == (0,)
+    assert (folder / "street.mp4").is_file()  # the video file is the operator's: never touched
+    [probe] = ff.search(lfw("Colin_Powell", 2))
+    assert not [c for c in probe.candidates if c.source == str(folder / "street.mp4")]
