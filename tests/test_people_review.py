@@ -200,3 +200,27 @@ def test_review_api_roles_grants_and_audit(served):
     assert {"people.review", "people.review.faces.view", "people.photo.view"} <= {e.action for e in entries}
     seen_by_auditor = {e.action for e in served.service.audit.entries(actor="aud")}
     assert "people.review.faces.view" not in seen_by_auditor and "people.photo.view" not in seen_by_auditor
+
+
+def test_people_pages_render_by_role(served):
+    ivan, _ = served.browser("ivan")
+    aud, _ = served.browser("aud")
+    olga, _ = served.browser("olga")
+    people = served.client("admin").get(f"/api/collections/{COLLECTION}/people", params={"members": True}).json()
+    person = people[0]
+    image = person["members"][0]["image_id"]
+    pages = [
+        f"/collections/{COLLECTION}/people",
+        f"/people/{person['person_id']}",
+        f"/collections/{COLLECTION}/people/review?below=1.0",
+    ]
+    for page in pages:
+        mine, audited = ivan.get(page), aud.get(page)
+        assert mine.status_code == 200 and audited.status_code == 200, (page, mine.text[:500], audited.text[:500])
+        assert "/thumbnail" in mine.text and "/thumbnail" not in audited.text  # auditors never get a face image
+        assert "data-api" in mine.text and "data-api" not in audited.text  # nor a button that changes anything
+        assert olga.get(page).status_code == 403
+    assert "Seen with" in ivan.get(f"/people/{person['person_id']}").text
+    photo = ivan.get(f"/photos/{image}")
+    assert photo.status_code == 200 and f'data-face="{person["members"][0]["face_id"]}"' in photo.text
+    assert aud.get(f"/photos/{image}").status_code == 403

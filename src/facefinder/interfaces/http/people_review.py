@@ -208,12 +208,11 @@ def reject_face(face_id: DbId, body: RejectIn, principal: CanSearch, service: Se
 
 @router.get("/people/images/{image_id}/faces", response_model=ImageFacesOut, summary="A photo's faces (for drawing)")
 def image_faces(image_id: DbId, principal: Reader, service: ServiceDep) -> ImageFacesOut:
-    image, collection, faces = review_for(service, principal).image(image_id)
-    may_read(principal, service, collection)
-    source = display_name(image.source, service.finder.data_dir)
-    return ImageFacesOut(
-        image_id=image.id, collection=collection, source=source, width=image.width, height=image.height, faces=faces
-    )
+    photo = review_for(service, principal).image(image_id)
+    may_read(principal, service, photo.collection)
+    out = ImageFacesOut.model_validate(photo, from_attributes=True)
+    out.source = display_name(out.source, service.finder.data_dir)
+    return out
 
 
 @router.get(
@@ -224,7 +223,7 @@ def image_faces(image_id: DbId, principal: Reader, service: ServiceDep) -> Image
 )
 def image_photo(image_id: DbId, principal: CanSearch, service: ServiceDep) -> Response:
     review = review_for(service, principal)
-    service.accounts.require_collections(principal, [review.image(image_id)[1]])
+    service.accounts.require_collections(principal, [review.collection_of_image(image_id)])
     return jpeg(review.photo(image_id))
 
 
@@ -236,7 +235,7 @@ def image_photo(image_id: DbId, principal: CanSearch, service: ServiceDep) -> Re
 )
 def draw_face(image_id: DbId, body: DrawIn, principal: CanSearch, service: ServiceDep) -> DrawnOut:
     review = review_for(service, principal)
-    service.accounts.require_collections(principal, [review.image(image_id)[1]])
+    service.accounts.require_collections(principal, [review.collection_of_image(image_id)])
     face_id, aligned_by, person = review.draw(image_id, body.box, body.person_id)
     shown = person_out(person, service.finder.data_dir) if person else None
     return DrawnOut(face_id=face_id, aligned_by=aligned_by, person=shown)

@@ -32,7 +32,7 @@ from facefinder.interfaces.http.deps import (
     sign_out,
 )
 from facefinder.interfaces.http.deps import csrf_token as session_csrf_token
-from facefinder.interfaces.web import admin_pages
+from facefinder.interfaces.web import admin_pages, people_pages
 from facefinder.interfaces.web.audit_view import readable
 from facefinder.services.audit import as_dict
 from facefinder.services.calibration import default_calibration
@@ -389,9 +389,10 @@ def favicon() -> Response:
 
 
 def mount_web(app: FastAPI) -> None:
-    """Add the pages (the admin pages too, handed this module's renderer and sign-in check) and /static."""
+    """Add the pages (the admin and people pages too, handed this module's renderer and sign-in check) and /static."""
     app.include_router(router)
     app.include_router(admin_pages.install(render, page_user))
+    app.include_router(people_pages.install(render, page_user))
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     templates.env.filters["ago"] = _ago
     templates.env.filters["short"] = lambda s, n=12: (s or "")[:n]

@@ -81,6 +81,18 @@ class ReviewQueue:
         return asdict(self)
 
 
+@dataclass
+class PhotoFaces:
+    """A photo (its own pixels) and its faces as the drawing page shows them."""
+
+    image_id: int
+    collection: str
+    source: str
+    width: int
+    height: int
+    faces: list[dict[str, Any]]
+
+
 class Review:
     """The review queue, its actions and drawn faces over one store, audited under ``people``'s actor.
     ``pipeline`` loads the models (drawn faces only); ``fenced`` and ``max_pixels``: how the server
@@ -305,17 +317,11 @@ class Review:
         return round(float((members @ vector).max()), 4)
 
     # ----- drawn faces -------------------------------------------------------------------------------
-    def image(self, image_id: int) -> tuple[ImageRecord, str, list[dict[str, Any]]]:
-        """A photo's row, its collection's name and its faces (id, box, person, drawn by) for the drawing
-        page; faces on the opt-out list are left out."""
+    def image(self, image_id: int) -> PhotoFaces:
+        """A photo and its faces (id, box, person, drawn by), for the drawing page; faces on the
+        opt-out list are left out."""
+        image, collection, model_id = self._image(image_id)
         with self.catalog.session() as session:
-            found = session.execute(
-                select(ImageRecord, Collection.name, Collection.model_id)
-                .join(Collection, Collection.id == ImageRecord.collection_id)
-                .where(ImageRecord.id == image_id)
-            ).first()
-            if found is None:
-                raise NotFound(f"image {image_id} does not exist")
             rows = session.execute(
                 select(FaceRecord.id, FaceRecord.box, PersonFace.person_id, DrawnFace.added_by)
                 .outerjoin(PersonFace, PersonFace.face_id == FaceRecord.id)
@@ -323,17 +329,32 @@ class Review:
                 .where(FaceRecord.image_id == image_id)
                 .order_by(FaceRecord.id)
             ).all()
-        hidden = self.people._hidden([r.id for r in rows], found.model_id)
+        hidden = self.people._hidden([r.id for r in rows], model_id)
         faces = [
             {"face_id": r.id, "box": r.box, "person_id": r.person_id, "drawn_by": r.added_by}
             for r in rows
             if r.id not in hidden
         ]
-        return found[0], found.name, faces
+        return PhotoFaces(image.id, collection, image.source, image.width, image.height, faces)
+
+    def collection_of_image(self, image_id: int) -> str:
+        """The name of the collection a photo is in (what the server checks grants against)."""
+        return self._image(image_id)[1]
+
+    def _image(self, image_id: int) -> tuple[ImageRecord, str, str | None]:
+        with self.catalog.session() as session:
+            found = session.execute(
+                select(ImageRecord, Collection.name, Collection.model_id)
+                .join(Collection, Collection.id == ImageRecord.collection_id)
+                .where(ImageRecord.id == image_id)
+            ).first()
+        if found is None:
+            raise NotFound(f"image {image_id} does not exist")
+        return found[0], found.name, found.model_id
 
     def photo(self, image_id: int, actor: str | None = None) -> bytes:
         """The photo (at most 1600 px) to draw a missed face on; logged once per look."""
-        image, collection, _ = self.image(image_id)
+        image, collection, _ = self._image(image_id)
         data = drawn.shown_jpeg(drawn.read_photo(image, self.fenced, self.max_pixels, shown=True))
         self.people._view(actor, "people.photo.view", image_id, image_id=image_id, collection=collection)
         return data
@@ -345,7 +366,7 @@ class Review:
         journal entry in one transaction, marked as drawn by the actor; then, given ``person_id``, put
         it in that person. Returns (face id, "landmarks" or "box": what aligned it, the person)."""
         who = self.people._actor(actor)
-        image, collection, _ = self.image(image_id)
+        image, collection, _ = self._image(image_id)
         row = self.store.collection(collection)
         pipeline = self.pipeline()
         if row.model_id and row.model_id != pipeline.model_id:
