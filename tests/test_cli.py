@@ -28,6 +28,8 @@ CANDIDATE_KEYS = {
     "box",
     "quality",
     "provenance",
+    "video_time",  # a face from a video: when it was seen; None for a photo's face
+    "track",
 }
 
 

@@ -3,6 +3,7 @@ and erasure of a whole track. The videos are made here from LFW photos, so who i
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import zipfile
@@ -108,3 +109,40 @@ def test_erasing_a_video_face_erases_its_whole_track(ingested, tmp_path):
     assert (folder / "street.mp4").is_file()  # the video file is the operator's: never touched
     [probe] = ff.search(lfw("Colin_Powell", 2))
     assert not [c for c in probe.candidates if c.source == str(folder / "street.mp4")]
+
+
+def test_the_cli_shows_the_moment_and_json_carries_it(ingested, tmp_path):
+    from typer.testing import CliRunner
+
+    from facefinder.interfaces.cli.main import app
+
+    ff, _, folder = ingested
+    ff.close()
+    args = ["--data-dir", str(tmp_path / "data"), "search", str(lfw("Hugo_Chavez", 2))]
+    table = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert table.exit_code == 0, table.output
+    assert "street.mp4 @ 00:" in table.stdout  # Hugo Chavez is on screen from 00:09 to 00:12
+    lines = CliRunner().invoke(app, [*args, "--json"]).stdout.splitlines()
+    [record] = [json.loads(line) for line in lines]
+    [candidate] = [c for c in record["candidates"] if c["source"] == str(folder / "street.mp4")][:1]
+    assert 9.0 - INTERVAL <= candidate["video_time"] <= 12.0 + INTERVAL
+    assert set(candidate["track"]) == {"start", "end"}
+
+
+def test_api_candidates_carry_video_time_and_track(video, tmp_path, pipeline):
+    from service_helpers import COLLECTION, make_served, run_search
+
+    served = make_served(tmp_path / "data", pipeline, None)
+    try:
+        folder = tmp_path / "cctv"
+        folder.mkdir()
+        shutil.copy(video, folder / "street.mp4")
+        assert served.finder.ingest(folder, COLLECTION, **POLICY).ingested == 1
+        record = run_search(served.client("ivan"), person="Colin_Powell")
+        from_video = [c for c in record["candidates"] if c["video_time"] is not None]
+        assert from_video and 5.0 - INTERVAL <= from_video[0]["video_time"] <= 8.0 + INTERVAL
+        assert from_video[0]["track"]["start"] <= from_video[0]["video_time"] <= from_video[0]["track"]["end"]
+        photos = [c for c in record["candidates"] if c["video_time"] is None]
+        assert photos and all(c["track"] is None for c in photos)
+    finally:
+        served.close()

@@ -73,3 +73,7 @@ class CaseCandidate(Base):
     not_a_match_at: Mapped[datetime | None] = mapped_column()
     not_a_match_note: Mapped[str | None] = mapped_column(Text)
     erased_at: Mapped[datetime | None] = mapped_column()  # when its face was erased (a placeholder shows)
+    # A face from a video (storage/video.py): when it was seen, and its track's span, in seconds.
+    video_time: Mapped[float | None] = mapped_column(Float)
+    track_start: Mapped[float | None] = mapped_column(Float)
+    track_end: Mapped[float | None] = mapped_column(Float)

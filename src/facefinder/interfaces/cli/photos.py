@@ -160,6 +160,15 @@ def search(
         )
 
 
+def _where(candidate: Any) -> str:
+    """A candidate's file, and for a face from a video the moment it was seen: ``file @ mm:ss``."""
+    where = short_path(candidate.source)
+    if candidate.video_time is None:
+        return where
+    minutes, seconds = divmod(int(candidate.video_time), 60)
+    return f"{where} @ {minutes:02d}:{seconds:02d}"
+
+
 def _print_probe(record: Any) -> None:
     if record.error:
         console.print(f"[bold]{short_path(record.probe)}[/bold]: [yellow]{record.error}[/yellow]", highlight=False)
@@ -177,7 +186,7 @@ def _print_probe(record: Any) -> None:
             c.band,
             f"{c.false_match_rate:.1e}",
             c.collection,
-            short_path(c.source),
+            _where(c),
             str(c.face_id),
         )
     print_table(table)

@@ -249,6 +249,12 @@ class CandidateOut(BaseModel):
         description="The face is still held but its person opted out and the erasure is under review: it is not "
         "shown (a placeholder) and cannot be a lead. Unlike erased_at, nothing was erased yet",
     )
+    video_time: float | None = Field(
+        None, description="A face from a video: when it was seen, in seconds from the start of the video"
+    )
+    track: dict[str, float] | None = Field(
+        None, description="A face from a video: its face track's span, {start, end} in seconds"
+    )
 
 
 class ProbeSearchOut(BaseModel):

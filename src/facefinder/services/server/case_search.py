@@ -151,6 +151,9 @@ class SearchRun:
                 false_match_rate=c.false_match_rate,
                 band=c.band,
                 status=status,
+                video_time=c.video_time,
+                track_start=c.track["start"] if c.track else None,
+                track_end=c.track["end"] if c.track else None,
             )
             for status, shown in (("candidate", self.candidates), ("near_miss", self.near_misses))
             for c in shown

@@ -44,11 +44,19 @@ class Lead:
     not_a_match_note: str | None
     erased_at: datetime | None  # when its face was erased (its thumbnail is then a placeholder)
     withheld: bool = False  # held, but its person opted out and the erasure is under review: not shown
+    video_time: float | None = None  # a face from a video: when it was seen (seconds)
+    track_start: float | None = None  # and its track's span
+    track_end: float | None = None
 
     @classmethod
     def of(cls, row: CaseCandidate) -> Lead:
         """The lead of ``row`` (every field but ``withheld`` is a column of the same name)."""
         return cls(**_columns(row, cls, skip={"withheld": False}))
+
+    @property
+    def track(self) -> dict[str, float] | None:
+        """A video face's track span, {"start": s, "end": s}; None for a photo's face."""
+        return None if self.track_start is None else {"start": self.track_start, "end": self.track_end}
 
     @property
     def near_miss(self) -> bool:
