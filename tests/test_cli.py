@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app
 
-PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "match", "error"}
+PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "match", "error", "video_time"}
 CANDIDATE_KEYS = {
     "rank",
     "face_id",

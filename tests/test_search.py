@@ -120,7 +120,17 @@ def test_candidate_fields_are_calibrated(lfw_finder):
         assert 0 < c.false_match_rate <= calibration.false_match_rate(calibration.threshold)
         assert set(c.provenance) == {"source_url", "captured_at", "case_id", "consent_id", "notes"}
     record_dict = record.to_dict()
-    assert set(record_dict) == {"probe", "probe_sha256", "face", "box", "quality", "candidates", "error", "match"}
+    assert set(record_dict) == {
+        "probe",
+        "probe_sha256",
+        "face",
+        "box",
+        "quality",
+        "candidates",
+        "error",
+        "match",
+        "video_time",
+    }
 
 
 def test_threshold_and_top_k(lfw_finder):

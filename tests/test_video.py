@@ -146,3 +146,11 @@ def test_api_candidates_carry_video_time_and_track(video, tmp_path, pipeline):
         assert photos and all(c["track"] is None for c in photos)
     finally:
         served.close()
+
+
+def test_a_video_probe_searches_each_face_track_in_it(video, lfw_finder):
+    records = lfw_finder.search(video)
+    found = {r.candidates[0].source.split("/")[-2] for r in records if r.candidates}
+    assert set(PEOPLE) <= found  # each person on screen is found among the LFW photos
+    for record in records:
+        assert record.error is None and record.probe == str(video) and 0 <= record.video_time <= 13

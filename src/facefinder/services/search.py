@@ -17,11 +17,13 @@ import numpy as np
 from facefinder.errors import CatalogError, ImageError
 from facefinder.services.calibration import Calibration, default_calibration
 from facefinder.services.privacy.optout import screen_for
-from facefinder.services.sources.folders import iter_sources
+from facefinder.services.sources.folders import SourceItem, iter_sources
+from facefinder.services.video import job_video, video_job, video_tracks
 from facefinder.storage.store import PROVENANCE_FIELDS, FaceStore
 from facefinder.storage.video import video_places
 from facefinder.vision.image import Decoded, decode_photo
 from facefinder.vision.pipeline import FacePipeline
+from facefinder.vision.video import is_video_name
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class ProbeFace:
     candidates: list[Candidate] = field(default_factory=list)
     error: str | None = None  # why this probe gave no face: "no-face", or an ImageError reason
     probe_sha256: str | None = None  # content hash of the probe photo, for the audit log
+    video_time: float | None = None  # a video probe: when this face (its track's best) was seen, in seconds
 
     @property
     def match(self) -> bool:
@@ -98,6 +101,9 @@ class Searcher:
         collection_ids = self._collection_ids(collections)
         for probe in probes:
             for item in iter_sources(probe, provenance=False):
+                if is_video_name(item.source):
+                    yield from self.search_video(item, collection_ids, top_k, threshold)
+                    continue
                 try:
                     data = item.read()
                     digest = hashlib.sha256(data).hexdigest()
@@ -128,6 +134,26 @@ class Searcher:
             yield ProbeFace(
                 source, number, [round(float(v), 2) for v in face.box], round(face.quality.score, 4), candidates
             )
+
+    def search_video(
+        self, item: SourceItem, collection_ids: list[int], top_k: int, threshold: float
+    ) -> Iterator[ProbeFace]:
+        """A video probe: one record per distinct face track in it, searched with the track's best face."""
+        try:
+            job = video_job(item, None)
+            with job_video(job) as video:
+                tracks, _ = video_tracks(video, self.pipeline, source=item.source)
+        except (ImageError, OSError) as exc:
+            yield ProbeFace(item.source, None, None, None, error=getattr(exc, "reason", "unreadable"))
+            return
+        best = [track.kept[0] for track in tracks]
+        if not best:
+            yield ProbeFace(item.source, None, None, None, error="no-face", probe_sha256=job.sha256)
+            return
+        per_face = self.search_embeddings(np.stack([f.embedding for _, f in best]), collection_ids, top_k, threshold)
+        for number, ((when, face), candidates) in enumerate(zip(best, per_face)):
+            box = [round(float(v), 2) for v in face.box]
+            yield ProbeFace(item.source, number, box, round(face.quality.score, 4), candidates, None, job.sha256, when)
 
     def search_embeddings(
         self, embeddings: np.ndarray, collection_ids: list[int], top_k: int, threshold: float

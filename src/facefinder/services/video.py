@@ -99,15 +99,23 @@ def video_job(item: SourceItem, confine_to: str | os.PathLike | None) -> VideoJo
     return VideoJob(hashlib.sha256(data).hexdigest(), item.source, data=data)
 
 
-def analyze_job(job: VideoJob, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS) -> dict:
-    """``analyze_video`` on a job, wherever its video lies."""
+@contextmanager
+def job_video(job: VideoJob) -> Iterator:
+    """The job's video to decode, wherever it lies: a path, an open file (fenced), or a temporary copy."""
     if job.data is not None:
         with local_copy(lambda: job.data, Path(job.source).suffix) as path:
-            return analyze_video(path, pipeline, fps, job.source)
-    if job.fence is not None:
+            yield path
+    elif job.fence is not None:
         with Fence(job.fence).open(Path(job.path)) as handle:
-            return analyze_video(handle, pipeline, fps, job.source)
-    return analyze_video(job.path, pipeline, fps, job.source)
+            yield handle
+    else:
+        yield job.path
+
+
+def analyze_job(job: VideoJob, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS) -> dict:
+    """``analyze_video`` on a job, wherever its video lies."""
+    with job_video(job) as video:
+        return analyze_video(video, pipeline, fps, job.source)
 
 
 def analyze_video(path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS, source: str | None = None) -> dict:
