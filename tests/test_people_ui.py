@@ -1,0 +1,101 @@
+"""The people pages in a real browser (issue 13): `facefinder serve` and headless Chromium driven by
+Playwright, as in test_web_e2e.py, on the 15 LFW test photos (5 people x 3).
+
+An investigator groups the collection's faces from its people page, opens a person, merges another
+into it, splits three faces off, confirms and labels it, and adds a face by dragging a box on a photo;
+an auditor then reads every one of those steps in the audit log, and the person page without a face.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers import POLICY_ARGS
+from test_people import gallery
+from test_search_ui import cli, sign_in
+from test_web_e2e import browser, serving  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+USERS = {"ivan": "investigator", "aud": "auditor"}
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, models_dir):
+    root = tmp_path_factory.mktemp("people-ui")
+    data = root / "data"
+    for user, role in USERS.items():
+        from test_web_e2e import password
+
+        cli(data, "users", "add", user, "--role", role, "--password-stdin", stdin=password(user) + "\n")
+    cli(data, "ingest", str(gallery(root)), "--collection", "lfw", *POLICY_ARGS)
+    cli(data, "users", "grant", "ivan", "lfw")
+    with serving(data) as site:
+        yield site
+
+
+def reloaded(page, action) -> None:
+    """Do something that makes the page reload itself (app.js does after each API call), and wait."""
+    with page.expect_navigation():
+        action()
+    page.wait_for_load_state("networkidle")
+
+
+def test_cluster_merge_split_confirm_label_draw_then_the_auditor_reads_it_all(site, browser):
+    from playwright.sync_api import expect
+
+    context, page = sign_in(browser, site, "ivan")
+    page.goto("/collections")
+    page.get_by_role("link", name="People").click()
+    expect(page.locator("h1")).to_have_text("People of lfw")
+    reloaded(page, lambda: page.click("#cluster-button"))
+    cards = page.locator("#people-grid .person-card")
+    expect(cards).to_have_count(5)
+    expect(cards.first).to_contain_text("3 faces")
+    assert all(page.locator("#people-grid img").evaluate_all("imgs => imgs.map(i => i.naturalWidth > 0)"))
+
+    cards.first.locator("a").click()
+    person_id = int(page.locator("#person-title").get_attribute("data-person"))
+    expect(page.locator("#person-state")).to_have_text("suggestion")
+    reloaded(page, lambda: page.click("#merge-form button[type=submit]"))  # the first other person
+    expect(page.locator("#face-count")).to_contain_text("6 in 6 photos")
+
+    for box in page.locator("#split-form input[name=face_ids]").all()[3:]:
+        box.check()
+    reloaded(page, lambda: page.click("#split-button"))
+    expect(page.locator("#face-count")).to_contain_text("3 in 3 photos")
+    reloaded(page, lambda: page.click("#confirm-button"))
+    expect(page.locator("#person-state")).to_have_text("confirmed")
+    page.fill("#label-form input[name=label]", "subject A")
+    reloaded(page, lambda: page.click("#label-form button[type=submit]"))
+    expect(page.locator("#person-title")).to_contain_text("subject A")
+
+    page.locator("#split-form a[href^='/photos/']").first.click()  # the photo of one of their faces
+    expect(page.locator("#draw-area .face-box[data-face]")).to_have_count(1)
+    photo = page.locator("#draw-photo")
+    expect(photo).to_be_visible()
+    page.wait_for_function("document.getElementById('draw-photo').naturalWidth > 0")
+    frame = photo.bounding_box()
+    page.mouse.move(frame["x"] + 5, frame["y"] + 5)
+    page.mouse.down()
+    page.mouse.move(frame["x"] + 60, frame["y"] + 70, steps=5)
+    page.mouse.up()
+    expect(page.locator("#new-box")).to_be_visible()
+    assert int(page.locator("#draw-form input[name=x2]").input_value()) > 20
+    page.click("#draw-form button[type=submit]")
+    expect(page.locator("#draw-result")).to_contain_text(re.compile(r"Added face \d+ \(no landmarks found"))
+    page.wait_for_load_state("networkidle")
+    expect(page.locator("#draw-area .face-box.drawn")).to_have_count(1, timeout=15_000)
+    context.close()
+
+    context, page = sign_in(browser, site, "aud")
+    page.goto("/audit?action=people&actor=ivan")
+    actions = set(page.locator("#audit .action").all_inner_texts())
+    steps = {"people.cluster", "people.merge", "people.split", "people.confirm", "people.label", "people.face.draw"}
+    assert steps <= actions, actions
+    expect(page.locator("#audit")).to_contain_text("subject A")  # the label, as given
+    page.goto(f"/people/{person_id}")
+    expect(page.locator("#person-title")).to_contain_text("subject A")
+    assert page.locator("#faces img").count() == 0 and page.locator("#corrections").count() == 0
+    context.close()
