@@ -29,6 +29,7 @@ from facefinder.errors import CatalogError, DiskFullError, FaceFinderError, is_d
 from facefinder.services.audit import AuditLog
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
 from facefinder.services.people.review import Review
+from facefinder.services.people.search import PersonSearch
 from facefinder.services.people.service import People
 from facefinder.services.privacy.service import Privacy
 from facefinder.services.search import ProbeFace, Searcher
@@ -97,6 +98,12 @@ class FaceFinder:
         if self._people is None:
             self._people = People(self.store, self.audit, self.actor)
         return self._people
+
+    @property
+    def people_search(self) -> PersonSearch:
+        """People like a probe photo's faces, or like a person (services/people/search.py), audited under
+        this FaceFinder's actor like a face search."""
+        return PersonSearch(self.store, self.audit, lambda: self.pipeline, self.actor)
 
     @property
     def people_review(self) -> Review:

@@ -18,6 +18,7 @@ from facefinder.interfaces.cli import (
     evaluate,
     models,
     people,
+    people_search,  # noqa: F401  (registers `people search` in the people group)
     photos,
     privacy,
     serve,

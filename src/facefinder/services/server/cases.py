@@ -218,6 +218,22 @@ class Cases(CaseViews, LeadSteps):
             session.flush()
             return [record.id for record in records]
 
+    def checked_terms(
+        self,
+        principal: Principal,
+        case_id: str,
+        purpose: str,
+        category: str,
+        collections: list[str] | None,
+        top_k: int,
+        threshold: float | None,
+    ) -> tuple[SearchTerms, list[str]]:
+        """The checked terms and collections of a search that runs elsewhere (search by person,
+        services/people/search.py): the same rules as a probe face's search."""
+        principal.require("admin", "investigator")
+        terms = SearchTerms.checked(case_id, purpose, category, top_k, threshold, self.settings().categories)
+        return terms, self._searchable(principal, collections)
+
     def _searchable(self, principal: Principal, collections: list[str] | None) -> list[str]:
         """The collections to search: those named (each must exist and be granted), or every granted
         one when none are named; an empty list is a mistake (every box unticked), never "all"."""
