@@ -7,6 +7,12 @@ unassigned faces they meet: new faces join the people they belong to or form new
 first drops every machine suggestion (a person no human confirmed, labelled, merged or split), then
 groups every face not held by a person a human touched. Faces below the quality floor, and faces on
 the opt-out list, are never assigned. The settings were chosen by benchmarks/people.py on LFW.
+
+Runs on one collection are serialised where it matters, at the write: it takes a per-collection lock
+(SQLite's write lock; a PostgreSQL advisory lock) and checks that no other run wrote since this one
+read. If one did, this run is stale and starts again on what the other left (``cluster``), so two
+processes clustering at once give the same people as one after the other. Faces a human assigned, and
+people a human merged away, while a run was reading are left as the human left them.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import delete, exists, func, insert, select, update
+from sqlalchemy import delete, exists, func, insert, select, text, update
 
 from facefinder.services.people import graph
 from facefinder.services.people.results import ClusterReport
@@ -27,6 +33,22 @@ from facefinder.storage.store import FaceStore
 
 CLUSTER = "cluster"  # assigned_by of machine assignments; anything else names a human
 BATCH = 2048  # faces read and searched at a time
+PEOPLE_LOCK_KEY = 0x70656F70  # PostgreSQL advisory lock class of clustering writes ("peop"), per collection
+ATTEMPTS = 5  # a run that finds another one wrote first starts again, at most this many times
+
+
+class StaleRun(Exception):
+    """Another run on the collection wrote while this one read: its grouping no longer holds."""
+
+
+def cluster(store: FaceStore, collection: Collection, settings: ClusterSettings, full: bool) -> ClusterReport:
+    """One run, started again on the new state when another run on the collection wrote first."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return ClusterRun(store, collection, settings, full).run()
+        except StaleRun:
+            continue
+    return ClusterRun(store, collection, settings, full).run()
 
 
 @dataclass(frozen=True)
@@ -57,6 +79,7 @@ class ClusterRun:
             watermark = session.scalar(select(func.max(FaceRecord.id)).where(FaceRecord.collection_id == self.cid)) or 0
             run = session.get(PeopleRun, self.cid)
             previous = 0 if self.full or run is None else run.face_watermark
+            self.token = None if run is None else run.at  # changed by every run's write
         if self.full:
             self.report.dropped_people = self._drop_suggestions()
         self.quality, self.member_of = self._faces(watermark)
@@ -177,10 +200,17 @@ class ClusterRun:
         """The new people and every assignment, the representatives and the watermark: all or nothing.
         Faces erased since they were read are left out."""
         with self.catalog.session() as session, session.begin():
+            self._lock(session)
             faces, still = sorted(grouping.assigned), set()
             for start in range(0, len(faces), BATCH):
                 chunk = faces[start : start + BATCH]
                 still |= set(session.scalars(select(FaceRecord.id).where(FaceRecord.id.in_(chunk))))
+                # A face a human assigned meanwhile stays where they put it.
+                still -= set(session.scalars(select(PersonFace.face_id).where(PersonFace.face_id.in_(chunk))))
+            joined = sorted({person for person, _ in grouping.assigned.values() if person >= 0})
+            alive = set()  # people a human merged away meanwhile are gone
+            for start in range(0, len(joined), BATCH):
+                alive |= set(session.scalars(select(Person.id).where(Person.id.in_(joined[start : start + BATCH]))))
             made = [
                 temporary
                 for temporary in sorted(grouping.new_people, reverse=True)
@@ -188,11 +218,12 @@ class ClusterRun:
             ]
             now = utcnow()
             ids = dict(zip(made, self._new_people(session, len(made), now)))
+            usable = alive | set(ids.values())
             rows = []
             for face in faces:
                 person, score = grouping.assigned[face]
                 person = ids.get(person) if person < 0 else person
-                if face in still and person is not None:
+                if face in still and person in usable:
                     rows.append({"face_id": face, "person_id": person, "score": score, "assigned_by": CLUSTER})
             for start in range(0, len(rows), BATCH):
                 session.execute(
@@ -204,6 +235,17 @@ class ClusterRun:
                 session.execute(update(Person).where(Person.id.in_(chunk)).values(updated_at=now))
             settle_people(session, touched)
             session.merge(PeopleRun(collection_id=self.cid, face_watermark=watermark, at=now))
+
+    def _lock(self, session) -> None:
+        """Hold the collection's clustering lock to the end of this transaction, then make sure no
+        other run wrote since this one read (else StaleRun: ``cluster`` starts again)."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key, :cid)"), {"key": PEOPLE_LOCK_KEY, "cid": self.cid})
+        else:  # any write takes SQLite's one write lock, held to the commit
+            session.execute(update(Collection).where(Collection.id == self.cid).values(id=Collection.id))
+        token = session.scalar(select(PeopleRun.at).where(PeopleRun.collection_id == self.cid))
+        if token != self.token:
+            raise StaleRun(f"another clustering run on collection {self.report.collection!r} wrote first")
 
     def _new_people(self, session, count: int, now) -> list[int]:
         """Ids of ``count`` new people of this collection, in order."""

@@ -25,7 +25,7 @@ from sqlalchemy import func, select, update
 
 from facefinder.errors import FieldError, NotFound
 from facefinder.services.audit import AuditLog, OncePer
-from facefinder.services.people.clustering import ClusterRun, ClusterSettings
+from facefinder.services.people.clustering import ClusterSettings, cluster
 from facefinder.services.people.results import ClusterReport, Member, PersonInfo, SplitResult
 from facefinder.services.privacy.optout import screen_for
 from facefinder.storage.base import utcnow
@@ -50,7 +50,7 @@ class People:
     # ----- clustering ------------------------------------------------------------------------------
     def cluster(self, collection: str, full: bool = False, actor: str | None = None) -> ClusterReport:
         """Group the collection's new faces (all of them with ``full``) into people; see clustering.py."""
-        report = ClusterRun(self.store, self.store.collection(collection), self.settings, full).run()
+        report = cluster(self.store, self.store.collection(collection), self.settings, full)
         details = report.to_dict()
         details.pop("collection")
         self.audit.record(self._actor(actor), "people.cluster", collection=collection, **details)
