@@ -1,5 +1,5 @@
 """The review queue and drawn faces (issue 13): real models on the 15 LFW test photos (5 people x 3) and
-a group photo of strangers, a real SQLite catalog and FAISS index, and the real API.
+a group photo of strangers, a real catalog on SQLite and on PostgreSQL (the ``backend`` fixture), the FAISS index, and the real API.
 
 The queue holds unassigned faces (with the nearest person suggested) and clustering's doubtful ones;
 assigning takes a face out of it, rejecting keeps clustering from putting it back (incremental and full
@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 from helpers import GROUP, POLICY, open_finder
-from service_helpers import COLLECTION, assert_error, make_served
+from service_helpers import COLLECTION, assert_error, backend, make_served  # noqa: F401
 from sqlalchemy import select
 from test_people import by_identity, gallery
 
@@ -26,9 +26,10 @@ from facefinder.storage.people import DrawnFace, FaceRejection, PersonFace
 
 
 @pytest.fixture
-def ff(tmp_path, pipeline):
-    """15 LFW photos clustered into five people, then a group photo of three strangers (unassigned)."""
-    finder = open_finder(tmp_path / "data", pipeline)
+def ff(backend, tmp_path, pipeline):
+    """15 LFW photos clustered into five people, then a group photo of three strangers (unassigned), on
+    SQLite and on PostgreSQL."""
+    finder = open_finder(tmp_path / "data", pipeline, catalog_url=backend.new_url())
     finder.ingest(gallery(tmp_path), collection="lfw", **POLICY)
     assert finder.people.cluster("lfw").people == 5
     group = tmp_path / "group"
@@ -145,8 +146,8 @@ def test_person_details_photos_times_and_company(ff):
 
 # ----- the API ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, pipeline):
-    app = make_served(tmp_path_factory.mktemp("people-review") / "data", pipeline, None)
+def served(backend, tmp_path_factory, pipeline):
+    app = make_served(tmp_path_factory.mktemp(f"people-review-{backend.name}") / "data", pipeline, backend.new_url())
     assert app.client("ivan").post(f"/api/collections/{COLLECTION}/people/cluster").status_code == 200
     yield app
     app.close()
