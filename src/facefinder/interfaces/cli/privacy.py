@@ -23,6 +23,7 @@ from facefinder.interfaces.cli.common import (
     print_table,
     say,
 )
+from facefinder.interfaces.cli.delete import ConfirmAllOpt, ExpandOpt, chosen_faces, listed_table
 
 optout_app = typer.Typer(
     help="Opt-out by face: people who asked to be left out of every collection.", no_args_is_help=True
@@ -44,12 +45,16 @@ def optout_add(
     keep_photo: Annotated[
         bool, typer.Option("--keep-photo", help="Do not delete the photo files once the templates are made.")
     ] = False,
+    expand: ExpandOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Put a person on the opt-out list. Only their face template is kept: the photo files are
-    overwritten and deleted unless --keep-photo. Lists the faces already held that match, for review."""
+    overwritten and deleted unless --keep-photo. Lists the faces already held that match, for review
+    (with --expand, every face likely theirs; then `optout erase ID --expand`)."""
     with errors(), engine() as ff:
-        result = ff.privacy.optout_add(photos, reference=reference, face=face, delete_photos=not keep_photo)
+        result = ff.privacy.optout_add(
+            photos, reference=reference, face=face, delete_photos=not keep_photo, expand=expand
+        )
     if as_json:
         print(
             json.dumps(
@@ -66,10 +71,10 @@ def optout_add(
         + ("; photo file(s) deleted" if result.photo_deleted else "")
     )
     if result.matches:
-        matches_table(
+        (listed_table if expand else matches_table)(
             result.matches,
             f"{len(result.matches)} faces held match: hidden from search now; review, "
-            f"then `facefinder optout erase {result.id}`",
+            f"then `facefinder optout erase {result.id}{' --expand' if expand else ''}`",
         )
     else:
         say("no face held matches")
@@ -106,30 +111,44 @@ def optout_list(as_json: JsonOpt = False) -> None:
 
 
 @optout_app.command("review")
-def optout_review(optout_id: int, as_json: JsonOpt = False) -> None:
-    """The faces held now that match an opt-out."""
+def optout_review(optout_id: int, expand: ExpandOpt = False, as_json: JsonOpt = False) -> None:
+    """The faces held now that match an opt-out (with --expand, every face likely the person's)."""
     with errors(), engine() as ff:
-        matches = ff.privacy.optout_matches(optout_id)
+        matches = ff.privacy.optout_matches(optout_id, expand=expand)
     if as_json:
         print(json.dumps([m.to_dict() for m in matches], indent=2))
         return
     if matches:
-        matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
+        (listed_table if expand else matches_table)(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
     else:
         say(f"opt-out {optout_id}: no face held matches")
 
 
 @optout_app.command("erase")
-def optout_erase(optout_id: int, face_id: FaceIdsOpt = None, yes: YesOpt = False) -> None:
-    """Erase the faces held that match an opt-out (all, or the --face-id ones kept after review)."""
+def optout_erase(
+    optout_id: int,
+    face_id: FaceIdsOpt = None,
+    expand: ExpandOpt = False,
+    confirm_all: ConfirmAllOpt = False,
+    yes: YesOpt = False,
+) -> None:
+    """Erase the faces held that match an opt-out (all, or the --face-id ones kept after review). With
+    --expand: every face likely the person's is listed, only --face-id or --confirm-all ones are erased,
+    and their templates join the opt-out's."""
     with errors(), engine() as ff:
-        matches = ff.privacy.optout_matches(optout_id)
+        matches = ff.privacy.optout_matches(optout_id, expand=expand)
         if matches:
-            matches_table(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
-        chosen = face_id or [m.face_id for m in matches]
-        if chosen:
-            confirm(f"Erase {len(chosen)} faces?", yes)
-        erased = ff.privacy.optout_erase(optout_id, face_id)
+            shown = listed_table if expand else matches_table
+            shown(matches, f"opt-out {optout_id}: {len(matches)} faces held match")
+        if expand:
+            chosen = chosen_faces([m.face_id for m in matches], face_id, confirm_all, yes) if matches else []
+            if chosen is None:
+                return
+        else:
+            chosen = face_id or [m.face_id for m in matches]
+            if chosen:
+                confirm(f"Erase {len(chosen)} faces?", yes)
+        erased = ff.privacy.optout_erase(optout_id, chosen if expand else face_id, expand=expand)
     say(f"opt-out {optout_id}: erased {erased.faces} faces and {erased.images} photos left without a face")
 
 

@@ -17,6 +17,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from facefinder.errors import FaceFinderError
@@ -53,6 +54,30 @@ from facefinder.services.privacy.service import Erasure
 
 router = APIRouter(prefix="/api/privacy", tags=["privacy"])
 PUBLIC_RATE = (5, 3600.0)  # public opt-out submissions per client address per hour
+
+
+class ListedOut(MatchOut):
+    """A face of the expanded list (services/privacy/expansion.py): a match, with why it is listed."""
+
+    reason: str = Field(description="direct | face (it matches listed faces) | person (grouped with listed faces)")
+    via: int | None = Field(None, description="The listed face (face) or person (person) that brought it in")
+    link: float | None = Field(None, description="The score against that face (face)")
+    support: int = Field(description="How many listed faces (face) or listed members (person) back it")
+    step: int = Field(description="The round of growth that listed it; 0 for direct matches")
+
+
+class ExpandedOut(BaseModel):
+    """Step 1 of erasure by person, expanded: the list for review."""
+
+    probe_sha256: str
+    threshold: float
+    matches: list[ListedOut]
+
+
+def listed_out(matches: list, service: Service) -> list[ListedOut]:
+    """An expanded list as the API shows it (uploads by their name, as ``matches_out`` does)."""
+    shown = {m.face_id: m.source for m in matches_out(matches, service.finder.data_dir)}
+    return [ListedOut(**{**m.to_dict(), "source": shown[m.face_id]}) for m in matches]
 
 
 # ----- helpers -----------------------------------------------------------------------------------------
@@ -124,6 +149,26 @@ async def find_person(
 
 
 @router.post(
+    "/persons/expand",
+    response_model=ExpandedOut,
+    summary="Step 1, reaching the whole person: every face likely theirs, each with why (body: the photo)",
+)
+async def expand_person(
+    request: Request,
+    admin: Admin,
+    service: ServiceDep,
+    face: Annotated[int | None, Query(ge=0, description="Which face, if several")] = None,
+    threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+) -> ExpandedOut:
+    data = await photo_body(request, service)
+    privacy = service.acting_as(admin).privacy
+    found = await run_in_threadpool(lambda: privacy.find_person(data, face, None, threshold, expand=True))
+    return ExpandedOut(
+        probe_sha256=found.probe_sha256, threshold=found.threshold, matches=listed_out(found.matches, service)
+    )
+
+
+@router.post(
     "/persons/erase",
     response_model=ErasureOut,
     summary="Step 2: erase the confirmed faces of the person in the photo (body: the same photo)",
@@ -135,12 +180,13 @@ async def erase_person(
     face_id: Annotated[list[int], Query(min_length=1, description="The confirmed face ids")],
     face: Annotated[int | None, Query(ge=0)] = None,
     threshold: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    expand: Annotated[bool, Query(description="The face ids come from /persons/expand")] = False,
 ) -> ErasureOut:
     data = await photo_body(request, service)
     privacy = service.acting_as(admin).privacy
 
     def work() -> Erasure:
-        found = privacy.find_person(data, face, None, threshold)
+        found = privacy.find_person(data, face, None, threshold, expand=expand)
         return privacy.erase_person(found, face_id)
 
     return erasure_out(await run_in_threadpool(work))
@@ -181,13 +227,31 @@ def optout_matches(optout_id: DbId, admin: Admin, service: ServiceDep) -> list[M
     return matches_out(service.acting_as(admin).privacy.optout_matches(optout_id), service.finder.data_dir)
 
 
+@router.get(
+    "/optouts/{optout_id}/expanded",
+    response_model=list[ListedOut],
+    summary="Every face held likely the opted-out person's, each with why (for review)",
+)
+def optout_expanded(optout_id: DbId, admin: Admin, service: ServiceDep) -> list[ListedOut]:
+    return listed_out(service.acting_as(admin).privacy.optout_matches(optout_id, expand=True), service)
+
+
 @router.post(
     "/optouts/{optout_id}/erase",
     response_model=ErasureOut,
-    summary="Erase the held faces that match an opt-out (all, or the reviewed face_ids)",
+    summary="Erase the held faces that match an opt-out (all, or the reviewed face_ids); with expand=true, "
+    "the confirmed face_ids of .../expanded, whose templates then join the opt-out's",
 )
-def erase_optout(optout_id: DbId, body: FaceIds, admin: Admin, service: ServiceDep) -> ErasureOut:
-    return erasure_out(service.acting_as(admin).privacy.optout_erase(optout_id, body.face_ids))
+def erase_optout(
+    optout_id: DbId,
+    body: FaceIds,
+    admin: Admin,
+    service: ServiceDep,
+    expand: Annotated[bool, Query(description="The face ids come from .../expanded")] = False,
+) -> ErasureOut:
+    if expand and not body.face_ids:
+        raise ApiError(400, "bad_request", "face_ids: with expand, list the faces a reviewer confirmed", "face_ids")
+    return erasure_out(service.acting_as(admin).privacy.optout_erase(optout_id, body.face_ids, expand=expand))
 
 
 @router.delete(

@@ -230,18 +230,34 @@ def _insert(
     row = OptOut(reference=reference, channel=channel, created_by=actor)
     session.add(row)
     session.flush()
-    session.add_all(
-        [
-            OptOutTemplate(
-                optout_id=row.id,
-                model_id=model_id,
-                quality=float(quality),
-                embedding=np.asarray(embedding, dtype=np.float32).tobytes(),
-            )
-            for embedding, quality in templates
-        ]
-    )
+    session.add_all(_template_rows(row.id, templates, model_id))
     return row.id
+
+
+def _template_rows(optout_id: int, templates: list[tuple[np.ndarray, float]], model_id: str) -> list[OptOutTemplate]:
+    return [
+        OptOutTemplate(
+            optout_id=optout_id,
+            model_id=model_id,
+            quality=float(quality),
+            embedding=np.asarray(embedding, dtype=np.float32).tobytes(),
+        )
+        for embedding, quality in templates
+    ]
+
+
+def add_templates(catalog: Catalog, optout_id: int, templates: list[tuple[np.ndarray, float]], model_id: str) -> int:
+    """More templates (embedding, quality) for an opt-out: faces of the person a reviewer confirmed,
+    so that later photos of them are screened by those too. Returns how many were added."""
+    if not templates:
+        return 0
+    with catalog.session() as session, session.begin():
+        if session.get(OptOut, optout_id) is None:
+            raise FaceFinderError(f"opt-out {optout_id} does not exist")
+        session.add_all(_template_rows(optout_id, templates, model_id))
+        catalog.set_setting(session, VERSION_KEY, uuid.uuid4().hex)
+    _changed(catalog)
+    return len(templates)
 
 
 def templates(catalog: Catalog, optout_id: int) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ class PersonMatches:
     # The person's face template (never in to_dict): erasure also empties case probes that were them.
     embedding: np.ndarray | None = field(default=None, repr=False)
     model_id: str | None = None
+    expanded: bool = False  # listed by services/privacy/expansion.py (each match a Listed, saying why)
 
     @property
     def face_ids(self) -> list[int]:
@@ -32,6 +33,7 @@ class PersonMatches:
         return {
             "probe_sha256": self.probe_sha256,
             "threshold": self.threshold,
+            "expanded": self.expanded,
             "matches": [m.to_dict() for m in self.matches],
         }
 

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from facefinder.errors import FaceFinderError
 from facefinder.services.audit import AuditLog
 from facefinder.services.calibration import default_calibration
-from facefinder.services.privacy import access, case_records
+from facefinder.services.privacy import access, case_records, expansion
 from facefinder.services.privacy import consent as consents
 from facefinder.services.privacy import optout as optouts
 from facefinder.services.privacy.results import Erasure, OptOutResult, PersonMatches
@@ -106,9 +106,16 @@ class Privacy:
         return faces[index], hashlib.sha256(data).hexdigest()
 
     def find(
-        self, embeddings: np.ndarray, collections: list[str] | None = None, threshold: float | None = None
+        self,
+        embeddings: np.ndarray,
+        collections: list[str] | None = None,
+        threshold: float | None = None,
+        expand: bool = False,
     ) -> list[Match]:
-        """Every held face scoring at or above the threshold against any of the embeddings, best first."""
+        """Every held face scoring at or above the threshold against any of the embeddings, best first;
+        with ``expand``, every face likely the person's, each saying why (services/privacy/expansion.py)."""
+        if expand:
+            return expansion.expand(self, embeddings, collections, threshold)
         threshold = self.threshold if threshold is None else threshold
         searcher = Searcher(self.store, self.pipeline, self.calibration)
         collection_ids = searcher.collection_ids(collections)
@@ -129,11 +136,13 @@ class Privacy:
         collections: list[str] | None = None,
         threshold: float | None = None,
         actor: str | None = None,
+        expand: bool = False,
     ) -> PersonMatches:
-        """Step one of erasure by person: what is held that matches the person in ``photo`` (logged)."""
+        """Step one of erasure by person: what is held that matches the person in ``photo`` (logged);
+        with ``expand``, every face likely theirs (services/privacy/expansion.py)."""
         subject, digest = self.subject_face(photo, face)
         threshold = self.threshold if threshold is None else threshold
-        matches = self.find(subject.embedding, collections, threshold)
+        matches = self.find(subject.embedding, collections, threshold, expand)
         self.audit.record(
             self._actor(actor),
             "privacy.find",
@@ -141,8 +150,9 @@ class Privacy:
             threshold=threshold,
             collections=collections or "all",
             face_ids=[m.face_id for m in matches],
+            **expansion.audit_details(matches, expand),
         )
-        return PersonMatches(digest, threshold, matches, subject.embedding, self.pipeline.model_id)
+        return PersonMatches(digest, threshold, matches, subject.embedding, self.pipeline.model_id, expand)
 
     # ----- erasure ----------------------------------------------------------------------------
     def erase_faces(
@@ -251,6 +261,7 @@ class Privacy:
             probe_sha256=matches.probe_sha256,
             threshold=matches.threshold,
             listed=len(matches.matches),
+            **({"expanded": True} if matches.expanded else {}),
         )
 
     @staticmethod
@@ -271,11 +282,13 @@ class Privacy:
         face: int | None = None,
         delete_photos: bool = False,
         actor: str | None = None,
+        expand: bool = False,
     ) -> OptOutResult:
         """Put a person on the opt-out list from one or more photos of them (more photos: more of their
         faces caught). Only the templates are kept; with ``delete_photos`` the photo files are
         overwritten and removed once the templates are made. Returns the held faces that match now,
-        for review: they are hidden from search at once, and erased by ``optout_erase``."""
+        for review (with ``expand``, every face likely theirs): they are hidden from search at once, and
+        erased by ``optout_erase``."""
         if not photos:
             raise FaceFinderError("an opt-out needs a photo of the person")
         faces = [self.subject_face(photo, face if len(photos) == 1 else None)[0] for photo in photos]
@@ -296,7 +309,7 @@ class Privacy:
                 if not isinstance(photo, (bytes, bytearray)):
                     scrub_file(Path(photo))
             deleted = True
-        matches = self.find(np.stack([f.embedding for f in faces]))
+        matches = self.find(np.stack([f.embedding for f in faces]), expand=expand)
         self.audit.record(
             self._actor(actor),
             "optout.add",
@@ -307,30 +320,38 @@ class Privacy:
             photo_deleted=deleted,
             threshold=self.threshold,
             matches=[m.face_id for m in matches],
+            **expansion.audit_details(matches, expand),
         )
         return OptOutResult(optout_id, len(faces), matches, deleted)
 
-    def optout_matches(self, optout_id: int, actor: str | None = None) -> list[Match]:
-        """The faces held now that match an opt-out's templates (logged: it is a biometric search)."""
+    def optout_matches(self, optout_id: int, actor: str | None = None, expand: bool = False) -> list[Match]:
+        """The faces held now that match an opt-out's templates (logged: it is a biometric search); with
+        ``expand``, every face likely the person's (services/privacy/expansion.py)."""
         by_model = optouts.templates(self.store.catalog, optout_id)
         vectors = by_model.get(self.pipeline.model_id)
-        matches = self.find(vectors) if vectors is not None else []
+        matches = self.find(vectors, expand=expand) if vectors is not None else []
         self.audit.record(
             self._actor(actor),
             "optout.review",
             optout_id=optout_id,
             threshold=self.threshold,
             matches=[m.face_id for m in matches],
+            **expansion.audit_details(matches, expand),
         )
         return matches
 
-    def optout_erase(self, optout_id: int, face_ids: list[int] | None = None, actor: str | None = None) -> Erasure:
+    def optout_erase(
+        self, optout_id: int, face_ids: list[int] | None = None, actor: str | None = None, expand: bool = False
+    ) -> Erasure:
         """Erase the held faces that match an opt-out (all current matches, or the ``face_ids`` kept after
-        review); photos left without faces go too."""
+        review); photos left without faces go too. With ``expand`` the faces listed are every face likely
+        the person's, and the templates of those erased join the opt-out's first, so that later photos
+        of them are screened by all of them."""
         by_model = optouts.templates(self.store.catalog, optout_id)
         vectors = by_model.get(self.pipeline.model_id)
-        listed = [m.face_id for m in self.find(vectors)] if vectors is not None else []
+        listed = [m.face_id for m in self.find(vectors, expand=expand)] if vectors is not None else []
         chosen = self._chosen(listed, face_ids)
+        added = expansion.keep_templates(self, optout_id, chosen) if expand else 0
         result = self.erase_faces(
             chosen,
             "optout.erase",
@@ -339,6 +360,7 @@ class Privacy:
             person=by_model,
             optout_id=optout_id,
             listed=len(listed),
+            **({"expanded": True, "templates_added": added} if expand else {}),
         )
         if not chosen and not (result.case_searches or result.case_probe_photos):
             self.audit.record(self._actor(actor), "optout.erase", optout_id=optout_id, faces=0, listed=len(listed))
