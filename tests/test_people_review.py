@@ -69,6 +69,13 @@ def test_queue_assign_and_reject_stick_through_clustering(ff):
         with ff.store.catalog.session() as session:
             assert session.get(PersonFace, taken) is None or session.get(PersonFace, taken).person_id != bush.person_id
 
+    other = next(p for p in ff.people.list("lfw") if p.person_id != bush.person_id)
+    ff.people.merge(other.person_id, bush.person_id)  # the "no" carries over to the merged person
+    with ff.store.catalog.session() as session:
+        assert session.scalars(select(FaceRejection.person_id).where(FaceRejection.face_id == taken)).all() == [
+            other.person_id
+        ]
+    bush = other
     review.reject(strangers[0], None, actor="ivan")  # not a person to group: out of the queue for good
     assert strangers[0] not in {i.face_id for i in review.queue("lfw").items}
     assert ff.people.cluster("lfw", full=True).rejected == 1

@@ -30,7 +30,7 @@ from facefinder.services.people.results import ClusterReport, Member, PersonInfo
 from facefinder.services.privacy.optout import screen_for
 from facefinder.storage.base import utcnow
 from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord
-from facefinder.storage.people import Person, PersonFace, settle_people
+from facefinder.storage.people import FaceRejection, Person, PersonFace, settle_people
 from facefinder.storage.store import FaceStore
 
 LABEL_MAX = 200
@@ -167,6 +167,9 @@ class People:
                 update(PersonFace)
                 .where(PersonFace.person_id == other_id)
                 .values(person_id=person_id, assigned_by=who, assigned_at=utcnow())
+            )
+            session.execute(  # a face a human took out of either is not this person either
+                update(FaceRejection).where(FaceRejection.person_id == other_id).values(person_id=person_id)
             )
             keep.label = keep.label or other.label
             keep.confirmed = keep.confirmed and other.confirmed
