@@ -154,3 +154,18 @@ def test_a_video_probe_searches_each_face_track_in_it(video, lfw_finder):
     assert set(PEOPLE) <= found  # each person on screen is found among the LFW photos
     for record in records:
         assert record.error is None and record.probe == str(video) and 0 <= record.video_time <= 13
+
+
+def test_a_video_in_an_archive_ingests_like_its_photos(video, tmp_path, make_finder):
+    archive = tmp_path / "footage.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.write(video, "cam1/street.mp4")
+        bundle.write(lfw("George_W_Bush", 1), "stills/bush.jpg")
+    ff = make_finder(tmp_path / "data")
+    report = ff.ingest(archive, collection="cctv", **POLICY)
+    assert report.ingested == 2 and not report.failures
+    [probe] = ff.search(lfw("Tony_Blair", 2))
+    [best] = [c for c in probe.candidates if c.source == f"{archive}!cam1/street.mp4"][:1]
+    assert 1.0 - INTERVAL <= best.video_time <= 4.0 + INTERVAL
+    again = ff.ingest(archive, collection="cctv")
+    assert again.ingested == 0 and again.duplicates == 2  # the video is known by its sha256: a re-run resumes

@@ -14,7 +14,8 @@ class ImageError(FaceFinderError):
 
     ``reason`` is one of: ``not-an-image``, ``corrupt``, ``truncated``, ``too-large``,
     ``unreadable``, ``bad-sidecar``, ``bad-manifest``, ``symlink-loop``, ``symlink-escape`` (a server
-    job's file whose links lead out of its import root: never read). It is stable and documented,
+    job's file whose links lead out of its import root: never read); for videos also ``not-a-video``,
+    ``unsupported-codec`` and ``too-long`` (vision/video.py). It is stable and documented,
     so reports and scripts can group by it.
     """
 
