@@ -166,3 +166,17 @@ def test_expansion_through_the_api(tmp_path, pipeline):
         assert info["templates"] == 4
     finally:
         served.close()
+
+
+def test_cli_optout_expand_lists_then_erases_and_keeps_templates(tmp_path):
+    data = tmp_path / "data"
+    run_cli(data, "ingest", gallery(tmp_path), "-c", "people", *_policy_args(), "--workers", "0")
+    added = run_cli(data, "optout", "add", PROBE, "--keep-photo", "--expand", "--json")
+    body = json.loads(added.stdout)
+    assert len(body["matches"]) == 4 and "via face" in added.stderr
+    review = run_cli(data, "optout", "erase", body["id"], "--expand")  # no choice given: only the list
+    assert "listed for review" in review.stderr and len(held_faces(data, "/bernadette/")) == 4
+    run_cli(data, "optout", "erase", body["id"], "--expand", "--confirm-all", "--yes")
+    assert held_faces(data, "/bernadette/") == {}
+    [listed] = json.loads(run_cli(data, "optout", "list", "--json").stdout)
+    assert listed["templates"] == 5 and listed["erased_at"]
