@@ -9,6 +9,7 @@ import sqlite3
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import POLICY, lfw
 from test_privacy import files_holding
@@ -169,3 +170,25 @@ def test_a_video_in_an_archive_ingests_like_its_photos(video, tmp_path, make_fin
     assert 1.0 - INTERVAL <= best.video_time <= 4.0 + INTERVAL
     again = ff.ingest(archive, collection="cctv")
     assert again.ingested == 0 and again.duplicates == 2  # the video is known by its sha256: a re-run resumes
+
+
+def test_variable_frame_rates_are_sampled_by_timestamp(tmp_path):
+    import fractions
+
+    import av
+
+    times = [0, 0.1, 0.15, 0.9, 1.0, 1.05, 1.8, 2.6, 2.61, 3.4, 4.2]  # irregular, as a phone or CCTV records
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 100, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = int(t * 1000), fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    # the first frame at or after each half second, by its own time, never by its number
+    assert [round(f.time, 3) for f in sample_frames(path)] == [0.0, 0.9, 1.0, 1.8, 2.6, 3.4, 4.2]
