@@ -77,6 +77,8 @@ def test_cluster_merge_split_confirm_label_draw_then_the_auditor_reads_it_all(si
     expect(photo).to_be_visible()
     page.wait_for_function("document.getElementById('draw-photo').naturalWidth > 0")
     frame = photo.bounding_box()
+    found = page.locator("#draw-area .face-box[data-face]").bounding_box()  # placed over the face, not at 0,0
+    assert found["width"] > 0.2 * frame["width"] and found["x"] > frame["x"] + 0.1 * frame["width"], (found, frame)
     page.mouse.move(frame["x"] + 5, frame["y"] + 5)
     page.mouse.down()
     page.mouse.move(frame["x"] + 60, frame["y"] + 70, steps=5)

@@ -32,6 +32,11 @@ function bindDrawing() {
   const width = Number(area.dataset.width), height = Number(area.dataset.height);
   const fields = ["x1", "y1", "x2", "y2"].map(name => form.elements[name]);
   let start = null;
+  const place = (node, [x1, y1, x2, y2]) => Object.assign(node.style, {  // CSSOM: the CSP allows no inline style
+    left: `${100 * x1 / width}%`, top: `${100 * y1 / height}%`,
+    width: `${100 * (x2 - x1) / width}%`, height: `${100 * (y2 - y1) / height}%`,
+  });
+  for (const found of area.querySelectorAll(".face-box[data-box]")) place(found, found.dataset.box.split(",").map(Number));
 
   const toPhoto = (event) => {  // pointer position -> the photo's own pixels
     const r = photo.getBoundingClientRect();
@@ -42,10 +47,7 @@ function bindDrawing() {
   const show = () => {
     const [x1, y1, x2, y2] = fields.map(f => Number(f.value));
     if (!fields.every(f => f.value !== "") || x2 <= x1 || y2 <= y1) { shown.hidden = true; return; }
-    Object.assign(shown.style, {
-      left: `${100 * x1 / width}%`, top: `${100 * y1 / height}%`,
-      width: `${100 * (x2 - x1) / width}%`, height: `${100 * (y2 - y1) / height}%`,
-    });
+    place(shown, [x1, y1, x2, y2]);
     shown.hidden = false;
   };
   const setBox = (a, b) => {
