@@ -3,6 +3,7 @@ and erasure of a whole track. The videos are made here from LFW photos, so who i
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sqlite3
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import POLICY, lfw
+from PIL import Image
 from test_privacy import files_holding
 from videos import scenes_of, write_video
 
@@ -145,6 +147,16 @@ def test_api_candidates_carry_video_time_and_track(video, tmp_path, pipeline):
         assert from_video[0]["track"]["start"] <= from_video[0]["video_time"] <= from_video[0]["track"]["end"]
         photos = [c for c in record["candidates"] if c["video_time"] is None]
         assert photos and all(c["track"] is None for c in photos)
+        # the result's picture is the frame the face was seen in, boxed (and logged as a result view)
+        client = served.client("ivan")
+        response = client.get(f"/api/searches/{record['id']}/candidates/{from_video[0]['rank']}/photo")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+        frame = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+        assert frame.shape == (360, 480, 3)  # the 320x240 frame, enlarged to be shown as photos are
+        orange = (frame[..., 0] > 200) & (frame[..., 1] > 60) & (frame[..., 1] < 120) & (frame[..., 2] < 60)
+        assert orange.sum() > 100  # the box drawn round the face
+        views = served.finder.audit.entries(action="result.view")
+        assert any(json.loads(e.details).get("face_id") == from_video[0]["face_id"] for e in views)
     finally:
         served.close()
 

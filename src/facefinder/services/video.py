@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facefinder.errors import ImageError
-from facefinder.services.sources.folders import Fence, SourceItem
+from facefinder.services.sources.folders import Fence, SourceItem, read_source
 from facefinder.services.sources.object_storage import is_object_uri
 from facefinder.storage.store import NewFace
 from facefinder.storage.video import NewTrack
 from facefinder.vision.fallback import FallbackDetector
 from facefinder.vision.image import encode_jpeg
+from facefinder.vision.inference import ImageArray
 from facefinder.vision.pipeline import Face, FacePipeline
 from facefinder.vision.tracks import Track, track_faces
-from facefinder.vision.video import DEFAULT_SAMPLE_FPS, probe_video, sample_frames
+from facefinder.vision.video import DEFAULT_SAMPLE_FPS, frame_at, probe_video, sample_frames
 
 FRAMES_PER_CALL = 4  # sampled frames analysed together: their faces embed in one batch
 
@@ -163,6 +164,21 @@ def local_copy(read: Callable[[], bytes], suffix: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def video_frame(source: str, when: float, fenced=()) -> ImageArray:
+    """The frame of an ingested video at ``when`` seconds, read from where it was ingested, as
+    read_source reads a photo (a file under one of ``fenced`` only through its fence; an archive
+    member through a temporary copy)."""
+    if "!" in source and not Path(source).is_file():
+        with local_copy(lambda: read_source(source, fenced), Path(source).suffix) as path:
+            return frame_at(path, when, source)
+    named = os.path.abspath(source)  # as read_source: the path as named decides, links are the fence's to check
+    fence = next((Fence(f) for f in fenced if named.startswith(os.path.abspath(f).rstrip(os.sep) + os.sep)), None)
+    if fence is not None:
+        with fence.open(Path(source)) as handle:
+            return frame_at(handle, when, source)
+    return frame_at(source, when, source)
 
 
 def failure_detail(exc: Exception) -> tuple[str, str]:

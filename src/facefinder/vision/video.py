@@ -179,3 +179,28 @@ def sample_frames(
             raise ImageError(source, "corrupt", "no frame could be decoded")
     finally:
         container.close()
+
+
+def frame_at(path: Video, when: float, source: str | None = None) -> ImageArray:
+    """The upright frame shown at ``when`` seconds (the first at or after it, from the keyframe before
+    it): what a result from a video points at."""
+    import av
+
+    source = source or str(path)
+    container, stream = _open(path, source)
+    try:
+        if stream.time_base:
+            container.seek(max(int(when / stream.time_base), 0), stream=stream, backward=True)
+        shown = None
+        for frame in container.decode(stream):
+            shown = frame
+            if frame.time is not None and frame.time >= when - 1e-3:
+                break
+    except av.error.FFmpegError as exc:
+        raise ImageError(source, "corrupt", f"no frame at {when:.2f} s ({exc})") from None
+    finally:
+        container.close()
+    if shown is None:
+        raise ImageError(source, "corrupt", f"no frame at {when:.2f} s")
+    image, k = shown.to_ndarray(format="rgb24"), _frame_turns(shown, _rotation(stream))
+    return np.ascontiguousarray(np.rot90(image, -k)) if k else image

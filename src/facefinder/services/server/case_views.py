@@ -24,8 +24,9 @@ from facefinder.services.server import uploads
 from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
 from facefinder.services.sources import archives
 from facefinder.services.sources.folders import read_source
+from facefinder.services.video import video_frame
 from facefinder.storage.cases import CaseSearch
-from facefinder.vision.image import decode_photo
+from facefinder.vision.image import Decoded, decode_photo
 
 WITHHELD_LINES = ("withheld", "(opted out)")  # the placeholder of a face whose person's opt-out is under review
 
@@ -148,13 +149,18 @@ class CaseViews:
         return placeholder_jpeg(*erased_lines(candidate.erased_at))
 
     def candidate_photo(self, principal: Principal, search_id: int, rank: int) -> bytes:
-        """The candidate's source photo with its face boxed, as JPEG; audited as a result view."""
+        """The candidate's source photo with its face boxed, as JPEG (for a face from a video, the frame
+        it was seen in); audited as a result view."""
         record, candidate = self.candidate(principal, search_id, rank, self._with_faces(principal, search_id))
         face, image_row, _ = self._require_held(candidate)
         try:
-            data = read_source(image_row.source, self.fenced_sources)
-            photo = decode_photo(data, image_row.source, self.max_pixels, work_pixels=SHOWN_WORK_PIXELS)
-        except (*archives.ARCHIVE_ERRORS, ImageError, FaceFinderError):
+            if candidate.video_time is not None:  # a face from a video: the frame it was seen in
+                frame = video_frame(image_row.source, candidate.video_time, self.fenced_sources)
+                photo = Decoded(frame, frame.shape[1], frame.shape[0])
+            else:
+                data = read_source(image_row.source, self.fenced_sources)
+                photo = decode_photo(data, image_row.source, self.max_pixels, work_pixels=SHOWN_WORK_PIXELS)
+        except (*archives.ARCHIVE_ERRORS, ImageError, FaceFinderError, OSError):
             raise NotFound(
                 f"the source photo of image {image_row.id} is no longer readable where it was ingested from"
             ) from None
