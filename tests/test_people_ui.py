@@ -2,8 +2,9 @@
 Playwright, as in test_web_e2e.py, on the 15 LFW test photos (5 people x 3).
 
 An investigator groups the collection's faces from its people page, opens a person, merges another
-into it, splits three faces off, confirms and labels it, and adds a face by dragging a box on a photo;
-an auditor then reads every one of those steps in the audit log, and the person page without a face.
+into it, splits three faces off, confirms and labels it, adds a face by dragging a box on a photo and
+rejects it from the review queue; an auditor then reads every one of those steps in the audit log, and
+the person page without a face. The pages pass axe and fit a phone.
 """
 
 from __future__ import annotations
@@ -89,15 +90,49 @@ def test_cluster_merge_split_confirm_label_draw_then_the_auditor_reads_it_all(si
     expect(page.locator("#draw-result")).to_contain_text(re.compile(r"Added face \d+ \(no landmarks found"))
     page.wait_for_load_state("networkidle")
     expect(page.locator("#draw-area .face-box.drawn")).to_have_count(1, timeout=15_000)
+    drawn = page.locator("#draw-area .face-box.drawn").get_attribute("data-face")
+
+    page.goto("/collections/lfw/people/review")  # the drawn face waits there, unassigned: not a person
+    item = page.locator(f"#review-list .review-item[data-face='{drawn}']")
+    expect(item).to_contain_text("drawn by ivan")
+    reloaded(page, lambda: item.get_by_role("button", name="Not a person to group").click())
+    expect(page.locator("#queue-empty")).to_be_visible()
     context.close()
 
     context, page = sign_in(browser, site, "aud")
     page.goto("/audit?action=people&actor=ivan")
     actions = set(page.locator("#audit .action").all_inner_texts())
     steps = {"people.cluster", "people.merge", "people.split", "people.confirm", "people.label", "people.face.draw"}
+    steps |= {"people.reject"}
     assert steps <= actions, actions
     expect(page.locator("#audit")).to_contain_text("subject A")  # the label, as given
     page.goto(f"/people/{person_id}")
     expect(page.locator("#person-title")).to_contain_text("subject A")
     assert page.locator("#faces img").count() == 0 and page.locator("#corrections").count() == 0
     context.close()
+
+
+def test_the_people_pages_pass_axe_and_fit_a_phone(site, browser):
+    """No serious or critical axe finding on the people pages, at desktop and phone width, and nothing
+    wider than a phone (runs after the test above, which made the people)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    context, page = sign_in(browser, site, "ivan")
+    page.goto("/collections/lfw/people")
+    person = page.locator("#people-grid a").first.get_attribute("href")
+    page.goto(person)
+    photo = page.locator("#split-form a[href^='/photos/']").first.get_attribute("href")
+    found, wide = {}, {}
+    for path in ("/collections/lfw/people", person, "/collections/lfw/people/review?below=1.0", photo):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        for name, size in (("desktop", {"width": 1280, "height": 860}), ("phone", {"width": 390, "height": 844})):
+            page.set_viewport_size(size)
+            serious = [v for v in Axe().run(page).response["violations"] if v["impact"] in ("serious", "critical")]
+            if serious:
+                found[f"{path} @ {name}"] = [(v["id"], [n["target"] for n in v["nodes"]][:3]) for v in serious]
+            scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            if scroll > inner:
+                wide[f"{path} @ {name}"] = scroll
+    context.close()
+    assert found == {} and wide == {}, (found, wide)
