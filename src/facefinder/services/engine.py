@@ -27,6 +27,7 @@ from facefinder.config import data_dir as resolve_data_dir
 from facefinder.config import models_dir as resolve_models_dir
 from facefinder.errors import CatalogError, DiskFullError, FaceFinderError, is_disk_full
 from facefinder.services.audit import AuditLog
+from facefinder.services.fusion import search_together
 from facefinder.services.ingest import Ingestor, IngestReport, Progress
 from facefinder.services.people.review import Review
 from facefinder.services.people.search import PersonSearch
@@ -250,9 +251,11 @@ class FaceFinder:
         threshold: float | None = None,
         case_id: str | None = None,
         purpose: str | None = None,
+        same_person: bool = False,
     ) -> list[ProbeFace]:
-        """One record per face found in the probe photos (or folders of photos)."""
-        return list(self.iter_search(list(probes), collections, top_k, threshold, case_id, purpose))
+        """One record per face found in the probe photos (or folders of photos); with ``same_person``,
+        the photos show one person and are searched together as one record (services/fusion.py)."""
+        return list(self.iter_search(list(probes), collections, top_k, threshold, case_id, purpose, same_person))
 
     def iter_search(
         self,
@@ -262,12 +265,17 @@ class FaceFinder:
         threshold: float | None = None,
         case_id: str | None = None,
         purpose: str | None = None,
+        same_person: bool = False,
     ) -> Iterator[ProbeFace]:
         """Search lazily; each probe face is written to the audit log as it is returned."""
         if top_k < 1:
             raise FaceFinderError("top_k: must be at least 1")
         searcher = Searcher(self.store, self.pipeline)
-        for record in searcher.search(probes, collections, top_k, threshold):
+        if same_person:
+            records = search_together(searcher, probes, collections, top_k, threshold)
+        else:
+            records = searcher.search(probes, collections, top_k, threshold)
+        for record in records:
             try:
                 self.audit.record(
                     self.actor,
@@ -282,6 +290,7 @@ class FaceFinder:
                     threshold=searcher.calibration.threshold if threshold is None else threshold,
                     candidates=[[c.face_id, c.score] for c in record.candidates],
                     error=record.error,
+                    **({"same_person": True} if same_person else {}),  # the probes fused as one person
                 )
             except Exception as exc:  # no result is shown that the audit log could not record
                 if is_disk_full(exc):

@@ -156,10 +156,13 @@ class Searcher:
             yield ProbeFace(item.source, number, box, round(face.quality.score, 4), candidates, None, job.sha256, when)
 
     def search_embeddings(
-        self, embeddings: np.ndarray, collection_ids: list[int], top_k: int, threshold: float
+        self, embeddings: np.ndarray, collection_ids: list[int], top_k: int, threshold: float, scale: float = 1.0
     ) -> list[list[Candidate]]:
-        """Ranked candidates at or above the threshold for each embedding (the service searches these)."""
+        """Ranked candidates at or above the threshold for each embedding (the service searches these);
+        each score is the cosine times ``scale`` (services/fusion.py: a fused template's mean score)."""
         hits = self.store.search(collection_ids, embeddings, top_k)
+        if scale != 1.0:
+            hits = [[(face_id, score * scale) for face_id, score in row] for row in hits]
         rows = self.store.faces([fid for row in hits for fid, _ in row])
         with self.store.catalog.session() as session:
             places = video_places(session, list(rows))

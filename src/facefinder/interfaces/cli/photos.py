@@ -139,12 +139,16 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="JSON Lines: one record per probe face.")] = False,
     case: Annotated[Optional[str], typer.Option(help="Case number, written to the audit log.")] = None,
     purpose: Annotated[Optional[str], typer.Option(help="Why this search is run, written to the audit log.")] = None,
+    same_person: Annotated[
+        bool,
+        typer.Option("--same-person", help="PHOTOS all show one person: search them together, as one probe."),
+    ] = False,
 ) -> None:
     """Find every face like the ones in PHOTOS, ranked. Results are leads, not identifications."""
     matched = False
     try:
         with reading() as ff:  # the audit log is written per probe face; nothing else needs space
-            for record in ff.iter_search(photos, collection, top_k, threshold, case, purpose):
+            for record in ff.iter_search(photos, collection, top_k, threshold, case, purpose, same_person):
                 if as_json:
                     print(json.dumps(record.to_dict()), flush=True)
                 else:
@@ -173,7 +177,10 @@ def _print_probe(record: Any) -> None:
     if record.error:
         console.print(f"[bold]{short_path(record.probe)}[/bold]: [yellow]{record.error}[/yellow]", highlight=False)
         return
-    title = f"{short_path(record.probe)} face {record.face} at {[round(v) for v in record.box]} (quality {record.quality:.2f})"
+    if record.box is None:  # --same-person: several photos searched as one
+        title = " + ".join(short_path(p) for p in record.probe.split(" + ")) + " (one person, searched together)"
+    else:
+        title = f"{short_path(record.probe)} face {record.face} at {[round(v) for v in record.box]} (quality {record.quality:.2f})"
     if not record.candidates:
         console.print(f"[bold]{title}[/bold]: no match", highlight=False)
         return
