@@ -157,6 +157,19 @@ def test_api_candidates_carry_video_time_and_track(video, tmp_path, pipeline):
         assert orange.sum() > 100  # the box drawn round the face
         views = served.finder.audit.entries(action="result.view")
         assert any(json.loads(e.details).get("face_id") == from_video[0]["face_id"] for e in views)
+        # the clip: from 3 s before the moment to 5 s after, H.264, only for those who may see the search
+        clip_url = f"/api/searches/{record['id']}/candidates/{from_video[0]['rank']}/clip"
+        response = client.get(clip_url)
+        assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+        (tmp_path / "clip.mp4").write_bytes(response.content)
+        info = probe_video(tmp_path / "clip.mp4")
+        assert info.codec == "h264" and 5.0 <= info.duration <= 8.5
+        views = [json.loads(e.details) for e in served.finder.audit.entries(action="result.view")]
+        assert any(v.get("view") == "clip" and v["face_id"] == from_video[0]["face_id"] for v in views)
+        assert served.client("olga").get(clip_url).status_code in (403, 404)  # not granted the collection
+        browser, _ = served.browser("ivan")
+        page = browser.get(f"/searches/{record['id']}/candidates/{from_video[0]['rank']}").text
+        assert 'id="video-clip"' in page and f'src="{clip_url}"' in page and "Seen at <strong>00:0" in page
     finally:
         served.close()
 

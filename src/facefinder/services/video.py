@@ -30,8 +30,9 @@ from facefinder.vision.image import encode_jpeg
 from facefinder.vision.inference import ImageArray
 from facefinder.vision.pipeline import Face, FacePipeline
 from facefinder.vision.tracks import Track, track_faces
-from facefinder.vision.video import DEFAULT_SAMPLE_FPS, frame_at, probe_video, sample_frames
+from facefinder.vision.video import DEFAULT_SAMPLE_FPS, clip_mp4, frame_at, probe_video, sample_frames
 
+CLIP_BEFORE, CLIP_AFTER = 3.0, 5.0  # seconds of a result's clip before and after the face was seen
 FRAMES_PER_CALL = 4  # sampled frames analysed together: their faces embed in one batch
 
 
@@ -166,19 +167,34 @@ def local_copy(read: Callable[[], bytes], suffix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def video_frame(source: str, when: float, fenced=()) -> ImageArray:
-    """The frame of an ingested video at ``when`` seconds, read from where it was ingested, as
-    read_source reads a photo (a file under one of ``fenced`` only through its fence; an archive
-    member through a temporary copy)."""
+@contextmanager
+def ingested_video(source: str, fenced=()) -> Iterator:
+    """An ingested video, opened from where it was ingested as read_source reads a photo: a file under
+    one of ``fenced`` only through its fence, an archive member through a temporary copy."""
     if "!" in source and not Path(source).is_file():
         with local_copy(lambda: read_source(source, fenced), Path(source).suffix) as path:
-            return frame_at(path, when, source)
+            yield path
+        return
     named = os.path.abspath(source)  # as read_source: the path as named decides, links are the fence's to check
     fence = next((Fence(f) for f in fenced if named.startswith(os.path.abspath(f).rstrip(os.sep) + os.sep)), None)
-    if fence is not None:
-        with fence.open(Path(source)) as handle:
-            return frame_at(handle, when, source)
-    return frame_at(source, when, source)
+    if fence is None:
+        yield source
+        return
+    with fence.open(Path(source)) as handle:
+        yield handle
+
+
+def video_frame(source: str, when: float, fenced=()) -> ImageArray:
+    """The frame of an ingested video at ``when`` seconds (see ``ingested_video``)."""
+    with ingested_video(source, fenced) as video:
+        return frame_at(video, when, source)
+
+
+def video_clip(source: str, when: float, fenced=()) -> bytes:
+    """The clip a result plays: CLIP_BEFORE seconds before ``when`` to CLIP_AFTER after, as a small MP4."""
+    start = max(0.0, when - CLIP_BEFORE)
+    with ingested_video(source, fenced) as video:
+        return clip_mp4(video, start, when + CLIP_AFTER - start, source)
 
 
 def failure_detail(exc: Exception) -> tuple[str, str]:

@@ -204,3 +204,57 @@ def frame_at(path: Video, when: float, source: str | None = None) -> ImageArray:
         raise ImageError(source, "corrupt", f"no frame at {when:.2f} s")
     image, k = shown.to_ndarray(format="rgb24"), _frame_turns(shown, _rotation(stream))
     return np.ascontiguousarray(np.rot90(image, -k)) if k else image
+
+
+CLIP_WIDTH = 640  # clips are re-encoded this wide (H.264, which every browser plays), whatever the source
+
+
+def clip_mp4(path: Video, start: float, seconds: float, source: str | None = None) -> bytes:
+    """``seconds`` of the video from ``start``, re-encoded as a small H.264 MP4 in memory (at most
+    CLIP_WIDTH wide, upright, no sound): the moment a result points at, playable in any browser."""
+    import io
+
+    import av
+
+    source = source or str(path)
+    container, stream = _open(path, source)
+    buffer = io.BytesIO()
+    try:
+        if stream.time_base:
+            container.seek(max(int(start / stream.time_base), 0), stream=stream, backward=True)
+        rate = round(float(stream.average_rate or 25))
+        with av.open(buffer, "w", format="mp4") as out:
+            encoder, shown = None, 0
+            for frame in container.decode(stream):
+                if frame.time is not None and frame.time < start - 1e-3:
+                    continue
+                if frame.time is not None and frame.time > start + seconds:
+                    break
+                image = frame.to_ndarray(format="rgb24")
+                k = _frame_turns(frame, _rotation(stream))
+                image = np.ascontiguousarray(np.rot90(image, -k)) if k else image
+                if encoder is None:
+                    encoder = _clip_stream(out, image.shape, rate)
+                picture = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(encoder.width, encoder.height)
+                picture.pts, shown = shown, shown + 1
+                for packet in encoder.encode(picture):
+                    out.mux(packet)
+            if encoder is not None:
+                for packet in encoder.encode():
+                    out.mux(packet)
+    except av.error.FFmpegError as exc:
+        raise ImageError(source, "corrupt", f"no clip at {start:.2f} s ({exc})") from None
+    finally:
+        container.close()
+    return buffer.getvalue()
+
+
+def _clip_stream(out, shape: tuple[int, ...], rate: int):
+    from fractions import Fraction
+
+    height, width = shape[:2]
+    scale = min(1.0, CLIP_WIDTH / width)
+    stream = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "26"})
+    stream.width, stream.height = max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+    stream.pix_fmt, stream.time_base = "yuv420p", Fraction(1, rate)
+    return stream

@@ -180,6 +180,18 @@ def candidate_photo(search_id: DbId, rank: Rank, principal: CanSearch, service: 
     return jpeg(service.cases.candidate_photo(principal, search_id, rank))
 
 
+@router.get(
+    "/searches/{search_id}/candidates/{rank}/clip",
+    response_class=Response,
+    responses={200: {"content": {"video/mp4": {}}, "description": "An H.264 MP4 clip"}},
+    tags=["search"],
+    summary="A candidate from a video: the clip from a few seconds before its face was seen (audited as a view)",
+)
+def candidate_clip(search_id: DbId, rank: Rank, principal: CanSearch, service: ServiceDep) -> Response:
+    clip = service.cases.candidate_clip(principal, search_id, rank)
+    return Response(clip, media_type="video/mp4", headers={"Cache-Control": "private, no-store"})
+
+
 @router.post(
     "/searches/{search_id}/candidates/{rank}/propose",
     response_model=CandidateOut,

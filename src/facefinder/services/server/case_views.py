@@ -24,7 +24,7 @@ from facefinder.services.server import uploads
 from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed_jpeg, erased_lines, placeholder_jpeg
 from facefinder.services.sources import archives
 from facefinder.services.sources.folders import read_source
-from facefinder.services.video import video_frame
+from facefinder.services.video import video_clip, video_frame
 from facefinder.storage.cases import CaseSearch
 from facefinder.vision.image import Decoded, decode_photo
 
@@ -177,6 +177,23 @@ class CaseViews:
             view="photo",
         )
         return boxed_jpeg(photo.image, box_in(photo, face.box))
+
+    def candidate_clip(self, principal: Principal, search_id: int, rank: int) -> bytes:
+        """A candidate from a video: the clip from a few seconds before its face was seen to a few after,
+        as a small MP4 (services/video.py); the same access as its photo, audited as a result view."""
+        record, candidate = self.candidate(principal, search_id, rank, self._with_faces(principal, search_id))
+        _, image_row, _ = self._require_held(candidate)
+        if candidate.video_time is None:
+            raise NotFound(f"candidate {rank} of search {search_id} is a face in a photo: there is no clip")
+        try:
+            clip = video_clip(image_row.source, candidate.video_time, self.fenced_sources)
+        except (*archives.ARCHIVE_ERRORS, ImageError, FaceFinderError, OSError):
+            raise NotFound(
+                f"the source video of image {image_row.id} is no longer readable where it was ingested from"
+            ) from None
+        details = dict(search_id=search_id, rank=rank, face_id=candidate.face_id, image_id=image_row.id)
+        self._log_view(principal, (search_id, rank, "clip"), "result.view", record.case_id, **details, view="clip")
+        return clip
 
     def _log_thumbnail(
         self, principal: Principal, record: CaseRecord, face: str | int, face_id: int | None = None
