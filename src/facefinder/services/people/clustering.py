@@ -4,8 +4,8 @@ people and assignments in one transaction.
 
 Incremental (the default) looks only at faces newer than the last run's watermark, plus the older
 unassigned faces they meet: new faces join the people they belong to or form new ones. A full run
-first drops every machine suggestion (a person no human confirmed, labelled, merged or split), then
-groups every face not held by a person a human touched. Faces below the quality floor, and faces on
+first drops every machine suggestion (a person no human confirmed, labelled, merged, split, added a
+face to or took one out of), then groups every face not held by a person a human touched. Faces below the quality floor, and faces on
 the opt-out list, are never assigned. The settings were chosen by benchmarks/people.py on LFW.
 
 Runs on one collection are serialised where it matters, at the write: it takes a per-collection lock
@@ -28,7 +28,7 @@ from facefinder.services.people.results import ClusterReport
 from facefinder.services.privacy.optout import screen_for
 from facefinder.storage.base import utcnow
 from facefinder.storage.catalog import Collection, FaceRecord
-from facefinder.storage.people import PeopleRun, Person, PersonFace, rejections, settle_people
+from facefinder.storage.people import FaceRejection, PeopleRun, Person, PersonFace, rejections, settle_people
 from facefinder.storage.store import FaceStore
 
 CLUSTER = "cluster"  # assigned_by of machine assignments; anything else names a human
@@ -107,8 +107,10 @@ class ClusterRun:
 
     # ----- reading ---------------------------------------------------------------------------------
     def _drop_suggestions(self) -> int:
-        """Remove the people no human touched (not confirmed, no label, every face put there by clustering)."""
+        """Remove the people no human touched (not confirmed, no label, every face put there by clustering,
+        no face rejected from them: a "not this person" would go with them, and the face back in)."""
         human = exists().where(PersonFace.person_id == Person.id, PersonFace.assigned_by != CLUSTER)
+        human |= exists().where(FaceRejection.person_id == Person.id)
         with self.catalog.session() as session, session.begin():
             ids = list(
                 session.scalars(
