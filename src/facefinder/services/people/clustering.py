@@ -5,8 +5,9 @@ people and assignments in one transaction.
 Incremental (the default) looks only at faces newer than the last run's watermark, plus the older
 unassigned faces they meet: new faces join the people they belong to or form new ones. A full run
 first drops every machine suggestion (a person no human confirmed, labelled, merged, split, added a
-face to or took one out of), then groups every face not held by a person a human touched. Faces below the quality floor, and faces on
-the opt-out list, are never assigned. The settings were chosen by benchmarks/people.py on LFW.
+face to or took one out of), then groups every face not held by a person a human touched. Faces
+below the quality floor, faces on the opt-out list and faces a human rejected as not a person to
+group are never assigned. The settings were chosen by benchmarks/people.py on LFW.
 
 Runs on one collection are serialised where it matters, at the write: it takes a per-collection lock
 (SQLite's write lock; a PostgreSQL advisory lock) and checks that no other run wrote since this one
