@@ -18,6 +18,7 @@ from facefinder.interfaces.cli import app
 PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "match", "error", "video_time"}
 CANDIDATE_KEYS = {
     "rank",
+    "expected_false_candidates",
     "face_id",
     "score",
     "false_match_rate",

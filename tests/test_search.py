@@ -118,6 +118,8 @@ def test_candidate_fields_are_calibrated(lfw_finder):
         assert c.band == calibration.band(c.score) and c.band in calibration.bands
         assert c.false_match_rate == pytest.approx(calibration.false_match_rate(c.score), rel=0.01)
         assert 0 < c.false_match_rate <= calibration.false_match_rate(calibration.threshold)
+        gallery = sum(lfw_finder.store.index_size(cid) for cid in lfw_finder.store.indexes)
+        assert c.expected_false_candidates == pytest.approx(c.false_match_rate * gallery, rel=0.02)
         assert set(c.provenance) == {"source_url", "captured_at", "case_id", "consent_id", "notes"}
     record_dict = record.to_dict()
     assert set(record_dict) == {

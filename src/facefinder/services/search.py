@@ -51,10 +51,14 @@ class Match:
 
 @dataclass(kw_only=True)
 class Candidate(Match):
-    """A search result: a Match with its rank among the probe face's results and its score band."""
+    """A search result: a Match with its rank among the probe face's results, its score band, and how
+    many faces of a stranger's would be expected to score this high in the gallery searched."""
 
     rank: int
     band: str  # strong / possible / weak
+    # false_match_rate x the faces searched: about this many candidates at or above this score would
+    # come back for a probe of someone the gallery does not hold. A score is read with its gallery's size.
+    expected_false_candidates: float | None = None
 
 
 @dataclass
@@ -168,17 +172,21 @@ class Searcher:
             places = video_places(session, list(rows))
         # Opt-out: nothing for a probe face on the list, and no candidate on it (services/privacy/optout.py).
         hits = screen_for(self.store.catalog).filter_hits(embeddings, hits, rows, threshold, self.pipeline.model_id)
+        gallery = sum(self.store.index_size(cid) for cid in collection_ids)
         results = []
         for row in hits:
             candidates = []
             for face_id, score in row:
                 if score < threshold or face_id not in rows:  # never serve a face the catalog lacks
                     continue
+                fields = self.match_fields(face_id, score, rows, places)
+                expected = float(f"{fields['false_match_rate'] * gallery:.2e}")
                 candidates.append(
                     Candidate(
                         rank=len(candidates) + 1,
                         band=self.calibration.band(score),
-                        **self.match_fields(face_id, score, rows, places),
+                        expected_false_candidates=expected,
+                        **fields,
                     )
                 )
             results.append(candidates)
