@@ -217,3 +217,17 @@ def test_variable_frame_rates_are_sampled_by_timestamp(tmp_path):
             container.mux(packet)
     # the first frame at or after each half second, by its own time, never by its number
     assert [round(f.time, 3) for f in sample_frames(path)] == [0.0, 0.9, 1.0, 1.8, 2.6, 3.4, 4.2]
+
+
+def test_an_opted_out_person_leaves_no_track_at_ingest(video, tmp_path, make_finder):
+    ff = make_finder(tmp_path / "data")
+    ff.privacy.optout_add([lfw("Colin_Powell", 2)], reference="T-1")
+    folder = tmp_path / "cctv"
+    folder.mkdir()
+    shutil.copy(video, folder / "street.mp4")
+    report = ff.ingest(folder, collection="cctv", **POLICY)
+    assert report.ingested == 1 and report.opted_out >= 2  # every kept face of the track, not just the alike ones
+    with sqlite3.connect(tmp_path / "data" / "catalog.db") as db:
+        spans = db.execute("SELECT start, end FROM tracks ORDER BY start").fetchall()
+    assert spans and not [s for s in spans if 5.0 - INTERVAL <= s[0] <= 8.0]  # Colin Powell's appearance
+    assert [s for s in spans if s[0] <= 4.0] and [s for s in spans if s[0] >= 9.0 - INTERVAL]  # the others stay

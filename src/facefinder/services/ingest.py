@@ -26,7 +26,7 @@ from facefinder.errors import DiskFullError, FaceFinderError, ImageError, is_dis
 from facefinder.services.privacy.consent import withdrawn_ids
 from facefinder.services.privacy.optout import OptOutScreen, screen_for
 from facefinder.services.sources.folders import SourceItem, iter_sources
-from facefinder.services.video import VideoJob, analyze_job, failure_detail, video_job
+from facefinder.services.video import VideoJob, analyze_job, failure_detail, video_job, whole_tracks_screened
 from facefinder.storage.store import FaceStore, NewFace, NewImage
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
 from facefinder.vision.pipeline import FacePipeline
@@ -302,6 +302,7 @@ class Ingestor:
                 for source in [meta.source, *copies]:  # every copy of a bad file gets its own row
                     self._fail(run.collection_id, report, Failure(source, result.reason, result.detail))
                 continue
+            report.opted_out += whole_tracks_screened(result)  # a video's track goes whole
             if result.get("opted_out") and not result["faces"]:
                 report.opted_out_photos += 1 + len(copies)  # nothing of it is stored, not even its row
                 continue

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -149,9 +150,23 @@ def analyze_video(path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS,
         "height": info.height,
         "faces": faces,
         "tracks": [NewTrack(round(t.start, 3), round(t.end, 3), t.frames) for t in tracks],
+        "kept": [len(t.kept) for t in tracks],  # faces kept per track, for whole_tracks_screened
         "frames": int(counts["frames"]),
         "decode": counts["decode"],
     }
+
+
+def whole_tracks_screened(result: dict) -> int:
+    """After the opt-out screen dropped some faces of a video's result (services/privacy/optout.py), drop
+    the rest of each track it touched: a track is one person's appearance, kept or dropped whole.
+    Returns how many more faces were dropped."""
+    if not result.get("opted_out") or "kept" not in result:
+        return 0
+    left = Counter(face.video_place[0] for face in result["faces"])
+    touched = {number for number, kept in enumerate(result["kept"]) if left[number] < kept}
+    before = len(result["faces"])
+    result["faces"] = [face for face in result["faces"] if face.video_place[0] not in touched]
+    return before - len(result["faces"])
 
 
 @contextmanager
