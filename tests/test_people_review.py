@@ -14,14 +14,14 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import GROUP, POLICY, open_finder
+from helpers import GROUP, POLICY, open_finder, save_jpeg
 from service_helpers import COLLECTION, assert_error, backend, make_served  # noqa: F401
 from sqlalchemy import select
 from test_people import by_identity, gallery
 
 from facefinder.errors import FieldError, NotFound
 from facefinder.services.audit import as_dict
-from facefinder.storage.catalog import FaceRecord
+from facefinder.storage.catalog import FaceRecord, ImageRecord
 from facefinder.storage.people import DrawnFace, FaceRejection, PersonFace
 
 
@@ -237,3 +237,19 @@ def test_people_pages_render_by_role(served):
     photo = ivan.get(f"/photos/{image}")
     assert photo.status_code == 200 and f'data-face="{person["members"][0]["face_id"]}"' in photo.text
     assert aud.get(f"/photos/{image}").status_code == 403
+
+
+def test_a_face_drawn_on_a_photo_where_none_was_found(tmp_path, pipeline):
+    """A photo in which no face was found (a plain wall) takes a drawn face: aligned by the box, indexed."""
+    ff = open_finder(tmp_path / "data", pipeline)
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    save_jpeg(np.full((200, 200, 3), 180, np.uint8), folder / "wall.jpg")
+    report = ff.ingest(folder, collection="walls", **POLICY)
+    assert report.ingested == 1 and report.faces == 0
+    with ff.store.catalog.session() as session:
+        image_id = session.scalar(select(ImageRecord.id))
+    face_id, aligned_by, person = ff.people_review.draw(image_id, [50, 50, 150, 150], actor="ivan")
+    assert aligned_by == "box" and person is None
+    assert ff.store.index_size(ff.store.collection("walls").id) == 1
+    ff.close()
