@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import resource
 import sys
 import tempfile
@@ -293,13 +294,54 @@ def service_run(truth, names, vectors, quality, settings: ClusterSettings) -> di
     return out
 
 
+def cfp_run(data: Path) -> dict:
+    """The chosen settings on cfp-dev (250 people, 10 frontal and 4 profile photos each): frontal and
+    profile photos mixed, and frontal alone (embeddings cached by benchmarks/person_search.py)."""
+    from person_search import cfp_faces
+
+    names, vectors, quality, found = cfp_faces(data, 2)
+    person = np.array([n.split("/")[0] for n in names])
+    frontal = np.array([n.split("/")[1] == "frontal" for n in names])
+    out = {}
+    for kind, rows in (("mixed", np.flatnonzero(found)), ("frontal", np.flatnonzero(found & frontal))):
+        truth = person[rows].tolist()
+        ids, sims = knn(vectors[rows], ClusterSettings().neighbours)
+        result, seconds = run_grouping(truth, quality[rows], ids, sims, ClusterSettings())
+        result = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in result.items()}  # no singletons
+        out[kind] = {"faces": len(rows), **result, "seconds": round(seconds, 2)}
+        if kind == "mixed":  # how many profile faces found their person, and how many stayed alone
+            labels = labels_of(len(rows), _grouping(quality[rows], ids, sims))
+            profile = ~frontal[rows]
+            sizes = Counter(labels.tolist())
+            out[kind]["profile_faces_assigned"] = round(float(np.mean([sizes[x] > 1 for x in labels[profile]])), 4)
+        print(f"cfp-dev {kind}: {out[kind]}", flush=True)
+    return out
+
+
+def _grouping(quality, ids, sims) -> graph.Grouping:
+    s = ClusterSettings()
+    eligible = quality >= s.quality_floor
+    nbr = np.where(eligible[ids[:, : s.neighbours + 1]], ids[:, : s.neighbours + 1], -1)
+    faces = np.flatnonzero(eligible)
+    lists = graph.neighbour_lists(faces, nbr[faces], sims[faces, : s.neighbours + 1], s.threshold)
+    return graph.group(faces.tolist(), lists, {}, s.method, s.support, s.min_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lfw", type=Path, default=DEFAULT_LFW)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer thresholds in the sweep")
     parser.add_argument("--out", help="result file [default: benchmarks/results/people.json]")
+    parser.add_argument("--cfp-only", action="store_true", help="only the cfp-dev run, added to the result file")
     args = parser.parse_args()
+    cfp = args.lfw.parent / "cfp-dev"
+    if args.cfp_only:
+        path = Path(args.out) if args.out else RESULTS_DIR / "people.json"
+        payload = json.loads(path.read_text()) if path.exists() else {"machine": machine()}
+        payload["cfp_dev"] = cfp_run(cfp)
+        print(f"wrote {write_json('people.json', payload, args.out)}")
+        return
     if not (args.lfw / "images").is_dir():
         sys.exit(f"LFW not found at {args.lfw} (expected images/); pass --lfw DIR")
     info = machine()
@@ -328,6 +370,8 @@ def main() -> None:
         "service": end_to_end,
         "meets_targets": {name: meets(result) for name, result in end_to_end.items()},
     }
+    if (cfp / "images").is_dir():
+        payload["cfp_dev"] = cfp_run(cfp)
     print(f"wrote {write_json('people.json', payload, args.out)}")
 
 
