@@ -18,7 +18,7 @@ from test_privacy import files_holding
 from videos import scenes_of, write_video
 
 from facefinder.errors import ImageError
-from facefinder.vision.video import DEFAULT_SAMPLE_FPS, probe_video, sample_frames
+from facefinder.vision.video import DEFAULT_SAMPLE_FPS, frame_at, probe_video, sample_frames
 
 INTERVAL = 1 / DEFAULT_SAMPLE_FPS
 PEOPLE = ["Tony_Blair", "Colin_Powell", "Hugo_Chavez"]  # on screen 1-4 s, 5-8 s, 9-12 s of a 13-second video
@@ -231,3 +231,33 @@ def test_an_opted_out_person_leaves_no_track_at_ingest(video, tmp_path, make_fin
         spans = db.execute("SELECT start, end FROM tracks ORDER BY start").fetchall()
     assert spans and not [s for s in spans if 5.0 - INTERVAL <= s[0] <= 8.0]  # Colin Powell's appearance
     assert [s for s in spans if s[0] <= 4.0] and [s for s in spans if s[0] >= 9.0 - INTERVAL]  # the others stay
+
+
+def test_rotation_metadata_turns_the_frames_upright(tmp_path):
+    """A phone's portrait video: landscape pixels and a display matrix saying "turn 90 degrees clockwise"
+    (written here into the MP4's track header, as phones do)."""
+    import struct
+
+    import av
+
+    path = tmp_path / "phone.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(10):
+            image = np.zeros((48, 64, 3), np.uint8)
+            image[:12, :, 0] = 255  # a red band along the top of the stored pixels
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = bytearray(path.read_bytes())
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    clockwise = struct.pack(">9I", 0, 0x10000, 0, 0xFFFF0000, 0, 0, 0, 0, 0x40000000)  # FFmpeg's rotate=90
+    at = data.index(identity, data.index(b"tkhd"))
+    data[at : at + 36] = clockwise
+    path.write_bytes(bytes(data))
+    for image in (next(iter(sample_frames(path))).image, frame_at(path, 0.5)):
+        assert image.shape == (64, 48, 3)  # upright: portrait
+        red = image[..., 0].mean(axis=0)
+        assert red[-6:].mean() > 200 and red[:6].mean() < 50  # the top band, turned clockwise, is on the right

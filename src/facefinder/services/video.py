@@ -63,6 +63,7 @@ def _analysed(
         if not chunk:
             return
         counts["frames"] += len(chunk)
+        counts["height"], counts["width"] = chunk[0].image.shape[:2]  # upright, a display matrix applied
         for frame, faces in zip(chunk, pipeline.analyze([frame.image for frame in chunk])):
             yield frame.time, faces
 
@@ -146,8 +147,8 @@ def analyze_video(path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS,
         _new_face(face, (number, round(when, 3))) for number, track in enumerate(tracks) for when, face in track.kept
     ]
     return {
-        "width": info.width,
-        "height": info.height,
+        "width": int(counts.get("width", info.width)),
+        "height": int(counts.get("height", info.height)),
         "faces": faces,
         "tracks": [NewTrack(round(t.start, 3), round(t.end, 3), t.frames) for t in tracks],
         "kept": [len(t.kept) for t in tracks],  # faces kept per track, for whole_tracks_screened

@@ -116,8 +116,9 @@ def _frame_turns(frame, default: int) -> int:
     if matrix is None:
         return default
     m = np.frombuffer(bytes(matrix), dtype="<i4").astype(np.float64)
-    ccw = math.degrees(math.atan2(m[1] / max(math.hypot(m[1], m[4]), 1), m[0] / max(math.hypot(m[0], m[3]), 1)))
-    return round(-ccw / 90) % 4
+    # FFmpeg's av_display_rotation_get is minus this angle, and its players turn the picture clockwise by it
+    clockwise = math.degrees(math.atan2(m[1] / max(math.hypot(m[1], m[4]), 1), m[0] / max(math.hypot(m[0], m[3]), 1)))
+    return round(clockwise / 90) % 4
 
 
 def probe_video(path: Video, source: str | None = None, max_seconds: float = MAX_VIDEO_SECONDS) -> VideoInfo:
