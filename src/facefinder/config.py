@@ -7,6 +7,7 @@ from pathlib import Path
 
 DATA_DIR_ENV = "FACEFINDER_DATA_DIR"
 MODELS_DIR_ENV = "FACEFINDER_MODELS_DIR"
+DEVICE_ENV = "FACEFINDER_DEVICE"  # where the models run: cpu (default) or cuda; inherited by ingest workers
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -6,16 +6,34 @@ hides NCHW vs NHWC layouts and models whose batch dimension is fixed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from facefinder.config import DEVICE_ENV
 from facefinder.errors import ModelError
 
 FloatArray = npt.NDArray[np.float32]
 ImageArray = npt.NDArray[np.uint8]  # H x W x 3, RGB
+DEVICES = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def providers(device: str | None = None) -> list[str]:
+    """The ONNX Runtime providers for ``device`` (default: $FACEFINDER_DEVICE, else cpu). An environment
+    variable rather than an argument, so that ingest's worker processes inherit it. ``cuda`` needs the
+    GPU build of onnxruntime; asked for without it, it is an error, never a silent fall back to the CPU."""
+    name = (device or os.environ.get(DEVICE_ENV) or "cpu").strip().lower()
+    if name not in DEVICES:
+        raise ModelError(f"{DEVICE_ENV} (--device): one of {', '.join(DEVICES)}, not {name!r}")
+    if name == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ModelError(
+            "--device cuda: this onnxruntime has no CUDA provider; install the GPU build "
+            "(pip uninstall onnxruntime; pip install 'facefinder[gpu]') on a machine with an NVIDIA driver"
+        )
+    return DEVICES[name]
 
 
 class OnnxModel:
@@ -35,7 +53,7 @@ class OnnxModel:
         if threads > 1:  # idle threads spinning steal the cores FAISS and other workers need
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=providers())
         except Exception as exc:  # onnxruntime raises several unrelated types
             raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
         self.path = path

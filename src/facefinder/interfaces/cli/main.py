@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from facefinder.config import DATA_DIR_ENV
+from facefinder.config import DATA_DIR_ENV, DEVICE_ENV
 from facefinder.errors import is_disk_full
 from facefinder.interfaces.cli import (
     audit,
@@ -71,8 +72,14 @@ def main(
             help="Where vectors live: 'faiss' (files under the data dir) or milvus://host:19530/namespace.",
         ),
     ] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(envvar=DEVICE_ENV, help="Where the models run: cpu (default) or cuda (needs facefinder[gpu])."),
+    ] = None,
 ) -> None:
     # no docstring: the app's help above is the one `facefinder --help` shows
+    if device:  # the models read it when they load, in this process and in ingest's workers
+        os.environ[DEVICE_ENV] = device
     state.data_dir, state.detector, state.recognizer = data_dir, detector, recognizer
     state.database_url, state.vectors = database_url, vectors
 
