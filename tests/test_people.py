@@ -312,3 +312,11 @@ def test_subject_access_lists_the_person_a_face_is_grouped_into(clustered):
         for f in report["faces"]
     )
     assert 'labelled "subject P"' in access_report_html(report)
+    assert all(f["review"] == {"drawn": None, "rejections": []} for f in report["faces"])
+    face = report["faces"][0]["face_id"]
+    ff.people_review.reject(face, powell.person_id, actor="reviewer")  # "not this person" is held about them too
+    report = ff.privacy.subject_access(lfw("Colin_Powell", 1), approved_by="dpo")
+    [rejected] = [f for f in report["faces"] if f["face_id"] == face]
+    assert [(r["person_id"], r["rejected_by"]) for r in rejected["review"]["rejections"]] == [
+        (powell.person_id, "reviewer")
+    ]

@@ -26,7 +26,7 @@ from facefinder.services.search import Match
 from facefinder.services.server import uploads
 from facefinder.storage.base import utcnow
 from facefinder.storage.catalog import Collection, ImageRecord
-from facefinder.storage.people import Person, PersonFace
+from facefinder.storage.people import DrawnFace, FaceRejection, Person, PersonFace
 
 if TYPE_CHECKING:
     from facefinder.services.privacy.service import Photo, Privacy
@@ -88,6 +88,7 @@ def held_faces(privacy: Privacy, matches: list[Match]) -> list[dict]:
     consent_ids = sorted({m.provenance["consent_id"] for m in matches if m.provenance.get("consent_id")})
     consent_info = {c.consent_id: c for cid in consent_ids for c in privacy.consents(cid)}
     people = _people_of(privacy, [m.face_id for m in matches])
+    reviews = _reviews_of(privacy, [m.face_id for m in matches])
     held = []
     for m in matches:
         record, image, _ = rows[m.face_id]
@@ -100,6 +101,7 @@ def held_faces(privacy: Privacy, matches: list[Match]) -> list[dict]:
                 "consent": _consent_section(consent_info.get(m.provenance.get("consent_id") or "")),
                 "searches": searches.get(m.face_id, []),
                 "person": people.get(m.face_id),
+                "review": reviews.get(m.face_id, {"drawn": None, "rejections": []}),
             }
         )
     return held
@@ -118,6 +120,24 @@ def _people_of(privacy: Privacy, face_ids: list[int]) -> dict[int, dict]:
         r.face_id: {"person_id": r.id, "label": r.label, "confirmed": r.confirmed, "assigned_by": r.assigned_by}
         for r in rows
     }
+
+
+def _reviews_of(privacy: Privacy, face_ids: list[int]) -> dict[int, dict]:
+    """face id -> what users did with it in the people review (services/people/review.py): who drew it,
+    if a user added it by hand, and each "not this person" / "not a person to group", by whom."""
+    found: dict[int, dict] = {}
+    with privacy.store.catalog.session() as session:
+        for drawn in session.scalars(select(DrawnFace).where(DrawnFace.face_id.in_(face_ids))):
+            found.setdefault(drawn.face_id, {"drawn": None, "rejections": []})["drawn"] = {
+                "added_by": drawn.added_by,
+                "added_at": drawn.added_at.isoformat(),
+                "aligned_by": drawn.aligned_by,
+            }
+        for no in session.scalars(select(FaceRejection).where(FaceRejection.face_id.in_(face_ids))):
+            found.setdefault(no.face_id, {"drawn": None, "rejections": []})["rejections"].append(
+                {"person_id": no.person_id, "rejected_by": no.rejected_by, "rejected_at": no.rejected_at.isoformat()}
+            )
+    return found
 
 
 def _face_section(m: Match, thumbnail: bytes) -> dict:
