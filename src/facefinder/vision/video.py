@@ -7,7 +7,8 @@ from the last one (a scene cut) is taken too, so a face seen only briefly after 
 
 Bad input is an ImageError with a stable reason, as for photos: ``not-a-video`` (no video stream,
 or a file FFmpeg cannot read as a container: a renamed zip), ``unsupported-codec``, ``too-long``
-(over ``MAX_VIDEO_SECONDS``), ``corrupt`` (decoding failed part way, or no frame decoded).
+(over ``MAX_VIDEO_SECONDS``), ``corrupt`` (decoding failed part way, or no frame decoded),
+``truncated`` (the frames end well before the length its header gives: a file cut short).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm")
 DEFAULT_SAMPLE_FPS = 2.0  # frames analysed per second of video (benchmarks/video.py measured the trade-off)
 MAX_VIDEO_SECONDS = 4 * 3600  # a longer file is refused as "too-long" (split it first)
 MAX_FRAME_PIXELS = 3840 * 2160  # frames are analysed at most at 4K; larger ones are refused
+TRUNCATED_SLACK = 2.0  # seconds the frames may end before the length the header gives (5% on long files)
 SCENE_CUT = 40.0  # mean absolute difference (0..255) of 32x18 grey thumbnails that counts as a cut
 _THUMB = (32, 18)
 
@@ -153,9 +155,9 @@ def sample_frames(
     source = source or str(path)
     container, stream = _open(path, source)
     try:
-        _checked_info(source, container, stream, max_seconds)
+        info = _checked_info(source, container, stream, max_seconds)
         stream.thread_type = "AUTO"  # frame threads: decoding is most of the cost
-        turns, interval, next_time, last, decoded = _rotation(stream), 1.0 / fps, 0.0, None, 0
+        turns, interval, next_time, last, decoded, time = _rotation(stream), 1.0 / fps, 0.0, None, 0, 0.0
         frames = container.decode(stream)
         while True:
             try:
@@ -178,6 +180,10 @@ def sample_frames(
                 yield Frame(max(time, 0.0), np.ascontiguousarray(np.rot90(image, -k)) if k else image)
         if not decoded:
             raise ImageError(source, "corrupt", "no frame could be decoded")
+        if info.duration and time < info.duration - max(TRUNCATED_SLACK, 0.05 * info.duration):
+            raise ImageError(
+                source, "truncated", f"the frames end at {time:.1f} s of the {info.duration:.1f} s it claims"
+            )
     finally:
         container.close()
 
