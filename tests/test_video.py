@@ -264,3 +264,28 @@ def test_rotation_metadata_turns_the_frames_upright(tmp_path):
         assert image.shape == (64, 48, 3)  # upright: portrait
         red = image[..., 0].mean(axis=0)
         assert red[-6:].mean() > 200 and red[:6].mean() < 50  # the top band, turned clockwise, is on the right
+
+
+def test_video_tracks_on_postgresql(video, tmp_path, make_finder):
+    """The tracks tables, the search join and erasure by whole track, on a PostgreSQL catalog."""
+    from service_helpers import make_backend
+
+    backend = make_backend("postgresql")
+    try:
+        ff = make_finder(tmp_path / "data", catalog_url=backend.new_url())
+        folder = tmp_path / "cctv"
+        folder.mkdir()
+        shutil.copy(video, folder / "street.mp4")
+        assert ff.ingest(folder, collection="cctv", **POLICY).ingested == 1
+        [probe] = ff.search(lfw("Hugo_Chavez", 2))
+        best = probe.candidates[0]
+        assert 9.0 - INTERVAL <= best.video_time <= 12.0 + INTERVAL and best.track["start"] <= best.video_time
+        erased = ff.privacy.erase_faces([best.face_id])
+        assert len(erased.face_ids) >= 2 and best.face_id in erased.face_ids
+        [probe] = ff.search(lfw("Hugo_Chavez", 2))
+        assert not probe.candidates
+        [probe] = ff.search(lfw("Tony_Blair", 2))
+        assert probe.candidates and probe.candidates[0].video_time <= 4.0 + INTERVAL  # the other tracks stay
+        ff.close()
+    finally:
+        backend.drop_all()
