@@ -289,3 +289,24 @@ def test_video_tracks_on_postgresql(video, tmp_path, make_finder):
         ff.close()
     finally:
         backend.drop_all()
+
+
+@pytest.mark.slow
+def test_a_video_in_a_ray_ingest_is_one_failure_row_saying_so(video, tmp_path, pipeline):
+    import ray
+    from helpers import open_finder
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(video, folder / "street.mp4")
+    shutil.copy(lfw("George_W_Bush", 1), folder / "bush.jpg")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        ff = open_finder(tmp_path / "data", workers=2)
+        report = ff.ingest(folder, "cctv", ray="local", **POLICY)
+        assert report.ingested == 1 and [(f.source, f.reason) for f in report.failures] == [
+            (str(folder / "street.mp4"), "unsupported")
+        ]
+        ff.close()
+    finally:
+        ray.shutdown()

@@ -33,6 +33,7 @@ from facefinder.services.ingest import (
 )
 from facefinder.services.sources.folders import iter_sources, read_location
 from facefinder.storage.store import NewImage
+from facefinder.vision.video import is_video_name
 
 
 class AnalyzeActor:
@@ -106,6 +107,11 @@ class RayIngestor(Ingestor):
             if item.provenance.get("consent_id") in self._withdrawn:
                 run.report.seen += 1
                 run.report.consent_withdrawn += 1
+                continue
+            if is_video_name(item.source):  # a video is analysed whole by one worker: not on Ray yet
+                run.report.seen += 1
+                why = "videos are not ingested on Ray yet: ingest them without --ray"
+                self._fail(run.collection_id, run.report, Failure(item.source, "unsupported", why))
                 continue
             rows.append(self._row(len(rows), item))
             metas.append(NewImage("", item.source, 0, 0, item.provenance))
