@@ -65,11 +65,15 @@ def test_a_human_change_during_a_run_is_kept(backend, tmp_path, pipeline):
         third = {p.name: f for f, p in _sources(ff).items() if p.name.endswith("_0003.jpg")}
         c_new = third[f"{identity_of(c)}_0003.jpg"]
 
+        a_new = third[f"{identity_of(a)}_0003.jpg"]
+
         class HumanMeanwhile(ClusterRun):
             def _write(self, grouping, watermark):
                 assert grouping.assigned[c_new][0] == c.person_id  # what the run means to do
+                assert grouping.assigned[a_new][0] == a.person_id
                 ff.people.merge(a.person_id, b.person_id)  # b is gone before this run writes
                 ff.people_review.assign(c_new, d.person_id)  # and c's new face is d's, a human says
+                ff.people_review.reject(a_new, None)  # and a's new face is not a person to group
                 super()._write(grouping, watermark)
 
         report = HumanMeanwhile(ff.store, ff.store.collection("lfw"), ff.people.settings, False).run()
@@ -77,9 +81,8 @@ def test_a_human_change_during_a_run_is_kept(backend, tmp_path, pipeline):
         b_new = third[f"{identity_of(b)}_0003.jpg"]
         with ff.store.catalog.session() as session:
             held = dict(session.execute(select(PersonFace.face_id, PersonFace.person_id)).all())
-        assert held[c_new] == d.person_id and b_new not in held  # as the human left them
-        assert held[third[f"{identity_of(a)}_0003.jpg"]] == a.person_id
-        assert counts(ff) == (4, 14)
+        assert held[c_new] == d.person_id and b_new not in held and a_new not in held  # as the humans left them
+        assert counts(ff) == (4, 13)
     finally:
         ff.close()
 

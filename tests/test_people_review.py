@@ -14,9 +14,9 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import GROUP, POLICY, open_finder, save_jpeg
+from helpers import GROUP, POLICY, lfw, open_finder, save_jpeg
 from service_helpers import COLLECTION, assert_error, backend, make_served  # noqa: F401
-from sqlalchemy import select
+from sqlalchemy import func, select
 from test_people import by_identity, gallery
 
 from facefinder.errors import FieldError, NotFound
@@ -137,6 +137,25 @@ def test_a_drawn_face_is_aligned_embedded_indexed_and_marked(ff):
     ff.delete_image(member.image_id)  # erasure takes the drawn faces and their marks with the photo
     with ff.store.catalog.session() as session:
         assert session.get(DrawnFace, face_id) is None and session.get(DrawnFace, corner) is None
+
+
+def test_an_opted_out_face_is_neither_drawn_nor_shown(ff):
+    """Drawing adds a face as ingest does, so a face on the opt-out list is refused, not stored; and the
+    photo of a person on the list is withheld from the drawing page, as a search result's photo is."""
+    review = ff.people_review
+    blair = by_identity(ff.people.list("lfw", members=True))["Tony_Blair"]
+    member = blair.members[0]
+    assert review.photo(member.image_id)[:2] == b"\xff\xd8"  # a JPEG while they are not on the list
+    ff.privacy.optout_add([lfw("Tony_Blair", 1)], reference="T-3")
+    x1, y1, x2, y2 = face_of(ff, member.face_id).box
+    with ff.store.catalog.session() as session:
+        before = session.scalar(select(func.count()).select_from(FaceRecord))
+    with pytest.raises(FieldError, match="opt-out list"):
+        review.draw(member.image_id, [x1, y1, x2, y2], actor="ivan")
+    with ff.store.catalog.session() as session:
+        assert session.scalar(select(func.count()).select_from(FaceRecord)) == before
+    with pytest.raises(NotFound):
+        review.photo(member.image_id)
 
 
 def test_person_details_photos_times_and_company(ff):

@@ -53,9 +53,14 @@ class OnnxModel:
         if threads > 1:  # idle threads spinning steal the cores FAISS and other workers need
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers())
+            chosen = providers()
+            self.session = ort.InferenceSession(str(path), options, providers=chosen)
+        except ModelError:
+            raise
         except Exception as exc:  # onnxruntime raises several unrelated types
             raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from exc
+        if chosen[0] not in self.session.get_providers():  # the GPU build without a working CUDA: it falls back
+            raise ModelError(f"{path}: {chosen[0]} did not load (is the NVIDIA driver, CUDA and cuDNN installed?)")
         self.path = path
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name

@@ -210,6 +210,12 @@ class ClusterRun:
                 still |= set(session.scalars(select(FaceRecord.id).where(FaceRecord.id.in_(chunk))))
                 # A face a human assigned meanwhile stays where they put it.
                 still -= set(session.scalars(select(PersonFace.face_id).where(PersonFace.face_id.in_(chunk))))
+                # And one a human said no about meanwhile (not a person to group, or not this person) is not written.
+                for face, person in session.execute(
+                    select(FaceRejection.face_id, FaceRejection.person_id).where(FaceRejection.face_id.in_(chunk))
+                ):
+                    if person is None or person == grouping.assigned[face][0]:
+                        still.discard(face)
             joined = sorted({person for person, _ in grouping.assigned.values() if person >= 0})
             alive = set()  # people a human merged away meanwhile are gone
             for start in range(0, len(joined), BATCH):

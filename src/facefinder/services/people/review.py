@@ -28,6 +28,7 @@ from facefinder.services.people import drawn
 from facefinder.services.people.clustering import CLUSTER
 from facefinder.services.people.results import PersonInfo
 from facefinder.services.people.service import People
+from facefinder.services.privacy.optout import screen_for
 from facefinder.storage.base import utcnow
 from facefinder.storage.catalog import Collection, FaceRecord, ImageRecord
 from facefinder.storage.people import (
@@ -353,8 +354,13 @@ class Review:
         return found[0], found.name, found.model_id
 
     def photo(self, image_id: int, actor: str | None = None) -> bytes:
-        """The photo (at most 1600 px) to draw a missed face on; logged once per look."""
-        image, collection, _ = self._image(image_id)
+        """The photo (at most 1600 px) to draw a missed face on; logged once per look. Not a photo with a
+        face on the opt-out list (as a search result's photo is withheld): a 404."""
+        image, collection, model_id = self._image(image_id)
+        with self.catalog.session() as session:
+            faces = list(session.scalars(select(FaceRecord.id).where(FaceRecord.image_id == image_id)))
+        if self.people._hidden(faces, model_id):
+            raise NotFound(f"image {image_id} does not exist")
         data = drawn.shown_jpeg(drawn.read_photo(image, self.fenced, self.max_pixels, shown=True))
         self.people._view(actor, "people.photo.view", image_id, image_id=image_id, collection=collection)
         return data
@@ -377,6 +383,9 @@ class Review:
         photo = drawn.read_photo(image, self.fenced, self.max_pixels)
         box_px = drawn.checked_box(box, photo.width, photo.height)
         face = drawn.analyse(pipeline, photo, box_px, image, pipeline.model_id)
+        embedding = np.frombuffer(face.row.embedding, np.float32)[None, :]
+        if screen_for(self.catalog).match(embedding, pipeline.model_id)[0]:  # as ingest drops such a face
+            raise FieldError("box", "this face is on the opt-out list: it is not stored")
         if image.collection_id in self.store.lost:
             raise FieldError("box", self.store.lost[image.collection_id])
         with self.catalog.session() as session, session.begin():
