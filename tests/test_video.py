@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sqlite3
 import zipfile
@@ -310,3 +311,20 @@ def test_a_video_in_a_ray_ingest_is_one_failure_row_saying_so(video, tmp_path, p
         ff.close()
     finally:
         ray.shutdown()
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident size from /proc")
+def test_sampling_holds_a_few_frames_whatever_the_length(tmp_path):
+    long = write_video(tmp_path / "long.mp4", scenes_of([lfw("Tony_Blair", 1)], 120.0), size=(640, 480), fps=5)
+    list(sample_frames(long, fps=0.1))  # warm up: codec and thread pools allocated once
+    before, growth, count = _resident_bytes(), 0, 0
+    for _ in sample_frames(long):
+        count += 1
+        growth = max(growth, _resident_bytes() - before)
+    assert count == pytest.approx(120 * DEFAULT_SAMPLE_FPS, abs=2)
+    held = count * 640 * 480 * 3  # 221 MB, had the sampled frames been kept
+    assert growth < held / 10  # a few frames at a time, whatever the length
