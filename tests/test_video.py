@@ -328,3 +328,21 @@ def test_sampling_holds_a_few_frames_whatever_the_length(tmp_path):
     assert count == pytest.approx(120 * DEFAULT_SAMPLE_FPS, abs=2)
     held = count * 640 * 480 * 3  # 221 MB, had the sampled frames been kept
     assert growth < held / 10  # a few frames at a time, whatever the length
+
+
+def test_a_server_job_reads_a_video_through_its_fence(video, tmp_path, make_finder):
+    """A server ingest is confined to its import root: the video is opened through the fence (a file
+    handle checked to lie inside), and a link to a video outside the root is refused unread."""
+    root = tmp_path / "imports"
+    (root / "cam").mkdir(parents=True)
+    shutil.copy(video, root / "cam" / "street.mp4")
+    outside = tmp_path / "elsewhere.mp4"
+    shutil.copy(video, outside)
+    (root / "cam" / "linked.mp4").symlink_to(outside)
+    ff = make_finder(tmp_path / "data")
+    report = ff.ingest(root / "cam", collection="cctv", confine_to=root, **POLICY)
+    assert report.ingested == 1 and [(f.source, f.reason) for f in report.failures] == [
+        (str(root / "cam" / "linked.mp4"), "symlink-escape")
+    ]
+    [probe] = ff.search(lfw("Tony_Blair", 2))
+    assert probe.candidates[0].source == str(root / "cam" / "street.mp4") and probe.candidates[0].video_time <= 4.5
