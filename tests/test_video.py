@@ -179,11 +179,18 @@ def test_api_candidates_carry_video_time_and_track(video, tmp_path, pipeline):
 
 
 def test_a_video_probe_searches_each_face_track_in_it(video, lfw_finder):
+    from typer.testing import CliRunner
+
+    from facefinder.interfaces.cli.main import app
+
     records = lfw_finder.search(video)
     found = {r.candidates[0].source.split("/")[-2] for r in records if r.candidates}
     assert set(PEOPLE) <= found  # each person on screen is found among the LFW photos
     for record in records:
         assert record.error is None and record.probe == str(video) and 0 <= record.video_time <= 13
+    args = ["--data-dir", str(lfw_finder.store.data_dir), "search", str(video)]
+    table = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "street.mp4 @ 00:0" in table.stdout  # each probe face says when it was seen
 
 
 def test_a_video_in_an_archive_ingests_like_its_photos(video, tmp_path, make_finder):

@@ -164,13 +164,12 @@ def search(
         )
 
 
-def _where(candidate: Any) -> str:
-    """A candidate's file, and for a face from a video the moment it was seen: ``file @ mm:ss``."""
-    where = short_path(candidate.source)
-    if candidate.video_time is None:
-        return where
-    minutes, seconds = divmod(int(candidate.video_time), 60)
-    return f"{where} @ {minutes:02d}:{seconds:02d}"
+def _where(path: str, video_time: float | None) -> str:
+    """A file, and for a face from a video the moment it was seen: ``file @ mm:ss``."""
+    if video_time is None:
+        return short_path(path)
+    minutes, seconds = divmod(int(video_time), 60)
+    return f"{short_path(path)} @ {minutes:02d}:{seconds:02d}"
 
 
 def _print_probe(record: Any) -> None:
@@ -180,7 +179,8 @@ def _print_probe(record: Any) -> None:
     if record.box is None:  # --same-person: several photos searched as one
         title = " + ".join(short_path(p) for p in record.probe.split(" + ")) + " (one person, searched together)"
     else:
-        title = f"{short_path(record.probe)} face {record.face} at {[round(v) for v in record.box]} (quality {record.quality:.2f})"
+        probe = _where(record.probe, getattr(record, "video_time", None))  # a video probe: when the face was seen
+        title = f"{probe} face {record.face} at {[round(v) for v in record.box]} (quality {record.quality:.2f})"
     if not record.candidates:
         console.print(f"[bold]{title}[/bold]: no match", highlight=False)
         return
@@ -193,7 +193,7 @@ def _print_probe(record: Any) -> None:
             c.band,
             f"{c.false_match_rate:.1e}",
             c.collection,
-            _where(c),
+            _where(c.source, c.video_time),
             str(c.face_id),
         )
     print_table(table)
