@@ -42,6 +42,23 @@ def test_frames_are_sampled_by_their_times(video):
     assert all(frame.image.shape == (240, 320, 3) for frame in sample_frames(video, fps=0.5))
 
 
+@pytest.mark.parametrize(
+    ("name", "codec", "decoded_as"),
+    [
+        ("cam.avi", "mjpeg", "mjpeg"),  # CCTV recorders
+        ("phone.mov", "libx264", "h264"),
+        ("clip.mkv", "libx264", "h264"),
+        ("web.webm", "libvpx-vp9", "vp9"),
+    ],
+)
+def test_common_containers_and_codecs_decode(tmp_path, name, codec, decoded_as):
+    path = write_video(tmp_path / name, scenes_of([lfw("Tony_Blair", 1)], 2.0), codec=codec)
+    assert probe_video(path).codec == decoded_as
+    frames = list(sample_frames(path))
+    assert [f.time for f in frames] == pytest.approx([0.0, 0.5, 1.0, 1.5], abs=0.01)
+    assert frames[0].image.shape == (240, 320, 3) and frames[0].image.std() > 10  # a picture, not a blank
+
+
 def test_bad_videos_fail_with_a_reason(video, tmp_path):
     renamed = tmp_path / "holiday.mp4"
     with zipfile.ZipFile(renamed, "w") as archive:

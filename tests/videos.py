@@ -62,7 +62,8 @@ def write_video(
     blank = np.full((height, width, 3), 120, np.uint8)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"  # MJPEG takes full-range YUV
         stream.bit_rate = 1_500_000
         for n in range(int(round(length * fps))):
             t = n / fps
