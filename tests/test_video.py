@@ -65,10 +65,13 @@ def test_bad_videos_fail_with_a_reason(video, tmp_path):
         archive.writestr("notes.txt", "not a video")
     truncated = tmp_path / "cut.mp4"
     truncated.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # the index (moov) is at the end
+    unknown = write_video(tmp_path / "unknown.avi", scenes_of([lfw("Tony_Blair", 1)], 1.0), codec="mjpeg")
+    unknown.write_bytes(unknown.read_bytes().replace(b"MJPG", b"QQQQ"))  # a fourcc no decoder knows
     cut = tmp_path / "cut.mkv"  # Matroska needs no index: its frames simply stop half way
     write_video(cut, scenes_of([lfw("Tony_Blair", 1)], 6.0))
     cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
-    for path, reason in ((renamed, "not-a-video"), (truncated, "corrupt"), (cut, "truncated")):
+    cases = ((renamed, "not-a-video"), (truncated, "corrupt"), (cut, "truncated"), (unknown, "unsupported-codec"))
+    for path, reason in cases:
         with pytest.raises(ImageError) as caught:
             list(sample_frames(path))
         assert caught.value.reason == reason and caught.value.source == str(path)
