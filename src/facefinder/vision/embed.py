@@ -13,6 +13,10 @@ import numpy as np
 
 from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
 
+# Faces per recognizer call. Measured on 2 cores, one thread (benchmarks/embed_batch.py): MobileFaceNet
+# costs 8.2-8.8 ms a face at 1-4, 10.4 at 8, 13.2 at 32 and 15.1 at 64: large batches only spill caches.
+EMBED_BATCH = 4
+
 
 class OnnxRecognizer(OnnxModel):
     """Any ONNX face recognizer (MobileFaceNet, ArcFace-style) behind one preprocessing convention.
@@ -27,7 +31,7 @@ class OnnxRecognizer(OnnxModel):
         self.size = self.input_size[0] or 112
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
-    def embed(self, crops: Sequence[ImageArray] | np.ndarray, batch_size: int = 32) -> FloatArray:
+    def embed(self, crops: Sequence[ImageArray] | np.ndarray, batch_size: int = EMBED_BATCH) -> FloatArray:
         """N aligned crops -> N x dim unit vectors (float32)."""
         if len(crops) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
