@@ -23,7 +23,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facefinder import __version__
 from facefinder.errors import FaceFinderError
-from facefinder.interfaces.http import accounts, audit, collections, ingest, people, people_review, people_search, privacy, search
+from facefinder.interfaces.http import (
+    accounts,
+    audit,
+    collections,
+    ingest,
+    people,
+    people_review,
+    people_search,
+    privacy,
+    search,
+)
 from facefinder.interfaces.http.deps import (
     SESSION_COOKIE,
     STATUS_CODES,
