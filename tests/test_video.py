@@ -373,3 +373,29 @@ def test_a_server_job_reads_a_video_through_its_fence(video, tmp_path, make_find
     ]
     [probe] = ff.search(lfw("Tony_Blair", 2))
     assert probe.candidates[0].source == str(root / "cam" / "street.mp4") and probe.candidates[0].video_time <= 4.5
+
+
+def test_a_video_uploaded_as_a_probe_gives_its_face_tracks(video, tmp_path, pipeline):
+    from service_helpers import assert_error, make_served
+
+    served = make_served(tmp_path / "data", pipeline, None)
+    try:
+        client = served.client("ivan")
+        response = client.post("/api/probes", files={"photo": ("street.mp4", video.read_bytes(), "video/mp4")})
+        assert response.status_code == 201, response.text
+        probe = response.json()
+        assert (probe["width"], probe["height"]) == (320, 240) and len(probe["faces"]) >= len(PEOPLE)
+        times = [face["video_time"] for face in probe["faces"]]
+        assert 1.0 - INTERVAL <= times[0] <= 4.0 + INTERVAL  # tracks in order of appearance: Tony Blair's first
+        powell = next(f["face"] for f in probe["faces"] if 5.0 - INTERVAL <= f["video_time"] <= 8.0 + INTERVAL)
+        body = {"probe_id": probe["probe_id"], "face": powell, "case_id": "K-8", "purpose": "who is on the footage",
+                "category": "missing person"}  # fmt: skip
+        record = client.post("/api/searches", json=body)
+        assert record.status_code == 201, record.text
+        first = record.json()["candidates"][0]["face_id"]
+        source = served.finder.store.faces([first])[first][1].source
+        assert Path(source).parent.name == PEOPLE[1]  # Colin Powell's photo in the collection
+        bad = client.post("/api/probes", files={"photo": ("clip.mp4", b"PK\x03\x04" + b"x" * 500, "video/mp4")})
+        assert_error(bad, 400)
+    finally:
+        served.close()

@@ -170,6 +170,15 @@ def whole_tracks_screened(result: dict) -> int:
     return before - len(result["faces"])
 
 
+def uploaded_tracks(data: bytes, filename: str, pipeline: FacePipeline) -> tuple[int, int, list[tuple[float, Face]]]:
+    """A video uploaded as a probe: its upright size and each face track's best face with its time. The
+    upload is spooled to a temporary file for FFmpeg and removed at once; it is never kept."""
+    with local_copy(lambda: data, Path(filename).suffix.lower()) as path:
+        info = probe_video(path, filename)
+        tracks, _ = video_tracks(path, pipeline, source=filename)
+    return info.width, info.height, [track.kept[0] for track in tracks]
+
+
 @contextmanager
 def local_copy(read: Callable[[], bytes], suffix: str) -> Iterator[Path]:
     """A video that is not a local file (an archive member, an object) spooled to a temporary file,

@@ -188,6 +188,7 @@ class ProbeFaceOut(BaseModel):
     face: int
     box: list[float]
     quality: float
+    video_time: float | None = Field(None, description="A video probe: when this face (its track's best) was seen")
 
 
 class ProbeOut(BaseModel):

@@ -62,7 +62,10 @@ def probe_out(probe: Probe) -> ProbeOut:
         sha256=probe.sha256,
         width=probe.width,
         height=probe.height,
-        faces=[ProbeFaceOut(face=i, box=f.box, quality=f.quality) for i, f in enumerate(probe.faces)],
+        faces=[
+            ProbeFaceOut(face=i, box=f.box, quality=f.quality, video_time=f.video_time)
+            for i, f in enumerate(probe.faces)
+        ],
     )
 
 

@@ -47,10 +47,12 @@ from facefinder.services.server.case_views import CaseViews
 from facefinder.services.server.leads import LeadSteps
 from facefinder.services.server.probes import Probe, ProbeCache, ProbeFaceData
 from facefinder.services.server.records import CaseRecord, Lead
+from facefinder.services.video import uploaded_tracks
 from facefinder.storage.base import utcnow
 from facefinder.storage.cases import CaseSearch
 from facefinder.storage.store import FaceStore
 from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
+from facefinder.vision.video import is_video_name
 
 if TYPE_CHECKING:
     from facefinder.vision.pipeline import FacePipeline
@@ -115,24 +117,31 @@ class Cases(CaseViews, LeadSteps):
         principal.require("admin", "investigator")
         if not self.accounts.allowed_collections(principal):
             raise AccessDenied(f"{principal.username} has no collection granted to search")
-        photo = decode_photo(data, filename or "probe", self.max_pixels)
-        faces = self.pipeline.analyze_decoded([photo])[0]
+        if is_video_name(filename or ""):  # each face track's best face, with when it was seen
+            width, height, seen = uploaded_tracks(data, filename, self.pipeline)
+            kept = None  # a video probe is never kept, whatever the retention
+        else:
+            photo = decode_photo(data, filename or "probe", self.max_pixels)
+            width, height = photo.width, photo.height
+            seen = [(None, f) for f in self.pipeline.analyze_decoded([photo])[0]]
+            kept = data if self.settings().probe_retention_days > 0 else None
         probe = Probe(
             id=secrets.token_urlsafe(16),
             owner_id=principal.id,
             sha256=hashlib.sha256(data).hexdigest(),
-            width=photo.width,
-            height=photo.height,
+            width=width,
+            height=height,
             faces=[
                 ProbeFaceData(
                     [round(float(v), 2) for v in f.box],
                     round(f.quality.score, 4),
                     np.asarray(f.embedding, dtype=np.float32),
                     encode_jpeg(f.aligned),
+                    when,
                 )
-                for f in faces
+                for when, f in seen
             ],
-            photo=data if self.settings().probe_retention_days > 0 else None,
+            photo=kept,
         )
         self.probes.put(probe)
         return probe

@@ -30,6 +30,7 @@ class ProbeFaceData:
     quality: float
     embedding: np.ndarray
     thumbnail: bytes  # JPEG of the aligned 112x112 crop
+    video_time: float | None = None  # a video probe: when this face (its track's best) was seen, in seconds
 
 
 @dataclass
