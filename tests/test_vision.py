@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, PROBES, box_iou, lfw, save_jpeg
+from helpers import DATA, GALLERY, GROUP, GROUP_FACES, LFW_PEOPLE, PROBES, box_iou, lfw, save_jpeg
 from PIL import Image, ImageFilter
 
 from facefinder.errors import FaceFinderError, ImageError
@@ -225,7 +225,16 @@ def test_blurred_face_scores_lower_sharpness(pipeline):
     assert q_blur.score < q_sharp.score
     for part in ("size", "sharpness", "pose", "detection", "score"):
         assert 0.0 <= getattr(q_sharp, part) <= 1.0
-    assert set(q_sharp.as_dict()) == {"size", "sharpness", "pose", "detection", "score"}
+    assert set(q_sharp.as_dict()) == {"size", "sharpness", "pose", "detection", "score", "yaw"}
+
+
+def test_yaw_tells_a_turned_face_and_its_side(pipeline):
+    """The signed head turn: near 0 for a frontal face, large for a profile, and mirrored with the photo."""
+    frontal = np.asarray(Image.open(lfw("Colin_Powell", 1)).convert("RGB"))
+    profile = np.asarray(Image.open(DATA / "cfp" / "085" / "profile" / "02.jpg").convert("RGB"))
+    [straight], [turned], [mirrored] = pipeline.analyze([frontal, profile, np.ascontiguousarray(profile[:, ::-1])])
+    assert abs(straight.quality.yaw) < 30
+    assert abs(turned.quality.yaw) > 30 and np.sign(turned.quality.yaw) == -np.sign(mirrored.quality.yaw)
 
 
 def test_small_face_scores_lower_size(pipeline):

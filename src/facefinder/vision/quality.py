@@ -23,10 +23,15 @@ class Quality:
     pose: float  # frontalness, from the nose's offset between the eyes
     detection: float  # detector confidence
     score: float
+    # Head turn in degrees, signed (positive: the nose lies toward the image's right of the eyes' midpoint),
+    # from the same offset as ``pose``: a nose tip about half the eye distance in front of the eye line
+    # gives offset = tan(yaw) / 2. A rough estimate, not a measurement: profiles' points are themselves
+    # guesses; kept with each face (quality_parts) so that searches and reviews can tell a turned face.
+    yaw: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        """Every field rounded to 4 places, for JSON."""
-        return {k: round(v, 4) for k, v in asdict(self).items()}
+        """Every field rounded to 4 places (yaw: degrees, to 0.1), for JSON."""
+        return {k: round(v, 1 if k == "yaw" else 4) for k, v in asdict(self).items()}
 
 
 def face_quality(five_points: FloatArray, aligned: ImageArray, detection_score: float) -> Quality:
@@ -40,7 +45,8 @@ def face_quality(five_points: FloatArray, aligned: ImageArray, detection_score: 
     eye_axis = (right_eye - left_eye) / max(eye_distance, 1e-6)
     offset = float(np.dot(nose - (left_eye + right_eye) / 2, eye_axis)) / max(eye_distance, 1e-6)
     pose = float(np.clip(1 - abs(offset) / 0.6, 0, 1))
+    yaw = float(np.degrees(np.arctan(2 * offset)))
     detection = float(np.clip(detection_score, 0, 1))
     parts = np.array([size, sharpness, pose, detection])
     score = float(np.exp(np.log(np.maximum(parts, 1e-3)).mean()))
-    return Quality(size, sharpness, pose, detection, score)
+    return Quality(size, sharpness, pose, detection, score, yaw)
