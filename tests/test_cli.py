@@ -19,6 +19,7 @@ PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "
 CANDIDATE_KEYS = {
     "rank",
     "expected_false_candidates",
+    "near_miss",
     "face_id",
     "score",
     "false_match_rate",

@@ -187,3 +187,26 @@ def test_faces_in_and_thumbnail(lfw_finder):
     assert Image.open(io.BytesIO(thumb)).size == (112, 112)
     with pytest.raises(FaceFinderError, match="face 999999 does not exist"):
         lfw_finder.thumbnail(999999)
+
+
+def test_a_hard_probe_face_gets_near_misses_rather_than_no_match(demo_finder, monkeypatch):
+    """A blurred, tiny or turned probe face that matched nothing at the calibrated threshold is shown the
+    candidates down to the weak band, each marked a near miss; a threshold the user chose shows none.
+    Leonard's probe scores 0.643, 0.576 and 0.574 against the demo gallery: with the threshold at 0.65,
+    nothing reaches it and all three are in the weak band."""
+    from dataclasses import replace
+
+    from facefinder.services import search
+
+    stricter = replace(default_calibration(), threshold=0.65)
+    monkeypatch.setattr(search, "default_calibration", lambda *args: stricter)
+    probe = PROBES / "leonard_leonard5.png"
+    [plain] = demo_finder.search(probe, top_k=3)
+    assert plain.candidates == [] and plain.match is False  # a good probe face: "no match"
+    monkeypatch.setattr(search, "HARD_QUALITY", 1.01)  # every face counts as hard now
+    [hard] = demo_finder.search(probe, top_k=3)
+    assert hard.match is False and len(hard.candidates) == 3
+    assert all(c.near_miss and stricter.bands["weak"] <= c.score < 0.65 for c in hard.candidates)
+    assert Path(hard.candidates[0].source).parent.name == "leonard"
+    [chosen] = demo_finder.search(probe, top_k=3, threshold=0.65)
+    assert chosen.candidates == []  # the user's own threshold: nothing below it

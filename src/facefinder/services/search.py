@@ -10,7 +10,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -59,6 +59,9 @@ class Candidate(Match):
     # false_match_rate x the faces searched: about this many candidates at or above this score would
     # come back for a probe of someone the gallery does not hold. A score is read with its gallery's size.
     expected_false_candidates: float | None = None
+    # Below the threshold, down to the weak band: shown only for a hard probe face (low quality or turned,
+    # see HARD_QUALITY) that nothing reached the threshold for. More likely a stranger than a lead.
+    near_miss: bool = False
 
 
 @dataclass
@@ -76,12 +79,24 @@ class ProbeFace:
 
     @property
     def match(self) -> bool:
-        return bool(self.candidates)
+        """At least one candidate reached the threshold (near misses do not count)."""
+        return any(not c.near_miss for c in self.candidates)
 
     def to_dict(self) -> dict:
         record = asdict(self)
         record["match"] = self.match
         return record
+
+
+HARD_QUALITY = 0.3  # a probe face below this quality (the people quality floor) ...
+HARD_YAW = 30.0  # ... or turned this far (degrees) is hard: it gets near misses rather than "no match"
+
+
+def is_hard(face) -> bool:
+    """A probe face whose genuine scores run low: blurred, tiny, or turned (docs/cli.md, near misses).
+    On cfp-dev, 72% of profile faces are below the quality floor, and only 40% found their person at the
+    threshold; showing those near misses brought the right person on screen for 60%."""
+    return face.quality.score < HARD_QUALITY or abs(getattr(face.quality, "yaw", 0.0)) >= HARD_YAW
 
 
 class Searcher:
@@ -100,7 +115,9 @@ class Searcher:
         top_k: int = 10,
         threshold: float | None = None,
     ) -> Iterator[ProbeFace]:
-        """Search each probe (a photo, or a folder of photos); yields one record per probe face."""
+        """Search each probe (a photo, or a folder of photos); yields one record per probe face. At the
+        calibrated threshold (``threshold`` None), a hard probe face that matched nothing gets near misses."""
+        near_misses = threshold is None  # a threshold the user chose is theirs: nothing below it is shown
         threshold = self.calibration.threshold if threshold is None else threshold
         collection_ids = self._collection_ids(collections)
         for probe in probes:
@@ -119,12 +136,18 @@ class Searcher:
                     log.warning("%s: unreadable (%s)", item.source, exc.strerror or exc)
                     yield ProbeFace(item.source, None, None, None, error="unreadable")
                     continue
-                for record in self.search_image(photo, item.source, collection_ids, top_k, threshold):
+                for record in self.search_image(photo, item.source, collection_ids, top_k, threshold, near_misses):
                     record.probe_sha256 = digest
                     yield record
 
     def search_image(
-        self, image: np.ndarray | Decoded, source: str, collection_ids: list[int], top_k: int, threshold: float
+        self,
+        image: np.ndarray | Decoded,
+        source: str,
+        collection_ids: list[int],
+        top_k: int,
+        threshold: float,
+        near_misses: bool = False,
     ) -> Iterator[ProbeFace]:
         """One record per face of a decoded probe (boxes in the probe's own pixels)."""
         if not isinstance(image, Decoded):
@@ -135,9 +158,22 @@ class Searcher:
             return
         per_face = self.search_embeddings(np.stack([f.embedding for f in faces]), collection_ids, top_k, threshold)
         for number, (face, candidates) in enumerate(zip(faces, per_face)):
+            if near_misses and not candidates and is_hard(face):
+                candidates = self.near_misses(face.embedding, collection_ids, top_k, threshold)
             yield ProbeFace(
                 source, number, [round(float(v), 2) for v in face.box], round(face.quality.score, 4), candidates
             )
+
+    def near_misses(
+        self, embedding: np.ndarray, collection_ids: list[int], top_k: int, threshold: float
+    ) -> list[Candidate]:
+        """The candidates below the threshold down to the weak band, marked as near misses: what a hard
+        probe face that matched nothing at the threshold is shown instead of "no match"."""
+        floor = self.calibration.bands.get("weak", threshold)
+        if floor >= threshold:
+            return []
+        found = self.search_embeddings(embedding[None, :], collection_ids, top_k, floor)[0]
+        return [replace(c, near_miss=True) for c in found]
 
     def search_video(
         self, item: SourceItem, collection_ids: list[int], top_k: int, threshold: float

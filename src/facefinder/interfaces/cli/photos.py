@@ -184,13 +184,15 @@ def _print_probe(record: Any) -> None:
     if not record.candidates:
         console.print(f"[bold]{title}[/bold]: no match", highlight=False)
         return
+    if not record.match:  # only near misses: a hard probe face (low quality or turned)
+        title += ": no match at the threshold; near misses shown (a hard probe face): more likely strangers"
     table = Table("#", "score", "band", "FMR", "collection", "source", "face id", title=title, title_justify="left")
     table.columns[5].overflow = "fold"
     for c in record.candidates:
         table.add_row(
             str(c.rank),
             f"{c.score:.3f}",
-            c.band,
+            f"{c.band} (near miss)" if getattr(c, "near_miss", False) else c.band,
             f"{c.false_match_rate:.1e}",
             c.collection,
             _where(c.source, c.video_time),
