@@ -26,6 +26,7 @@ from fastapi.responses import Response
 from facefinder.interfaces.http.deps import get_service
 from facefinder.interfaces.http.people import may_read, of_person
 from facefinder.interfaces.http.people_review import review_for
+from facefinder.interfaces.http.schemas import DbId
 from facefinder.services.people.details import person_details
 from facefinder.services.people.review import LOW_SCORE
 from facefinder.services.server.accounts import Principal
@@ -76,7 +77,7 @@ def people_page(request: Request, name: str, principal: Reader) -> Response:
 
 
 @router.get("/people/{person_id}")
-def person_page(request: Request, person_id: int, principal: Reader) -> Response:
+def person_page(request: Request, person_id: DbId, principal: Reader) -> Response:
     """One person: faces, photos, capture times, company, and the corrections."""
     service = get_service(request)
     of_person(principal, service, person_id, acting=False)
@@ -113,7 +114,7 @@ def review_page(
 
 
 @router.get("/photos/{image_id}")
-def photo_page(request: Request, image_id: int, principal: Searcher) -> Response:
+def photo_page(request: Request, image_id: DbId, principal: Searcher) -> Response:
     """A photo with its faces boxed, to draw a box around a face the detector missed."""
     service = get_service(request)
     review = review_for(service, principal)
