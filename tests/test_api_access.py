@@ -116,6 +116,7 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
         ("GET", f"/api/searches/{sid}/candidates/1", {}, only({"admin", "ivan"}, 200)),
         ("GET", f"/api/searches/{sid}/candidates/1/thumbnail", {}, only({"admin", "ivan"}, 200)),
         ("GET", f"/api/searches/{sid}/candidates/1/photo", {}, only({"admin", "ivan"}, 200)),
+        ("GET", f"/api/searches/{sid}/candidates/1/clip", {}, only({"admin", "ivan"}, 404)),  # a photo: no clip
         # aud and olga first (403), then ivan proposes (200) and admin finds it proposed already (409)
         (
             "POST",
