@@ -320,3 +320,10 @@ def test_subject_access_lists_the_person_a_face_is_grouped_into(clustered):
     assert [(r["person_id"], r["rejected_by"]) for r in rejected["review"]["rejections"]] == [
         (powell.person_id, "reviewer")
     ]
+
+
+def test_a_person_id_past_the_catalog_ids_is_a_bad_value(tmp_path):
+    """Ids are 32-bit in PostgreSQL: a larger one is refused by the CLI as a bad value, never a traceback."""
+    for args in (("people", "show", 10**20), ("people", "search", "--person", 10**20), ("delete", "face", 10**20)):
+        result = run_cli(tmp_path / "data", *args, expect=2)
+        assert "2147483647" in result.stderr and "Traceback" not in result.stderr

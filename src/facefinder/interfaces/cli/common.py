@@ -78,6 +78,9 @@ ThresholdOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+# A catalog id (face, image, person, opt-out): 32-bit in PostgreSQL, so a larger one names nothing and is
+# refused as a bad value (exit 2) before the database is asked.
+CatalogId = Annotated[int, typer.Argument(min=1, max=2_147_483_647)]
 YesOpt = Annotated[bool, typer.Option("--yes", help="Do not ask to confirm.")]
 FaceIdsOpt = Annotated[
     Optional[list[int]], typer.Option("--face-id", help="Erase only these listed faces (repeatable), after review.")

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facefinder.interfaces.cli.common import (
+    CatalogId,
     FaceIdsOpt,
     FaceOpt,
     JsonOpt,
@@ -30,7 +31,7 @@ delete_app = typer.Typer(help="Erase faces, photos or whole collections (catalog
 
 
 @delete_app.command("face")
-def delete_face(face_id: int) -> None:
+def delete_face(face_id: CatalogId) -> None:
     """Erase one face."""
     with engine() as ff:
         if not ff.delete_face(face_id):
@@ -39,7 +40,7 @@ def delete_face(face_id: int) -> None:
 
 
 @delete_app.command("image")
-def delete_image(image_id: int) -> None:
+def delete_image(image_id: CatalogId) -> None:
     """Erase one photo and all its faces."""
     with errors(), engine() as ff:
         count = ff.delete_image(image_id)

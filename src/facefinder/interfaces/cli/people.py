@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from facefinder.interfaces.cli.common import JsonOpt, engine, errors, print_table, reading, say
+from facefinder.interfaces.cli.common import CatalogId, JsonOpt, engine, errors, print_table, reading, say
 
 people_app = typer.Typer(
     help="People: faces of a collection grouped by who they show (machine suggestions a human confirms).",
@@ -73,7 +73,7 @@ def people_list(
 
 
 @people_app.command("show")
-def people_show(person_id: int, as_json: JsonOpt = False) -> None:
+def people_show(person_id: CatalogId, as_json: JsonOpt = False) -> None:
     """One person with every face: its photo, score and who assigned it."""
     with reading() as ff:
         person = ff.people.show(person_id)
@@ -89,7 +89,7 @@ def people_show(person_id: int, as_json: JsonOpt = False) -> None:
 
 
 @people_app.command("merge")
-def people_merge(person_id: int, other_id: int) -> None:
+def people_merge(person_id: CatalogId, other_id: CatalogId) -> None:
     """Merge person OTHER_ID into PERSON_ID: they are the same person."""
     with errors(), engine() as ff:
         person = ff.people.merge(person_id, other_id)
@@ -98,7 +98,7 @@ def people_merge(person_id: int, other_id: int) -> None:
 
 @people_app.command("split")
 def people_split(
-    person_id: int,
+    person_id: CatalogId,
     face: Annotated[list[int], typer.Option("--face", help="A face to take out into a new person (repeatable).")],
 ) -> None:
     """Take faces out of a person into a new one: they are someone else."""
@@ -108,7 +108,7 @@ def people_split(
 
 
 @people_app.command("label")
-def people_label(person_id: int, text: Annotated[str, typer.Argument(help="The label ('' removes it).")]) -> None:
+def people_label(person_id: CatalogId, text: Annotated[str, typer.Argument(help="The label ('' removes it).")]) -> None:
     """Give a person a label (free text)."""
     with errors(), engine() as ff:
         person = ff.people.label(person_id, text)
@@ -116,7 +116,7 @@ def people_label(person_id: int, text: Annotated[str, typer.Argument(help="The l
 
 
 @people_app.command("confirm")
-def people_confirm(person_id: int) -> None:
+def people_confirm(person_id: CatalogId) -> None:
     """Confirm a person: a human checked that these faces are one person."""
     with errors(), engine() as ff:
         person = ff.people.confirm(person_id)

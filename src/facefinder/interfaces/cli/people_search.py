@@ -19,7 +19,9 @@ from facefinder.interfaces.cli.people import people_app
 @people_app.command("search")
 def people_search(
     photos: Annotated[Optional[list[Path]], typer.Argument(help="Probe photos, or folders of them.")] = None,
-    person: Annotated[Optional[int], typer.Option("--person", help="Use this person as the probe instead.")] = None,
+    person: Annotated[
+        Optional[int], typer.Option("--person", min=1, max=2_147_483_647, help="Use this person as the probe instead.")
+    ] = None,
     collection: Annotated[
         Optional[list[str]],
         typer.Option(

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from facefinder.interfaces.cli.common import (
+    CatalogId,
     FaceIdsOpt,
     FaceOpt,
     JsonOpt,
@@ -111,7 +112,7 @@ def optout_list(as_json: JsonOpt = False) -> None:
 
 
 @optout_app.command("review")
-def optout_review(optout_id: int, expand: ExpandOpt = False, as_json: JsonOpt = False) -> None:
+def optout_review(optout_id: CatalogId, expand: ExpandOpt = False, as_json: JsonOpt = False) -> None:
     """The faces held now that match an opt-out (with --expand, every face likely the person's)."""
     with errors(), engine() as ff:
         matches = ff.privacy.optout_matches(optout_id, expand=expand)
@@ -126,7 +127,7 @@ def optout_review(optout_id: int, expand: ExpandOpt = False, as_json: JsonOpt = 
 
 @optout_app.command("erase")
 def optout_erase(
-    optout_id: int,
+    optout_id: CatalogId,
     face_id: FaceIdsOpt = None,
     expand: ExpandOpt = False,
     confirm_all: ConfirmAllOpt = False,
@@ -154,7 +155,7 @@ def optout_erase(
 
 @optout_app.command("remove")
 def optout_remove(
-    optout_id: int, note: Annotated[str, typer.Option(help="Why (logged).")] = "", yes: YesOpt = False
+    optout_id: CatalogId, note: Annotated[str, typer.Option(help="Why (logged).")] = "", yes: YesOpt = False
 ) -> None:
     """Take a person off the opt-out list (request withdrawn, or a public submission rejected)."""
     confirm(f"Remove opt-out {optout_id}? Their faces become searchable again.", yes)
