@@ -239,13 +239,7 @@ class PersonSearch:
             return {}
         with self.catalog.session() as session:
             people = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(person_ids)))}
-            rows = session.execute(
-                select(PersonFace.person_id, FaceRecord.embedding, Collection.model_id)
-                .join(FaceRecord, FaceRecord.id == PersonFace.face_id)
-                .join(Person, Person.id == PersonFace.person_id)
-                .join(Collection, Collection.id == Person.collection_id)
-                .where(PersonFace.person_id.in_(person_ids))
-            ).all()
+            rows = _member_rows(session, PersonFace.person_id, PersonFace.person_id.in_(person_ids))
         vectors: dict[int, list[np.ndarray]] = defaultdict(list)
         for person_id, embedding, model_id in _visible(self.catalog, rows):
             vectors[person_id].append(embedding)
@@ -266,13 +260,7 @@ class PersonSearch:
             )
             if collection is None:
                 raise NotFound(f"person {person_id} does not exist")
-            rows = session.execute(
-                select(PersonFace.face_id, FaceRecord.embedding, Collection.model_id)
-                .join(FaceRecord, FaceRecord.id == PersonFace.face_id)
-                .join(Person, Person.id == PersonFace.person_id)
-                .join(Collection, Collection.id == Person.collection_id)
-                .where(PersonFace.person_id == person_id)
-            ).all()
+            rows = _member_rows(session, PersonFace.face_id, PersonFace.person_id == person_id)
         return collection, {face_id: embedding for face_id, embedding, _ in _visible(self.catalog, rows)}
 
     def _record(self, actor, case_id, purpose, collections, top_k, threshold, record: PersonProbe, **audit) -> None:
@@ -292,6 +280,17 @@ class PersonSearch:
             error=record.error,
             **audit,
         )
+
+
+def _member_rows(session, key, condition) -> list:
+    """(``key``, embedding, model id) of the people's faces that ``condition`` picks."""
+    return session.execute(
+        select(key, FaceRecord.embedding, Collection.model_id)
+        .join(FaceRecord, FaceRecord.id == PersonFace.face_id)
+        .join(Person, Person.id == PersonFace.person_id)
+        .join(Collection, Collection.id == Person.collection_id)
+        .where(condition)
+    ).all()
 
 
 def _visible(catalog, rows) -> list[tuple[int, np.ndarray, str | None]]:
