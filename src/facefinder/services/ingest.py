@@ -26,9 +26,16 @@ from facefinder.errors import DiskFullError, FaceFinderError, ImageError, is_dis
 from facefinder.services.privacy.consent import withdrawn_ids
 from facefinder.services.privacy.optout import OptOutScreen, screen_for
 from facefinder.services.sources.folders import SourceItem, iter_sources
-from facefinder.services.video import VideoJob, analyze_job, failure_detail, video_job, whole_tracks_screened
-from facefinder.storage.store import FaceStore, NewFace, NewImage
-from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo, encode_jpeg
+from facefinder.services.video import (
+    VideoJob,
+    analyze_job,
+    failure_detail,
+    new_face,
+    video_job,
+    whole_tracks_screened,
+)
+from facefinder.storage.store import FaceStore, NewImage
+from facefinder.vision.image import DEFAULT_MAX_PIXELS, decode_photo
 from facefinder.vision.pipeline import FacePipeline
 from facefinder.vision.video import is_video_name
 
@@ -146,18 +153,7 @@ def analyze_batch(
         results[i] = {
             "width": images[i].width,
             "height": images[i].height,
-            "faces": [
-                NewFace(
-                    box=[round(float(v), 2) for v in f.box],
-                    landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in f.landmarks],
-                    detector_score=round(f.score, 4),
-                    quality=round(f.quality.score, 4),
-                    quality_parts=f.quality.as_dict(),
-                    embedding=f.embedding,
-                    thumbnail=encode_jpeg(f.aligned),
-                )
-                for f in faces
-            ],
+            "faces": [new_face(f) for f in faces],
         }
     after = (pipeline.timings.detect, pipeline.timings.align, pipeline.timings.embed)
     stages = {"decode": decode, **{k: a - b for k, a, b in zip(("detect", "align", "embed"), after, before)}}

@@ -79,7 +79,8 @@ def video_tracks(
     return tracks, counts
 
 
-def _new_face(face: Face, place: tuple[int, float]) -> NewFace:
+def new_face(face: Face, place: tuple[int, float] | None = None) -> NewFace:
+    """A face as the store takes it, from a photo or (with ``place``: track number, time) a video frame."""
     return NewFace(
         box=[round(float(v), 2) for v in face.box],
         landmarks=[[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks],
@@ -144,7 +145,7 @@ def analyze_video(path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS,
     info = probe_video(path, source)
     tracks, counts = video_tracks(path, pipeline, fps, source)
     faces = [
-        _new_face(face, (number, round(when, 3))) for number, track in enumerate(tracks) for when, face in track.kept
+        new_face(face, (number, round(when, 3))) for number, track in enumerate(tracks) for when, face in track.kept
     ]
     return {
         "width": int(counts.get("width", info.width)),
