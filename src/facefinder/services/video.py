@@ -15,8 +15,9 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,29 +53,44 @@ def frame_pipeline(pipeline: FacePipeline) -> FacePipeline:
 
 
 def _analysed(
-    path, pipeline: FacePipeline, fps: float, counts: dict[str, float], source: str | None
+    path, pipeline: FacePipeline, fps: float, counts: dict[str, float], source: str | None, threads: int
 ) -> Iterator[tuple[float, list[Face]]]:
-    """(time, faces) of each sampled frame, in time order; ``counts`` gains frames and decode seconds."""
+    """(time, faces) of each sampled frame, in time order; ``counts`` gains frames and decode seconds.
+
+    Chunks of frames are analysed on ``threads`` threads while the next ones decode (ONNX Runtime and
+    FFmpeg release the GIL), so one video uses every core an ingest worker would otherwise leave idle;
+    at most ``threads`` + 1 chunks are held, whatever the video's length."""
     frames = sample_frames(path, fps, source)
-    while True:
-        started = time.perf_counter()
-        chunk = [frame for _, frame in zip(range(FRAMES_PER_CALL), frames)]
-        counts["decode"] += time.perf_counter() - started
-        if not chunk:
-            return
-        counts["frames"] += len(chunk)
-        counts["height"], counts["width"] = chunk[0].image.shape[:2]  # upright, a display matrix applied
-        for frame, faces in zip(chunk, pipeline.analyze([frame.image for frame in chunk])):
-            yield frame.time, faces
+    pending: deque[tuple[list, Future]] = deque()
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="video-frames") as pool:
+        while True:
+            started = time.perf_counter()
+            chunk = [frame for _, frame in zip(range(FRAMES_PER_CALL), frames)]
+            counts["decode"] += time.perf_counter() - started
+            if chunk:
+                counts["frames"] += len(chunk)
+                counts["height"], counts["width"] = chunk[0].image.shape[:2]  # upright, a display matrix applied
+                pending.append((chunk, pool.submit(pipeline.analyze, [frame.image for frame in chunk])))
+            while pending and (not chunk or len(pending) > threads):
+                done, future = pending.popleft()
+                for frame, faces in zip(done, future.result()):
+                    yield frame.time, faces
+            if not chunk:
+                return
 
 
 def video_tracks(
-    path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS, source: str | None = None
+    path,
+    pipeline: FacePipeline,
+    fps: float = DEFAULT_SAMPLE_FPS,
+    source: str | None = None,
+    threads: int | None = None,
 ) -> tuple[list[Track[Face]], dict[str, float]]:
     """Every face track of a video (a path or an open file), in order of appearance, and counts
-    (frames analysed, decode seconds)."""
+    (frames analysed, decode seconds). Frames are analysed on ``threads`` threads (default: a core each)."""
     counts = {"frames": 0, "decode": 0.0}
-    frames = _analysed(path, frame_pipeline(pipeline), fps, counts, source)
+    threads = threads or os.cpu_count() or 1
+    frames = _analysed(path, frame_pipeline(pipeline), fps, counts, source, threads)
     tracks = sorted(track_faces(frames), key=lambda t: (t.start, t.end))
     return tracks, counts
 
