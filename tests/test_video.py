@@ -47,6 +47,7 @@ def test_frames_are_sampled_by_their_times(video):
     [
         ("cam.avi", "mjpeg", "mjpeg"),  # CCTV recorders
         ("phone.mov", "libx264", "h264"),
+        ("nvr.mp4", "libx265", "hevc"),  # H.265: network video recorders
         ("clip.mkv", "libx264", "h264"),
         ("web.webm", "libvpx-vp9", "vp9"),
     ],
@@ -320,7 +321,9 @@ def test_video_tracks_on_postgresql(video, tmp_path, make_finder):
 
 
 @pytest.mark.slow
-def test_a_video_in_a_ray_ingest_is_one_failure_row_saying_so(video, tmp_path, pipeline):
+def test_a_video_ingests_on_ray_as_in_a_local_ingest(video, tmp_path, pipeline):
+    """A Ray actor reads the video from shared storage (or gets an archive member's bytes) and analyses it
+    whole: the same tracks and faces as a local ingest, and a re-run skips it."""
     import ray
     from helpers import open_finder
 
@@ -328,14 +331,27 @@ def test_a_video_in_a_ray_ingest_is_one_failure_row_saying_so(video, tmp_path, p
     folder.mkdir()
     shutil.copy(video, folder / "street.mp4")
     shutil.copy(lfw("George_W_Bush", 1), folder / "bush.jpg")
+    short = write_video(tmp_path / "short.mp4", scenes_of([lfw("Vladimir_Putin", 1)], 2.0))
+    with zipfile.ZipFile(folder / "export.zip", "w") as archive:
+        archive.write(short, "cam2/lobby.mp4")  # only the driver can open it: its bytes travel to the actor
+        archive.write(video, "cam2/street-copy.mp4")  # a copy of street.mp4: a duplicate either way
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        local = open_finder(tmp_path / "local", pipeline)
+        expected = local.ingest(folder, "cctv", **POLICY)
         ff = open_finder(tmp_path / "data", workers=2)
         report = ff.ingest(folder, "cctv", ray="local", **POLICY)
-        assert report.ingested == 1 and [(f.source, f.reason) for f in report.failures] == [
-            (str(folder / "street.mp4"), "unsupported")
-        ]
+        assert (report.ingested, report.duplicates, report.failures) == (3, 1, [])
+        assert (report.ingested, report.faces) == (expected.ingested, expected.faces)
+        [probe] = ff.search(lfw("Hugo_Chavez", 2))
+        best = probe.candidates[0]
+        assert best.source in (str(folder / "street.mp4"), f"{folder / 'export.zip'}!cam2/street-copy.mp4")
+        assert 9.0 - INTERVAL <= best.video_time <= 12.0 + INTERVAL and best.track["start"] <= best.video_time
+        [probe] = ff.search(lfw("Vladimir_Putin", 2))
+        assert probe.candidates[0].source == f"{folder / 'export.zip'}!cam2/lobby.mp4"
+        assert ff.ingest(folder, "cctv", ray="local").ingested == 0  # resumable: what is stored is skipped
         ff.close()
+        local.close()
     finally:
         ray.shutdown()
 

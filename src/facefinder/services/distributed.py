@@ -2,8 +2,9 @@
 
 The driver (this process) lists the sources, as a local ingest does, and streams them through Ray
 Data into a pool of actors; each actor loads the ONNX models once and runs ``analyze_batch``, the
-very function local worker processes run, on the photos it reads itself (a file path on shared
-storage or an ``s3://`` object; archive members, which only the driver can open, travel as bytes).
+very function local worker processes run, on the photos and videos it reads itself (a file path on
+shared storage or an ``s3://`` object; archive members, which only the driver can open, travel as
+bytes). A video is analysed whole by the actor that gets it (its frames on that actor's threads).
 Results come back in source order and the driver writes them exactly as ``Ingestor`` does (same
 opt-out screening, same transactions, same order), into whatever catalog and vector backend the
 store has: PostgreSQL and Milvus on a cluster. So a Ray ingest leaves the catalog a local ingest
@@ -32,6 +33,7 @@ from facefinder.services.ingest import (
     batch_size_for,
 )
 from facefinder.services.sources.folders import iter_sources, read_location
+from facefinder.services.video import VideoJob, located_video_job
 from facefinder.storage.store import NewImage
 from facefinder.vision.video import is_video_name
 
@@ -60,14 +62,14 @@ class AnalyzeActor:
             try:
                 if failure:
                     raise ImageError(source, *pickle.loads(failure))
-                data = data if data is not None else read_location(location, int(size))
+                digest, data = _read_row(source, location, int(size or 0), data)
             except ImageError as exc:
                 results[i], digests[i] = Failure(source, exc.reason, exc.detail), None
                 continue
             except OSError as exc:
                 results[i], digests[i] = Failure(source, "unreadable", exc.strerror or str(exc)), None
                 continue
-            digests[i] = digest = hashlib.sha256(data).hexdigest()
+            digests[i] = digest
             if digest in self.known:
                 results[i] = "duplicate"  # stored by an earlier run: not analyzed again
             else:
@@ -81,6 +83,16 @@ class AnalyzeActor:
             pickle.dumps((digests[i], results[i], stages if i == 0 else {}, model_id)) for i in range(len(digests))
         ]
         return pa.table({"seq": batch.column("seq"), "payload": pa.array(payloads, pa.binary())})
+
+
+def _read_row(source: str, location: str | None, size: int, data: bytes | None) -> tuple[str, bytes | VideoJob]:
+    """A row's sha256 and what ``analyze_batch`` takes for it: a photo's bytes, or a video's job (a file
+    on shared storage is streamed, never read whole). Raises ImageError or OSError."""
+    if is_video_name(source):
+        job = located_video_job(source, location, size, data)
+        return job.sha256, job
+    data = data if data is not None else read_location(location, size)
+    return hashlib.sha256(data).hexdigest(), data
 
 
 class RayIngestor(Ingestor):
@@ -107,11 +119,6 @@ class RayIngestor(Ingestor):
             if item.provenance.get("consent_id") in self._withdrawn:
                 run.report.seen += 1
                 run.report.consent_withdrawn += 1
-                continue
-            if is_video_name(item.source):  # a video is analysed whole by one worker: not on Ray yet
-                run.report.seen += 1
-                why = "videos are not ingested on Ray yet: ingest them without --ray"
-                self._fail(run.collection_id, run.report, Failure(item.source, "unsupported", why))
                 continue
             rows.append(self._row(len(rows), item))
             metas.append(NewImage("", item.source, 0, 0, item.provenance))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facefinder.errors import ImageError
-from facefinder.services.sources.folders import Fence, SourceItem, read_source
+from facefinder.services.sources.folders import Fence, SourceItem, read_location, read_source
 from facefinder.services.sources.object_storage import is_object_uri
 from facefinder.storage.store import NewFace
 from facefinder.storage.video import NewTrack
@@ -35,7 +35,8 @@ from facefinder.vision.tracks import Track, track_faces
 from facefinder.vision.video import DEFAULT_SAMPLE_FPS, clip_mp4, frame_at, probe_video, sample_frames
 
 CLIP_BEFORE, CLIP_AFTER = 3.0, 5.0  # seconds of a result's clip before and after the face was seen
-FRAMES_PER_CALL = 4  # sampled frames analysed together: their faces embed in one batch
+FRAMES_IN_FLIGHT = 4  # sampled frames being analysed at once, split over the threads (memory: ~5 frames held)
+MAX_THREADS = 4  # threads analysing one video's frames: ingest workers each analyse their own video too
 
 
 def frame_pipeline(pipeline: FacePipeline) -> FacePipeline:
@@ -58,14 +59,16 @@ def _analysed(
     """(time, faces) of each sampled frame, in time order; ``counts`` gains frames and decode seconds.
 
     Chunks of frames are analysed on ``threads`` threads while the next ones decode (ONNX Runtime and
-    FFmpeg release the GIL), so one video uses every core an ingest worker would otherwise leave idle;
-    at most ``threads`` + 1 chunks are held, whatever the video's length."""
+    FFmpeg release the GIL), so one video uses the cores other ingest workers leave idle. A chunk's
+    faces embed in one batch; the chunks are smaller the more threads there are, so that about
+    FRAMES_IN_FLIGHT + 1 frames are held, whatever the video's length or the number of threads."""
     frames = sample_frames(path, fps, source)
+    per_chunk = max(1, FRAMES_IN_FLIGHT // threads)
     pending: deque[tuple[list, Future]] = deque()
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="video-frames") as pool:
         while True:
             started = time.perf_counter()
-            chunk = [frame for _, frame in zip(range(FRAMES_PER_CALL), frames)]
+            chunk = [frame for _, frame in zip(range(per_chunk), frames)]
             counts["decode"] += time.perf_counter() - started
             if chunk:
                 counts["frames"] += len(chunk)
@@ -87,9 +90,10 @@ def video_tracks(
     threads: int | None = None,
 ) -> tuple[list[Track[Face]], dict[str, float]]:
     """Every face track of a video (a path or an open file), in order of appearance, and counts
-    (frames analysed, decode seconds). Frames are analysed on ``threads`` threads (default: a core each)."""
+    (frames analysed, decode seconds). Frames are analysed on ``threads`` threads (default: a core each,
+    at most MAX_THREADS)."""
     counts = {"frames": 0, "decode": 0.0}
-    threads = threads or os.cpu_count() or 1
+    threads = threads or min(os.cpu_count() or 1, MAX_THREADS)
     frames = _analysed(path, frame_pipeline(pipeline), fps, counts, source, threads)
     tracks = sorted(track_faces(frames), key=lambda t: (t.start, t.end))
     return tracks, counts
@@ -134,6 +138,20 @@ def video_job(item: SourceItem, confine_to: str | os.PathLike | None) -> VideoJo
         return VideoJob(digest, item.source, path=item.source, fence=str(confine_to))
     data = item.read()
     return VideoJob(hashlib.sha256(data).hexdigest(), item.source, data=data)
+
+
+def located_video_job(source: str, location: str | None, size: int, data: bytes | None) -> VideoJob:
+    """The job for a video as a remote (Ray) worker gets it: its bytes when only the driver could read
+    it (an archive member), else by its ``location``: an object read under the byte cap, as a local
+    ingest reads one; a file on shared storage hashed as it is streamed. Raises ImageError or OSError."""
+    if data is None and location and is_object_uri(location):
+        data = read_location(location, size)
+    if data is not None:
+        return VideoJob(hashlib.sha256(data).hexdigest(), source, data=data)
+    if not location:
+        raise ImageError(source, "unreadable", "neither a location nor the bytes of the video were given")
+    with open(location, "rb") as handle:
+        return VideoJob(hashlib.file_digest(handle, "sha256").hexdigest(), source, path=location)
 
 
 @contextmanager
