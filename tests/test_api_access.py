@@ -113,6 +113,8 @@ def endpoints(s) -> list[tuple[str, str, object, dict]]:
         ("GET", "/api/searches", {}, only(ALL, 200)),
         ("GET", f"/api/searches/{sid}", {}, only({"admin", "ivan", "aud"}, 200)),
         ("GET", f"/api/searches/{sid}/probe/thumbnail", {}, only({"admin", "ivan"}, 200)),
+        # not a fused search: no same-person face (tests/test_same_person_api.py shows one)
+        ("GET", f"/api/searches/{sid}/same-person/1/thumbnail", {}, only({"admin", "ivan"}, 404)),
         ("GET", f"/api/searches/{sid}/candidates/1", {}, only({"admin", "ivan"}, 200)),
         ("GET", f"/api/searches/{sid}/candidates/1/thumbnail", {}, only({"admin", "ivan"}, 200)),
         ("GET", f"/api/searches/{sid}/candidates/1/photo", {}, only({"admin", "ivan"}, 200)),

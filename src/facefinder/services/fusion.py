@@ -13,7 +13,8 @@ pairs but lets the worse-matching photo add its own chance matches; the mean was
 
 From each photo its largest face is taken (a probe photo of one person); a photo with no face, or one
 that cannot be read, is an error naming it: a fused search never runs on part of what was declared.
-A probe on the opt-out list gets nothing back, as in a single search.
+A probe on the opt-out list gets nothing back, as in a single search. ``fuse`` is the arithmetic, shared
+with the service's case searches (services/server/cases.py, ``same_person``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +31,25 @@ from facefinder.services.privacy.optout import screen_for
 from facefinder.services.search import ProbeFace, Searcher
 from facefinder.services.sources.folders import iter_sources
 from facefinder.vision.image import decode_photo
+
+if TYPE_CHECKING:
+    from facefinder.storage.catalog import Catalog
+
+
+def fuse(embeddings: np.ndarray) -> tuple[np.ndarray, float]:
+    """The fused template of the rows of ``embeddings`` (one face each, of one person) and the scale of
+    its scores: (m, |e_1 + ... + e_n| / n) for the unit rows e_i, as the module docstring says."""
+    unit = np.asarray(embeddings, dtype=np.float32)
+    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    total = unit.sum(axis=0)
+    norm = float(np.linalg.norm(total))
+    return (total / norm)[None, :], norm / len(unit)
+
+
+def any_opted_out(catalog: Catalog, embeddings: np.ndarray, model_id: str) -> bool:
+    """Whether any of the probe faces (rows) is on the opt-out list: the fused search then finds nothing."""
+    screen = screen_for(catalog)
+    return bool(screen.size(model_id) and np.any(screen.match(embeddings, model_id)))
 
 
 def search_together(
@@ -60,13 +81,10 @@ def search_together(
     if len(embeddings) < 2:
         raise FaceFinderError("--same-person: give at least two probe photos of the person")
     stacked = np.stack(embeddings).astype(np.float32)
-    total = stacked.sum(axis=0)
-    norm = float(np.linalg.norm(total))
     record = ProbeFace(" + ".join(sources), None, None, None, probe_sha256=" ".join(digests))
-    screen, model_id = screen_for(searcher.store.catalog), searcher.pipeline.model_id
-    if screen.size(model_id) and np.any(screen.match(stacked, model_id)):
+    if any_opted_out(searcher.store.catalog, stacked, searcher.pipeline.model_id):
         yield record  # one of them is on the opt-out list: nothing is searched for it
         return
-    template = (total / norm)[None, :]
-    record.candidates = searcher.search_embeddings(template, collection_ids, top_k, threshold, norm / len(stacked))[0]
+    template, scale = fuse(stacked)
+    record.candidates = searcher.search_embeddings(template, collection_ids, top_k, threshold, scale)[0]
     yield record

@@ -45,6 +45,30 @@ class CaseSearch(Base):
     candidates: Mapped[list["CaseCandidate"]] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, order_by="CaseCandidate.rank"
     )
+    # A fused search (same_person): the other faces declared to show the probe face's person, searched together.
+    same_person: Mapped[list["SamePersonFace"]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="SamePersonFace.number"
+    )
+
+
+class SamePersonFace(Base):
+    """One more probe face of a fused case search (services/server/cases.py, ``same_person``), kept as the
+    searched probe face is: its photo's sha256, which face, its box, quality and thumbnail, and its template
+    until its person is erased (then thumbnail and template are emptied and ``erased_at`` says when).
+    A table of its own, so a catalog made before fused searches gains it when it is opened."""
+
+    __tablename__ = "case_search_same_person"
+    __table_args__ = (UniqueConstraint("search_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("case_searches.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1.. in the order declared (the probe face itself is 0)
+    probe_sha256: Mapped[str] = mapped_column(String(64))
+    probe_face: Mapped[int] = mapped_column(Integer)
+    probe_box: Mapped[list] = mapped_column(JSON)
+    probe_quality: Mapped[float] = mapped_column(Float)
+    probe_thumbnail: Mapped[bytes] = mapped_column(LargeBinary)
+    probe_embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    erased_at: Mapped[datetime | None] = mapped_column()
 
 
 class CaseCandidate(Base):

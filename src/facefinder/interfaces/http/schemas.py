@@ -184,43 +184,6 @@ class SettingsUpdate(BaseModel):
     probe_retention_days: int | None = Field(None, ge=0, le=3650)
 
 
-class ProbeFaceOut(BaseModel):
-    face: int
-    box: list[float]
-    quality: float
-    video_time: float | None = Field(None, description="A video probe: when this face (its track's best) was seen")
-
-
-class ProbeOut(BaseModel):
-    probe_id: str = Field(description="Refer to this probe in POST /api/searches (held in memory for 30 min)")
-    sha256: str
-    width: int
-    height: int
-    faces: list[ProbeFaceOut]
-
-
-class SearchRequest(BaseModel):
-    probe_id: str = Field(min_length=1, max_length=100)
-    face: int = Field(0, ge=0, le=10_000, description="Which face of the probe to search")
-    case_id: str = Field(min_length=1, max_length=200, description="Case number")
-    purpose: str = Field(min_length=1, max_length=2000, description="Why this search is run")
-    category: str = Field(min_length=1, max_length=100, description="One of the configured categories")
-    collections: list[Name] | None = Field(None, max_length=100, description="Default: every granted collection")
-    top_k: int = Field(10, ge=1, le=100)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Default: the calibrated threshold")
-    faces: list[Annotated[int, Field(ge=0, le=10_000)]] | None = Field(
-        None,
-        max_length=100,
-        description="Several faces of the probe to search at once, one search record each (`face` is then "
-        "not used); the answer is the first face's search, whose `probe_searches` lists them all",
-    )
-    near_misses: bool = Field(
-        False,
-        description="Also return the candidates below the threshold, down to the weak band, as near misses "
-        "(status `near_miss`: shown, never leads)",
-    )
-
-
 class CandidateOut(BaseModel):
     rank: int
     face_id: int
@@ -263,6 +226,16 @@ class ProbeSearchOut(BaseModel):
     face: int = Field(description="Which face of the probe photo that search searched (0-based)")
 
 
+class SamePersonOut(BaseModel):
+    number: int = Field(description="1.. as declared; its thumbnail: /api/searches/{id}/same-person/{number}/thumbnail")
+    probe_sha256: str
+    face: int
+    box: list[float]
+    quality: float
+    erased_at: UtcDatetime | None = Field(None, description="When its person was erased (a placeholder then)")
+    withheld: bool = Field(False, description="Its person opted out and the erasure is under review")
+
+
 class SearchOut(BaseModel):
     id: int
     at: UtcDatetime
@@ -291,6 +264,9 @@ class SearchOut(BaseModel):
         [],
         description="The searches of this probe photo's faces (same sha256) for this case that you may read, this "
         "one included, by face then id: the faces of a group photo searched together, or one after the other",
+    )
+    same_person: list[SamePersonOut] = Field(
+        [], description="A fused search: the other probe faces declared to show the same person (empty otherwise)"
     )
 
 

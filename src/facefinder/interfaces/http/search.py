@@ -1,5 +1,5 @@
 """Case-bound search: probe photos, searches and their records, candidates, leads (propose, confirm,
-not a match)."""
+not a match); the probe and search request schemas are here, the record's in schemas.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from facefinder.errors import NotFound
 from facefinder.interfaces.http.deps import ApiError, CanSearch, Reader, ServiceDep, safe_filename
@@ -16,12 +17,10 @@ from facefinder.interfaces.http.schemas import (
     CandidateOut,
     DbId,
     LeadNote,
-    ProbeFaceOut,
-    ProbeOut,
+    Name,
     Rank,
     ResultOut,
     SearchOut,
-    SearchRequest,
     candidate_out,
     search_out,
 )
@@ -30,6 +29,63 @@ if TYPE_CHECKING:
     from facefinder.services.server.probes import Probe
 
 router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+class ProbeFaceOut(BaseModel):
+    """One face found in a probe photo."""
+
+    face: int
+    box: list[float]
+    quality: float
+    video_time: float | None = Field(None, description="A video probe: when this face (its track's best) was seen")
+
+
+class ProbeOut(BaseModel):
+    """An analysed probe photo, held in memory for its uploader."""
+
+    probe_id: str = Field(description="Refer to this probe in POST /api/searches (held in memory for 30 min)")
+    sha256: str
+    width: int
+    height: int
+    faces: list[ProbeFaceOut]
+
+
+class SamePersonIn(BaseModel):
+    """One more face declared to show the same person as the searched probe face."""
+
+    probe_id: str = Field(min_length=1, max_length=100, description="One of my held probes (this one or another)")
+    face: int = Field(0, ge=0, le=10_000, description="Which face of that probe")
+
+
+class SearchRequest(BaseModel):
+    """A case search of a held probe face."""
+
+    probe_id: str = Field(min_length=1, max_length=100)
+    face: int = Field(0, ge=0, le=10_000, description="Which face of the probe to search")
+    case_id: str = Field(min_length=1, max_length=200, description="Case number")
+    purpose: str = Field(min_length=1, max_length=2000, description="Why this search is run")
+    category: str = Field(min_length=1, max_length=100, description="One of the configured categories")
+    collections: list[Name] | None = Field(None, max_length=100, description="Default: every granted collection")
+    top_k: int = Field(10, ge=1, le=100)
+    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Default: the calibrated threshold")
+    faces: list[Annotated[int, Field(ge=0, le=10_000)]] | None = Field(
+        None,
+        max_length=100,
+        description="Several faces of the probe to search at once, one search record each (`face` is then "
+        "not used); the answer is the first face's search, whose `probe_searches` lists them all",
+    )
+    near_misses: bool = Field(
+        False,
+        description="Also return the candidates below the threshold, down to the weak band, as near misses "
+        "(status `near_miss`: shown, never leads)",
+    )
+    same_person: list[SamePersonIn] | None = Field(
+        None,
+        max_length=100,
+        description="More faces (of my held probes) declared to show the same person as `face`: one search on "
+        "their fused template, each candidate scored by the mean of its cosines to all of them (at most 10; "
+        "not with `faces`)",
+    )
 
 
 def jpeg(data: bytes) -> Response:
@@ -115,6 +171,7 @@ def create_search(body: SearchRequest, principal: CanSearch, service: ServiceDep
         body.threshold,
         faces=body.faces,
         near_misses=body.near_misses,
+        same_person=[(s.probe_id, s.face) for s in body.same_person] if body.same_person is not None else None,
     )
     return search_out(record)
 
@@ -147,6 +204,17 @@ def get_search(search_id: DbId, principal: Reader, service: ServiceDep) -> Searc
 )
 def search_probe_thumbnail(search_id: DbId, principal: CanSearch, service: ServiceDep) -> Response:
     return jpeg(service.cases.probe_thumbnail(principal, search_id))
+
+
+@router.get(
+    "/searches/{search_id}/same-person/{number}/thumbnail",
+    response_class=Response,
+    responses=JPEG,
+    tags=["search"],
+    summary="One more probe face of a fused search (a placeholder once its person was erased)",
+)
+def search_same_person_thumbnail(search_id: DbId, number: Rank, principal: CanSearch, service: ServiceDep) -> Response:
+    return jpeg(service.cases.same_person_thumbnail(principal, search_id, number))
 
 
 @router.get(

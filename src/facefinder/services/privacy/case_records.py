@@ -3,7 +3,8 @@ showing them.
 
 A candidate whose face was erased is stamped (``mark_erased_candidates``: its thumbnail came from the
 faces table, so it is gone with the face; the stamp lets the record say when), and the probe face of
-every case search whose probe was the erased person is emptied (``erase_probes_of``). The records
+every case search whose probe was the erased person is emptied (``erase_probes_of``), and so is any
+more probe face of a fused search (``same_person``) that was the person. The records
 keep the case, the sha256 and the scores, never the face.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from sqlalchemy import select, update
 
 from facefinder.errors import ImageError
-from facefinder.storage.cases import CaseCandidate, CaseSearch
+from facefinder.storage.cases import CaseCandidate, CaseSearch, SamePersonFace
 from facefinder.storage.catalog import Catalog, FaceRecord
 from facefinder.vision.image import decode_image, decode_photo
 
@@ -27,7 +28,8 @@ from facefinder.vision.image import decode_image, decode_photo
 class ProbeErasure:
     """Which case searches an erasure emptied: their probe face, or only a kept probe photo."""
 
-    searches: list[int] = field(default_factory=list)  # probe face (thumbnail, template, kept photo) emptied
+    # a probe face (thumbnail, template, kept photo), or one more probe face of a fused search, emptied
+    searches: list[int] = field(default_factory=list)
     photos: list[int] = field(default_factory=list)  # only the kept probe photo dropped: the person was in it
 
 
@@ -67,7 +69,9 @@ def erase_probes_of(
     The thumbnail is replaced by an empty value (the column predates erasure and is NOT NULL in old
     catalogs), the template and any kept probe photo are cleared, and ``probe_erased_at`` is set: the
     record and the audit log keep the case, the sha256 and the scores, never the face. A kept probe
-    photo in which any face (not only the searched one) is the person's is dropped too.
+    photo in which any face (not only the searched one) is the person's is dropped too. The other probe
+    faces of fused searches (always kept with their template) are matched and emptied the same way;
+    the searches they belong to are listed in ``searches`` too.
     """
     result = ProbeErasure()
     if not templates:
@@ -78,7 +82,35 @@ def erase_probes_of(
     if pipeline is not None:
         result.photos = _kept_photos_showing(catalog, pipeline, templates, threshold, set(result.searches))
     _clear_probes(catalog, result, at)
+    extra = _clear_same_person(catalog, templates, threshold, at)
+    result.searches = sorted(set(result.searches) | extra)
     return result
+
+
+def _clear_same_person(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float, at: datetime) -> set[int]:
+    """Empty (thumbnail, template; ``erased_at`` stamped) every extra probe face of a fused search whose
+    template matches ``templates``; returns the ids of the searches changed."""
+    query = (
+        select(SamePersonFace.id, SamePersonFace.search_id, CaseSearch.model_id, SamePersonFace.probe_embedding)
+        .join(CaseSearch, CaseSearch.id == SamePersonFace.search_id)
+        .where(SamePersonFace.erased_at.is_(None), SamePersonFace.probe_embedding.is_not(None))
+        .where(CaseSearch.model_id.in_(list(templates)))
+    )
+    with catalog.session() as session:
+        rows = session.execute(query).all()
+    found = [
+        row
+        for row in rows
+        if _matches(templates[row.model_id], np.frombuffer(row.probe_embedding, np.float32)[None], threshold)
+    ]
+    if found:
+        with catalog.session() as session, session.begin():
+            session.execute(
+                update(SamePersonFace)
+                .where(SamePersonFace.id.in_([row.id for row in found]))
+                .values(probe_thumbnail=b"", probe_embedding=None, erased_at=at)
+            )
+    return {row.search_id for row in found}
 
 
 def _searches_probing(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float) -> list[int]:

@@ -2,6 +2,12 @@
 before any face is searched (so that no search runs without a case number, a purpose and a category),
 and what it ran on and found, kept as its ``case_searches`` / ``case_candidates`` rows and audit entry.
 
+A fused search (``same_person``: more probe faces declared to show the probe face's person, from the
+same or other held probe photos) runs once on their fused template (services/fusion.py): each candidate's
+score is the mean of its cosines to all of them. Its record keeps each extra face as it keeps the probe
+face (sha256, face, box, quality, thumbnail and template; never their photos), and its audit entry lists
+them (``same_person``: [sha256, face] each).
+
 Near misses (asked for with the terms) are the candidates below the threshold, down to the weak band:
 recorded after the leads with the status ``near_miss``, so that the record and the audit log hold every
 face that was shown, and the lead steps refuse them.
@@ -11,13 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from facefinder.errors import FieldError
+from facefinder.errors import FieldError, NotFound
 from facefinder.storage.base import utcnow
-from facefinder.storage.cases import CaseCandidate, CaseSearch
+from facefinder.storage.cases import CaseCandidate, CaseSearch, SamePersonFace
 
 if TYPE_CHECKING:
     from facefinder.services.search import Candidate
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     from facefinder.services.server.probes import Probe, ProbeFaceData
 
 MAX_TOP_K = 100
+MAX_SAME_PERSON = 10  # more faces of the person in one fused search
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,36 @@ def check_faces(probe: Probe, faces: list[int]) -> list[int]:
     return list(dict.fromkeys(faces))
 
 
+def check_same_person(
+    held: Callable[[str], Probe], probe: Probe, faces: list[int], same_person: list[tuple[str, int]] | None
+) -> tuple[tuple[Probe, int], ...]:
+    """The other faces (probe, face) declared to show the person of the probe face ``faces[0]``, each
+    checked: a FieldError on ``same_person`` for more than MAX_SAME_PERSON, several ``faces`` besides, a
+    probe the user no longer holds (``held`` raises NotFound), a face it does not have, or a face listed
+    twice (the probe face itself included). None or an empty list: a plain search."""
+    if not same_person:
+        return ()
+    if len(faces) > 1:
+        raise FieldError("same_person", "a fused search searches one probe face (`face`), not several `faces`")
+    if len(same_person) > MAX_SAME_PERSON:
+        raise FieldError("same_person", f"at most {MAX_SAME_PERSON} more faces of the person")
+    seen, chosen = {(probe.id, faces[0])}, []
+    for probe_id, face in same_person:
+        try:
+            other = held(probe_id)
+        except NotFound as exc:
+            raise FieldError("same_person", str(exc)) from None
+        if not 0 <= face < len(other.faces):
+            raise FieldError("same_person", f"probe {probe_id!r} has no face {face} (it holds {len(other.faces)})")
+        if (probe_id, face) in seen:
+            raise FieldError(
+                "same_person", f"face {face} of probe {probe_id!r} is listed twice (the probe face counts)"
+            )
+        seen.add((probe_id, face))
+        chosen.append((other, face))
+    return tuple(chosen)
+
+
 def near_misses_of(leads: list[Candidate], wider: list[Candidate], terms: SearchTerms) -> list[Candidate]:
     """The candidates of a search down to the weak band (``wider``) that are not among the leads, ranked
     after them, up to ``top_k`` candidates in all; none unless the terms ask for near misses."""
@@ -113,6 +150,7 @@ class SearchRun:
     candidates: list[Candidate]
     model_id: str
     near_misses: list[Candidate] = field(default_factory=list)  # below the threshold, ranked after the leads
+    same_person: tuple[tuple[Probe, int], ...] = ()  # a fused search: the other faces of the person
 
     @property
     def chosen(self) -> ProbeFaceData:
@@ -158,7 +196,26 @@ class SearchRun:
             for status, shown in (("candidate", self.candidates), ("near_miss", self.near_misses))
             for c in shown
         ]
+        record.same_person = self._same_person_rows()
         return record
+
+    def _same_person_rows(self) -> list[SamePersonFace]:
+        """The extra probe faces of a fused search, kept as the probe face is (never their photos)."""
+        rows = []
+        for number, (probe, face) in enumerate(self.same_person, start=1):
+            chosen = probe.faces[face]
+            rows.append(
+                SamePersonFace(
+                    number=number,
+                    probe_sha256=probe.sha256,
+                    probe_face=face,
+                    probe_box=chosen.box,
+                    probe_quality=chosen.quality,
+                    probe_thumbnail=chosen.thumbnail,
+                    probe_embedding=np.asarray(chosen.embedding, dtype=np.float32).tobytes(),
+                )
+            )
+        return rows
 
     def audit_details(self, search_id: int) -> dict[str, Any]:
         """The audit entry's fields: enough to tell later who searched what, why, and what came back
@@ -174,4 +231,5 @@ class SearchRun:
             threshold=self.threshold,
             candidates=[[c.face_id, c.score] for c in [*self.candidates, *self.near_misses]],
             **({"near_misses": len(self.near_misses)} if self.terms.near_misses else {}),
+            **({"same_person": [[p.sha256, f] for p, f in self.same_person]} if self.same_person else {}),
         )

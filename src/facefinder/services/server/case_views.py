@@ -6,7 +6,7 @@ kept apart because it is about views and their audit entries, not about running 
 Views are audited without burying the log in repeats (``OncePer``, services/audit.py): opening a
 result writes one ``result.view`` per user, search, rank and view (``details``: its provenance;
 ``photo``: its source photo) in a view window; the face thumbnails of a search (its probe face and
-its candidates) write one ``thumbnail.view`` per user and search in that window.
+its candidates, and a fused search's other probe faces) write one ``thumbnail.view`` per user and search in that window.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from facefinder.services.server.pictures import SHOWN_WORK_PIXELS, box_in, boxed
 from facefinder.services.sources import archives
 from facefinder.services.sources.folders import read_source
 from facefinder.services.video import video_clip, video_frame
-from facefinder.storage.cases import CaseSearch
+from facefinder.storage.cases import CaseSearch, SamePersonFace
 from facefinder.vision.image import Decoded, decode_photo
 
 WITHHELD_LINES = ("withheld", "(opted out)")  # the placeholder of a face whose person's opt-out is under review
@@ -133,6 +133,26 @@ class CaseViews:
         if erased_at is not None or not thumbnail:
             return placeholder_jpeg(*erased_lines(erased_at))
         if record.probe_withheld:
+            return placeholder_jpeg(*WITHHELD_LINES)
+        return thumbnail
+
+    def same_person_thumbnail(self, principal: Principal, search_id: int, number: int) -> bytes:
+        """One more probe face of a fused search (``number``: 1.., as the record lists them), shown as
+        the probe face is: a placeholder once its person was erased, or while withheld."""
+        record = self._with_faces(principal, search_id)
+        extra = next((f for f in record.same_person if f.number == number), None)
+        if extra is None:
+            raise NotFound(f"search {search_id} has no same-person face {number}")
+        self._log_thumbnail(principal, record, f"same_person {number}")
+        with self.catalog.session() as session:
+            thumbnail, erased_at = session.execute(
+                select(SamePersonFace.probe_thumbnail, SamePersonFace.erased_at).where(
+                    SamePersonFace.search_id == search_id, SamePersonFace.number == number
+                )
+            ).one()
+        if erased_at is not None or not thumbnail:
+            return placeholder_jpeg(*erased_lines(erased_at))
+        if extra.withheld:
             return placeholder_jpeg(*WITHHELD_LINES)
         return thumbnail
 

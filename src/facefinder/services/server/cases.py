@@ -6,8 +6,9 @@ as a record (who, when, on what, with which parameters, what came back), and its
   while under a random id, so that the user can pick one or several. The photo itself is not stored
   unless the probe retention setting says so (default 0 days: only its sha256 and the searched face's
   thumbnail are kept).
-* ``search`` runs one face of a probe (``search_faces``: several, one search each) against the
-  collections the user may search and records it, in ``case_searches`` / ``case_candidates`` and in
+* ``search`` runs one face of a probe (``search_faces``: several, one search each; ``same_person``:
+  with more faces of the same person, fused into one search, see services/server/case_search.py)
+  against the collections the user may search and records it, in ``case_searches`` / ``case_candidates`` and in
   the audit log (its checked terms and its record: services/server/case_search.py; the categories it
   must name: services/server/case_settings.py). Asked for, it also returns the *near misses*: the
   candidates below the threshold down to the weak band, shown as such and never leads.
@@ -38,10 +39,17 @@ from sqlalchemy import select, update
 
 from facefinder.errors import CatalogError, FieldError, NotFound
 from facefinder.services.audit import AuditLog, OncePer
+from facefinder.services.fusion import any_opted_out, fuse
 from facefinder.services.search import Searcher
 from facefinder.services.server import record_state
 from facefinder.services.server.accounts import AccessDenied, Accounts, Principal
-from facefinder.services.server.case_search import SearchRun, SearchTerms, check_faces, near_misses_of
+from facefinder.services.server.case_search import (
+    SearchRun,
+    SearchTerms,
+    check_faces,
+    check_same_person,
+    near_misses_of,
+)
 from facefinder.services.server.case_settings import CaseSettings, save_settings, setting_changes
 from facefinder.services.server.case_views import CaseViews
 from facefinder.services.server.leads import LeadSteps
@@ -160,12 +168,16 @@ class Cases(CaseViews, LeadSteps):
         threshold: float | None = None,
         faces: list[int] | None = None,
         near_misses: bool = False,
+        same_person: list[tuple[str, int]] | None = None,
     ) -> CaseRecord:
-        """Search one face of a probe (or, with ``faces``, several: one search each, see search_faces)
-        and keep the search as a record and an audit entry; returns the (first) search's record."""
+        """Search one face of a probe (or, with ``faces``, several: one search each, see search_faces;
+        with ``same_person``, (probe id, face) of more faces of its person: one fused search) and keep
+        the search as a record and an audit entry; returns the (first) search's record."""
+        if same_person and faces is not None:
+            raise FieldError("same_person", "a fused search searches one probe face (`face`), not several `faces`")
         chosen = [face] if faces is None else faces
         terms = (case_id, purpose, category, collections, top_k, threshold, near_misses)
-        return self.search_faces(principal, probe_id, chosen, *terms)[0]
+        return self.search_faces(principal, probe_id, chosen, *terms, same_person=same_person)[0]
 
     def search_faces(
         self,
@@ -179,12 +191,13 @@ class Cases(CaseViews, LeadSteps):
         top_k: int = 10,
         threshold: float | None = None,
         near_misses: bool = False,
+        same_person: list[tuple[str, int]] | None = None,
     ) -> list[CaseRecord]:
         """Search several faces of one probe for a case: one search record and one audit entry per face,
         written together, in the order asked. Everything asked is checked before anything runs: a
         search without a case, purpose and category, with no collection, or on a collection the user
         may not search, never runs. ``near_misses``: also return the candidates below the threshold,
-        down to the weak band, as near misses (shown, never leads)."""
+        down to the weak band, as near misses (shown, never leads). ``same_person``: see search."""
         principal.require("admin", "investigator")
         settings = self.settings()
         terms = SearchTerms.checked(
@@ -193,29 +206,46 @@ class Cases(CaseViews, LeadSteps):
         names = self._searchable(principal, collections)
         probe = self.probes.get(principal, probe_id)
         faces = check_faces(probe, faces)
-        runs = self._runs(terms, probe, faces, names)
+        fused = check_same_person(lambda other: self.probes.get(principal, other), probe, faces, same_person)
+        runs = self._runs(terms, probe, faces, names, fused)
         self.purge_expired_probes()
         search_ids = self._record(principal, runs, settings.probe_retention_days)
         for run, search_id in zip(runs, search_ids):
             self.audit.record(principal.username, "search", terms.case_id, **run.audit_details(search_id))
         return [self.get(principal, search_id) for search_id in search_ids]
 
-    def _runs(self, terms: SearchTerms, probe: Probe, faces: list[int], collections: list[str]) -> list[SearchRun]:
+    def _runs(
+        self,
+        terms: SearchTerms,
+        probe: Probe,
+        faces: list[int],
+        collections: list[str],
+        fused: tuple[tuple[Probe, int], ...] = (),
+    ) -> list[SearchRun]:
         """Search the chosen probe faces in those collections, at the asked threshold or the calibrated
-        one; with near misses asked, search again down to the weak band for those below it."""
+        one; with near misses asked, search again down to the weak band for those below it. ``fused``:
+        the other faces of the person of ``faces[0]``, searched with it as one fused template (scores
+        scaled to the mean of the cosines, services/fusion.py); nothing is found if any is opted out."""
         searcher = Searcher(self.store, self.pipeline)
         try:
             ids = searcher.collection_ids(collections)
         except CatalogError as exc:
             raise FieldError("collections", str(exc)) from None
         threshold = searcher.calibration.threshold if terms.threshold is None else float(terms.threshold)
-        embeddings = np.stack([probe.faces[face].embedding for face in faces])
-        found = searcher.search_embeddings(embeddings, ids, terms.top_k, threshold)
-        floor = min(threshold, searcher.calibration.bands.get("weak", threshold))
-        wider = searcher.search_embeddings(embeddings, ids, terms.top_k, floor) if terms.near_misses else found
+        embeddings, scale = np.stack([probe.faces[face].embedding for face in faces]), 1.0
         model_id = self.pipeline.model_id
+        if fused:
+            embeddings = np.stack([embeddings[0], *(other.faces[face].embedding for other, face in fused)])
+            if any_opted_out(self.catalog, embeddings, model_id):
+                return [SearchRun(terms, probe, faces[0], collections, threshold, [], model_id, same_person=fused)]
+            embeddings, scale = fuse(embeddings)
+        found = searcher.search_embeddings(embeddings, ids, terms.top_k, threshold, scale)
+        floor = min(threshold, searcher.calibration.bands.get("weak", threshold))
+        wider = searcher.search_embeddings(embeddings, ids, terms.top_k, floor, scale) if terms.near_misses else found
         return [
-            SearchRun(terms, probe, face, collections, threshold, leads, model_id, near_misses_of(leads, more, terms))
+            SearchRun(
+                terms, probe, face, collections, threshold, leads, model_id, near_misses_of(leads, more, terms), fused
+            )
             for face, leads, more in zip(faces, found, wider)
         ]
 

@@ -2,7 +2,7 @@
 in when a record is read (services/server/cases.py):
 
 * *withheld*: a candidate face still held whose person is on the opt-out list (the erasure is under
-  review), and a probe face whose person is. Such a face is never shown and never offered as a lead;
+  review), and a probe face whose person is (the searched one, or one more face of a fused search). Such a face is never shown and never offered as a lead;
   unlike an erased face, it is still in the catalog, and the record says which of the two it is, so
   that an investigator is not told a face was erased when a review is still pending.
 * the *probe searches*: every search of a face of the same probe photo (same sha256) for the same
@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from facefinder.services.privacy import optout
 from facefinder.services.server.records import CaseRecord, ProbeSearch
-from facefinder.storage.cases import CaseSearch
+from facefinder.storage.cases import CaseSearch, SamePersonFace
 
 if TYPE_CHECKING:
     from facefinder.storage.store import FaceStore
@@ -36,6 +36,7 @@ def current(store: FaceStore, records: list[CaseRecord], readable: Callable[[lis
     listed = screen.size() > 0
     withheld = _withheld_faces(store, screen, records) if listed else set()
     probes, siblings = _probe_facts(store, screen, records, listed, readable)
+    extra = _withheld_same_person(store, screen, records) if listed else set()
     return [
         dataclasses.replace(
             record,
@@ -44,6 +45,10 @@ def current(store: FaceStore, records: list[CaseRecord], readable: Callable[[lis
             ),
             probe_withheld=record.id in probes,
             probe_searches=siblings.get((record.probe_sha256, record.case_id), record.probe_searches),
+            same_person=tuple(
+                dataclasses.replace(f, withheld=True) if (record.id, f.number) in extra else f
+                for f in record.same_person
+            ),
         )
         for record in records
     ]
@@ -61,6 +66,25 @@ def _withheld_faces(store: FaceStore, screen: optout.OptOutScreen, records: list
         vectors = np.stack([np.frombuffer(embedding, np.float32) for _, embedding in faces])
         found |= {face_id for (face_id, _), hit in zip(faces, screen.match(vectors, model_id)) if hit}
     return found
+
+
+def _withheld_same_person(
+    store: FaceStore, screen: optout.OptOutScreen, records: list[CaseRecord]
+) -> set[tuple[int, int]]:
+    """(search id, number) of the extra probe faces of fused searches among ``records`` that match the list."""
+    fused = {r.id: r.model_id for r in records if r.same_person}
+    if not fused:
+        return set()
+    query = select(SamePersonFace.search_id, SamePersonFace.number, SamePersonFace.probe_embedding).where(
+        SamePersonFace.search_id.in_(sorted(fused)), SamePersonFace.probe_embedding.is_not(None)
+    )
+    with store.catalog.session() as session:
+        rows = session.execute(query).all()
+    return {
+        (search_id, number)
+        for search_id, number, embedding in rows
+        if screen.match(np.frombuffer(embedding, np.float32)[None], fused[search_id])[0]
+    }
 
 
 def _probe_facts(

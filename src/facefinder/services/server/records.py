@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from facefinder.storage.cases import CaseCandidate, CaseSearch
+from facefinder.storage.cases import CaseCandidate, CaseSearch, SamePersonFace
 
 # Lead statuses: a plain candidate, a proposed and a confirmed lead (two people), one closed as not a
 # match, and a near miss (below the threshold, shown because the investigator asked: never a lead).
@@ -72,6 +72,24 @@ class ProbeSearch:
 
 
 @dataclass(frozen=True)
+class SamePersonProbe:
+    """One more probe face of a fused search (``same_person``): declared to show the probe face's person."""
+
+    number: int  # 1.. in the order declared; its thumbnail is /api/searches/{id}/same-person/{number}/thumbnail
+    probe_sha256: str
+    face: int
+    box: list[float]
+    quality: float
+    erased_at: datetime | None  # when its person was erased (its thumbnail is then a placeholder)
+    withheld: bool = False  # its person opted out and the erasure is under review
+
+    @classmethod
+    def of(cls, row: SamePersonFace) -> SamePersonProbe:
+        box, quality = list(row.probe_box), row.probe_quality
+        return cls(row.number, row.probe_sha256, row.probe_face, box, quality, row.erased_at)
+
+
+@dataclass(frozen=True)
 class CaseRecord:
     """One recorded case search: who ran it, for which case and why, on what, and the candidates it returned."""
 
@@ -95,6 +113,8 @@ class CaseRecord:
     probe_withheld: bool = False  # the probe face's person opted out (erasure under review)
     # the searches of this probe photo's faces for this case that the reader may read, this one included
     probe_searches: tuple[ProbeSearch, ...] = ()
+    # a fused search: the other faces declared to show the same person, searched with the probe face
+    same_person: tuple[SamePersonProbe, ...] = ()
 
     @classmethod
     def of(cls, row: CaseSearch) -> CaseRecord:
@@ -106,6 +126,7 @@ class CaseRecord:
             "candidates": tuple(Lead.of(c) for c in row.candidates),
             "probe_withheld": False,
             "probe_searches": (ProbeSearch(row.id, row.probe_face),),
+            "same_person": tuple(SamePersonProbe.of(f) for f in row.same_person),
         }
         return cls(**{**_columns(row, cls, skip=derived), **derived})
 
