@@ -173,11 +173,15 @@ async function refreshCounts() {
 }
 
 // ----- search: probe photo -> faces (one or several) -> case + purpose -> results ----------------------------
+// A video probe has no picture to draw boxes on: its faces (each face track's best, with when it was seen) are
+// listed with their thumbnails and times, and the tab keeps only the probe id and the faces picked.
 // Keyboard first: the file input is visually hidden but focusable (Enter or Space opens the dialog), the
 // faces are toggle buttons numbered like the boxes on the photo. The probe outlives a trip to the results:
 // the server holds it for its uploader (GET /api/probes/{id}) and this tab keeps its id, the faces picked
 // and a small copy of the photo (sessionStorage, PROBE_KEY), so Back brings it back to pick another face.
 const PROBE_KEY = "facefinder-probe";
+const isVideo = (file) => /^video\//.test(file.type || "") || /\.(mp4|m4v|mov|mkv|avi|webm)$/i.test(file.name || "");
+const clock = (seconds) => { const s = Math.floor(seconds); return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`; };
 
 function keptProbe() {
   try { return JSON.parse(sessionStorage.getItem(PROBE_KEY) || "null"); } catch (e) { return null; }
@@ -212,6 +216,8 @@ function bindSearch() {
   const hint = document.getElementById("search-hint");
   const faceField = document.getElementById("face");
   const restored = document.getElementById("probe-restored");
+  const faceHelp = document.getElementById("face-help");
+  const photoHelp = faceHelp.textContent;
   let probe = null;
   let generation = 0; // a newer photo wins over an older answer (or a restore) still on its way
 
@@ -222,7 +228,7 @@ function bindSearch() {
     const ok = probe && count > 0;
     button.disabled = !ok;
     button.textContent = count > 1 ? `Search ${count} faces` : "Search";
-    hint.textContent = ok ? "" : (probe ? "Pick a face first." : "Upload a photo and pick a face first.");
+    hint.textContent = ok ? "" : (probe ? "Pick a face first." : "Upload a photo or video and pick a face first.");
   };
 
   async function analyze(file) {
@@ -230,14 +236,20 @@ function bindSearch() {
     error.textContent = ""; restored.hidden = true;
     const mine = ++generation;
     probe = null; faceField.value = ""; ready();
-    if (file.size > Number(root.dataset.maxProbe)) { error.textContent = "This photo is over the size cap."; return; }
+    const video = isVideo(file), cap = Number(root.dataset.maxProbe);
+    if (file.size > cap) { error.textContent = `This ${video ? "video" : "photo"} is over the size cap of ${Math.round(cap / 1048576)} MB: choose a smaller one.`; return; }
+    if (video) hint.textContent = "Looking for face tracks in the video…";
     drop.classList.add("busy");
     const data = new FormData(); data.append("photo", file);
     let found;
     try { found = await api("POST", "/api/probes", data, true); }
-    catch (e) { if (mine === generation) error.textContent = e.message; return; }
-    finally { drop.classList.remove("busy"); }
+    catch (e) {
+      if (mine !== generation) return;
+      error.textContent = video ? e.message.replace(HINTS.bad_image, "Choose another video: an MP4, MOV, MKV, AVI or WebM file that plays on your computer.") : e.message;
+      ready(); return;
+    } finally { drop.classList.remove("busy"); }
     if (mine !== generation) return;
+    if (video) { show(found, null, found.faces.length === 1 ? [0] : [], true); keepProbe({ id: found.probe_id, faces: chosen(), photo: null, video: true }); return; }
     const url = URL.createObjectURL(file);
     show(found, url, found.faces.length === 1 ? [0] : []);
     const kept = { id: found.probe_id, faces: chosen(), photo: null };
@@ -246,8 +258,8 @@ function bindSearch() {
     if (mine === generation) keepProbe({ ...kept, faces: chosen() });
   }
 
-  function show(found, url, faces) {
-    probe = found;
+  function show(found, url, faces, video) {
+    probe = { ...found, video: Boolean(video) };
     const image = document.getElementById("probe-image");
     document.querySelector(".probe-stage").hidden = !url;
     document.getElementById("probe-boxes").replaceChildren();
@@ -255,10 +267,13 @@ function bindSearch() {
     if (url) image.src = url; else image.removeAttribute("src");
     document.getElementById("probe-view").hidden = false;
     const count = found.faces.length;
-    document.getElementById("face-count").textContent = `(${count} ${count === 1 ? "face" : "faces"})`;
+    const unit = (video ? "face track" : "face") + (count === 1 ? "" : "s");
+    document.getElementById("face-count").textContent = `(${count} ${unit})`;
+    faceHelp.textContent = video ? `${count} ${unit} found in the video, each shown by its best face and when it was seen. ` +
+      "Pick the face to search, or several: each is searched for the case and kept as its own search record." : photoHelp;
     const picker = document.getElementById("probe-faces");
     picker.replaceChildren(...found.faces.map(faceButton));
-    if (!count) document.getElementById("probe-error").textContent = "No face was found in this photo.";
+    if (!count) document.getElementById("probe-error").textContent = video ? "No face was found in this video: choose another video, or a photo." : "No face was found in this photo.";
     faceField.value = faces.filter((n) => n < count).join(",");
     highlight(); ready();
   }
@@ -266,12 +281,13 @@ function bindSearch() {
   function faceButton(face) {
     const b = document.createElement("button");
     b.type = "button"; b.className = "face"; b.dataset.face = face.face;
-    b.title = `face ${face.face + 1}, quality ${face.quality.toFixed(2)}`;
+    const seen = face.video_time == null ? "" : `at ${clock(face.video_time)}`;
+    b.title = `face ${face.face + 1}, ${seen ? `seen ${seen} in the video, ` : ""}quality ${face.quality.toFixed(2)}`;
     const img = document.createElement("img");
     img.src = `/api/probes/${encodeURIComponent(probe.probe_id)}/faces/${face.face}/thumbnail`; img.alt = "";
     img.width = 72; img.height = 72;
     const label = document.createElement("span");
-    label.textContent = `Face ${face.face + 1} · q ${face.quality.toFixed(2)}`;
+    label.textContent = `Face ${face.face + 1} · ${seen || `q ${face.quality.toFixed(2)}`}`;
     b.append(img, label);
     b.addEventListener("click", () => pick(face.face));
     return b;
@@ -321,13 +337,15 @@ function bindSearch() {
     catch (e) {
       sessionStorage.removeItem(PROBE_KEY);
       if (mine === generation && e.code === "not_found") {
-        restored.textContent = "Your last probe photo has expired on the server (probes are held for 30 minutes): choose it again.";
+        restored.textContent = `Your last probe ${kept.video ? "video" : "photo"} has expired on the server (probes are held for 30 minutes): choose it again.`;
         restored.hidden = false;
       }
       return;
     }
     if (mine !== generation) return; // a photo was chosen meanwhile
-    show(found, kept.photo, kept.faces || []);
+    const video = Boolean(kept.video) || found.faces.some((f) => f.video_time != null);
+    show(found, video ? null : kept.photo, kept.faces || [], video);
+    if (video) restored.textContent = "The face tracks of your last probe video are back (the server holds them for 30 minutes): pick another face, or choose a new photo or video.";
     restored.hidden = false;
   }
 
@@ -459,7 +477,7 @@ function restoreDraft() {
   const note = Object.assign(document.createElement("p"), { className: "alert info", id: "draft-restored" });
   note.setAttribute("role", "status");
   note.textContent = "What you had typed before your session ended is back: check it, then carry on." +
-    (draft.probeLost ? " The photo was too large to keep: choose it again." : "");
+    (draft.probeLost ? " The photo or video was too large to keep: choose it again." : "");
   document.querySelector("main")?.prepend(note);
 }
 
