@@ -119,59 +119,6 @@ function bindApiForms() {
   }
 }
 
-// ----- ingest jobs: live progress --------------------------------------------------------------------
-let polling = false;
-async function pollJobs(force) {
-  const table = document.getElementById("jobs");
-  if (!table || (polling && !force)) return;
-  polling = true;
-  try {
-    const jobs = await api("GET", table.dataset.poll);
-    const body = table.querySelector("tbody");
-    body.replaceChildren(...jobs.map(jobRow));
-    if (!jobs.length) body.innerHTML = '<tr class="empty"><td colspan="11" class="muted">No ingest jobs yet.</td></tr>';
-    if (jobs.some(j => j.state === "queued" || j.state === "running")) { setTimeout(() => pollJobs(true), 800); return; }
-    if (force && jobs.length) refreshCounts();
-  } catch (e) { /* keep the last state shown */ }
-  polling = false;
-}
-
-function cell(text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; return td; }
-
-function jobRow(job) {
-  const tr = document.createElement("tr");
-  tr.dataset.job = job.id;
-  const state = document.createElement("td");
-  const badge = document.createElement("span");
-  badge.className = `state state-${job.state}`; badge.textContent = job.state; state.append(badge);
-  if (job.error) { state.append(" "); state.append(Object.assign(document.createElement("span"), { className: "small", textContent: job.error })); }
-  const progress = document.createElement("td");
-  const bar = document.createElement("progress");
-  bar.max = Math.max(job.total, 1); bar.value = job.done;
-  progress.append(bar, ` ${job.done} / ${job.total}`);
-  // the source opens the job's page (what it stored, its duplicates, photos without a face, failed files)
-  const source = cell("", "mono small");
-  source.append(Object.assign(document.createElement("a"), { href: `/ingests/${encodeURIComponent(job.id)}`, textContent: job.source }));
-  const done = job.state === "done";
-  tr.append(cell(job.created_at.slice(0, 19).replace("T", " "), "nowrap"), cell(job.owner), cell(job.collection), source, state, progress,
-            cell(done ? job.ingested : "–", "num"), cell(job.faces, "num"), cell(done ? job.duplicates : "–", "num"),
-            cell(done ? job.photos_without_faces : "–", "num"), cell(job.failures, "num"));
-  return tr;
-}
-
-async function refreshCounts() {
-  const table = document.getElementById("collections");
-  if (!table) return;
-  try {
-    const rows = await api("GET", "/api/collections");
-    for (const tr of table.querySelectorAll("tbody tr")) {
-      const name = tr.querySelector("strong")?.textContent;
-      const c = rows.find(r => r.name === name);
-      if (c) { const tds = tr.querySelectorAll("td"); tds[2].textContent = c.images; tds[3].textContent = c.faces; tds[4].textContent = c.failures; tds[5].textContent = c.model_id || "–"; }
-    }
-  } catch (e) { /* ignore */ }
-}
-
 // ----- search: probe photo -> faces (one or several) -> case + purpose -> results ----------------------------
 // A video probe has no picture to draw boxes on: its faces (each face track's best, with when it was seen) are
 // listed with their thumbnails and times, and the tab keeps only the probe id and the faces picked.
@@ -179,6 +126,7 @@ async function refreshCounts() {
 // faces are toggle buttons numbered like the boxes on the photo. The probe outlives a trip to the results:
 // the server holds it for its uploader (GET /api/probes/{id}) and this tab keeps its id, the faces picked
 // and a small copy of the photo (sessionStorage, PROBE_KEY), so Back brings it back to pick another face.
+// More photos of the searched person, for one fused search, are same_person.js's (hooks: window.samePerson).
 const PROBE_KEY = "facefinder-probe";
 const isVideo = (file) => /^video\//.test(file.type || "") || /\.(mp4|m4v|mov|mkv|avi|webm)$/i.test(file.name || "");
 const clock = (seconds) => { const s = Math.floor(seconds); return `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`; };
@@ -229,6 +177,7 @@ function bindSearch() {
     button.disabled = !ok;
     button.textContent = count > 1 ? `Search ${count} faces` : "Search";
     hint.textContent = ok ? "" : (probe ? "Pick a face first." : "Upload a photo or video and pick a face first.");
+    window.samePerson?.ready(count, Boolean(probe)); // more photos of the person (same_person.js)
   };
 
   async function analyze(file) {
@@ -366,6 +315,7 @@ function bindSearch() {
     const faces = chosen();
     if (faces.length > 1) body.faces = faces; else body.face = faces[0];
     body.probe_id = probe.probe_id;
+    window.samePerson?.extend(body);
     // always a list (formBody makes a lone checkbox a boolean): [] when none is ticked, which the server refuses by name
     body.collections = Array.from(boxes).filter((box) => box.checked).map((box) => box.value);
     button.disabled = true; hint.textContent = "Searching…";
@@ -373,13 +323,15 @@ function bindSearch() {
       const result = await api("POST", "/api/searches", body);
       window.location = `/searches/${result.id}`;
     } catch (e) {
-      error.textContent = e.message; ready();
+      if (!window.samePerson?.failed(e)) error.textContent = e.message;
+      ready();
       if (e.field === "collections") {
         for (const box of boxes) box.setAttribute("aria-invalid", "true");
         boxes[0]?.focus();
       } else if (typeof markField === "function") { markField(form, e.field); }
     }
   });
+  window.samePerson?.bind(ready);
   ready();
   restore();
 }
@@ -495,6 +447,4 @@ document.addEventListener("DOMContentLoaded", () => {
   setTimeout(restoreDraft, 0); // once every page script is bound, so that what is filled in updates it
   bindApiForms();
   bindSearch();
-  const jobs = document.getElementById("jobs");
-  if (jobs && jobs.querySelector(".state-queued, .state-running")) pollJobs(true);
 });
