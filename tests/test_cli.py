@@ -15,7 +15,18 @@ from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app
 
-PROBE_KEYS = {"probe_sha256", "probe", "face", "box", "quality", "candidates", "match", "error", "video_time"}
+PROBE_KEYS = {
+    "probe_sha256",
+    "probe",
+    "face",
+    "box",
+    "quality",
+    "candidates",
+    "match",
+    "error",
+    "video_time",
+    "threshold",
+}
 CANDIDATE_KEYS = {
     "rank",
     "expected_false_candidates",

@@ -132,7 +132,9 @@ def test_candidate_fields_are_calibrated(lfw_finder):
         "error",
         "match",
         "video_time",
+        "threshold",
     }
+    assert record_dict["threshold"] == calibration.threshold_for(gallery)  # the bar for this gallery's size
 
 
 def test_threshold_and_top_k(lfw_finder):

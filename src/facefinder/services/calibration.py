@@ -37,6 +37,7 @@ CALIBRATION_FILE = Path(__file__).with_name("calibration.json")
 # costs recall fast (LFW pairs: ~84% of same-person pairs reach 0.69, ~53% reach the 1e-6 score, 0.78).
 # README, "Privacy and compliance", explains the trade-off.
 PRIVACY_FMR = 2.5e-6
+MAX_THRESHOLD = 0.95  # the gallery-size threshold's ceiling: past it hardly any genuine pair scores
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,19 @@ class Calibration:
     fmr: np.ndarray  # ... and the impostor fraction at or above each
     bands: dict[str, float]  # band name -> lowest score in it, best band first
     source: str
+    gallery_fit: tuple[float, float] | None = None  # (a, b): threshold a + b log10 N for a gallery of N faces
+
+    def threshold_for(self, gallery_faces: int) -> float:
+        """The default threshold for a gallery of this many faces: where a stranger's best candidate stays
+        below it in 99% of searches (open-set FPIR 1%). The best of N impostor scores grows with log N, so
+        a fixed score would let a large gallery return a stranger far more often; measured on LFW, cfp-dev
+        and UTKFace by benchmarks/gallery_threshold.py. Never below ``threshold`` (small galleries keep the
+        LFW operating point), never above MAX_THRESHOLD; a calibration without a fit keeps ``threshold``."""
+        if self.gallery_fit is None or gallery_faces < 1:
+            return self.threshold
+        a, b = self.gallery_fit
+        fitted = float(np.ceil((a + b * np.log10(gallery_faces)) * 1000 - 1e-6) / 1000)
+        return min(max(self.threshold, fitted), MAX_THRESHOLD)
 
     def false_match_rate(self, score: float) -> float:
         """Estimated FMR at this score (interpolated in log space, clamped to the measured range)."""
@@ -104,6 +118,7 @@ def _load(path: Path, stamp: int) -> Calibration:
         fmr=np.array(data["fmr_curve"]["fmr"], dtype=np.float64),
         bands={k: float(v) for k, v in data["bands"].items()},
         source=data["source"],
+        gallery_fit=(float(fit["a"]), float(fit["b"])) if (fit := data.get("gallery_threshold")) else None,
     )
 
 

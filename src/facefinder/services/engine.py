@@ -287,7 +287,7 @@ class FaceFinder:
                     face=record.face,
                     collections=collections or "all",
                     top_k=top_k,
-                    threshold=searcher.calibration.threshold if threshold is None else threshold,
+                    threshold=record.threshold if record.threshold is not None else threshold,
                     candidates=[[c.face_id, c.score] for c in record.candidates],
                     error=record.error,
                     **({"same_person": True} if same_person else {}),  # the probes fused as one person

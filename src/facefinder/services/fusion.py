@@ -60,8 +60,8 @@ def search_together(
     threshold: float | None = None,
 ) -> Iterator[ProbeFace]:
     """One record for all the probe photos (or folders of them), fused as the module says."""
-    threshold = searcher.calibration.threshold if threshold is None else threshold
     collection_ids = searcher.collection_ids(collections)
+    threshold = searcher.default_threshold(collection_ids) if threshold is None else threshold
     sources, digests, embeddings = [], [], []
     for probe in probes:
         for item in iter_sources(probe, provenance=False):
@@ -81,7 +81,7 @@ def search_together(
     if len(embeddings) < 2:
         raise FaceFinderError("--same-person: give at least two probe photos of the person")
     stacked = np.stack(embeddings).astype(np.float32)
-    record = ProbeFace(" + ".join(sources), None, None, None, probe_sha256=" ".join(digests))
+    record = ProbeFace(" + ".join(sources), None, None, None, probe_sha256=" ".join(digests), threshold=threshold)
     if any_opted_out(searcher.store.catalog, stacked, searcher.pipeline.model_id):
         yield record  # one of them is on the opt-out list: nothing is searched for it
         return

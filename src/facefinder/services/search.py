@@ -76,6 +76,7 @@ class ProbeFace:
     error: str | None = None  # why this probe gave no face: "no-face", or an ImageError reason
     probe_sha256: str | None = None  # content hash of the probe photo, for the audit log
     video_time: float | None = None  # a video probe: when this face (its track's best) was seen, in seconds
+    threshold: float | None = None  # the threshold searched at: the calibrated one for the gallery's size by default
 
     @property
     def match(self) -> bool:
@@ -118,27 +119,35 @@ class Searcher:
         """Search each probe (a photo, or a folder of photos); yields one record per probe face. At the
         calibrated threshold (``threshold`` None), a hard probe face that matched nothing gets near misses."""
         near_misses = threshold is None  # a threshold the user chose is theirs: nothing below it is shown
-        threshold = self.calibration.threshold if threshold is None else threshold
         collection_ids = self._collection_ids(collections)
+        threshold = self.default_threshold(collection_ids) if threshold is None else threshold
         for probe in probes:
             for item in iter_sources(probe, provenance=False):
-                if is_video_name(item.source):
-                    yield from self.search_video(item, collection_ids, top_k, threshold)
-                    continue
-                try:
-                    data = item.read()
-                    digest = hashlib.sha256(data).hexdigest()
-                    photo = decode_photo(data, item.source)
-                except ImageError as exc:  # this probe is reported, the next one is searched
-                    yield ProbeFace(item.source, None, None, None, error=exc.reason)
-                    continue
-                except OSError as exc:
-                    log.warning("%s: unreadable (%s)", item.source, exc.strerror or exc)
-                    yield ProbeFace(item.source, None, None, None, error="unreadable")
-                    continue
-                for record in self.search_image(photo, item.source, collection_ids, top_k, threshold, near_misses):
-                    record.probe_sha256 = digest
+                for record in self._search_item(item, collection_ids, top_k, threshold, near_misses):
+                    record.threshold = threshold
                     yield record
+
+    def _search_item(
+        self, item: SourceItem, collection_ids: list[int], top_k: int, threshold: float, near_misses: bool
+    ) -> Iterator[ProbeFace]:
+        """The records of one probe photo or video."""
+        if is_video_name(item.source):
+            yield from self.search_video(item, collection_ids, top_k, threshold)
+            return
+        try:
+            data = item.read()
+            digest = hashlib.sha256(data).hexdigest()
+            photo = decode_photo(data, item.source)
+        except ImageError as exc:  # this probe is reported, the next one is searched
+            yield ProbeFace(item.source, None, None, None, error=exc.reason)
+            return
+        except OSError as exc:
+            log.warning("%s: unreadable (%s)", item.source, exc.strerror or exc)
+            yield ProbeFace(item.source, None, None, None, error="unreadable")
+            return
+        for record in self.search_image(photo, item.source, collection_ids, top_k, threshold, near_misses):
+            record.probe_sha256 = digest
+            yield record
 
     def search_image(
         self,
@@ -208,7 +217,7 @@ class Searcher:
             places = video_places(session, list(rows))
         # Opt-out: nothing for a probe face on the list, and no candidate on it (services/privacy/optout.py).
         hits = screen_for(self.store.catalog).filter_hits(embeddings, hits, rows, threshold, self.pipeline.model_id)
-        gallery = sum(self.store.index_size(cid) for cid in collection_ids)
+        gallery = self.gallery_size(collection_ids)
         results = []
         for row in hits:
             candidates = []
@@ -246,6 +255,15 @@ class Searcher:
             quality=record.quality,
             provenance={k: getattr(image_row, k) for k in PROVENANCE_FIELDS},
         )
+
+    def default_threshold(self, collection_ids: list[int]) -> float:
+        """The calibrated threshold for the faces these collections hold (Calibration.threshold_for): it
+        rises with the gallery, so that a stranger gets a candidate in about 1% of searches at any size."""
+        return self.calibration.threshold_for(self.gallery_size(collection_ids))
+
+    def gallery_size(self, collection_ids: list[int]) -> int:
+        """Faces indexed in these collections: what a score's false matches multiply with."""
+        return sum(self.store.index_size(cid) for cid in collection_ids)
 
     def collection_ids(self, names: list[str] | None) -> list[int]:
         """Catalog ids of the named collections (default: all) that these models can search."""

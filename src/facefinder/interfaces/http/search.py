@@ -67,7 +67,12 @@ class SearchRequest(BaseModel):
     category: str = Field(min_length=1, max_length=100, description="One of the configured categories")
     collections: list[Name] | None = Field(None, max_length=100, description="Default: every granted collection")
     top_k: int = Field(10, ge=1, le=100)
-    threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Default: the calibrated threshold")
+    threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="Default: the calibrated threshold for the faces in the collections searched (it rises with their number)",
+    )
     faces: list[Annotated[int, Field(ge=0, le=10_000)]] | None = Field(
         None,
         max_length=100,

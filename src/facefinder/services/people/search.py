@@ -94,8 +94,8 @@ class PersonSearch:
     ) -> list[PersonProbe]:
         """The people like each face of the probe photos (or folders of them), best first."""
         searcher = self._searcher(top_k)
-        threshold = searcher.calibration.threshold if threshold is None else threshold
         collection_ids = searcher.collection_ids(collections)
+        threshold = searcher.default_threshold(collection_ids) if threshold is None else threshold
         results = []
         for probe in probes:
             for item in iter_sources(probe, provenance=False):
@@ -136,13 +136,13 @@ class PersonSearch:
         """A person as the probe: their template searched for other faces and other people (their own
         faces and the person itself left out). Default collections: the person's own."""
         searcher = self._searcher(top_k)
-        threshold = searcher.calibration.threshold if threshold is None else threshold
         collection, members = self._members(person_id)
         own = set(members)
         template = _template(list(members.values()))
         if template is None:
             raise NotFound(f"person {person_id} does not exist")
         collection_ids = searcher.collection_ids(collections or [collection])
+        threshold = searcher.default_threshold(collection_ids) if threshold is None else threshold
         people = self.rank(searcher, template[None, :], collection_ids, top_k + 1, threshold)[0]
         people = [p for p in people if p.person_id != person_id][:top_k]
         for rank, candidate in enumerate(people, 1):
@@ -172,8 +172,9 @@ class PersonSearch:
         """The people like one face already analysed (face ``face`` of a server's held probe), audited
         with ``audit`` besides the usual details."""
         searcher = self._searcher(top_k)
-        threshold = searcher.calibration.threshold if threshold is None else threshold
-        people = self.rank(searcher, embedding[None, :], searcher.collection_ids(collections), top_k, threshold)[0]
+        ids = searcher.collection_ids(collections)
+        threshold = searcher.default_threshold(ids) if threshold is None else threshold
+        people = self.rank(searcher, embedding[None, :], ids, top_k, threshold)[0]
         record = PersonProbe(probe, face, None, None, people, probe_sha256=probe_sha256)
         self._record(actor, case_id, purpose, collections, top_k, threshold, record, **audit)
         return record

@@ -231,7 +231,7 @@ class Cases(CaseViews, LeadSteps):
             ids = searcher.collection_ids(collections)
         except CatalogError as exc:
             raise FieldError("collections", str(exc)) from None
-        threshold = searcher.calibration.threshold if terms.threshold is None else float(terms.threshold)
+        threshold = searcher.default_threshold(ids) if terms.threshold is None else float(terms.threshold)
         embeddings, scale = np.stack([probe.faces[face].embedding for face in faces]), 1.0
         model_id = self.pipeline.model_id
         if fused:
