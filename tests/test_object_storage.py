@@ -79,3 +79,21 @@ def test_a_remote_worker_reads_an_object_by_its_location(bucket):
     assert read_location(item.location, item.size) == photo
     with pytest.raises(ImageError, match="too-large"):
         object_storage.read_object(item.location, 10**12, 10**6)
+
+
+def test_a_video_in_a_bucket_ingests_and_its_results_point_into_it(bucket, make_finder, tmp_path):
+    """A video object is read under the byte cap, spooled to a temporary file for FFmpeg, and tracked."""
+    from videos import scenes_of, write_video
+
+    video = write_video(tmp_path / "lobby.mp4", scenes_of([lfw("Colin_Powell", 1)], 3.0, gap=2.0))
+    bucket.put_object(Bucket="photos", Key="cctv/lobby.mp4", Body=video.read_bytes())
+    bucket.put_object(Bucket="photos", Key="cctv/fake.mp4", Body=b"PK\x03\x04 a renamed zip")
+    ff = make_finder()
+    report = ff.ingest("s3://photos/cctv/", collection="cctv", **POLICY)
+    assert report.ingested == 1 and [(f.source, f.reason) for f in report.failures] == [
+        ("s3://photos/cctv/fake.mp4", "not-a-video")
+    ]
+    [record] = ff.search(lfw("Colin_Powell", 2), collections=["cctv"])
+    best = record.candidates[0]
+    assert best.source == "s3://photos/cctv/lobby.mp4" and 2.0 - 0.5 <= best.video_time <= 5.0 + 0.5
+    assert ff.ingest("s3://photos/cctv/", collection="cctv").duplicates == 1  # resumable
