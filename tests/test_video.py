@@ -408,6 +408,7 @@ def test_a_video_uploaded_as_a_probe_gives_its_face_tracks(video, tmp_path, pipe
                 "category": "missing person"}  # fmt: skip
         record = client.post("/api/searches", json=body)
         assert record.status_code == 201, record.text
+        assert record.json()["probe_video_time"] == probe["faces"][powell]["video_time"]  # the record says when
         first = record.json()["candidates"][0]["face_id"]
         source = served.finder.store.faces([first])[first][1].source
         assert Path(source).parent.name == PEOPLE[1]  # Colin Powell's photo in the collection

@@ -92,6 +92,7 @@ def test_a_video_probe_lists_its_face_tracks_and_one_is_searched(tmp_path, model
         page.wait_for_url(re.compile(r".*/searches/\d+$"))
         results = page.locator("#results .result")
         expect(results.first).to_be_visible()
+        expect(page.locator("#probe-face")).to_contain_text(re.compile(r"face 2 of the video, seen at 00:0[4-6]"))
         results.first.click()
         page.wait_for_url(re.compile(r".*/candidates/1$"))
         expect(page.locator("dt:text-is('Source') + dd")).to_contain_text("Colin_Powell.jpg")

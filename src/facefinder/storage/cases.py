@@ -28,6 +28,7 @@ class CaseSearch(Base):
     category: Mapped[str] = mapped_column(String(100))
     probe_sha256: Mapped[str] = mapped_column(String(64))
     probe_face: Mapped[int] = mapped_column(Integer)  # which face of the probe photo was searched
+    probe_video_time: Mapped[float | None] = mapped_column(Float)  # a video probe: when that face was seen (s)
     probe_box: Mapped[list] = mapped_column(JSON)
     probe_quality: Mapped[float] = mapped_column(Float)
     probe_thumbnail: Mapped[bytes] = mapped_column(LargeBinary)  # JPEG of the aligned probe face

@@ -247,6 +247,9 @@ class SearchOut(BaseModel):
     probe_face: int
     probe_box: list[float]
     probe_quality: float
+    probe_video_time: float | None = Field(
+        None, description="A video probe: when the searched face (its track's best) was seen, in seconds"
+    )
     probe_kept: bool = Field(description="Whether the probe photo itself is kept (per the retention setting)")
     probe_erased_at: UtcDatetime | None = Field(
         None, description="When the probe's person was erased: the probe thumbnail is then a placeholder saying so"

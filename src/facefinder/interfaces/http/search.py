@@ -112,7 +112,7 @@ def create_probe(
     data = photo.file.read(service.config.max_probe_bytes + 1)
     if len(data) > service.config.max_probe_bytes:
         raise ApiError(
-            413, "too_large", f"a probe photo is capped at {service.config.max_probe_bytes:,} bytes", "photo"
+            413, "too_large", f"a probe photo or video is capped at {service.config.max_probe_bytes:,} bytes", "photo"
         )
     return probe_out(service.cases.analyze_probe(principal, data, safe_filename(photo.filename)))
 

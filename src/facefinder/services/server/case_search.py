@@ -168,6 +168,7 @@ class SearchRun:
             category=self.terms.category,
             probe_sha256=self.probe.sha256,
             probe_face=self.face,
+            probe_video_time=chosen.video_time,
             probe_box=chosen.box,
             probe_quality=chosen.quality,
             probe_thumbnail=chosen.thumbnail,

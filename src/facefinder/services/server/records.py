@@ -115,6 +115,7 @@ class CaseRecord:
     probe_searches: tuple[ProbeSearch, ...] = ()
     # a fused search: the other faces declared to show the same person, searched with the probe face
     same_person: tuple[SamePersonProbe, ...] = ()
+    probe_video_time: float | None = None  # a video probe: when the searched face (its track's best) was seen
 
     @classmethod
     def of(cls, row: CaseSearch) -> CaseRecord:
