@@ -47,3 +47,22 @@ def test_a_search_runs_at_the_threshold_for_its_gallery_and_audits_it(lfw_finder
     assert json.loads(last.details)["threshold"] == strict_probe.threshold
     [chosen] = lfw_finder.search(lfw("Tony_Blair", 2), threshold=0.5)  # the user's own threshold stands
     assert chosen.threshold == 0.5 and chosen.candidates
+
+
+def test_bands_and_near_misses_are_read_against_the_gallerys_threshold():
+    """At a large gallery's higher threshold a score below it is never 'possible' or 'strong', and near
+    misses reach only the weak band's width below it, not down to scores strangers get at that size."""
+    shipped = default_calibration()
+    weak, strong, base = shipped.bands["weak"], shipped.bands["strong"], shipped.threshold
+    assert shipped.near_miss_floor(base) == weak  # a small gallery: the weak band, as before
+    assert shipped.near_miss_floor(0.82) == pytest.approx(0.82 - (base - weak))
+    assert shipped.near_miss_floor(0.5) == 0.5  # a threshold below the weak band: no near misses
+    for score in (0.55, 0.7, 0.8, 0.9):  # small galleries: the fixed bands
+        assert shipped.band(score, base) == shipped.band(score)
+    big = shipped.threshold_for(1_000_000)
+    assert big > strong  # a million faces: the bar is above the strong band's floor
+    assert shipped.band(big + 0.01, big) == "strong"
+    assert shipped.band(big - 0.01, big) == "weak"  # below the bar: weak, though its FMR is under 1e-6
+    assert shipped.band(shipped.near_miss_floor(big) - 0.01, big) == "none"
+    mid = shipped.threshold_for(50_000)
+    assert base < mid < strong and shipped.band(mid, mid) == "possible" and shipped.band(mid - 0.01, mid) == "weak"

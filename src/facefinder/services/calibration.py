@@ -80,11 +80,25 @@ class Calibration:
         """The strict threshold of erasure by person, opt-out and subject access: see PRIVACY_FMR."""
         return self.score_at(PRIVACY_FMR)
 
-    def band(self, score: float) -> str:
+    def band(self, score: float, default: float | None = None) -> str:
+        """The verbal band of a score. ``default``: the default threshold for the gallery searched
+        (``threshold_for``). Where it is above the calibrated one, a score below it is at most weak,
+        whatever its false match rate, and the weak band ends at ``near_miss_floor`` under it."""
+        if default is not None and default > self.threshold:
+            if score >= default:
+                return "strong" if score >= self.bands.get("strong", default) else "possible"
+            return "weak" if score >= self.near_miss_floor(default) else "none"
         for name, lowest in self.bands.items():
             if score >= lowest:
                 return name
         return "none"
+
+    def near_miss_floor(self, threshold: float) -> float:
+        """The lowest score a near miss may have under ``threshold``: the weak band's width below it (the
+        weak band itself at the calibrated threshold). So near misses rise with a large gallery's
+        threshold instead of reaching down to scores that half its strangers get."""
+        weak = self.bands.get("weak", threshold)
+        return min(threshold, max(weak, threshold - max(self.threshold - weak, 0.0)))
 
 
 def default_calibration(model_id: str | None = None, data_dir: str | os.PathLike | None = None) -> Calibration:

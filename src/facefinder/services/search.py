@@ -178,7 +178,7 @@ class Searcher:
     ) -> list[Candidate]:
         """The candidates below the threshold down to the weak band, marked as near misses: what a hard
         probe face that matched nothing at the threshold is shown instead of "no match"."""
-        floor = self.calibration.bands.get("weak", threshold)
+        floor = self.calibration.near_miss_floor(threshold)
         if floor >= threshold:
             return []
         found = self.search_embeddings(embedding[None, :], collection_ids, top_k, floor)[0]
@@ -218,6 +218,7 @@ class Searcher:
         # Opt-out: nothing for a probe face on the list, and no candidate on it (services/privacy/optout.py).
         hits = screen_for(self.store.catalog).filter_hits(embeddings, hits, rows, threshold, self.pipeline.model_id)
         gallery = self.gallery_size(collection_ids)
+        default = self.calibration.threshold_for(gallery)  # bands are read against the gallery's default
         results = []
         for row in hits:
             candidates = []
@@ -229,7 +230,7 @@ class Searcher:
                 candidates.append(
                     Candidate(
                         rank=len(candidates) + 1,
-                        band=self.calibration.band(score),
+                        band=self.calibration.band(score, default),
                         expected_false_candidates=expected,
                         **fields,
                     )

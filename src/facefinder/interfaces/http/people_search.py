@@ -60,6 +60,9 @@ class PeopleSearchOut(BaseModel):
     probe: str
     people: list[PersonCandidateOut]
     faces: list[MatchOut]
+    threshold: float | None = Field(
+        None, description="The threshold searched at (by default, the calibrated one for the faces searched)"
+    )
 
 
 def out(record: PersonProbe, data_dir) -> PeopleSearchOut:
@@ -68,7 +71,9 @@ def out(record: PersonProbe, data_dir) -> PeopleSearchOut:
         fields = p.to_dict()
         fields["nearest_face"] = matches_out([p.nearest_face], data_dir)[0]
         people.append(PersonCandidateOut(**fields))
-    return PeopleSearchOut(probe=record.probe, people=people, faces=matches_out(record.faces, data_dir))
+    return PeopleSearchOut(
+        probe=record.probe, people=people, faces=matches_out(record.faces, data_dir), threshold=record.threshold
+    )
 
 
 @router.post("/people/search", response_model=PeopleSearchOut, summary="People like a held probe face (audited)")

@@ -70,6 +70,7 @@ class PersonProbe:
     faces: list[Candidate] = field(default_factory=list)  # single faces, for a person used as the probe
     error: str | None = None
     probe_sha256: str | None = None
+    threshold: float | None = None  # the threshold searched at: the calibrated one for the gallery's size by default
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,6 +185,7 @@ class PersonSearch:
     ) -> list[list[PersonCandidate]]:
         """Per probe embedding, the people holding its nearest faces, scored and ranked (see the module)."""
         hits = searcher.search_embeddings(embeddings, collection_ids, FACE_HITS, -1.0)
+        default = searcher.default_threshold(collection_ids)  # bands are read against the gallery's default
         person_of = self._person_of([c.face_id for row in hits for c in row])
         people = self._people({p for p in person_of.values()})
         results = []
@@ -212,7 +214,7 @@ class PersonSearch:
                         faces=count,
                         score=round(score, 4),
                         template_score=round(template_score, 4),
-                        band=searcher.calibration.band(score),
+                        band=searcher.calibration.band(score, default),
                         nearest_face=face,
                     )
                     for rank, (score, template_score, person_id, info, count, face) in enumerate(scored[:top_k], 1)
@@ -265,6 +267,7 @@ class PersonSearch:
         return collection, {face_id: embedding for face_id, embedding, _ in _visible(self.catalog, rows)}
 
     def _record(self, actor, case_id, purpose, collections, top_k, threshold, record: PersonProbe, **audit) -> None:
+        record.threshold = threshold
         self.audit.record(
             actor or self.actor,
             "people.search",

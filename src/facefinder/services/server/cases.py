@@ -240,7 +240,7 @@ class Cases(CaseViews, LeadSteps):
                 return [SearchRun(terms, probe, faces[0], collections, threshold, [], model_id, same_person=fused)]
             embeddings, scale = fuse(embeddings)
         found = searcher.search_embeddings(embeddings, ids, terms.top_k, threshold, scale)
-        floor = min(threshold, searcher.calibration.bands.get("weak", threshold))
+        floor = searcher.calibration.near_miss_floor(threshold)
         wider = searcher.search_embeddings(embeddings, ids, terms.top_k, floor, scale) if terms.near_misses else found
         return [
             SearchRun(
