@@ -416,3 +416,35 @@ def test_a_video_uploaded_as_a_probe_gives_its_face_tracks(video, tmp_path, pipe
         assert_error(bad, 400)
     finally:
         served.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_frames_analysed_in_parallel_come_back_in_order_with_few_held(video, pipeline, monkeypatch, threads):
+    """However many threads analyse a video's frames, they come back in time order and at most
+    FRAMES_IN_FLIGHT are being analysed while one chunk decodes: memory does not grow with the video."""
+    import gc
+    import weakref
+
+    from facefinder.services import video as service
+
+    alive: list[weakref.ref] = []
+    decode = service.sample_frames
+
+    class Pixels(np.ndarray):  # a view that can be weakly referenced: alive while a frame is held
+        pass
+
+    def counted(*args, **kwargs):
+        for frame in decode(*args, **kwargs):
+            frame.image = frame.image.view(Pixels)
+            alive.append(weakref.ref(frame.image))
+            yield frame
+
+    monkeypatch.setattr(service, "sample_frames", counted)
+    counts = {"frames": 0, "decode": 0.0}
+    times, most = [], 0
+    for when, _ in service._analysed(video, service.frame_pipeline(pipeline), 2.0, counts, None, threads):
+        gc.collect()
+        times.append(when)
+        most = max(most, sum(ref() is not None for ref in alive))
+    assert times == sorted(times) and len(times) == counts["frames"] == len(alive) >= 26
+    assert most <= service.FRAMES_IN_FLIGHT + max(1, service.FRAMES_IN_FLIGHT // threads)

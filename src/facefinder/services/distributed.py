@@ -74,7 +74,9 @@ class AnalyzeActor:
                 results[i] = "duplicate"  # stored by an earlier run: not analyzed again
             else:
                 photos.append((i, source, data))
-        outcome = analyze_batch([(s, d) for _, s, d in photos], self.max_pixels, self.pipeline) if photos else None
+        # an actor is one CPU to Ray: a video's frames are analysed on this thread, not on one per core
+        batch_items = [(s, d) for _, s, d in photos]
+        outcome = analyze_batch(batch_items, self.max_pixels, self.pipeline, video_threads=1) if photos else None
         for (i, _, _), result in zip(photos, outcome["results"] if outcome else []):
             results[i] = result
         model_id = outcome["model_id"] if outcome else self.pipeline.model_id

@@ -116,9 +116,13 @@ def _init_worker(models_dir: str, detector: str | None, recognizer: str | None) 
 
 
 def analyze_batch(
-    batch: list[tuple[str, bytes | VideoJob]], max_pixels: int, pipeline: FacePipeline | None = None
+    batch: list[tuple[str, bytes | VideoJob]],
+    max_pixels: int,
+    pipeline: FacePipeline | None = None,
+    video_threads: int | None = None,
 ) -> dict:
-    """Decode and analyze photos (and videos); returns per-photo faces or failures, plus stage timings."""
+    """Decode and analyze photos (and videos); returns per-photo faces or failures, plus stage timings.
+    ``video_threads``: threads analysing a video's frames (default: services/video.py's, a core each)."""
     pipeline = pipeline or _PIPELINE
     before = (pipeline.timings.detect, pipeline.timings.align, pipeline.timings.embed)
     started = time.perf_counter()
@@ -126,7 +130,7 @@ def analyze_batch(
     for source, data in batch:
         if isinstance(data, VideoJob):
             images.append(None)
-            results.append(_video_result(data, pipeline))
+            results.append(_video_result(data, pipeline, video_threads))
             continue
         try:
             images.append(decode_photo(data, source, max_pixels))
@@ -160,11 +164,11 @@ def analyze_batch(
     return {"results": results, "stages": stages, "model_id": pipeline.model_id}
 
 
-def _video_result(job: VideoJob, pipeline: FacePipeline) -> dict | Failure:
+def _video_result(job: VideoJob, pipeline: FacePipeline, threads: int | None = None) -> dict | Failure:
     """A video's analysis result (services/video.py), or its failure; "seconds" it took in all."""
     started = time.perf_counter()
     try:
-        result = analyze_job(job, pipeline)
+        result = analyze_job(job, pipeline, threads)
     except Exception as exc:  # a bad video is one failure row; the run goes on
         return Failure(job.source, *failure_detail(exc))
     return {**result, "seconds": time.perf_counter() - started}

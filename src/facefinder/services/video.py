@@ -60,8 +60,9 @@ def _analysed(
 
     Chunks of frames are analysed on ``threads`` threads while the next ones decode (ONNX Runtime and
     FFmpeg release the GIL), so one video uses the cores other ingest workers leave idle. A chunk's
-    faces embed in one batch; the chunks are smaller the more threads there are, so that about
-    FRAMES_IN_FLIGHT + 1 frames are held, whatever the video's length or the number of threads."""
+    faces embed in one batch; the chunks are smaller the more threads there are, so that at most
+    FRAMES_IN_FLIGHT frames are being analysed and one chunk decoding (5-8 frames held), whatever the
+    video's length or the number of threads."""
     frames = sample_frames(path, fps, source)
     per_chunk = max(1, FRAMES_IN_FLIGHT // threads)
     pending: deque[tuple[list, Future]] = deque()
@@ -70,15 +71,17 @@ def _analysed(
             started = time.perf_counter()
             chunk = [frame for _, frame in zip(range(per_chunk), frames)]
             counts["decode"] += time.perf_counter() - started
+            ended = not chunk
             if chunk:
                 counts["frames"] += len(chunk)
                 counts["height"], counts["width"] = chunk[0].image.shape[:2]  # upright, a display matrix applied
                 pending.append((chunk, pool.submit(pipeline.analyze, [frame.image for frame in chunk])))
-            while pending and (not chunk or len(pending) > threads):
+            chunk = []  # the frames are pending's now: none held twice while the next chunk decodes
+            while pending and (ended or len(pending) > threads):
                 done, future = pending.popleft()
-                for frame, faces in zip(done, future.result()):
-                    yield frame.time, faces
-            if not chunk:
+                yield from ((frame.time, faces) for frame, faces in zip(done, future.result()))
+                del done
+            if ended:
                 return
 
 
@@ -90,10 +93,10 @@ def video_tracks(
     threads: int | None = None,
 ) -> tuple[list[Track[Face]], dict[str, float]]:
     """Every face track of a video (a path or an open file), in order of appearance, and counts
-    (frames analysed, decode seconds). Frames are analysed on ``threads`` threads (default: a core each,
-    at most MAX_THREADS)."""
+    (frames analysed, decode seconds). Frames are analysed on ``threads`` threads (default: a core each of
+    those this process may use, at most MAX_THREADS)."""
     counts = {"frames": 0, "decode": 0.0}
-    threads = threads or min(os.cpu_count() or 1, MAX_THREADS)
+    threads = threads or min(len(os.sched_getaffinity(0)), MAX_THREADS)
     frames = _analysed(path, frame_pipeline(pipeline), fps, counts, source, threads)
     tracks = sorted(track_faces(frames), key=lambda t: (t.start, t.end))
     return tracks, counts
@@ -167,17 +170,23 @@ def job_video(job: VideoJob) -> Iterator:
         yield job.path
 
 
-def analyze_job(job: VideoJob, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS) -> dict:
+def analyze_job(job: VideoJob, pipeline: FacePipeline, threads: int | None = None) -> dict:
     """``analyze_video`` on a job, wherever its video lies."""
     with job_video(job) as video:
-        return analyze_video(video, pipeline, fps, job.source)
+        return analyze_video(video, pipeline, source=job.source, threads=threads)
 
 
-def analyze_video(path, pipeline: FacePipeline, fps: float = DEFAULT_SAMPLE_FPS, source: str | None = None) -> dict:
+def analyze_video(
+    path,
+    pipeline: FacePipeline,
+    fps: float = DEFAULT_SAMPLE_FPS,
+    source: str | None = None,
+    threads: int | None = None,
+) -> dict:
     """A video's analysis result for ingest: width, height, kept faces (with their places) and tracks.
     Raises ImageError (with its reason, naming ``source``) for a file that cannot be used."""
     info = probe_video(path, source)
-    tracks, counts = video_tracks(path, pipeline, fps, source)
+    tracks, counts = video_tracks(path, pipeline, fps, source, threads)
     faces = [
         new_face(face, (number, round(when, 3))) for number, track in enumerate(tracks) for when, face in track.kept
     ]

@@ -81,15 +81,17 @@ def erase_probes_of(
     result.searches = _searches_probing(catalog, templates, threshold)
     if pipeline is not None:
         result.photos = _kept_photos_showing(catalog, pipeline, templates, threshold, set(result.searches))
-    _clear_probes(catalog, result, at)
-    extra = _clear_same_person(catalog, templates, threshold, at)
-    result.searches = sorted(set(result.searches) | extra)
+    extra = _same_person_matching(catalog, templates, threshold)
+    _clear_probes(catalog, result, at, extra)
+    result.searches = sorted(set(result.searches) | {search_id for _, search_id in extra})
     return result
 
 
-def _clear_same_person(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float, at: datetime) -> set[int]:
-    """Empty (thumbnail, template; ``erased_at`` stamped) every extra probe face of a fused search whose
-    template matches ``templates``; returns the ids of the searches changed."""
+def _same_person_matching(
+    catalog: Catalog, templates: dict[str, np.ndarray], threshold: float
+) -> list[tuple[int, int]]:
+    """(row id, search id) of every extra probe face of a fused search, not yet emptied, whose template
+    matches ``templates``."""
     query = (
         select(SamePersonFace.id, SamePersonFace.search_id, CaseSearch.model_id, SamePersonFace.probe_embedding)
         .join(CaseSearch, CaseSearch.id == SamePersonFace.search_id)
@@ -98,19 +100,11 @@ def _clear_same_person(catalog: Catalog, templates: dict[str, np.ndarray], thres
     )
     with catalog.session() as session:
         rows = session.execute(query).all()
-    found = [
-        row
+    return [
+        (row.id, row.search_id)
         for row in rows
         if _matches(templates[row.model_id], np.frombuffer(row.probe_embedding, np.float32)[None], threshold)
     ]
-    if found:
-        with catalog.session() as session, session.begin():
-            session.execute(
-                update(SamePersonFace)
-                .where(SamePersonFace.id.in_([row.id for row in found]))
-                .values(probe_thumbnail=b"", probe_embedding=None, erased_at=at)
-            )
-    return {row.search_id for row in found}
 
 
 def _searches_probing(catalog: Catalog, templates: dict[str, np.ndarray], threshold: float) -> list[int]:
@@ -131,10 +125,17 @@ def _searches_probing(catalog: Catalog, templates: dict[str, np.ndarray], thresh
     return found
 
 
-def _clear_probes(catalog: Catalog, result: ProbeErasure, at: datetime) -> None:
+def _clear_probes(catalog: Catalog, result: ProbeErasure, at: datetime, extra: list[tuple[int, int]]) -> None:
     """Empty the probe face (thumbnail, template, kept photo) of ``result.searches``, stamped ``at``;
-    drop only the kept probe photo of ``result.photos``. One transaction."""
+    drop only the kept probe photo of ``result.photos``; empty the extra probe faces ``extra`` (row id,
+    search id) of fused searches. One transaction: a failure leaves none of it half done."""
     with catalog.session() as session, session.begin():
+        if extra:
+            session.execute(
+                update(SamePersonFace)
+                .where(SamePersonFace.id.in_([row_id for row_id, _ in extra]))
+                .values(probe_thumbnail=b"", probe_embedding=None, erased_at=at)
+            )
         if result.searches:
             session.execute(
                 update(CaseSearch)
