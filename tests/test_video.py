@@ -109,6 +109,11 @@ def test_a_video_ingests_with_the_photos_and_search_points_into_it(ingested):
         assert on_screen[0] - INTERVAL <= best.video_time <= on_screen[1] + INTERVAL
         assert on_screen[0] - INTERVAL <= best.track["start"] <= best.track["end"] <= on_screen[1] + INTERVAL
         assert best.to_dict()["video_time"] == best.video_time
+        spans = [(c.track["start"], c.track["end"]) for c in from_video]
+        assert len(spans) == len(set(spans))  # one candidate per appearance, not one per kept face
+    [lowered] = ff.search(lfw("Tony_Blair", 2), threshold=-1.0, top_k=4)
+    assert len(lowered.candidates) == 4  # the list is filled to top_k with other appearances and photos
+    assert len({(c.source, c.track["start"] if c.track else c.face_id) for c in lowered.candidates}) == 4
     [photo] = ff.search(lfw("George_W_Bush", 2))
     assert photo.candidates[0].video_time is None and photo.candidates[0].track is None
 

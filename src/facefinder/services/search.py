@@ -23,6 +23,7 @@ from facefinder.storage.store import PROVENANCE_FIELDS, FaceStore
 from facefinder.storage.video import video_places
 from facefinder.vision.image import Decoded, decode_photo
 from facefinder.vision.pipeline import FacePipeline
+from facefinder.vision.tracks import KEEP
 from facefinder.vision.video import is_video_name
 
 log = logging.getLogger(__name__)
@@ -208,8 +209,10 @@ class Searcher:
         self, embeddings: np.ndarray, collection_ids: list[int], top_k: int, threshold: float, scale: float = 1.0
     ) -> list[list[Candidate]]:
         """Ranked candidates at or above the threshold for each embedding (the service searches these);
-        each score is the cosine times ``scale`` (services/fusion.py: a fused template's mean score)."""
-        hits = self.store.search(collection_ids, embeddings, top_k)
+        each score is the cosine times ``scale`` (services/fusion.py: a fused template's mean score).
+        A video's appearance (face track) keeps up to KEEP faces: only its best-scoring one is a
+        candidate, so the index is asked for KEEP times as many and the list cut to ``top_k`` after."""
+        hits = self.store.search(collection_ids, embeddings, top_k * KEEP)
         if scale != 1.0:
             hits = [[(face_id, score * scale) for face_id, score in row] for row in hits]
         rows = self.store.faces([fid for row in hits for fid, _ in row])
@@ -218,25 +221,33 @@ class Searcher:
         # Opt-out: nothing for a probe face on the list, and no candidate on it (services/privacy/optout.py).
         hits = screen_for(self.store.catalog).filter_hits(embeddings, hits, rows, threshold, self.pipeline.model_id)
         gallery = self.gallery_size(collection_ids)
-        default = self.calibration.threshold_for(gallery)  # bands are read against the gallery's default
-        results = []
-        for row in hits:
-            candidates = []
-            for face_id, score in row:
-                if score < threshold or face_id not in rows:  # never serve a face the catalog lacks
-                    continue
-                fields = self.match_fields(face_id, score, rows, places)
-                expected = float(f"{fields['false_match_rate'] * gallery:.2e}")
-                candidates.append(
-                    Candidate(
-                        rank=len(candidates) + 1,
-                        band=self.calibration.band(score, default),
-                        expected_false_candidates=expected,
-                        **fields,
-                    )
-                )
-            results.append(candidates)
-        return results
+        return [self._candidates(row, rows, places, top_k, threshold, gallery) for row in hits]
+
+    def _candidates(
+        self, row: list[tuple[int, float]], rows: dict, places: dict, top_k: int, threshold: float, gallery: int
+    ) -> list[Candidate]:
+        """One query's hits, best first, as up to ``top_k`` candidates at or above ``threshold``: faces
+        the catalog holds, one per video appearance, banded against the gallery's default threshold."""
+        default = self.calibration.threshold_for(gallery)
+        candidates: list[Candidate] = []
+        appearances: set[int] = set()
+        for face_id, score in row:
+            if score < threshold or face_id not in rows:  # never serve a face the catalog lacks
+                continue
+            track = places[face_id].track_id if face_id in places else None
+            if track in appearances:
+                continue  # a lower-scoring face of an appearance already shown
+            if track is not None:
+                appearances.add(track)
+            fields = self.match_fields(face_id, score, rows, places)
+            expected = float(f"{fields['false_match_rate'] * gallery:.2e}")
+            band = self.calibration.band(score, default)
+            candidates.append(
+                Candidate(rank=len(candidates) + 1, band=band, expected_false_candidates=expected, **fields)
+            )
+            if len(candidates) == top_k:
+                break
+        return candidates
 
     def match_fields(self, face_id: int, score: float, rows: dict, places: dict | None = None) -> dict:
         """The Match fields of a held face (``rows`` from ``FaceStore.faces``), scored and calibrated;

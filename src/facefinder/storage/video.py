@@ -59,6 +59,7 @@ class VideoPlace:
     video_time: float
     start: float
     end: float
+    track_id: int  # the appearance it belongs to: a search shows one face per appearance
 
     def track(self) -> dict[str, float]:
         return {"start": self.start, "end": self.end}
@@ -118,11 +119,11 @@ def video_places(session: Session, face_ids: list[int]) -> dict[int, VideoPlace]
     if not face_ids:
         return {}
     rows = session.execute(
-        select(TrackFace.face_id, TrackFace.video_time, TrackRecord.start, TrackRecord.end)
+        select(TrackFace.face_id, TrackFace.video_time, TrackRecord.start, TrackRecord.end, TrackRecord.id)
         .join(TrackRecord, TrackRecord.id == TrackFace.track_id)
         .where(TrackFace.face_id.in_(face_ids))
     ).all()
-    return {face_id: VideoPlace(time, start, end) for face_id, time, start, end in rows}
+    return {face_id: VideoPlace(time, start, end, track) for face_id, time, start, end, track in rows}
 
 
 def tracks_of(session: Session, image_id: int) -> list[TrackRecord]:
