@@ -121,7 +121,7 @@ def test_two_photos_of_one_person_are_searched_as_one(tmp_path, models_dir, brow
         search_id = int(page.url.rsplit("/", 1)[1])
         together = page.locator("#same-person li")
         expect(page.locator("dt:text-is('Searched together with')")).to_be_visible()
-        expect(page.locator("#same-person")).to_contain_text("one search for one person, from 2 photos")
+        expect(page.locator("#same-person")).to_contain_text("one search for one person, from 2 faces (2 photos)")
         expect(together).to_have_count(1)
         extra = together.first.locator("img")
         expect(extra).to_have_attribute("src", f"/api/searches/{search_id}/same-person/1/thumbnail")
