@@ -54,12 +54,19 @@ class PersonCandidateOut(BaseModel):
     nearest_face: MatchOut = Field(description="The person's face nearest the probe, with its source")
 
 
+class FaceLikeOut(MatchOut):
+    """A single face like a person used as the probe, ranked and banded as a face search's candidate."""
+
+    rank: int
+    band: str
+
+
 class PeopleSearchOut(BaseModel):
     """People like the probe; for a person used as the probe, single faces like them too."""
 
     probe: str
     people: list[PersonCandidateOut]
-    faces: list[MatchOut]
+    faces: list[FaceLikeOut]
     threshold: float | None = Field(
         None, description="The threshold searched at (by default, the calibrated one for the faces searched)"
     )
@@ -71,9 +78,11 @@ def out(record: PersonProbe, data_dir) -> PeopleSearchOut:
         fields = p.to_dict()
         fields["nearest_face"] = matches_out([p.nearest_face], data_dir)[0]
         people.append(PersonCandidateOut(**fields))
-    return PeopleSearchOut(
-        probe=record.probe, people=people, faces=matches_out(record.faces, data_dir), threshold=record.threshold
-    )
+    faces = [
+        FaceLikeOut(**m.model_dump(), rank=c.rank, band=c.band)
+        for m, c in zip(matches_out(record.faces, data_dir), record.faces, strict=True)
+    ]
+    return PeopleSearchOut(probe=record.probe, people=people, faces=faces, threshold=record.threshold)
 
 
 @router.post("/people/search", response_model=PeopleSearchOut, summary="People like a held probe face (audited)")

@@ -3,7 +3,8 @@
 * ``/collections/{name}/people``: the collection's people as a grid of representative faces with their
   counts, and clustering;
 * ``/people/{id}``: a person's faces, photos, first and last capture time and the people seen with
-  them; label, confirm, merge with another person, split chosen faces off, "not this person";
+  them; label, confirm, merge with another person, split chosen faces off, "not this person"; search
+  like this person (other people and single faces like them, under a case, a purpose and a category);
 * ``/collections/{name}/people/review``: the review queue (unassigned and doubtful faces): assign to
   a person or a new one, or reject;
 * ``/photos/{image_id}``: a photo with its faces boxed, where a user draws a box around a face the
@@ -11,8 +12,9 @@
 
 Reading goes through the same services and checks as the API (interfaces/http/people.py and
 people_review.py: investigators only for granted collections, auditors read-only and never shown a
-face image or a photo); every action is a call of static/people.js or app.js to the JSON API, which
-audits it. pages.py registers this module and hands it its renderer and sign-in check (``install``).
+face image or a photo); every action is a call of static/people.js, person_search.js or app.js to the
+JSON API, which audits it. pages.py registers this module and hands it its renderer and sign-in check
+(``install``).
 """
 
 from __future__ import annotations
@@ -87,8 +89,16 @@ def person_page(request: Request, person_id: DbId, principal: Reader) -> Respons
     acts = _acts(request, principal, collection)
     others = [p for p in people.list(collection) if p.person_id != person_id] if acts else []
     sources = {p.image_id: display_name(p.source, service.finder.data_dir) for p in details.photos}
+    categories = service.cases.settings().categories if acts else []  # for "Search like this person"
     return _web["render"](
-        request, "person.html", d=details, p=details.person, acts=acts, others=others, sources=sources
+        request,
+        "person.html",
+        d=details,
+        p=details.person,
+        acts=acts,
+        others=others,
+        sources=sources,
+        categories=categories,
     )
 
 
