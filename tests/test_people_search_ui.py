@@ -14,10 +14,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import POLICY_ARGS
 from test_people import gallery
 from test_people_ui import reloaded
-from test_search_ui import cli, sign_in
+from test_search_ui import prepare_site, sign_in
 from test_web_e2e import browser, password, serving  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -30,10 +29,7 @@ CASE = "LIKE-2026-7"
 def site(tmp_path_factory, models_dir):
     root = tmp_path_factory.mktemp("people-search-ui")
     data = root / "data"
-    for user, role in USERS.items():
-        cli(data, "users", "add", user, "--role", role, "--password-stdin", stdin=password(user) + "\n")
-    cli(data, "ingest", str(gallery(root)), "--collection", "lfw", *POLICY_ARGS)
-    cli(data, "users", "grant", "ivan", "lfw")
+    prepare_site(data, gallery(root), "lfw", USERS)
     with serving(data) as site:
         yield site
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import POLICY_ARGS
 from test_people import gallery
-from test_search_ui import cli, sign_in
+from test_search_ui import prepare_site, sign_in
 from test_web_e2e import browser, serving  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -26,12 +25,7 @@ USERS = {"ivan": "investigator", "aud": "auditor"}
 def site(tmp_path_factory, models_dir):
     root = tmp_path_factory.mktemp("people-ui")
     data = root / "data"
-    for user, role in USERS.items():
-        from test_web_e2e import password
-
-        cli(data, "users", "add", user, "--role", role, "--password-stdin", stdin=password(user) + "\n")
-    cli(data, "ingest", str(gallery(root)), "--collection", "lfw", *POLICY_ARGS)
-    cli(data, "users", "grant", "ivan", "lfw")
+    prepare_site(data, gallery(root), "lfw", USERS)
     with serving(data) as site:
         yield site
 

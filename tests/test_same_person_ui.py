@@ -14,11 +14,10 @@ to the control.
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
-from helpers import GROUP, POLICY_ARGS, lfw
-from test_search_ui import cli, sign_in
+from helpers import GROUP, lfw
+from test_search_ui import first_photos, prepare_site, sign_in
 from test_web_e2e import browser, password, serving  # noqa: F401
 from test_web_ui import assert_no_serious, check_axe
 
@@ -49,13 +48,8 @@ def fill_case(page) -> None:
 def test_two_photos_of_one_person_are_searched_as_one(tmp_path, models_dir, browser):
     from playwright.sync_api import expect
 
-    data, gallery = tmp_path / "data", tmp_path / "gallery"
-    gallery.mkdir()
-    for person in PEOPLE:
-        shutil.copy(lfw(person, 1), gallery / f"{person}.jpg")
-    cli(data, "users", "add", "ivan", "--role", "investigator", "--password-stdin", stdin=password("ivan") + "\n")
-    cli(data, "ingest", str(gallery), "--collection", "demo", *POLICY_ARGS)
-    cli(data, "users", "grant", "ivan", "demo")
+    data = tmp_path / "data"
+    prepare_site(data, first_photos(tmp_path / "gallery", PEOPLE), "demo", {"ivan": "investigator"})
 
     with serving(data) as site:
         context, page = sign_in(browser, site, "ivan")

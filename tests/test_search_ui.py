@@ -12,11 +12,12 @@ is told when a date is wrong, reads details in words, and goes from an entry to 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import GALLERY, GROUP, POLICY_ARGS, cli_command
+from helpers import GALLERY, GROUP, POLICY_ARGS, cli_command, lfw
 from test_web_e2e import Server, browser, password, serving  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -32,15 +33,29 @@ def cli(data: Path, *args: str, stdin: str | None = None) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def prepare_site(data: Path, gallery: Path, collection: str, users: dict[str, str], granted=("ivan",)) -> None:
+    """A server's data directory: the accounts (name -> role, each with its test password), ``gallery``
+    ingested into ``collection``, and that collection granted to the ``granted`` investigators."""
+    for user, role in users.items():
+        cli(data, "users", "add", user, "--role", role, "--password-stdin", stdin=password(user) + "\n")
+    cli(data, "ingest", str(gallery), "--collection", collection, *POLICY_ARGS)
+    for user in granted:
+        cli(data, "users", "grant", user, collection)
+
+
+def first_photos(folder: Path, people: list[str]) -> Path:
+    """``folder`` holding the first LFW test photo of each of ``people``, as <person>.jpg."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for person in people:
+        shutil.copy(lfw(person, 1), folder / f"{person}.jpg")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, models_dir):
     """A server with the sample gallery in collection 'demo', granted to both investigators."""
     data = tmp_path_factory.mktemp("search-ui") / "data"
-    for user, role in USERS.items():
-        cli(data, "users", "add", user, "--role", role, "--password-stdin", stdin=password(user) + "\n")
-    cli(data, "ingest", str(GALLERY), "--collection", "demo", *POLICY_ARGS)
-    for user in ("ivan", "inga"):
-        cli(data, "users", "grant", user, "demo")
+    prepare_site(data, GALLERY, "demo", USERS, granted=("ivan", "inga"))
     with serving(data) as site:
         yield site
 

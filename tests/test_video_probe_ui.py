@@ -8,12 +8,11 @@ video without a face are each told so."""
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
-from helpers import POLICY_ARGS, lfw
+from helpers import lfw
 from PIL import Image
-from test_search_ui import cli, sign_in
+from test_search_ui import first_photos, prepare_site, sign_in
 from test_web_e2e import browser, password, serving  # noqa: F401
 from videos import scenes_of, write_video
 
@@ -37,13 +36,8 @@ def upload(page, path) -> None:
 def test_a_video_probe_lists_its_face_tracks_and_one_is_searched(tmp_path, models_dir, browser):
     from playwright.sync_api import expect
 
-    data, gallery = tmp_path / "data", tmp_path / "gallery"
-    gallery.mkdir()
-    for person in PEOPLE:
-        shutil.copy(lfw(person, 1), gallery / f"{person}.jpg")
-    cli(data, "users", "add", "ivan", "--role", "investigator", "--password-stdin", stdin=password("ivan") + "\n")
-    cli(data, "ingest", str(gallery), "--collection", "demo", *POLICY_ARGS)
-    cli(data, "users", "grant", "ivan", "demo")
+    data = tmp_path / "data"
+    prepare_site(data, first_photos(tmp_path / "gallery", PEOPLE), "demo", {"ivan": "investigator"})
     # Tony Blair on screen from 00:01 to 00:03, Colin Powell from 00:04 to 00:06 (other photos than the gallery's)
     clip = write_video(tmp_path / "clip.mp4", scenes_of([lfw("Tony_Blair", 2), lfw("Colin_Powell", 2)], 2.0, gap=1.0))
     Image.new("RGB", (320, 240), (90, 140, 60)).save(tmp_path / "grass.png")
