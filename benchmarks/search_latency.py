@@ -30,7 +30,7 @@ Measured, for each size N:
     timed: opening the store from its checkpoint, and ``add_image`` of one 1-face photo into the
     N-face store (the per-photo catalog+index write an ingest does).
 (c) End to end: ``FaceFinder.search(photo)`` of one LFW probe photo (a second photo of a person
-    whose first photo is in the gallery): decode + detect + landmarks + embed + collections() +
+    whose first photo is in the gallery): decode + detect + landmarks + embed + collection_models() +
     search + catalog lookup, p50 over ``--probe-runs`` (default 20), with a per-part breakdown.
 
 Results: a table on stdout and JSON in benchmarks/results/search_latency.json.
@@ -394,7 +394,7 @@ def end_to_end(data: Path, models: Path, probe: Path, gallery_photo: Path, runs:
         t1 = time.perf_counter()
         faces = ff.pipeline.analyze([image])[0]
         t2 = time.perf_counter()
-        ff.store.collections()
+        ff.store.collection_models()
         t3 = time.perf_counter()
         hits = ff.store.search([cid], np.stack([f.embedding for f in faces]), K)
         t4 = time.perf_counter()
@@ -403,7 +403,7 @@ def end_to_end(data: Path, models: Path, probe: Path, gallery_photo: Path, runs:
         for name, value in (
             ("decode", t1 - t0),
             ("detect+landmarks+embed", t2 - t1),
-            ("store.collections() (counts)", t3 - t2),
+            ("store.collection_models()", t3 - t2),
             ("store.search", t4 - t3),
             ("store.faces", t5 - t4),
         ):
