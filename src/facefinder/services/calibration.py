@@ -55,9 +55,9 @@ class Calibration:
     def threshold_for(self, gallery_faces: int) -> float:
         """The default threshold for a gallery of this many faces: where a stranger's best candidate stays
         below it in 99% of searches (open-set FPIR 1%). The best of N impostor scores grows with log N, so
-        a fixed score would let a large gallery return a stranger far more often; measured on LFW, cfp-dev
-        and UTKFace by benchmarks/gallery_threshold.py. Never below ``threshold`` (small galleries keep the
-        LFW operating point), never above MAX_THRESHOLD; a calibration without a fit keeps ``threshold``."""
+        a fixed score would let a large gallery return a stranger far more often; measured on random LFW
+        galleries and fitted by benchmarks/gallery_threshold.py. Never below ``threshold`` (small galleries
+        keep the LFW operating point), never above MAX_THRESHOLD; a calibration without a fit keeps ``threshold``."""
         if self.gallery_fit is None or gallery_faces < 1:
             return self.threshold
         a, b = self.gallery_fit

@@ -4,7 +4,7 @@ The driver (this process) lists the sources, as a local ingest does, and streams
 Data into a pool of actors; each actor loads the ONNX models once and runs ``analyze_batch``, the
 very function local worker processes run, on the photos and videos it reads itself (a file path on
 shared storage or an ``s3://`` object; archive members, which only the driver can open, travel as
-bytes). A video is analysed whole by the actor that gets it (its frames on that actor's threads).
+bytes). A video is analysed whole by the actor that gets it, on that actor's one CPU.
 Results come back in source order and the driver writes them exactly as ``Ingestor`` does (same
 opt-out screening, same transactions, same order), into whatever catalog and vector backend the
 store has: PostgreSQL and Milvus on a cluster. So a Ray ingest leaves the catalog a local ingest

@@ -35,7 +35,7 @@ from facefinder.vision.tracks import Track, track_faces
 from facefinder.vision.video import DEFAULT_SAMPLE_FPS, clip_mp4, frame_at, probe_video, sample_frames
 
 CLIP_BEFORE, CLIP_AFTER = 3.0, 5.0  # seconds of a result's clip before and after the face was seen
-FRAMES_IN_FLIGHT = 4  # sampled frames being analysed at once, split over the threads (memory: ~5 frames held)
+FRAMES_IN_FLIGHT = 4  # sampled frames being analysed at once, split over the threads (5-8 frames held in all)
 MAX_THREADS = 4  # threads analysing one video's frames: ingest workers each analyse their own video too
 
 
