@@ -163,6 +163,13 @@ def probe_bytes(person: str | None = None, number: int = 1) -> bytes:
     return lfw(person or "Tony_Blair", number).read_bytes()
 
 
+def upload_probe(client, photo: bytes) -> dict:
+    """A probe photo uploaded as ``client``'s user (POST /api/probes): the answer, its faces found."""
+    response = client.post("/api/probes", files={"photo": ("probe.jpg", photo, "image/jpeg")})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
 def run_search(
     client: TestClient, csrf: str | None = None, person: str = "Tony_Blair", case_id: str = "K-1", **fields
 ) -> dict:

@@ -11,7 +11,7 @@ import json
 
 import pytest
 from helpers import lfw
-from service_helpers import COLLECTION, assert_error, backend, make_served, probe_bytes  # noqa: F401
+from service_helpers import COLLECTION, assert_error, backend, make_served, probe_bytes, upload_probe  # noqa: F401
 from sqlalchemy import inspect, text
 
 from facefinder.services.privacy import case_records
@@ -31,9 +31,7 @@ def served(backend, tmp_path_factory, pipeline):
 
 
 def upload(client, photo: bytes) -> str:
-    response = client.post("/api/probes", files={"photo": ("probe.jpg", photo, "image/jpeg")})
-    assert response.status_code == 201, response.text
-    return response.json()["probe_id"]
+    return upload_probe(client, photo)["probe_id"]
 
 
 def terms(probe_id: str, case_id: str, **more) -> dict:

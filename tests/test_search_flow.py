@@ -13,7 +13,15 @@ import json
 
 import pytest
 from helpers import GROUP, lfw
-from service_helpers import COLLECTION, assert_error, backend, make_served, probe_bytes, run_search  # noqa: F401
+from service_helpers import (  # noqa: F401
+    COLLECTION,
+    assert_error,
+    backend,
+    make_served,
+    probe_bytes,
+    run_search,
+    upload_probe,
+)
 from typer.testing import CliRunner
 
 from facefinder.interfaces.cli import app as cli_app
@@ -28,12 +36,6 @@ def served(backend, tmp_path_factory, pipeline):
     app.close()
 
 
-def upload(client, photo: bytes) -> dict:
-    response = client.post("/api/probes", files={"photo": ("probe.jpg", photo, "image/jpeg")})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def terms(probe_id: str, case_id: str, **more) -> dict:
     return {"probe_id": probe_id, "case_id": case_id, "purpose": "flow checks", "category": "missing person", **more}
 
@@ -45,7 +47,7 @@ def entries(served, **filters) -> list[dict]:
 # ----- collections: none ticked is an error, none named is every granted one -------------------------------
 def test_an_empty_collection_choice_is_an_error_naming_the_field(served):
     ivan = served.client("ivan")
-    probe = upload(ivan, probe_bytes("Tony_Blair"))
+    probe = upload_probe(ivan, probe_bytes("Tony_Blair"))
     error = assert_error(
         ivan.post("/api/searches", json=terms(probe["probe_id"], "COLL-0", collections=[])),
         400,
@@ -61,7 +63,7 @@ def test_an_empty_collection_choice_is_an_error_naming_the_field(served):
 # ----- group photos: several faces in one request, the probe kept for another pick -------------------------
 def test_several_faces_of_a_group_photo_in_one_request(served):
     ivan, inga = served.client("ivan"), served.client("inga")
-    probe = upload(ivan, (GROUP / "sample1.jpg").read_bytes())
+    probe = upload_probe(ivan, (GROUP / "sample1.jpg").read_bytes())
     assert len(probe["faces"]) == 3
     again = ivan.get(f"/api/probes/{probe['probe_id']}")
     assert again.status_code == 200 and again.json() == probe  # held: the page can come back to it
