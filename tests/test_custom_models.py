@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from facefinder.errors import CatalogError, ModelError
 from facefinder.vision import protocols
 from facefinder.vision.detect import Scrfd
-from facefinder.vision.embed import OnnxRecognizer
+from facefinder.vision.embed import RecognizerModel
 from facefinder.vision.image import read_image
 
 EMBED_DIM = 16
@@ -114,7 +114,7 @@ def models(tmp_path_factory):
 
 # ----- the recognizer -------------------------------------------------------------------------
 def test_user_recognizer_loads_and_embeds(models):
-    recognizer = OnnxRecognizer(models["recognizer"])
+    recognizer = RecognizerModel(models["recognizer"])
     assert isinstance(recognizer, protocols.Recognizer)
     assert recognizer.dim == EMBED_DIM and recognizer.size == 112 and recognizer.channels_first
     rng = np.random.default_rng(1)
@@ -165,11 +165,11 @@ def test_collections_of_different_models_do_not_mix(models, make_finder, tmp_pat
 
 def test_unusable_model_files_are_model_errors(models, tmp_path):
     with pytest.raises(ModelError, match="model file not found"):
-        OnnxRecognizer(tmp_path / "absent.onnx")
+        RecognizerModel(tmp_path / "absent.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not protobuf")
     with pytest.raises(ModelError, match="not a loadable ONNX model"):
-        OnnxRecognizer(junk)
+        RecognizerModel(junk)
     flat = helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])],
         "flat",
@@ -177,7 +177,7 @@ def test_unusable_model_files_are_model_errors(models, tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
     )
     with pytest.raises(ModelError, match="expected a 4-d image input"):
-        OnnxRecognizer(save_model(flat, tmp_path / "flat.onnx"))
+        RecognizerModel(save_model(flat, tmp_path / "flat.onnx"))
     with pytest.raises(ModelError, match="SCRFD has 6 or 9 outputs, this model has 1"):
         Scrfd(models["recognizer"])
 

@@ -49,6 +49,6 @@ def test_a_face_embeds_the_same_on_the_gpu(models_dir, monkeypatch):
     on_cpu = FacePipeline.default(models_dir).analyze([image])[0][0].embedding
     monkeypatch.setenv(DEVICE_ENV, "cuda")
     gpu = FacePipeline.default(models_dir)
-    assert "CUDAExecutionProvider" in gpu.recognizer.session.get_providers()
+    assert "CUDAExecutionProvider" in gpu.recognizer.session.providers
     on_gpu = gpu.analyze([image])[0][0].embedding
     assert float(np.dot(on_cpu, on_gpu) / np.linalg.norm(on_cpu) / np.linalg.norm(on_gpu)) > 0.999

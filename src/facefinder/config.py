@@ -8,6 +8,7 @@ from pathlib import Path
 DATA_DIR_ENV = "FACEFINDER_DATA_DIR"
 MODELS_DIR_ENV = "FACEFINDER_MODELS_DIR"
 DEVICE_ENV = "FACEFINDER_DEVICE"  # where the models run: cpu (default) or cuda; inherited by ingest workers
+RUNTIME_ENV = "FACEFINDER_RUNTIME"  # what runs the shipped models on the CPU: litert (default) or onnxruntime
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from facefinder.errors import ModelError
-from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
+from facefinder.vision.inference import FloatArray, ImageArray, InferenceModel
 
 
 @dataclass
@@ -54,7 +54,7 @@ def letterbox(image: ImageArray, size: int) -> tuple[np.ndarray, float, float, f
     return canvas, scale, float(left), float(top)
 
 
-class BlazeFace(OnnxModel):
+class BlazeFace(InferenceModel):
     """MediaPipe full-range BlazeFace: 192x192 input, 48x48 anchors, box + 6 keypoints.
 
     The default detector (a protocols.Detector). A single letterboxed pass sees faces down to roughly
@@ -171,7 +171,7 @@ class BlazeFace(OnnxModel):
         return boxes.astype(np.float32), probs[idx].astype(np.float32), points.astype(np.float32)
 
 
-class Scrfd(OnnxModel):
+class Scrfd(InferenceModel):
     """InsightFace SCRFD detectors (det_500m ... det_10g): strides 8/16/32, box + 5 keypoints.
 
     Loads a user-supplied detector file (``FaceFinder(detector=...)``); satisfies protocols.Detector.

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
+from facefinder.errors import ModelError
+from facefinder.vision.inference import FloatArray, ImageArray, InferenceModel
 
 # Faces per recognizer call. Measured on 2 cores, one thread (benchmarks/embed_batch.py): MobileFaceNet
 # costs 8.2-8.8 ms a face at 1-4, 10.4 at 8, 13.2 at 32 and 15.1 at 64: large batches only spill caches.
 EMBED_BATCH = 4
 
 
-class OnnxRecognizer(OnnxModel):
-    """Any ONNX face recognizer (MobileFaceNet, ArcFace-style) behind one preprocessing convention.
+class RecognizerModel(InferenceModel):
+    """Any face recognizer file (MobileFaceNet, ArcFace-style ONNX) behind one preprocessing convention.
 
     The one concrete protocols.Recognizer: the shipped model and user-supplied files both load here.
     """
@@ -29,7 +30,11 @@ class OnnxRecognizer(OnnxModel):
         self.pixel_scale = pixel_scale
         self.flip = flip  # test-time flip fusion: embed the mirror image too and add
         self.size = self.input_size[0] or 112
-        self.dim = int(self.session.get_outputs()[0].shape[-1])
+        shape = self.session.output_shapes[0]
+        dim = shape[-1] if shape else None
+        if dim is None:
+            raise ModelError(f"{path}: the embedding's length must be fixed; the first output has no last dimension")
+        self.dim = dim
 
     def embed(self, crops: Sequence[ImageArray] | np.ndarray, batch_size: int = EMBED_BATCH) -> FloatArray:
         """N aligned crops -> N x dim unit vectors (float32)."""

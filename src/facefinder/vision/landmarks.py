@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from facefinder.vision.detect import Detection
-from facefinder.vision.inference import FloatArray, ImageArray, OnnxModel
+from facefinder.vision.inference import FloatArray, ImageArray, InferenceModel
 
 # FaceMesh indices: contour of the eye on the image's left (the subject's right), then the other.
 LEFT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173]
@@ -22,7 +22,7 @@ NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT = 1, 61, 291
 PRESENCE_CROPS = [(scale, shift) for scale in (1.0, 1.4) for shift in (-0.2, 0.0, 0.2)]
 
 
-class FaceMesh(OnnxModel):
+class FaceMesh(InferenceModel):
     """MediaPipe FaceMesh (468 points) on a 192x192 upright crop around a detection.
 
     It exists because BlazeFace gives no five alignment points; it satisfies protocols.Landmarker.

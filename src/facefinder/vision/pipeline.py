@@ -14,7 +14,7 @@ import numpy as np
 from facefinder.errors import ModelError
 from facefinder.vision.align import align_face
 from facefinder.vision.detect import BlazeFace, Detection, Scrfd
-from facefinder.vision.embed import OnnxRecognizer
+from facefinder.vision.embed import RecognizerModel
 from facefinder.vision.fallback import FallbackDetector, ProfileDetector
 from facefinder.vision.image import Decoded
 from facefinder.vision.inference import FloatArray, ImageArray
@@ -90,7 +90,7 @@ class FacePipeline:
         if detector is None or recognizer is None:
             require_models(models_dir)
         scrfd = Scrfd(detector, threads) if detector else None
-        rec = OnnxRecognizer(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
+        rec = RecognizerModel(recognizer or model_path(models_dir, "mobilefacenet"), threads, flip=flip)
         mesh = None
         if not (scrfd and scrfd.has_keypoints):
             mesh_path = model_path(models_dir, "facemesh")

