@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from helpers import DATA, GROUP, LFW_PEOPLE, lfw
+from test_people import run_cli
 
 from facefinder.config import DEVICE_ENV, RUNTIME_ENV
 from facefinder.errors import ModelError
@@ -110,12 +111,53 @@ def test_an_old_cache_without_tflite_files_runs_on_onnxruntime(models_dir, tmp_p
     assert isinstance(FacePipeline.default(tmp_path).recognizer.session, OrtSession)
 
 
-def test_the_runtime_setting_is_checked(monkeypatch):
+def test_the_runtime_setting_is_checked(monkeypatch, tmp_path):
     monkeypatch.setenv(RUNTIME_ENV, "onnxruntime")
     assert not litert_available()
     monkeypatch.setenv(RUNTIME_ENV, "tensorrt")
     with pytest.raises(ModelError, match="FACEFINDER_RUNTIME: one of litert, onnxruntime, not 'tensorrt'"):
         litert_available()
+    listed = run_cli(tmp_path, "models", "list", expect=2)  # one line, no traceback
+    assert listed.stderr.strip() == "error: FACEFINDER_RUNTIME: one of litert, onnxruntime, not 'tensorrt'"
+    monkeypatch.setenv(RUNTIME_ENV, "litert")
+    monkeypatch.setenv(DEVICE_ENV, "cuda")
+    with pytest.raises(ModelError, match="FACEFINDER_RUNTIME=litert runs on the CPU only"):
+        litert_available()
+
+
+def test_mobilefacenet_runs_prelu_as_one_operator(models_dir):
+    """The exporter's five-operator PReLU is one PRELU in the cached file; rewriting again changes nothing."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from facefinder.vision.tflite_graph import prepare_for_litert
+
+    cached = tflite_path(models_dir, "mobilefacenet").read_bytes()
+
+    def operators(model: bytes) -> list[str]:
+        return [op["op_name"] for op in Interpreter(model_content=model)._get_ops_details()]
+
+    names = operators(cached)
+    assert names.count("PRELU") == 33 and "ABS" not in names and "SUB" not in names
+    assert operators(prepare_for_litert(cached, free_batch=True)) == names
+
+
+def test_a_process_forked_mid_load_gets_a_free_lock(models_dir):
+    """Ingest workers are forked from the server, whose searches load interpreters in threads."""
+    import multiprocessing
+
+    from facefinder.vision import inference
+
+    def child(queue) -> None:
+        queue.put(inference._stderr_lock.acquire(timeout=5))
+
+    with inference._stderr_lock:  # as if another thread were making the first interpreter
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        process = context.Process(target=child, args=(queue,))
+        process.start()
+        took_it = queue.get(timeout=30)
+        process.join(30)
+    assert took_it and process.exitcode == 0
 
 
 def test_a_broken_tflite_file_is_a_model_error(tmp_path):

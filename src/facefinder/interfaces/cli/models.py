@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -35,11 +36,25 @@ def models_fetch(force: Annotated[bool, typer.Option(help="Fetch and convert aga
 
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The default models, where they come from, and whether they are cached."""
+    """The default models, where they come from, the file and runtime each runs on, and whether it is cached."""
+    folder = resolve_models_dir(resolve_data_dir(state.data_dir))
+    try:
+        rows = _model_rows(folder)
+    except FaceFinderError as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("model", "from", "cached", "runtime", "path")
+    for r in rows:
+        table.add_row(r["name"], r["package"], "yes" if r["cached"] else "no", r["runtime"], r["path"])
+    print_table(table)
+
+
+def _model_rows(folder: Path) -> list[dict]:
     from facefinder.vision.models import MODELS, model_path
 
-    folder = resolve_models_dir(resolve_data_dir(state.data_dir))
-    rows = [
+    return [
         {
             "name": n,
             "package": f"{s.package.registry}:{s.package.name}=={s.package.version}",
@@ -49,10 +64,3 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
         }
         for n, s in MODELS.items()
     ]
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
-    table = Table("model", "from", "cached", "runtime", "path")
-    for r in rows:
-        table.add_row(r["name"], r["package"], "yes" if r["cached"] else "no", r["runtime"], r["path"])
-    print_table(table)
