@@ -14,8 +14,9 @@ import numpy as np
 from facefinder.errors import ModelError
 from facefinder.vision.inference import FloatArray, ImageArray, InferenceModel
 
-# Faces per recognizer call. Measured on 2 cores, one thread (benchmarks/embed_batch.py): MobileFaceNet
-# costs 8.2-8.8 ms a face at 1-4, 10.4 at 8, 13.2 at 32 and 15.1 at 64: large batches only spill caches.
+# Faces per recognizer call. Measured on 2 cores, one thread (benchmarks/embed_batch.py): on onnxruntime
+# MobileFaceNet costs 8.2-8.8 ms a face at 1-4, 10.4 at 8, 13.2 at 32 and 15.1 at 64: large batches only
+# spill caches. On LiteRT (a slower machine) 8.1-8.6 at 1-8: 4 suits both.
 EMBED_BATCH = 4
 
 

@@ -114,7 +114,7 @@ def onnx_path(models_dir: Path, name: str) -> Path:
 
 
 def tflite_path(models_dir: Path, name: str) -> Path:
-    """Where the named model's cached .tflite (batch dimension made free) is (or would be)."""
+    """Where the named model's cached .tflite, rewritten for LiteRT, is (or would be)."""
     return models_dir / f"{name}.tflite"
 
 
