@@ -218,9 +218,9 @@ def _stderr_to_devnull() -> Iterator[None]:
             os.dup2(devnull.fileno(), 2)
         yield
     finally:
-        os.dup2(_stderr_saved, 2)
-        os.close(_stderr_saved)
-        _stderr_saved = None
+        saved, _stderr_saved = _stderr_saved, None  # cleared before it is closed: a fork now restores nothing
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _after_fork_in_child() -> None:
@@ -229,9 +229,9 @@ def _after_fork_in_child() -> None:
     global _stderr_lock, _stderr_saved
     _stderr_lock = threading.Lock()
     if _stderr_saved is not None:
-        os.dup2(_stderr_saved, 2)
-        os.close(_stderr_saved)
-        _stderr_saved = None
+        saved, _stderr_saved = _stderr_saved, None
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 if hasattr(os, "register_at_fork"):

@@ -37,11 +37,24 @@ def _builtin(model: Any, op: Any) -> int:
 
 
 def _constant(model: Any, graph: Any, tensor: int) -> np.ndarray | None:
-    """A tensor's constant data as float32 or int32 values, else None (an activation)."""
+    """A float32 or int32 tensor's constant data, else None (an activation, or another type)."""
+    kinds = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32}
     data = model.buffers[graph.tensors[tensor].buffer].data
-    if data is None or len(data) == 0:
+    if data is None or len(data) == 0 or graph.tensors[tensor].type not in kinds:
         return None
-    return np.frombuffer(bytes(data), np.int32 if graph.tensors[tensor].type == schema.TensorType.INT32 else np.float32)
+    return np.frombuffer(bytes(data), kinds[graph.tensors[tensor].type])
+
+
+def _plain_float(graph: Any, tensor: int) -> bool:
+    """A float32 tensor that is not quantized."""
+    t = graph.tensors[tensor]
+    quantized = t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) > 0
+    return t.type == schema.TensorType.FLOAT32 and not quantized
+
+
+def _no_fused_activation(op: Any) -> bool:
+    options = op.builtinOptions
+    return options is None or getattr(options, "fusedActivationFunction", 0) == schema.ActivationFunctionType.NONE
 
 
 def _free_batch(model: Any) -> None:
@@ -51,15 +64,17 @@ def _free_batch(model: Any) -> None:
     for op in graph.operators:
         if _builtin(model, op) != OPS.RESHAPE:
             continue
+        if graph.tensors[op.inputs[0]].shape[0] != batch:
+            continue  # not an activation carrying the batch
         if len(op.inputs) > 1:
             target = _constant(model, graph, op.inputs[1])
-            if target is not None and len(target) > 1 and target[0] == batch:
+            if target is not None and len(target) > 1 and target[0] == batch and -1 not in target:
                 freed = np.array([-1, *target[1:]], dtype=np.int32)
                 model.buffers[graph.tensors[op.inputs[1]].buffer].data = np.frombuffer(freed.tobytes(), np.uint8)
         options = op.builtinOptions
         if options is not None and getattr(options, "newShape", None) is not None:
             shape = list(options.newShape)
-            if len(shape) > 1 and shape[0] == batch:
+            if len(shape) > 1 and shape[0] == batch and -1 not in shape:
                 options.newShape = [-1, *shape[1:]]
 
 
@@ -104,6 +119,11 @@ def _prelu_pattern(model: Any, graph: Any, producer: dict, add: Any) -> tuple[in
     absolute = producer.get(sub.inputs[1])
     if absolute is None or _builtin(model, absolute) != OPS.ABS or absolute.inputs[0] != x:
         return None
+    if not all(_no_fused_activation(op) for op in (add, mul, sub)) or not _plain_float(graph, x):
+        return None  # a fused RELU6 or a quantized graph is another function
+    slope_shape, x_shape = list(graph.tensors[slope].shape), list(graph.tensors[x].shape)
+    if not _plain_float(graph, slope) or any(d != 1 for d in slope_shape[:-1]) or len(m) != x_shape[-1]:
+        return None  # the slope must run along the channels (NHWC's last dimension)
     return x, m.astype(np.float32), [relu, mul, sub, absolute]
 
 
