@@ -32,8 +32,7 @@ def prepare_for_litert(model_bytes: bytes, free_batch: bool) -> bytes:
 
 
 def _builtin(model: Any, op: Any) -> int:
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
+    return flatbuffer_utils.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex])
 
 
 def _constant(model: Any, graph: Any, tensor: int) -> np.ndarray | None:
@@ -144,7 +143,7 @@ def _prelu_op(model: Any, graph: Any, x: int, slope: np.ndarray, out: int) -> An
 def _opcode(model: Any, builtin: int) -> int:
     """The index of ``builtin``'s operator code in the model, added if missing."""
     for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+        if flatbuffer_utils.get_builtin_code_from_operator_code(code) == builtin:
             return index
     code = schema.OperatorCodeT()
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, builtin, 1
